@@ -1,0 +1,62 @@
+"""mlkit: run MLflow-format projects on your own GPU machines, tracked in a file store.
+
+The tracking API mirrors MLflow's fluent API, so switching is a change of import:
+
+    import mlkit
+    with mlkit.start_run(run_name="try-1"):
+        mlkit.log_param("lr", 0.01)
+        mlkit.log_metric("loss", 0.3, step=1)
+
+Names are resolved lazily so that `import mlkit` stays cheap (no torch, no pynvml, no yaml).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # fluent tracking API
+    "start_run": "mlkit.tracking.fluent",
+    "end_run": "mlkit.tracking.fluent",
+    "active_run": "mlkit.tracking.fluent",
+    "log_param": "mlkit.tracking.fluent",
+    "log_params": "mlkit.tracking.fluent",
+    "log_metric": "mlkit.tracking.fluent",
+    "log_metrics": "mlkit.tracking.fluent",
+    "set_tag": "mlkit.tracking.fluent",
+    "set_tags": "mlkit.tracking.fluent",
+    "log_artifact": "mlkit.tracking.fluent",
+    "log_artifacts": "mlkit.tracking.fluent",
+    "log_text": "mlkit.tracking.fluent",
+    "log_dict": "mlkit.tracking.fluent",
+    "get_artifact_uri": "mlkit.tracking.fluent",
+    "set_experiment": "mlkit.tracking.fluent",
+    "search_runs": "mlkit.tracking.fluent",
+    # client and store
+    "MlkitClient": "mlkit.tracking.client",
+    "FileStore": "mlkit.tracking.store",
+    # models
+    "log_model": "mlkit.models",
+    "load_model": "mlkit.models",
+    # errors
+    "MlkitError": "mlkit.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,5 @@
+"""`python -m mlkit` is the `mlkit` command."""
+
+from mlkit.cli import main
+
+main()

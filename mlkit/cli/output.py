@@ -1,0 +1,133 @@
+"""Everything the CLI writes: two consoles, JSON/CSV output, tables, and error rendering.
+
+Results go to stdout, progress and errors to stderr. Without a terminal nothing is live and no
+colour codes are written (unless FORCE_COLOR is set); NO_COLOR is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import sys
+import traceback as tb
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mlkit.errors import ExitCode, MlkitError
+from mlkit.settings import traceback_enabled
+
+
+@dataclasses.dataclass
+class _State:
+    traceback: bool = False
+
+
+state = _State()
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def interactive() -> bool:
+    """True when a person is watching: stdout and stderr are terminals."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses, paths, datetimes and enums as plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if hasattr(obj, "value") and hasattr(obj, "name") and not isinstance(obj, (int, str)):
+        return obj.value  # enums
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Exactly one JSON document on stdout."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if v is None else v for v in row])
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
+    """A rich table on a terminal; tab-separated plain lines when piped."""
+    rows = [["" if v is None else str(v) for v in row] for row in rows]
+    if not sys.stdout.isatty():
+        sys.stdout.write("\t".join(columns) + "\n")
+        for row in rows:
+            sys.stdout.write("\t".join(row) + "\n")
+        return
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def info(message: str) -> None:
+    """A human line on stderr (never mixed into --json stdout)."""
+    err.print(message, markup=False, highlight=False)
+
+
+def fail(error: MlkitError) -> NoReturn:
+    """Print one error line and its hint on stderr, then exit with the error's code."""
+    if state.traceback or traceback_enabled():
+        tb.print_exception(error)
+    err.print(f"[bold red]Error:[/] {error.message}", highlight=False)
+    if error.hint:
+        err.print(f"  hint: {error.hint}", markup=False, highlight=False)
+    raise typer.Exit(int(error.exit_code))
+
+
+def handle_errors(fn: F) -> F:
+    """Turn MlkitError into one line + exit code, Ctrl-C into 130. Apply to every command."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MlkitError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            err.print("Interrupted.")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except BrokenPipeError:  # `mlkit runs list | head`
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def run_app(app: typer.Typer) -> None:
+    """Call the typer app and leave with its exit code; errors outside commands get one line too."""
+    try:
+        app()
+    except MlkitError as error:
+        try:
+            fail(error)
+        except typer.Exit as exit_:
+            sys.exit(exit_.exit_code)
