@@ -35,9 +35,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     traceback: bool = typer.Option(
-        False, "--traceback", help="Show the Python traceback for mlkit's own errors.", envvar="MLKIT_TRACEBACK"
+        False,
+        "--traceback",
+        help="Show the Python traceback for mlkit's own errors.",
+        envvar="MLKIT_TRACEBACK",
     ),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
     from mlkit.cli import output
 
