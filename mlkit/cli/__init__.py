@@ -23,7 +23,7 @@ app = typer.Typer(
 
 # Each module has `register(app)`, adding its commands or sub-apps. Keep them light at import
 # time: no torch, pynvml, py-rattler or conda-lock at module level.
-COMMAND_MODULES = ("run", "runs", "experiments", "gpus", "env", "models", "gc", "report")
+COMMAND_MODULES = ("run", "runs", "compare", "experiments", "gpus", "env", "models", "gc", "report")
 
 
 def _version(value: bool) -> None:
