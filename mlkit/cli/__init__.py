@@ -7,10 +7,20 @@ one core function, and renders what it returns through `mlkit.cli.output`.
 from __future__ import annotations
 
 import importlib
-
-import typer
+import os
 
 from mlkit import __version__
+
+# Plain click help instead of typer's rich help: rich + markdown-it cost ~300 ms per `--help`.
+_saved = os.environ.get("TYPER_USE_RICH")
+os.environ["TYPER_USE_RICH"] = "0"
+import typer  # noqa: E402
+
+if _saved is None:
+    del os.environ["TYPER_USE_RICH"]
+else:
+    os.environ["TYPER_USE_RICH"] = _saved
+
 
 app = typer.Typer(
     name="mlkit",

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from mlkit.errors import ExitCode, MlkitError
 from mlkit.settings import traceback_enabled
@@ -31,8 +29,25 @@ class _State:
 
 
 state = _State()
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _LazyConsole:
+    """A rich Console made on first use, so `mlkit --help` never pays for importing rich."""
+
+    def __init__(self, stderr: bool):
+        self._stderr = stderr
+        self._console: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        return getattr(self._console, name)
+
+
+out: Any = _LazyConsole(stderr=False)
+err: Any = _LazyConsole(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +95,8 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
         for row in rows:
             sys.stdout.write("\t".join(row) + "\n")
         return
+    from rich.table import Table
+
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
