@@ -1,0 +1,198 @@
+"""GPU-side costs of mlkit: `mlkit gpus --json` latency, one sampler tick's CPU, and (with a GPU and
+torch) training throughput with system-metrics sampling on vs off.
+
+    python benchmarks/bench_gpu.py                  # everything this machine can do
+    python benchmarks/bench_gpu.py --seconds 20 --json
+
+Without a GPU the tick cost is measured through the stand-in NVML (MLKIT_FAKE_NVML=four_idle) and
+the throughput comparison is reported as needing a GPU. Targets: a tick < 5 ms CPU; sampling at
+1 s costs <= 1 % of training throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def bench_gpus_json(runs: int, env_extra: dict[str, str] | None = None) -> dict:
+    """Wall time of `python -m mlkit gpus --json` as a subprocess, median of `runs`."""
+    env = {**os.environ, **(env_extra or {})}
+    times = []
+    doc = None
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "mlkit", "gpus", "--json"], capture_output=True, text=True, env=env, cwd=REPO
+        )
+        times.append(time.perf_counter() - start)
+        if result.returncode != 0:
+            raise SystemExit(f"mlkit gpus --json failed: {result.stderr}")
+        doc = json.loads(result.stdout)
+    return {
+        "median_s": statistics.median(times),
+        "min_s": min(times),
+        "runs": runs,
+        "gpus": len(doc["gpus"]),
+        "reason": doc["reason"],
+    }
+
+
+def bench_tick(ticks: int, uuids: list[str]) -> dict:
+    """Process CPU time per sampler tick (NVML reads + psutil + FileStore writes)."""
+    from mlkit.gpu import SystemMetricsSampler
+    from mlkit.tracking.store import FileStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FileStore(Path(tmp) / "mlruns")
+        run_id = store.create_run(store.get_or_create_experiment("bench")).info.run_id
+        sampler = SystemMetricsSampler(store, run_id, uuids, interval=3600)
+        sampler.start(os.getpid())
+        sampler.tick()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(ticks):
+            sampler.tick()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        sampler.stop()
+        store.close()
+    return {
+        "cpu_ms_per_tick": cpu / ticks * 1000,
+        "wall_ms_per_tick": wall / ticks * 1000,
+        "ticks": ticks,
+        "gpus": len(uuids),
+        "failed_ticks": sampler.failed_ticks,
+    }
+
+
+def bench_training(seconds: float, uuid: str) -> dict:
+    """Matmul+conv training-ish loop: iterations/s with the sampler (1 s) off, then on, then off again."""
+    import torch
+
+    from mlkit.gpu import SystemMetricsSampler
+    from mlkit.tracking.store import FileStore
+
+    torch.backends.cuda.matmul.allow_tf32 = True
+    device = "cuda"
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device)
+    lin = torch.nn.Linear(4096, 4096).to(device)
+    opt = torch.optim.SGD(list(conv.parameters()) + list(lin.parameters()), lr=1e-3)
+    images = torch.randn(64, 64, 32, 32, device=device)
+    feats = torch.randn(512, 4096, device=device)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = conv(images).float().square().mean() + lin(feats).float().square().mean()
+        loss.backward()
+        opt.step()
+
+    def measure(duration: float) -> float:
+        torch.cuda.synchronize()
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < duration:
+            for _ in range(10):
+                step()
+            n += 10
+            torch.cuda.synchronize()
+        return n / (time.perf_counter() - start)
+
+    measure(3.0)  # warm-up: cuDNN autotune, clocks up
+    with tempfile.TemporaryDirectory() as tmp:
+        store = FileStore(Path(tmp) / "mlruns")
+        run_id = store.create_run(store.get_or_create_experiment("bench")).info.run_id
+        off1 = measure(seconds)
+        # worst case: the sampler thread shares this process's GIL (in mlkit it lives in the supervisor)
+        sampler = SystemMetricsSampler(store, run_id, [uuid], interval=1.0)
+        sampler.start(os.getpid())
+        on = measure(seconds)
+        summary = sampler.stop()
+        off2 = measure(seconds)
+        store.close()
+    off = (off1 + off2) / 2
+    return {
+        "iters_per_s_off": off,
+        "iters_per_s_off_runs": [off1, off2],
+        "iters_per_s_on": on,
+        "slowdown_percent": (off - on) / off * 100,
+        "seconds_each": seconds,
+        "ticks": sampler.step,
+        "energy_wh_while_on": summary.get("system/gpu_0_energy_wh"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7, help="subprocess runs of `mlkit gpus --json`")
+    parser.add_argument("--ticks", type=int, default=500, help="sampler ticks to time")
+    parser.add_argument("--seconds", type=float, default=20.0, help="training seconds per phase (GPU only)")
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
+    args = parser.parse_args()
+
+    from mlkit.gpu import probe
+
+    os.environ.pop("MLKIT_FAKE_NVML", None)
+    report = probe(leases=[])
+    real = [g for g in report.gpus if not g.lost]
+    results: dict = {"gpus_found": len(real), "reason": report.reason, "device": real[0].name if real else None}
+
+    results["mlkit_gpus_json"] = bench_gpus_json(args.runs)
+    results["mlkit_gpus_json_fake_four_idle"] = bench_gpus_json(args.runs, {"MLKIT_FAKE_NVML": "four_idle"})
+
+    if real:
+        results["tick_real_nvml_1gpu"] = bench_tick(args.ticks, [real[0].uuid])
+    os.environ["MLKIT_FAKE_NVML"] = "four_idle"
+    fake_uuid = probe(leases=[]).gpus[0].uuid
+    results["tick_fake_nvml_1gpu"] = bench_tick(args.ticks, [fake_uuid])
+    results["tick_no_gpu"] = bench_tick(args.ticks, [])
+    os.environ.pop("MLKIT_FAKE_NVML")
+
+    if not real:
+        results["training"] = f"needs a GPU ({report.reason})"
+    else:
+        try:
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ImportError("torch has no CUDA")
+        except ImportError as exc:
+            results["training"] = f"needs torch with CUDA ({exc})"
+        else:
+            results["training"] = bench_training(args.seconds, real[0].uuid)
+
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"GPUs: {len(real)}" + (f" ({results['device']})" if real else f" — {report.reason}"))
+    for key in ("mlkit_gpus_json", "mlkit_gpus_json_fake_four_idle"):
+        r = results[key]
+        print(f"{key:34s} median {r['median_s'] * 1000:7.1f} ms  (min {r['min_s'] * 1000:.1f} ms, {r['runs']} runs)")
+    for key in ("tick_real_nvml_1gpu", "tick_fake_nvml_1gpu", "tick_no_gpu"):
+        if key in results:
+            r = results[key]
+            print(
+                f"{key:34s} {r['cpu_ms_per_tick']:7.3f} ms CPU/tick  ({r['wall_ms_per_tick']:.3f} ms wall, "
+                f"{r['ticks']} ticks; target < 5 ms)"
+            )
+    training = results["training"]
+    if isinstance(training, str):
+        print(f"{'training throughput':34s} {training}")
+    else:
+        print(
+            f"{'training throughput':34s} off {training['iters_per_s_off']:.1f} it/s, on (1 s sampler) "
+            f"{training['iters_per_s_on']:.1f} it/s: {training['slowdown_percent']:+.2f} % (target <= 1 %)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""mlkit's file store against MLflow's FileStore, side by side on this machine.
+
+    python benchmarks/bench_store.py              # full size: 10,000 runs
+    python benchmarks/bench_store.py --runs 1000  # quicker
+
+Measures log_metric calls/s in one run and search_runs over N runs (5 params, 5 metrics x 10
+steps, 3 tags each) with `metrics.acc > 0.5 and params.lr = '0.01'`. The N-run store is written
+once by mlkit and copied for MLflow (the on-disk format is the same; MLflow would need minutes
+to write it itself). Prints a markdown table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+
+FILTER = "metrics.acc > 0.5 and params.lr = '0.01'"
+LRS = ("0.1", "0.01", "0.001", "0.0001")
+
+
+def build_store(root: Path, n_runs: int) -> str:
+    """Write n_runs runs with mlkit (5 params, 5 metrics x 10 steps, 3 tags); return the experiment id."""
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(root)
+    exp = store.get_or_create_experiment("bench")
+    for i in range(n_runs):
+        run_id = store.create_run(exp, run_name=f"run-{i}").info.run_id
+        store.log_params(run_id, {"lr": LRS[i % 4], "batch": str(32 << (i % 3)), "seed": str(i),
+                                  "optimizer": "adam", "epochs": "10"})  # fmt: skip
+        for step in range(10):
+            store.log_metrics(run_id, {"acc": ((i * 7919) % 1000) / 1000 * (step + 1) / 10, "loss": 1 / (step + 1),
+                                       "val_acc": 0.5, "val_loss": 0.7, "lr_now": 0.01}, step=step)  # fmt: skip
+        store.set_tags(run_id, {"team": "vision", "purpose": "bench", "shard": str(i % 10)})
+        store.set_terminated(run_id, "FINISHED")
+    store.close()
+    return exp
+
+
+def _rate(fn, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - start)
+
+
+def bench_log_metric(tmp: Path, n: int) -> dict[str, float]:
+    """log_metric calls/s in one run: store/client level and fluent, mlkit and MLflow."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mlkit.tracking.client import MlkitClient
+
+    out = {}
+    mk = MlkitClient(tmp / "mk-client")
+    run = mk.create_run("0").info.run_id
+    out["mlkit client"] = _rate(lambda i: mk.log_metric(run, "loss", 0.5, step=i), n)
+    mf = MlflowClient(tracking_uri=(tmp / "mf-client").as_uri())
+    mrun = mf.create_run("0").info.run_id
+    out["mlflow client"] = _rate(lambda i: mf.log_metric(mrun, "loss", 0.5, step=i), max(n // 10, 500))
+
+    import mlkit
+
+    os.environ["MLKIT_TRACKING_URI"] = str(tmp / "mk-fluent")
+    with mlkit.start_run():
+        out["mlkit fluent"] = _rate(lambda i: mlkit.log_metric("loss", 0.5, step=i), n)
+    mlflow.set_tracking_uri((tmp / "mf-fluent").as_uri())
+    with mlflow.start_run():
+        out["mlflow fluent"] = _rate(lambda i: mlflow.log_metric("loss", 0.5, step=i), max(n // 10, 500))
+    return out
+
+
+def bench_search(tmp: Path, n_runs: int) -> dict[str, float | int]:
+    """search_runs seconds over n_runs: mlkit cold (builds the cache), mlkit warm, MLflow."""
+    from mlflow.store.tracking.file_store import FileStore as MlflowFileStore
+
+    from mlkit.tracking.index import INDEX_FILE
+    from mlkit.tracking.store import FileStore
+
+    root = tmp / "mlruns"
+    start = time.perf_counter()
+    exp = build_store(root, n_runs)
+    build_s = time.perf_counter() - start
+    mlflow_root = tmp / "mlruns-mlflow"
+    shutil.copytree(root, mlflow_root)  # same bytes; MLflow gets no index file
+    (mlflow_root / INDEX_FILE).unlink(missing_ok=True)
+
+    cold_store = FileStore(root)
+    start = time.perf_counter()
+    cold_runs, _ = cold_store.search_runs([exp], FILTER, max_results=50000)
+    cold = time.perf_counter() - start
+    warm_times = []
+    for _ in range(5):
+        store = FileStore(root)  # a new process would open a new store: no in-memory state kept
+        start = time.perf_counter()
+        runs, _ = store.search_runs([exp], FILTER, max_results=50000)
+        warm_times.append(time.perf_counter() - start)
+    mlflow_store = MlflowFileStore(str(mlflow_root))
+    from mlflow.entities import ViewType
+
+    start = time.perf_counter()
+    mruns = mlflow_store.search_runs([exp], FILTER, ViewType.ACTIVE_ONLY, max_results=50000)
+    mlflow_s = time.perf_counter() - start
+    same = [r.info.run_id for r in runs] == [r.info.run_id for r in mruns] == [r.info.run_id for r in cold_runs]
+    return {"build_s": build_s, "cold": cold, "warm": statistics.median(warm_times), "mlflow": mlflow_s,
+            "matches": len(runs), "same": same}  # fmt: skip
+
+
+def main() -> int:
+    """Run both benchmarks and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10_000, help="runs in the search store (default 10000)")
+    parser.add_argument("--calls", type=int, default=20_000, help="log_metric calls for mlkit (MLflow: 1/10)")
+    args = parser.parse_args()
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="mlkit-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        rates = bench_log_metric(tmp, args.calls)
+        search = bench_search(tmp, args.runs)
+    import mlflow
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"MLflow {mlflow.__version__}, {time.strftime('%Y-%m-%d %H:%M')}")  # fmt: skip
+    print(f"search store: {args.runs} runs written by mlkit in {search['build_s']:.1f} s, copied for MLflow "
+          "(same on-disk format); filter: " + FILTER)  # fmt: skip
+    print(f"both return the same {search['matches']} run ids in the same order: {search['same']}\n")
+    print("| operation | mlkit | MLflow FileStore | ratio |")
+    print("| --- | --- | --- | --- |")
+    for level in ("client", "fluent"):
+        mk, mf = rates[f"mlkit {level}"], rates[f"mlflow {level}"]
+        print(f"| log_metric, one run, {level} API | {mk:,.0f} calls/s | {mf:,.0f} calls/s | {mk / mf:.0f}x |")
+    for label, key in (("warm cache", "warm"), ("cold: first search builds the cache", "cold")):
+        ratio = search["mlflow"] / search[key]
+        print(f"| search_runs, {args.runs:,} runs, metric+param filter, {label} | {search[key]:.3f} s | "
+              f"{search['mlflow']:.2f} s | {ratio:.0f}x |")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""`mlkit runs compare`: params and latest metrics side by side, and metric curves in the terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mlkit.cli.output import handle_errors, info, out, print_csv, print_json, print_table
+
+PALETTE = ("cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_red")
+
+
+def cell(value: object) -> str:
+    """A table cell: floats to 6 significant digits, missing values as '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+@handle_errors
+def compare(
+    runs: list[str] = typer.Argument(
+        ..., metavar="RUN RUN [RUN...]", help="Run ids, unique id prefixes or run names."
+    ),
+    only_changed: bool = typer.Option(
+        False, "--only-changed", help="Hide params and metrics equal in every run."
+    ),
+    metric: list[str] = typer.Option(
+        [], "--metric", "-m", metavar="KEY", help="Draw this metric's curves, step on x (repeatable)."
+    ),
+    system: bool = typer.Option(False, "--system", help="Include system/* metrics in the table."),
+    csv_out: bool = typer.Option(False, "--csv", help="The table as CSV on stdout (one column per run id)."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout (curves included)."),
+    width: int = typer.Option(
+        0, "--width", help="Chart width in characters (default: fit the terminal, else 60)."
+    ),
+    store: str | None = typer.Option(
+        None, "--store", metavar="DIR", help="Tracking store (default: ./mlruns)."
+    ),
+) -> None:
+    """Compare runs: params and latest metrics in one column per run.
+
+    Example: mlkit runs compare 1a2b3c 4d5e6f 7a8b9c --only-changed --metric val_acc
+    """
+    from mlkit.errors import UsageError
+    from mlkit.report.compare import compare_runs
+    from mlkit.tracking.store import FileStore
+
+    if csv_out and json_out:
+        raise UsageError("--csv and --json exclude each other", hint="pick one output format")
+    result = compare_runs(
+        FileStore(store), runs, only_changed=only_changed, system=system, curve_metrics=metric
+    )
+    if json_out:
+        print_json(result)
+        return
+    if csv_out:
+        if metric:
+            info("--csv writes the table only; use --json for the curves' data.")
+        print_csv(["key", *[c.run_id for c in result.runs]], ([row.name, *row.values] for row in result.rows))
+        return
+    print_table(
+        ["key", *[c.label for c in result.runs]],
+        ([row.name, *[cell(v) for v in row.values]] for row in result.rows),
+    )
+    if result.only_changed and result.hidden_rows:
+        info(f"{result.hidden_rows} row(s) equal in every run hidden (--only-changed).")
+    for curves in result.curves:
+        _draw(curves, width)
+
+
+def _draw(curves, width: int) -> None:
+    from mlkit.report.termchart import Series, render_chart
+
+    colour = out.is_terminal and out.color_system is not None
+    if not width:
+        width = max(20, min(100, out.width - 14)) if out.is_terminal else 60
+    series = [Series(s.label, list(zip(curves.xs(s), s.values, strict=True))) for s in curves.series]
+    chart = render_chart(series, width=width, height=12, braille=colour, title=curves.key, x_label=curves.x)
+    if not colour:
+        sys.stdout.write("\n" + chart.plain() + "\n")
+        return
+    from rich.text import Text
+
+    out.print()
+    for line in chart.lines:
+        text = Text()
+        for part, index in line:
+            text.append(part, style=None if index is None else PALETTE[index % len(PALETTE)])
+        out.print(text, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    try:
+        from mlkit.cli.runs import runs_app
+    except ModuleNotFoundError as exc:  # `mlkit runs` not built yet
+        if exc.name != "mlkit.cli.runs":
+            raise
+        return
+    runs_app.command("compare")(compare)

@@ -1,0 +1,173 @@
+"""`mlkit gpus`: this machine's GPUs, what runs on them and which mlkit runs lease them."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import typer
+
+from mlkit.cli import output
+from mlkit.cli.output import handle_errors
+
+COLUMNS = [
+    "index",
+    "name",
+    "uuid",
+    "memory",
+    "util",
+    "temp",
+    "power",
+    "sm clock",
+    "cc",
+    "mig",
+    "processes",
+    "mlkit lease",
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gpus")(gpus)
+
+
+@handle_errors
+def gpus(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (includes `reason`)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
+    interval: float = typer.Option(2.0, "--interval", "-n", min=0.1, help="Seconds between refreshes."),
+) -> None:
+    """List the GPUs NVML sees: memory, utilisation, power, clocks, MIG, processes and leases.
+
+    With no NVIDIA driver it says why and exits 0.
+    """
+    from mlkit.gpu.devices import probe
+
+    if watch:
+        _watch(interval, as_json)
+        return
+    report = probe()
+    if as_json:
+        output.print_json(report)
+        return
+    _render(report)
+
+
+def _rows(report: Any) -> list[list[str]]:
+    from mlkit.gpu.units import format_bytes
+
+    rows = []
+    for gpu in report.gpus:
+        if gpu.lost:
+            rows.append([str(gpu.index), "LOST", gpu.uuid, gpu.error or "", *[""] * 8])
+            continue
+        rows.append(_row(gpu, format_bytes))
+        for mig in gpu.mig_instances:
+            rows.append(_row(mig, format_bytes, mig=True))
+    return rows
+
+
+def _row(gpu: Any, fmt: Any, mig: bool = False) -> list[str]:
+    def num(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+    used = "-" if gpu.memory_used is None else fmt(gpu.memory_used)
+    total = "-" if gpu.memory_total is None else fmt(gpu.memory_total)
+    power = f"{num(gpu.power_draw and round(gpu.power_draw), ' W')}/{num(gpu.power_limit and round(gpu.power_limit), ' W')}"
+    if gpu.power_draw is None and gpu.power_limit is None:
+        power = "-"
+    clock = "-" if gpu.sm_clock is None else f"{gpu.sm_clock}/{num(gpu.sm_clock_max)} MHz"
+    procs = ", ".join(
+        f"{p.pid}" + (f" {p.name}" if p.name else "") + (f" ({fmt(p.used_memory)})" if p.used_memory else "")
+        for p in gpu.processes
+    )
+    mig_text = "instance" if mig else ("on" if gpu.mig_mode else "off" if gpu.mig_mode is False else "-")
+    return [
+        f"{gpu.index}" + (f" mig {gpu.gpu_instance_id}" if mig else ""),
+        gpu.name or "-",
+        gpu.uuid,
+        f"{used} / {total}",
+        num(gpu.utilization_gpu, "%"),
+        num(gpu.temperature, "°C"),
+        power,
+        clock,
+        gpu.compute_capability or "-",
+        mig_text,
+        procs or "-",
+        gpu.leased_by or "-",
+    ]
+
+
+def _header(report: Any) -> str:
+    from mlkit.gpu.devices import fake_active
+
+    parts = []
+    if report.driver_version:
+        parts.append(f"driver {report.driver_version}")
+    if report.cuda_version:
+        parts.append(f"CUDA {report.cuda_version}")
+    parts.append(f"{len(report.gpus)} GPU{'s' if len(report.gpus) != 1 else ''}")
+    fake = fake_active()
+    if fake:
+        parts.append(f"stand-in NVML scenario {fake!r} (MLKIT_FAKE_NVML)")
+    return ", ".join(parts)
+
+
+def _render(report: Any) -> None:
+    if not report.gpus:
+        output.info(f"No GPUs: {report.reason}")
+        return
+    output.info(_header(report))
+    output.print_table(COLUMNS, _rows(report))
+    if report.reason:
+        output.info(report.reason)
+
+
+def _watch(interval: float, as_json: bool) -> None:
+    """A live view on a terminal; plain lines (or one JSON document per line) otherwise."""
+    import json
+
+    from mlkit.gpu.devices import probe
+
+    live_ok = not as_json and output.interactive()
+    try:
+        if live_ok:
+            _live(interval)
+            return
+        while True:
+            started = time.monotonic()
+            report = probe()
+            if as_json:
+                sys.stdout.write(json.dumps(output.to_jsonable(report)) + "\n")
+            else:
+                stamp = time.strftime("%H:%M:%S")
+                if not report.gpus:
+                    sys.stdout.write(f"{stamp} no GPUs: {report.reason}\n")
+                for row in _rows(report):
+                    sys.stdout.write(f"{stamp}\t" + "\t".join(row) + "\n")
+            sys.stdout.flush()
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return  # Ctrl-C ends the watch: exit 0
+
+
+def _live(interval: float) -> None:
+    from rich.live import Live
+    from rich.table import Table
+
+    from mlkit.gpu.devices import probe
+
+    def table() -> Table:
+        report = probe()
+        title = _header(report) + time.strftime("  (%H:%M:%S, Ctrl-C to quit)")
+        tab = Table(title=title if report.gpus else f"No GPUs: {report.reason}", header_style="bold")
+        for column in COLUMNS:
+            tab.add_column(column, overflow="fold")
+        for row in _rows(report):
+            tab.add_row(*row)
+        return tab
+
+    with Live(table(), console=output.out, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(table(), refresh=True)

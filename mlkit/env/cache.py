@@ -1,0 +1,350 @@
+"""The environment cache: one directory per (content hash, manager) under `settings.env_dir()`.
+
+Layout::
+
+    <env_dir>/<hash>-<manager>/            the environment (a venv or a conda prefix)
+    <env_dir>/<hash>-<manager>/.mlkit-complete   JSON written last: only envs with it are used
+    <env_dir>/<hash>-<manager>/.mlkit-last-used  touched on every reuse
+    <env_dir>/.locks/<hash>-<manager>.lock  fcntl lock held for the whole build
+    <env_dir>/logs/<hash>-<manager>.log     the build log (appended: one section per build)
+
+Venvs and conda prefixes are not relocatable (absolute paths in scripts, pyvenv.cfg, patched
+prefixes), so an env is built *at its final path* while the per-key lock is held, and the marker is
+written last (write-temp-then-rename). Reuse needs no lock: a directory with the marker is complete.
+A directory without the marker is a build that died (SIGKILL, power loss): whoever holds the lock
+next deletes it and builds again. A build that fails is deleted before the lock is released.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlkit import settings
+
+MARKER = ".mlkit-complete"
+LAST_USED = ".mlkit-last-used"
+
+
+def env_root() -> Path:
+    return settings.env_dir()
+
+
+def env_path(key: str) -> Path:
+    return env_root() / key
+
+
+def lock_path(key: str) -> Path:
+    return env_root() / ".locks" / f"{key}.lock"
+
+
+def log_path(key: str) -> Path:
+    return env_root() / "logs" / f"{key}.log"
+
+
+def children_path(key: str) -> Path:
+    """Process groups a build started (uv, conda): a dead builder's leftovers are killed by the next."""
+    return env_root() / ".locks" / f"{key}.children"
+
+
+def kill_orphans(key: str, env: Path) -> list[int]:
+    """Kill the process groups a killed build left running, if they still work on `env`.
+
+    Each build command runs in its own session, so SIGKILL of the builder leaves it running; it
+    must not keep writing into the directory the next build is about to create. A PID is only
+    trusted when its command line still names the env path (so a reused PID is never killed).
+    """
+    import signal
+
+    killed = []
+    try:
+        pids = [int(x) for x in children_path(key).read_text().split() if x.isdigit()]
+    except OSError:
+        return killed
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(env) in cmdline:
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+                killed.append(pid)
+    with contextlib.suppress(OSError):
+        children_path(key).unlink()
+    return killed
+
+
+def read_marker(path: Path) -> dict | None:
+    try:
+        return json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_marker(path: Path, info: dict) -> None:
+    tmp = path / f"{MARKER}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path / MARKER)
+    touch_last_used(path)
+
+
+def touch_last_used(path: Path) -> None:
+    stamp = path / LAST_USED
+    try:
+        stamp.touch()
+        os.utime(stamp)
+    except OSError:
+        pass  # a read-only shared cache is still usable
+
+
+def last_used(path: Path) -> float:
+    for name in (LAST_USED, MARKER):
+        with contextlib.suppress(OSError):
+            return (path / name).stat().st_mtime
+    return path.stat().st_mtime
+
+
+@contextlib.contextmanager
+def build_lock(key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Exclusive per-key lock (fcntl.flock: released by the kernel when the holder dies)."""
+    path = lock_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait(f"waiting for another mlkit process building environment {key}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def is_locked(key: str) -> bool:
+    """True while some process holds the build lock of `key`."""
+    path = lock_path(key)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory, first renaming it aside so nobody sees it half-deleted."""
+    if not path.exists() and not path.is_symlink():
+        return
+    aside = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        os.replace(path, aside)
+    except OSError:
+        aside = path
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+@dataclass(frozen=True)
+class CachedEnv:
+    key: str
+    hash: str
+    manager: str
+    path: Path
+    size: int
+    last_used: float
+    created: float
+    project: str | None
+    source: str | None
+    python_version: str | None
+    complete: bool
+
+
+def list_envs(with_size: bool = True) -> list[CachedEnv]:
+    root = env_root()
+    if not root.is_dir():
+        return []
+    envs = []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith(".") or entry.name == "logs" or not entry.is_dir():
+            continue
+        marker = read_marker(entry)
+        hash_, _, manager = entry.name.partition("-")
+        envs.append(
+            CachedEnv(
+                key=entry.name,
+                hash=(marker or {}).get("hash", hash_),
+                manager=(marker or {}).get("manager", manager),
+                path=entry,
+                size=dir_size(entry) if with_size else 0,
+                last_used=last_used(entry),
+                created=float((marker or {}).get("created", entry.stat().st_mtime)),
+                project=(marker or {}).get("project"),
+                source=(marker or {}).get("source"),
+                python_version=(marker or {}).get("python_version"),
+                complete=marker is not None,
+            )
+        )
+    return envs
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    removed: list[CachedEnv]
+    skipped_locked: list[CachedEnv]
+    bytes_freed: int
+    dry_run: bool
+
+
+def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = None) -> PruneResult:
+    """Remove envs not used for `older_than_s` seconds (and dead half-built ones).
+
+    An env whose build lock is held (a build in progress) is never touched: the lock is taken
+    without waiting before deleting, and held while deleting.
+    """
+    now = time.time() if now is None else now
+    removed: list[CachedEnv] = []
+    skipped: list[CachedEnv] = []
+    freed = 0
+    for env in list_envs():
+        if env.complete and now - env.last_used < older_than_s:
+            continue
+        if is_locked(env.key):
+            skipped.append(env)
+            continue
+        if dry_run:
+            removed.append(env)
+            freed += env.size
+            continue
+        fd = _try_lock(env.key)
+        if fd is None:
+            skipped.append(env)
+            continue
+        try:
+            if read_marker(env.path) is not None and now - last_used(env.path) < older_than_s:
+                continue  # used since we listed it
+            remove_tree(env.path)
+            with contextlib.suppress(OSError):
+                log_path(env.key).unlink()
+            removed.append(env)
+            freed += env.size
+        finally:
+            os.close(fd)
+    return PruneResult(removed, skipped, freed, dry_run)
+
+
+def _try_lock(key: str) -> int | None:
+    path = lock_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class BuildLog:
+    """Appends a build's commands and their output to `<env_dir>/logs/<key>.log`."""
+
+    def __init__(self, key: str, progress: Callable[[str], None] | None = None):
+        self.key = key
+        self.path = log_path(key)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self._fh = self.path.open("a", encoding="utf-8")
+
+    def write(self, text: str) -> None:
+        self._fh.write(text if text.endswith("\n") else text + "\n")
+        self._fh.flush()
+
+    def step(self, text: str) -> None:
+        self.write(f"--- {time.strftime('%H:%M:%S')} {text}")
+        if self.progress is not None:
+            self.progress(text)
+
+    def close(self) -> None:
+        self._fh.close()
+        with contextlib.suppress(OSError):
+            children_path(self.key).unlink()
+
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+        """Run a command, its output into the log; raises CommandFailed with the output's tail."""
+        import subprocess
+
+        from mlkit.runner import proc as procs
+
+        self.write("$ " + procs.describe(argv))
+        overrides = None if env is None else {**{k: None for k in os.environ if k not in env}, **env}
+        child = procs.spawn(
+            argv,
+            env=overrides,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        children = children_path(self.key)
+        with children.open("a", encoding="utf-8") as fh:
+            fh.write(f"{child.pid}\n")
+        try:
+            raw, _ = child.communicate()
+        except BaseException:
+            procs.terminate_group(child)
+            raise
+        output = raw.decode("utf-8", errors="replace")
+        self.write(output)
+        if child.returncode != 0:
+            raise CommandFailed(argv, child.returncode, output)
+        return output
+
+
+class CommandFailed(Exception):
+    def __init__(self, argv: list[str], code: int, output: str):
+        super().__init__(f"{os.path.basename(argv[0])} exited with {code}")
+        self.argv = argv
+        self.code = code
+        self.output = output
+
+    def last_error_line(self) -> str:
+        lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]
+        for ln in lines:
+            low = ln.lower()
+            if low.startswith(("error", "×", "x ")) or "error:" in low:
+                return _clean(ln)
+        return _clean(lines[-1]) if lines else str(self)
+
+
+def _clean(line: str) -> str:
+    return line.lstrip("×x╰─▶ ").strip()

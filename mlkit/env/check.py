@@ -1,0 +1,160 @@
+"""Does the running interpreter's environment already satisfy a spec? (the `auto` manager's check)
+
+Distributions are found by listing `*.dist-info` / `*.egg-info` directories on `sys.path` (names
+and versions come from the directory names; METADATA is read only for the few that need it), so
+the check costs a few milliseconds, not the ~0.3 s of `importlib.metadata.distributions()`.
+Conda names map to PyPI names (`pytorch` -> `torch`, `pyyaml` -> `PyYAML`, ...); conda version specs
+are matched with conda's own semantics (rattler's VersionSpec: `torch=2.3` is a prefix match).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlkit.env.spec import BUILD_TOOLS, EnvSpec, python_matches
+
+# conda package name -> PyPI distribution name (canonicalised), where they differ
+CONDA_TO_PYPI = {
+    "pytorch": "torch",
+    "pytorch-cpu": "torch",
+    "pytorch-gpu": "torch",
+    "py-opencv": "opencv-python",
+    "opencv": "opencv-python",
+    "tensorflow-gpu": "tensorflow",
+    "matplotlib-base": "matplotlib",
+    "py-xgboost": "xgboost",
+    "libxgboost": "xgboost",
+    "pytables": "tables",
+    "msgpack-python": "msgpack",
+    "ruamel.yaml": "ruamel-yaml",
+    "libprotobuf": "protobuf",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    satisfied: bool
+    checked: int  # how many requirements were checked
+    reason: str  # the first unmet requirement, or "" when satisfied
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions() -> dict[str, str | Path]:
+    """canonical name -> version (from the directory name) or the metadata dir when it has none."""
+    found: dict[str, str | Path] = {}
+    for entry in sys.path:
+        if not entry or not os.path.isdir(entry):
+            continue
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue
+        for item in names:
+            if item.endswith(".dist-info"):
+                stem = item[: -len(".dist-info")]
+            elif item.endswith(".egg-info"):
+                stem = item[: -len(".egg-info")]
+            else:
+                continue
+            name, _, version = stem.partition("-")
+            key = _canon(name)
+            if key in found:
+                continue  # the first on sys.path wins, as for imports
+            if version and "-py" in version:  # egg-info: name-1.0-py3.11.egg-info
+                version = version.split("-py", 1)[0]
+            found[key] = version if version else Path(entry) / item
+    return found
+
+
+def _version_of(value: str | Path) -> str | None:
+    if isinstance(value, str):
+        return value
+    from importlib.metadata import PathDistribution
+
+    try:
+        return PathDistribution(value).version
+    except Exception:
+        return None
+
+
+def check_current(spec: EnvSpec) -> CheckResult:
+    """Check python, the conda deps (mapped to PyPI names) and the pip requirements."""
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion, Version
+
+    label = spec.file_label
+    current = ".".join(map(str, sys.version_info[:3]))
+    checked = 0
+    if spec.python is not None:
+        checked += 1
+        if not python_matches(spec.python, current):
+            return CheckResult(False, checked, f"{label} asks for python {spec.python}, this is {current}")
+    dists = installed_distributions()
+
+    for dep in spec.conda_deps:
+        import rattler
+
+        ms = rattler.MatchSpec(dep)
+        name = ms.name.normalized
+        if name in ("python", *BUILD_TOOLS):
+            continue  # python is checked above; pip/setuptools/wheel are build tools
+        checked += 1
+        pypi = _canon(CONDA_TO_PYPI.get(name, name))
+        if pypi not in dists:
+            return CheckResult(False, checked, f"{label}: {dep!r} is not installed here")
+        if ms.version is None:
+            continue
+        version = _version_of(dists[pypi])
+        ok = False
+        if version is not None:
+            try:
+                ok = rattler.VersionSpec(ms.version).matches(rattler.Version(_conda_version(version)))
+            except Exception:
+                ok = False
+        if not ok:
+            return CheckResult(False, checked, f"{label}: {dep!r} is not met (installed: {name} {version})")
+
+    for line in spec.pip:
+        if line.name is None:
+            if line.text.startswith("-") and not line.text.startswith(("-e", "--editable")):
+                continue  # index options: they change where from, not what
+            return CheckResult(False, checked + 1, f"{label}: {line.text!r} cannot be checked in place")
+        req = Requirement(line.text)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        checked += 0 if line.constraint else 1
+        key = _canon(req.name)
+        if key not in dists:
+            if line.constraint:
+                continue
+            return CheckResult(False, checked, f"{label}: {line.text!r} is not installed here")
+        if req.url:
+            return CheckResult(False, checked, f"{label}: {line.text!r} cannot be checked in place")
+        version = _version_of(dists[key])
+        try:
+            ok = version is not None and req.specifier.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            return CheckResult(False, checked, f"{label}: {line.text!r} is not met (installed: {version})")
+
+    for line in spec.build_dependencies:
+        req = Requirement(line)
+        checked += 1
+        key = _canon(req.name)
+        version = _version_of(dists[key]) if key in dists else None
+        if version is None or not req.specifier.contains(Version(version), prereleases=True):
+            return CheckResult(False, checked, f"{label}: build dependency {line!r} is not met")
+    return CheckResult(True, checked, "")
+
+
+def _conda_version(pypi_version: str) -> str:
+    """A PyPI version as conda compares it: drop a local label (torch 2.3.1+cu121 -> 2.3.1)."""
+    return pypi_version.split("+", 1)[0]

@@ -1,0 +1,246 @@
+"""The `conda` manager: solve with py-rattler, install with py-rattler, then the pip part with uv.
+
+No conda binary is needed. Virtual packages are detected (`__glibc`, `__linux`, `__cuda` from the
+NVIDIA driver when there is one; `CONDA_OVERRIDE_CUDA` etc. are honoured), so GPU builds resolve
+on a GPU machine. With a `conda-lock.yml` next to the conda.yaml nothing is solved: the locked
+records of this platform are installed as they are. `--conda-exe conda|mamba|micromamba|PATH`
+hands the conda part to that binary instead (`create -p PREFIX --file ...`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mlkit import settings
+from mlkit.env.cache import BuildLog
+from mlkit.env.spec import EnvSpec
+from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
+
+DEFAULT_CHANNELS = ("conda-forge",)
+
+
+def package_cache_dir() -> Path:
+    """Downloaded and extracted conda packages, shared by every env (installs hard-link from it)."""
+    return settings.cache_dir() / "conda-pkgs"
+
+
+def repodata_cache_dir() -> Path:
+    return settings.cache_dir() / "repodata"
+
+
+def channel_url(channel: str, base: Path) -> str:
+    """Local paths (absolute or relative to the conda.yaml) become file:// URLs; names stay names."""
+    if "://" in channel:
+        return channel
+    if channel.startswith(("/", ".", "~")):
+        path = Path(channel).expanduser()
+        if not path.is_absolute():
+            path = (base / path).resolve()
+        return path.as_uri()
+    return channel
+
+
+def detect_virtual_packages() -> list:
+    """This machine's virtual packages (generic form), CONDA_OVERRIDE_* honoured."""
+    import rattler
+    from rattler.virtual_package import VirtualPackageOverrides
+
+    try:
+        found = rattler.VirtualPackage.detect(VirtualPackageOverrides.from_env())
+    except Exception as exc:
+        raise EnvBuildError(f"cannot detect this machine's virtual packages: {exc}") from None
+    return [vp.into_generic() for vp in found]
+
+
+def describe_virtual_packages(vps: list) -> str:
+    return ",".join(f"{vp.name.normalized}={vp.version}" for vp in vps)
+
+
+def cuda_of(vps: list) -> str | None:
+    return next((str(vp.version) for vp in vps if vp.name.normalized == "__cuda"), None)
+
+
+def solve(spec: EnvSpec, platform: str, virtual_packages: list) -> list:
+    """Solve the spec's conda part for one platform; RepoDataRecords."""
+    import rattler
+
+    base = spec.source.parent
+    channels = [channel_url(c, base) for c in (spec.channels or DEFAULT_CHANNELS)]
+    specs = list(spec.conda_deps)
+    if spec.pip and not any(_name(d) == "python" for d in specs):
+        raise EnvSpecError(
+            f"{spec.file_label}: dependencies: a pip section needs python in the conda dependencies",
+            hint="add e.g. 'python=3.11' to dependencies",
+        )
+    gateway = rattler.Gateway(cache_dir=repodata_cache_dir())
+    try:
+        return asyncio.run(
+            rattler.solve(
+                channels,
+                specs,
+                gateway=gateway,
+                platforms=[platform, "noarch"],
+                virtual_packages=virtual_packages,
+            )
+        )
+    except Exception as exc:
+        raise _solve_error(spec, exc, channels) from None
+
+
+def _name(dep: str) -> str:
+    from mlkit.env.spec import _dep_name
+
+    return _dep_name(dep)
+
+
+def _solve_error(spec: EnvSpec, exc: Exception, channels: list[str]) -> EnvBuildError:
+    kind = type(exc).__name__
+    detail = " ".join(str(exc).split())
+    label = spec.file_label
+    if kind == "SolverError":
+        return EnvBuildError(
+            f"{label}: cannot be solved: {detail[:300]}",
+            hint="relax the version specs, or add the channel that has the package",
+        )
+    if kind in ("FetchRepoDataError", "GatewayError", "IoError", "InvalidChannelError"):
+        low = detail.lower()
+        if "dns" in low or "connect" in low or "network" in low or "error sending request" in low:
+            return EnvBuildError(
+                f"{label}: no network: cannot fetch the channels {', '.join(channels)} ({detail[:200]})",
+                hint="use a local file:// channel, or lock on a connected machine (mlkit env lock)",
+            )
+        return EnvBuildError(
+            f"{label}: channel cannot be read: {detail[:300]}",
+            hint="check the channels list; a local channel needs noarch/repodata.json (rattler-index)",
+        )
+    return EnvBuildError(f"{label}: solving failed ({kind}): {detail[:300]}")
+
+
+def install_records(records: list, prefix: Path, log: BuildLog) -> None:
+    import rattler
+
+    log.step(f"rattler install {len(records)} packages")
+    for r in records:
+        log.write(f"  {r.name.normalized} {r.version} {r.build} {r.url}")
+    try:
+        asyncio.run(
+            rattler.install(
+                records,
+                prefix,
+                cache_dir=package_cache_dir(),
+                show_progress=False,
+                execute_link_scripts=False,
+            )
+        )
+    except Exception as exc:
+        detail = " ".join(str(exc).split())
+        log.write(f"install failed: {type(exc).__name__}: {detail}")
+        raise EnvBuildError(f"installing conda packages failed: {detail[:300]}") from None
+
+
+def build_prefix(
+    spec: EnvSpec, path: Path, log: BuildLog, project_dir: Path, *, conda_exe: str | None = None
+) -> dict:
+    """Create the conda env at `path` (its final place); returns marker info."""
+    from mlkit.env.lock import current_platform, locked_records, read_lockfile
+
+    info: dict = {}
+    platform = current_platform()
+    vps = detect_virtual_packages()
+    info["virtual_packages"] = describe_virtual_packages(vps)
+    if spec.lockfile is not None:
+        locked = read_lockfile(spec.lockfile)
+        if platform not in locked.platforms:
+            raise EnvSpecError(
+                f"{spec.lockfile.name}: has no packages for this platform ({platform}); it has "
+                f"{', '.join(locked.platforms)}",
+                hint=f"mlkit env lock {project_dir} -p {platform}",
+            )
+        lock_vps = locked.virtual_packages.get(platform)
+        info["lock_virtual_packages"] = lock_vps or ""
+        info["lock_cuda"] = _cuda_from_text(lock_vps)
+        if conda_exe:
+            _create_with_exe(conda_exe, path, log, explicit=locked.explicit(platform))
+        else:
+            records = locked_records(locked, platform)
+            log.step(f"installing {len(records)} locked packages from {spec.lockfile.name} (no solve)")
+            install_records(records, path, log)
+    elif conda_exe:
+        _create_with_exe(conda_exe, path, log, env_yaml=_conda_only_yaml(spec))
+    else:
+        log.step(f"solving {spec.file_label} for {platform} ({info['virtual_packages']})")
+        records = solve(spec, platform, vps)
+        install_records(records, path, log)
+    python = path / "bin" / "python"
+    if python.exists():
+        from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
+
+        pyinfo = interpreter_info(python)
+        install_requirements(spec, python, log, project_dir)
+        install_runtime(Path(pyinfo["purelib"]), path, pyinfo["version"])
+        info.update(python=str(python), python_version=pyinfo["version"])
+    elif spec.pip:
+        raise EnvBuildError(f"{spec.file_label}: the environment has no python for the pip section")
+    return info
+
+
+def _cuda_from_text(text: str | None) -> str | None:
+    for item in (text or "").split(","):
+        name, _, version = item.partition("=")
+        if name == "__cuda":
+            return version
+    return None
+
+
+def resolve_conda_exe(conda_exe: str) -> str:
+    candidate = Path(conda_exe).expanduser()
+    if os.sep in conda_exe and candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which(conda_exe)
+    if found:
+        return found
+    raise UsageError(
+        f"--conda-exe {conda_exe}: not found" + ("" if os.sep in conda_exe else " on PATH"),
+        hint="install it, give its full path, or leave --conda-exe out to use the built-in rattler",
+    )
+
+
+def _conda_only_yaml(spec: EnvSpec) -> str:
+    import yaml
+
+    doc = {
+        "name": spec.name or "mlkit",
+        "channels": [channel_url(c, spec.source.parent) for c in (spec.channels or DEFAULT_CHANNELS)],
+        "dependencies": list(spec.conda_deps),
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def _create_with_exe(
+    conda_exe: str, path: Path, log: BuildLog, *, explicit: str | None = None, env_yaml: str | None = None
+) -> None:
+    exe = resolve_conda_exe(conda_exe)
+    flavour = Path(exe).name
+    with tempfile.TemporaryDirectory(prefix="mlkit-conda-") as tmp:
+        if explicit is not None:
+            file = Path(tmp) / "explicit.txt"
+            file.write_text(explicit, encoding="utf-8")
+            argv = [exe, "create", "--yes", "-p", str(path), "--file", str(file)]
+        else:
+            file = Path(tmp) / "environment.yml"
+            file.write_text(env_yaml or "", encoding="utf-8")
+            if flavour.startswith("micromamba"):
+                argv = [exe, "create", "--yes", "-p", str(path), "--file", str(file)]
+            else:
+                argv = [exe, "env", "create", "-p", str(path), "--file", str(file)]
+        log.step(f"{flavour} creating the environment")
+        from mlkit.env.cache import CommandFailed
+
+        try:
+            log.run(argv)
+        except CommandFailed as exc:
+            raise EnvBuildError(f"{flavour} create failed: {exc.last_error_line()}") from None

@@ -1,0 +1,40 @@
+"""GPUs: the NVML probe, the selection policy, the host's lease ledger and the system-metrics sampler.
+
+    report = probe()                                   # GpuReport; no driver -> gpus=[], reason
+    request = GpuRequest.parse("1", min_free_memory=parse_memory("20GiB"))
+    with reserve(request, run_id=run_id, owner_pid=os.getpid(), wait=3600) as lease:
+        env.update(lease.env)                          # CUDA_VISIBLE_DEVICES by UUID
+
+Names load lazily; nothing here imports pynvml (it is imported inside the functions that call it).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "probe": "mlkit.gpu.devices",
+    "GpuReport": "mlkit.gpu.devices",
+    "GpuInfo": "mlkit.gpu.devices",
+    "GpuProcess": "mlkit.gpu.devices",
+    "GpuRequest": "mlkit.gpu.select",
+    "reserve": "mlkit.gpu.ledger",
+    "GpuLease": "mlkit.gpu.ledger",
+    "Lease": "mlkit.gpu.ledger",
+    "leased_run_ids": "mlkit.gpu.ledger",
+    "SystemMetricsSampler": "mlkit.gpu.sampler",
+    "parse_memory": "mlkit.gpu.units",
+    "parse_duration": "mlkit.gpu.units",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlkit.gpu' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

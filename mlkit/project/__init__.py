@@ -1,0 +1,18 @@
+"""MLproject files (MLflow's format) parsed into frozen dataclasses; commands built without injection."""
+
+from __future__ import annotations
+
+from mlkit.project.command import shell_argv
+from mlkit.project.load import find_mlproject, load_project
+from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project, ResolvedCommand
+
+__all__ = [
+    "PARAM_TYPES",
+    "EntryPoint",
+    "Parameter",
+    "Project",
+    "ResolvedCommand",
+    "find_mlproject",
+    "load_project",
+    "shell_argv",
+]

@@ -1,0 +1,228 @@
+"""`plan_run`: project + parameters + environment + GPUs -> the exact argv, env vars and cwd. Pure.
+
+Nothing here touches the filesystem, the environment or a process: the same inputs always give
+the same `RunPlan`, so the launch decisions (python swap, torchrun hand-off, the variables the
+child gets) are unit-tested without running anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlkit.errors import UsageError
+
+if TYPE_CHECKING:  # only for annotations: importing them would load their packages
+    from mlkit.project.model import Project, ResolvedCommand
+
+PYTHON_NAMES = ("python", "python3")
+DEFAULT_KILL_GRACE = 10.0
+
+# Interpreter options that torchrun's own `python -u` launch makes unnecessary or that are harmless
+# to drop when the same script runs once per rank.
+_DROPPABLE_PY_FLAGS = {"-u", "-B", "-E", "-s", "-S", "-O", "-OO", "-q"}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything needed to start the entry point, decided before anything runs."""
+
+    run_id: str
+    experiment_id: str
+    entry_point: str
+    argv: list[str]  # what is executed (torchrun or `bash -c` wrapping included)
+    command: list[str]  # the entry point's own argv (python swapped), before any torchrun wrap
+    shell: str | None  # the MLproject command when it needs a shell (argv is then `bash -c shell`)
+    env: dict[str, str | None]  # overrides on top of the supervisor's environment
+    cwd: Path
+    log_dir: Path  # <run>/artifacts/logs
+    params: dict[str, str] = field(default_factory=dict)  # raw values, as logged
+    types: dict[str, str] = field(default_factory=dict)
+    env_manager: str = "local"
+    store_root: Path = Path("mlruns")
+    torchrun: bool = False
+    nproc_per_node: int | None = None
+    nnodes: int | None = None
+    rdzv_id: str | None = None
+    timeout: float | None = None
+    kill_grace: float = DEFAULT_KILL_GRACE
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def log_file(self) -> Path:
+        """The entry point's interleaved stdout+stderr: <run>/artifacts/logs/output.log."""
+        return self.log_dir / "output.log"
+
+
+def plan_run(
+    project: Project,
+    entry_point: str,
+    params: dict[str, str],
+    *,
+    env: Any | None,
+    lease: Any | None,
+    store_root: Path | str,
+    run_id: str,
+    experiment_id: str,
+    command: ResolvedCommand | None = None,
+    artifact_dir: Path | None = None,
+    env_manager: str | None = None,
+    nproc_per_node: int | None = None,
+    nnodes: int | None = None,
+    node_rank: int | None = None,
+    rdzv_endpoint: str | None = None,
+    timeout: float | None = None,
+    kill_grace: float = DEFAULT_KILL_GRACE,
+) -> RunPlan:
+    """The launch plan for one run. `env` is a PreparedEnv (None: not built yet, as in --dry-run),
+    `lease` a GpuLease or None; `command` is the already resolved command (else it is resolved here)."""
+    if command is None:
+        command = project.entry_point(entry_point).resolve(params)
+    store_root = Path(store_root)
+    python = str(env.python) if env is not None else "python"
+    notices: list[str] = []
+
+    if command.argv is not None:
+        own = list(command.argv)
+        if own and own[0] in PYTHON_NAMES:
+            own[0] = python
+        shell = None
+        base_argv = own
+    else:
+        from mlkit.project import shell_argv
+
+        shell = command.shell
+        base_argv = shell_argv(shell or "")
+        own = base_argv
+
+    gpu_count = len(getattr(lease, "gpus", None) or [])
+    nproc = nproc_per_node if nproc_per_node is not None else (gpu_count if gpu_count > 1 else None)
+    multi = (nproc is not None and nproc > 1) or (nnodes is not None and nnodes > 1)
+    argv = base_argv
+    use_torchrun = False
+    rdzv_id = None
+    if multi:
+        if command.argv is not None and command.argv and command.argv[0] in PYTHON_NAMES:
+            script = _script_part(command.argv[1:])
+            rdzv_id = rdzv_id_for(own, nnodes, rdzv_endpoint) if nnodes and nnodes > 1 else None
+            argv = [python, "-m", "torch.distributed.run", *_torchrun_flags(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), *script]
+            use_torchrun = True
+        else:
+            notices.append(
+                "the command does not start with python, so it runs once, not through torchrun; "
+                "launch torchrun yourself in the MLproject command for several processes"
+            )
+
+    art = artifact_dir if artifact_dir is not None else store_root / experiment_id / run_id / "artifacts"
+    store_abs = store_root if store_root.is_absolute() else Path(os.path.abspath(store_root))
+    child_env: dict[str, str | None] = {}
+    if env is not None:
+        child_env.update(getattr(env, "env_vars", {}) or {})
+    if lease is not None:
+        child_env.update(getattr(lease, "env", {}) or {})
+    child_env.update(
+        {
+            "MLKIT_RUN_ID": run_id,
+            "MLKIT_TRACKING_URI": str(store_abs),
+            "MLKIT_EXPERIMENT_ID": experiment_id,
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_TRACKING_URI": store_abs.as_uri(),
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+            # The child writes into a pipe; unbuffered output reaches output.log (and a crash
+            # report) as it is printed, not when a buffer fills.
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    manager = env_manager or (getattr(env, "manager", None) if env is not None else None) or "local"
+    return RunPlan(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        entry_point=entry_point,
+        argv=argv,
+        command=own,
+        shell=shell,
+        env=child_env,
+        cwd=project.directory,
+        log_dir=art / "logs",
+        params=dict(command.params),
+        types=dict(command.types),
+        env_manager=manager,
+        store_root=store_abs,
+        torchrun=use_torchrun,
+        nproc_per_node=(nproc or 1) if use_torchrun else None,
+        nnodes=nnodes if use_torchrun else None,
+        rdzv_id=rdzv_id,
+        timeout=timeout,
+        kill_grace=kill_grace,
+        notices=notices,
+    )
+
+
+def _script_part(args: list[str]) -> list[str]:
+    """The part of `python [opts] script args` / `python -m mod args` that torchrun takes."""
+    i = 0
+    while i < len(args) and args[i] in _DROPPABLE_PY_FLAGS:
+        i += 1
+    rest = args[i:]
+    if not rest:
+        raise UsageError(
+            "cannot hand the command to torchrun: it names no script",
+            hint="the entry point's command must be `python script.py ...` or `python -m module ...`",
+        )
+    if rest[0] == "-m" and len(rest) > 1:
+        return ["-m", *rest[1:]]
+    if rest[0].startswith("-"):
+        raise UsageError(
+            f"cannot hand the command to torchrun: python option {rest[0]!r} is not supported there",
+            hint="use `python script.py ...` or `python -m module ...` in the MLproject command",
+        )
+    return rest
+
+
+def _torchrun_flags(
+    nproc: int | None, nnodes: int | None, node_rank: int | None, endpoint: str | None, rdzv_id: str | None
+) -> list[str]:
+    if nnodes is None or nnodes <= 1:
+        return ["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc or 1)]
+    if not endpoint:
+        raise UsageError(
+            f"--nnodes {nnodes} needs --rdzv-endpoint HOST[:PORT]",
+            hint="name the host of node 0, e.g. --rdzv-endpoint node0:29400, on every node",
+        )
+    return [
+        "--nnodes",
+        str(nnodes),
+        "--node-rank",
+        str(node_rank or 0),
+        "--nproc-per-node",
+        str(nproc or 1),
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        endpoint,
+        "--rdzv-id",
+        rdzv_id or "mlkit",
+    ]
+
+
+def rdzv_id_for(command: list[str], nnodes: int | None, endpoint: str | None) -> str:
+    """A rendezvous id every node computes alike (same command, endpoint and node count).
+
+    Each node's `mlkit run` creates its own run id, so the run id cannot be the rendezvous id
+    without the nodes talking first; this one needs no coordination.
+    """
+    text = json.dumps([command[1:], nnodes, endpoint])
+    return "mlkit-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def signal_name(signum: int) -> str:
+    """SIGTERM for 15; `SIG<n>` for numbers Python has no name for."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"SIG{signum}"

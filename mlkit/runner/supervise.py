@@ -1,0 +1,435 @@
+"""`execute(plan, store)`: start the entry point in its own process group and supervise it.
+
+The child's stdout and stderr are teed, chunk by chunk as they arrive, to the terminal and to
+`<run>/artifacts/logs/output.log`. SIGINT/SIGTERM/SIGHUP that reach the supervisor are forwarded to
+the child's whole group, followed by SIGKILL after a grace period (a second signal: at once);
+`--timeout` stops the run the same way. When the child is gone, anything it left behind in its
+group (or reparented to us) is stopped too. The run's final status and tags are written here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from mlkit.errors import MlkitError
+from mlkit.runner import proc as proc_mod
+from mlkit.runner.plan import RunPlan, signal_name
+
+log = logging.getLogger("mlkit.runner")
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+OOM_MARKERS = (b"CUDA out of memory", b"OutOfMemoryError")
+_OOM_TAIL = max(len(m) for m in OOM_MARKERS)
+
+Notify = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    """How a run ended. `exit_code` is what `mlkit run` exits with."""
+
+    run_id: str
+    status: str
+    exit_code: int
+    duration_s: float
+    failure_reason: str | None = None
+    experiment_id: str | None = None
+    artifact_uri: str | None = None
+    signal: str | None = None
+    error: MlkitError | None = field(default=None, repr=False, compare=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` document."""
+        return {
+            "run_id": self.run_id,
+            "experiment_id": self.experiment_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "duration_s": round(self.duration_s, 3),
+            "failure_reason": self.failure_reason,
+            "artifact_uri": self.artifact_uri,
+        }
+
+
+# ----------------------------------------------------------------------------- signal routing
+class SignalRouter:
+    """Owns SIGINT/SIGTERM/SIGHUP for the supervisor's lifetime (main thread only).
+
+    Before the child starts, a signal raises `Interrupted` (so setup unwinds and the run is marked
+    KILLED); while a child runs it goes to `on_signal`; while the run is being recorded it is only
+    remembered, so the bookkeeping is never cut in half.
+    """
+
+    def __init__(self) -> None:
+        self.active = threading.current_thread() is threading.main_thread()
+        self._previous: dict[int, Any] = {}
+        self.mode = "raise"
+        self.on_signal: Callable[[int], None] | None = None
+        self.received: int | None = None
+
+    def __enter__(self) -> SignalRouter:
+        if self.active:
+            for sig in FORWARDED_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is None:
+            self.received = signum
+        if self.mode == "forward" and self.on_signal is not None:
+            self.on_signal(signum)
+        elif self.mode == "raise":
+            raise Interrupted(signum)
+
+
+class Interrupted(BaseException):
+    """The supervisor got SIGINT/SIGTERM/SIGHUP before the child started."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+# ----------------------------------------------------------------------------- output tee
+class _Tee(threading.Thread):
+    """Copies the child's stdout/stderr pipes to the terminal streams and to one log file."""
+
+    def __init__(self, pipes: dict[int, IO[bytes] | None], log_fd: int):
+        super().__init__(name="mlkit-tee", daemon=True)
+        self.pipes = pipes  # pipe fd -> where its bytes go on our side (None: log only)
+        self.log_fd = log_fd
+        self.oom = False
+        self._tails: dict[int, bytes] = dict.fromkeys(pipes, b"")
+
+    def run(self) -> None:
+        sel = selectors.DefaultSelector()
+        for fd in self.pipes:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        open_fds = set(self.pipes)
+        try:
+            while open_fds:
+                for key, _ in sel.select():
+                    fd = key.fd
+                    try:
+                        chunk = os.read(fd, 65536)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        sel.unregister(fd)
+                        open_fds.discard(fd)
+                        continue
+                    self._write(fd, chunk)
+        finally:
+            sel.close()
+
+    def _write(self, fd: int, chunk: bytes) -> None:
+        try:
+            os.write(self.log_fd, chunk)  # O_APPEND, unbuffered: `runs logs --follow` sees it now
+        except OSError as exc:  # disk full: keep the child's output flowing to the terminal
+            log.warning("cannot write output.log: %s", exc)
+        stream = self.pipes[fd]
+        if stream is not None:
+            try:
+                stream.write(chunk)
+                stream.flush()
+            except (OSError, ValueError):  # terminal gone (`| head`, closed ssh): log file only
+                self.pipes[fd] = None
+        if not self.oom:
+            window = self._tails[fd] + chunk
+            if any(marker in window for marker in OOM_MARKERS):
+                self.oom = True
+            self._tails[fd] = window[-_OOM_TAIL:]
+
+
+# ----------------------------------------------------------------------------- process tree
+def _become_subreaper() -> None:
+    """Orphans of the child (double forks, torchrun workers whose agent died) reparent to us,
+    not to init, so they can still be found and stopped. Linux only; elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+class _Tree:
+    """The child, its process group, and every descendant that carries this run's id."""
+
+    def __init__(self, child: subprocess.Popen[bytes], run_id: str):
+        self.child = child
+        self.pgid = child.pid
+        self.run_id = run_id
+
+    def members(self) -> list[Any]:
+        import psutil
+
+        found = []
+        try:
+            candidates = psutil.Process().children(recursive=True)
+        except psutil.Error:
+            return found
+        for p in candidates:
+            try:
+                if p.pid == self.child.pid or os.getpgid(p.pid) == self.pgid:
+                    found.append(p)
+                elif p.environ().get("MLKIT_RUN_ID") == self.run_id:
+                    found.append(p)
+            except (psutil.Error, OSError):
+                continue
+        return found
+
+    def signal(self, sig: int) -> None:
+        """`sig` to the group and to every member outside it (torchrun's workers have their own)."""
+        members = self.members()
+        proc_mod.signal_group(self.pgid, sig)
+        for p in members:
+            with contextlib.suppress(Exception):
+                p.send_signal(sig)
+
+    def alive(self) -> bool:
+        """True while a process of the group, or a non-zombie member outside it, is left."""
+        import psutil
+
+        self.reap()
+        if proc_mod.group_alive(self.pgid):
+            return True
+        for p in self.members():
+            try:
+                if p.pid != self.child.pid and p.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.Error:
+                continue
+        return False
+
+    def reap(self) -> None:
+        """Collect the exit status of descendants that were reparented to us."""
+        import psutil
+
+        me = os.getpid()
+        for p in self.members():
+            try:
+                if p.pid != self.child.pid and p.ppid() == me and p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(p.pid, os.WNOHANG)
+            except (psutil.Error, OSError):
+                continue
+
+
+class _Stopper:
+    """Stops the child: the signal to the group, SIGKILL after the grace period; at most once each."""
+
+    def __init__(self, tree: _Tree, grace: float):
+        self.tree = tree
+        self.grace = grace
+        self.reason: str | None = None  # "signal" or "timeout"
+        self.signum: int | None = None
+        self.hard = False
+        self._lock = threading.RLock()
+        self._timer: threading.Timer | None = None
+
+    def stop(self, signum: int, reason: str) -> None:
+        with self._lock:
+            if self.reason is not None:  # a second signal: no more waiting
+                self.kill()
+                return
+            self.reason, self.signum = reason, signum
+            self.tree.signal(signum)
+            self._timer = threading.Timer(self.grace, self.kill)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def kill(self) -> None:
+        with self._lock:
+            self.hard = True
+            self.tree.signal(signal.SIGKILL)
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+# ----------------------------------------------------------------------------- execute
+def execute(
+    plan: RunPlan,
+    store: Any,
+    *,
+    lease: Any | None = None,
+    metrics_interval: float = 0.0,
+    gpu_uuids: list[str] | None = None,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[bytes] | None = None,
+    notify: Notify | None = None,
+    router: SignalRouter | None = None,
+    started_at: float | None = None,
+) -> RunResult:
+    """Run `plan` to the end and record the outcome in `store` (status, end time, tags).
+
+    `stdout`/`stderr` are where the child's output is echoed (binary streams; None: log file
+    only). `router` is the caller's SignalRouter; without one, execute installs its own.
+    """
+    notify = notify or (lambda _m: None)
+    t0 = started_at if started_at is not None else time.monotonic()
+    plan.log_dir.mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(plan.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    own_router = router is None
+    router = router or SignalRouter()
+    if own_router:
+        router.__enter__()
+    try:
+        return _execute(plan, store, lease, metrics_interval, gpu_uuids, stdout, stderr, notify, router, log_fd, t0)
+    finally:
+        os.close(log_fd)
+        if own_router:
+            router.__exit__(None, None, None)
+
+
+def _execute(
+    plan: RunPlan,
+    store: Any,
+    lease: Any | None,
+    metrics_interval: float,
+    gpu_uuids: list[str] | None,
+    stdout: IO[bytes] | None,
+    stderr: IO[bytes] | None,
+    notify: Notify,
+    router: SignalRouter,
+    log_fd: int,
+    t0: float,
+) -> RunResult:
+    if router.received is not None:  # a signal came in just before the launch
+        raise Interrupted(router.received)
+    _become_subreaper()
+    child = proc_mod.spawn(
+        plan.argv,
+        env=plan.env,
+        cwd=plan.cwd,
+        new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert child.stdout is not None and child.stderr is not None
+    tee = _Tee({child.stdout.fileno(): stdout, child.stderr.fileno(): stderr}, log_fd)
+    tee.start()
+    tree = _Tree(child, plan.run_id)
+    stopper = _Stopper(tree, plan.kill_grace)
+    router.on_signal = lambda signum: stopper.stop(signum, "signal")
+    router.mode = "forward"
+    if router.received is not None:  # arrived between spawn and the switch to forwarding
+        stopper.stop(router.received, "signal")
+    timer = None
+    if plan.timeout:
+        timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
+        timer.daemon = True
+        timer.start()
+
+    sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
+    returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
+    router.mode = "defer"
+    if timer is not None:
+        timer.cancel()
+
+    # Whatever the entry point left running in its group (or orphaned to us) goes too.
+    if tree.alive():
+        tree.signal(signal.SIGTERM)
+        deadline = time.monotonic() + min(plan.kill_grace, 5.0)
+        while time.monotonic() < deadline and tree.alive():
+            time.sleep(0.05)
+        if tree.alive():
+            tree.signal(signal.SIGKILL)
+            time.sleep(0.05)
+    stopper.cancel()
+    tree.reap()
+    tee.join(timeout=5)
+    for pipe in (child.stdout, child.stderr):
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+    status, exit_code, reason, sig = classify(returncode, stopper.reason, stopper.signum)
+    if tee.oom and status != FINISHED:
+        reason = "cuda_oom"
+
+    tags: dict[str, str] = {"mlkit.exit_code": str(returncode if returncode >= 0 else 128 - returncode)}
+    if reason:
+        tags["mlkit.failure_reason"] = reason
+    if sig:
+        tags["mlkit.signal"] = sig
+    if sampler is not None:
+        try:
+            summary = sampler.stop()
+        except Exception as exc:  # the run's status matters more than its metrics summary
+            notify(f"mlkit: system metrics: {exc}")
+        else:
+            if isinstance(summary, dict):
+                log.debug("system metrics summary: %s", summary)
+    if lease is not None:
+        release_quietly(lease)
+    store.set_tags(plan.run_id, tags)
+    store.set_terminated(plan.run_id, status)
+    return RunResult(
+        run_id=plan.run_id,
+        status=status,
+        exit_code=exit_code,
+        duration_s=time.monotonic() - t0,
+        failure_reason=reason,
+        experiment_id=plan.experiment_id,
+        signal=sig,
+    )
+
+
+def classify(returncode: int, stop_reason: str | None, stop_signum: int | None) -> tuple[str, int, str | None, str | None]:
+    """(status, mlkit exit code, failure reason, signal name) for how the child ended."""
+    if stop_reason == "timeout":
+        return KILLED, 124, "timeout", signal_name(stop_signum or signal.SIGTERM)
+    if stop_reason == "signal" and stop_signum is not None:
+        return KILLED, 128 + stop_signum, "signal", signal_name(stop_signum)
+    if returncode < 0:
+        return KILLED, 128 - returncode, "signal", signal_name(-returncode)
+    if returncode == 130:  # trainers exit 130 after catching Ctrl-C
+        return KILLED, 130, "signal", "SIGINT"
+    if returncode == 0:
+        return FINISHED, 0, None, None
+    return FAILED, returncode, "exit_code", None
+
+
+def release_quietly(lease: Any) -> None:
+    """Give the GPUs back; a failure here must not hide how the run ended."""
+    try:
+        lease.release()
+    except Exception as exc:
+        log.warning("releasing the GPU lease failed: %s", exc)
+
+
+def _start_sampler(store: Any, run_id: str, uuids: list[str], interval: float, pid: int, notify: Notify) -> Any:
+    if not interval or interval <= 0:
+        return None
+    try:
+        from mlkit.gpu import SystemMetricsSampler
+
+        sampler = SystemMetricsSampler(store, run_id, uuids, interval)
+        sampler.start(pid)
+        return sampler
+    except Exception as exc:  # metrics are a nice-to-have; the run goes on without them
+        notify(f"mlkit: system metrics are off: {exc}")
+        return None

@@ -1,0 +1,1 @@
+"""Tracking: the file store (MLflow layout), fluent API, client and search."""

@@ -1,0 +1,705 @@
+"""`mlkit gc`: retention rules, deleted runs and orphaned artifacts, removed safely.
+
+What goes (each in one place, `plan_gc`):
+- **retention** (only when a rule is given), per experiment, over the runs that have ended
+  (FINISHED, FAILED, KILLED; `statuses` narrows that): a run is *kept* if it is among the last
+  `keep_last` by start time, **or** among the best `keep_best` by `metric`, **or** it ended less
+  than `older_than` ago. A run that no given rule keeps is removed.
+- **deleted runs** (lifecycle `deleted`, and every run of an experiment in `.trash`), as
+  `mlflow gc` does; with `older_than`, only those deleted longer ago than that. A trashed
+  experiment whose runs all go is removed whole.
+- **orphans**: run directories without a `meta.yaml`, artifact directories (in an experiment's
+  own artifact location) of runs that no longer exist, and leftovers of an interrupted gc.
+
+What never goes: a run that is still RUNNING (or SCHEDULED) after stale runs were marked lost,
+a run a registered model version points at, a run holding a GPU lease.
+
+Removal is crash-safe: a run directory is first renamed to `.mlkit-gc-<pid>-<name>` in the same
+directory (one atomic rename: from then on no reader sees the run), its meta.yaml is removed, then
+the tree. A crash leaves only a dot-named directory that no reader takes for a run, and that the
+next gc removes. Bytes are counted as `du` does: allocated blocks, each inode once, a hard-linked
+file only when every link to it goes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlkit.errors import NotFoundError, StoreError, UsageError
+from mlkit.tracking import files
+from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Run
+from mlkit.tracking.lost import is_owner_gone
+
+GC_TMP_PREFIX = ".mlkit-gc-"
+TRASH = ".trash"
+ENDED_STATUSES = (FINISHED, FAILED, KILLED)
+ORPHAN_GRACE_S = 3600  # a run directory younger than this may be being created right now
+_RUN_DIR_RE = re.compile(r"^[0-9a-f]{32}$")
+_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([wdhms])")
+_UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like '30d', '1d12h', '90m', '1.5h' (units w, d, h, m, s)."""
+    spec = text.strip().lower().replace(" ", "")
+    pos, total = 0, 0.0
+    for match in _DURATION_RE.finditer(spec):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_S[match.group(2)]
+        pos = match.end()
+    if not spec or pos != len(spec):
+        raise UsageError(
+            f"--older-than {text!r}: not a duration",
+            hint="write numbers with units w, d, h, m, s, e.g. 30d, 1d12h, 90m",
+        )
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: 45d, 3h, 20m, 12s."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds >= _UNIT_S[unit] and (seconds % _UNIT_S[unit] == 0 or unit in ("d", "h")):
+            value = seconds / _UNIT_S[unit]
+            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+# ---------------------------------------------------------------------------------- the rules
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """Keep rules for ended runs. A rule left at None is not applied; no rule, no retention."""
+
+    older_than: float | None = None  # seconds
+    keep_last: int | None = None
+    keep_best: int | None = None
+    metric: str | None = None
+    mode: str | None = None  # "min" or "max": which values of `metric` are best
+    statuses: tuple[str, ...] = ENDED_STATUSES
+
+    def __post_init__(self) -> None:
+        for name in ("keep_last", "keep_best"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise UsageError(f"--{name.replace('_', '-')} {value}: must be 0 or more", hint="e.g. 20")
+        if self.older_than is not None and self.older_than < 0:
+            raise UsageError("--older-than must not be negative", hint="e.g. 30d")
+        if self.keep_best is not None:
+            if not self.metric:
+                raise UsageError(
+                    "--keep-best needs --metric", hint="e.g. --keep-best 5 --metric val_loss --min"
+                )
+            if self.mode not in ("min", "max"):
+                raise UsageError(
+                    f"--keep-best {self.keep_best} --metric {self.metric}: needs --min or --max (is lower or higher better?)",
+                    hint="add --min (e.g. for a loss) or --max (e.g. for an accuracy)",
+                )
+        bad = [s for s in self.statuses if s not in ENDED_STATUSES]
+        if bad:
+            raise UsageError(
+                f"--status {bad[0]}: gc only applies retention to ended runs",
+                hint=f"use one of {', '.join(ENDED_STATUSES)}",
+            )
+
+    @property
+    def active(self) -> bool:
+        """True when at least one keep rule is given (else only deleted runs and orphans go)."""
+        return self.older_than is not None or self.keep_last is not None or self.keep_best is not None
+
+    def describe(self) -> str:
+        """The rule in words, e.g. 'keep a run if among the last 20, or ended within 30d'."""
+        if not self.active:
+            return "no retention rule: only deleted runs and orphans are removed"
+        parts = []
+        if self.keep_last is not None:
+            parts.append(f"it is among the last {self.keep_last} by start time")
+        if self.keep_best is not None:
+            parts.append(f"it is among the best {self.keep_best} by {self.metric} ({self.mode})")
+        if self.older_than is not None:
+            parts.append(f"it ended less than {format_duration(self.older_than)} ago")
+        scope = "/".join(self.statuses)
+        return f"an ended run ({scope}) is kept if " + ", or ".join(parts)
+
+
+@dataclass
+class Candidate:
+    """What the retention rules look at for one ended run."""
+
+    run_id: str
+    start_time: int | None
+    end_time: int | None
+    metric: float | None = None
+
+
+def select_retention(
+    candidates: Iterable[Candidate], policy: RetentionPolicy, now_ms: int
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Apply the keep rules to one experiment's ended runs: ({run_id: why removed}, {run_id: why kept})."""
+    runs = list(candidates)
+    if not policy.active:
+        return {}, {r.run_id: "no retention rule" for r in runs}
+    keep: dict[str, list[str]] = {r.run_id: [] for r in runs}
+    if policy.keep_last is not None:
+        newest = sorted(runs, key=lambda r: (r.start_time or 0, r.run_id), reverse=True)
+        for r in newest[: policy.keep_last]:
+            keep[r.run_id].append(f"among the last {policy.keep_last}")
+    if policy.keep_best is not None:
+        scored = [r for r in runs if r.metric is not None and not math.isnan(r.metric)]
+        sign = 1 if policy.mode == "min" else -1
+        scored.sort(key=lambda r: (sign * r.metric, -(r.start_time or 0), r.run_id))  # type: ignore[operator]
+        for r in scored[: policy.keep_best]:
+            keep[r.run_id].append(f"among the best {policy.keep_best} by {policy.metric}")
+    if policy.older_than is not None:
+        cutoff = now_ms - policy.older_than * 1000
+        for r in runs:
+            ended = r.end_time or r.start_time
+            if ended is None or ended > cutoff:
+                keep[r.run_id].append(f"ended within {format_duration(policy.older_than)}")
+    removed, kept = {}, {}
+    for r in runs:
+        if keep[r.run_id]:
+            kept[r.run_id] = "; ".join(keep[r.run_id])
+            continue
+        why = []
+        if policy.older_than is not None:
+            ended = r.end_time or r.start_time or 0
+            why.append(
+                f"ended {format_duration(max(0, now_ms - ended) / 1000)} ago (limit {format_duration(policy.older_than)})"
+            )
+        if policy.keep_last is not None:
+            why.append(f"not among the last {policy.keep_last}")
+        if policy.keep_best is not None:
+            if r.metric is None or math.isnan(r.metric):
+                why.append(f"no {policy.metric} value")
+            else:
+                why.append(f"not among the best {policy.keep_best} by {policy.metric}")
+        removed[r.run_id] = "; ".join(why)
+    return removed, kept
+
+
+# ---------------------------------------------------------------------------------- results
+
+
+@dataclass
+class GcItem:
+    """One thing gc removes (or, with --dry-run, would remove)."""
+
+    kind: str  # "run", "experiment" (a trashed one, whole), "orphan"
+    path: str
+    reason: str
+    bytes: int = 0  # allocated on disk, as du counts them
+    apparent_bytes: int = 0  # sum of file sizes
+    run_id: str | None = None
+    run_name: str | None = None
+    experiment_id: str | None = None
+    status: str | None = None
+    lifecycle_stage: str | None = None
+    extra_paths: list[str] = field(default_factory=list)  # e.g. the run's artifacts stored elsewhere
+    removed: bool = False
+    error: str | None = None
+
+
+@dataclass
+class GcProtected:
+    """A run that matched a removal rule but that gc never touches, and why."""
+
+    run_id: str
+    run_name: str
+    experiment_id: str
+    reason: str  # "running", "registered model version ...", "GPU lease"
+    would_be: str  # the rule it matched
+
+
+@dataclass
+class GcResult:
+    """What gc did (or would do)."""
+
+    dry_run: bool
+    policy: str
+    items: list[GcItem]
+    protected: list[GcProtected]
+    kept: int  # ended runs that a keep rule kept
+    marked_lost: list[str]
+    bytes_freed: int  # with --dry-run: the bytes that would be freed
+    apparent_bytes_freed: int
+    skipped: list[str] = field(default_factory=list)  # changed since planned (e.g. now registered)
+    errors: list[str] = field(default_factory=list)  # could not be removed (an OSError)
+
+
+# ---------------------------------------------------------------------------------- protection
+
+
+def registered_run_ids(store_root: Path) -> dict[str, str]:
+    """{run_id: 'model name vN'} for every model version (not deleted) in `<root>/models/`."""
+    found: dict[str, str] = {}
+    models = store_root / "models"
+    if not models.is_dir():
+        return found
+    for meta_path in sorted(models.glob("*/version-*/meta.yaml")):
+        try:
+            meta = files.read_yaml(meta_path)
+        except FileNotFoundError:
+            continue
+        except StoreError as exc:
+            raise StoreError(
+                f"{meta_path}: cannot tell which run this model version points at ({exc.message})",
+                hint="fix or remove that file; gc deletes nothing until it knows which runs are registered",
+            ) from exc
+        if str(meta.get("current_stage", "")) == "Deleted_Internal":
+            continue
+        run_id = meta.get("run_id")
+        source = str(meta.get("source") or "")
+        if not run_id and source.startswith("runs:/"):
+            run_id = source[len("runs:/") :].split("/", 1)[0]
+        if run_id:
+            found.setdefault(
+                str(run_id), f"registered as {meta_path.parent.parent.name} v{meta.get('version', '?')}"
+            )
+    return found
+
+
+def leased_run_ids() -> set[str]:
+    """Runs holding a GPU lease now (mlkit.gpu.ledger)."""
+    try:
+        from mlkit.gpu import ledger
+    except ModuleNotFoundError as exc:
+        if exc.name in ("mlkit.gpu.ledger", "mlkit.gpu"):
+            return set()  # no ledger in this build: no run can hold a lease
+        raise
+    return set(ledger.leased_run_ids())
+
+
+def _protection(run: Run, registered: dict[str, str], leased: set[str]) -> str | None:
+    reasons = []
+    if run.info.status not in ENDED_STATUSES and not is_owner_gone(run.data.tags):
+        # still RUNNING after mark_lost_runs: its owner is alive, or it has no mlkit owner tags
+        # (logged by MLflow) and nothing tells us it ended. A deleted run is never marked lost.
+        reasons.append(f"{run.info.status.lower()} (owner alive)")
+    if run.info.run_id in registered:
+        reasons.append(registered[run.info.run_id])
+    if run.info.run_id in leased:
+        reasons.append("holds a GPU lease")
+    return "; ".join(reasons) or None
+
+
+# ---------------------------------------------------------------------------------- sizes
+
+
+def _usage(paths: list[list[Path]]) -> list[tuple[int, int]]:
+    """(allocated, apparent) bytes each group of trees frees, counting each inode once.
+
+    A file with more hard links than the groups hold is not freed. Directories always are.
+    """
+    inodes: dict[tuple[int, int], list[int]] = {}  # (dev, ino) -> [links seen, nlink, blocks, size, group]
+    for group, roots in enumerate(paths):
+        for root in roots:
+            try:
+                top = os.lstat(root)
+            except FileNotFoundError:
+                continue
+            stack = [(str(root), top)]
+            while stack:
+                path, st = stack.pop()
+                key = (st.st_dev, st.st_ino)
+                seen = inodes.get(key)
+                if seen is not None:
+                    seen[0] += 1
+                    continue
+                is_dir = stat.S_ISDIR(st.st_mode)
+                nlink = 1 if is_dir else st.st_nlink
+                inodes[key] = [1, nlink, st.st_blocks * 512, 0 if is_dir else st.st_size, group]
+                if not is_dir:
+                    continue
+                try:
+                    entries = list(os.scandir(path))
+                except OSError:
+                    continue
+                for entry in entries:
+                    try:
+                        stack.append((entry.path, entry.stat(follow_symlinks=False)))
+                    except FileNotFoundError:
+                        continue
+    totals = [[0, 0] for _ in paths]
+    for links, nlink, blocks, size, group in inodes.values():
+        if links >= nlink:
+            totals[group][0] += blocks
+            totals[group][1] += size
+    return [(a, b) for a, b in totals]
+
+
+def tree_bytes(path: Path) -> int:
+    """Allocated bytes of everything under `path`, each inode once (as `du -s -B1` counts)."""
+    return _usage([[path]])[0][0]
+
+
+# ---------------------------------------------------------------------------------- planning
+
+
+@dataclass
+class _PlannedRun:
+    item: GcItem
+    runs: list[Run]  # the runs this removes (re-checked just before removal)
+    paths: list[Path]
+
+
+def _all_runs(store, experiment_id: str) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while True:
+        page, token = store.search_runs([experiment_id], max_results=1000, page_token=token, run_view="all")
+        runs.extend(page)
+        if not token:
+            return runs
+
+
+def _deleted_time(run_dir: Path) -> int | None:
+    try:
+        value = files.read_yaml(run_dir / "meta.yaml").get("deleted_time")
+    except (FileNotFoundError, StoreError):
+        return None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _external_artifacts(run: Run, run_dir: Path) -> Path | None:
+    """The run's artifact directory when it lives outside the run directory."""
+    path = files.path_from_uri(run.info.artifact_uri)
+    if path is None or not path.is_dir():
+        return None
+    try:
+        path.resolve().relative_to(run_dir.resolve())
+        return None
+    except ValueError:
+        pass
+    if path.name == "artifacts" and path.parent.name == run.info.run_id:
+        return path.parent  # MLflow's <artifact_location>/<run_id>/artifacts: the run's whole dir
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _leftover(entry: os.DirEntry) -> bool:
+    """A directory an interrupted gc left behind (its pid is gone)."""
+    if not entry.name.startswith(GC_TMP_PREFIX):
+        return False
+    pid = entry.name[len(GC_TMP_PREFIX) :].split("-", 1)[0]
+    return not (pid.isdigit() and _pid_alive(int(pid)))
+
+
+def _old_enough(path: Path, now: float) -> bool:
+    try:
+        return now - path.stat().st_mtime > ORPHAN_GRACE_S
+    except FileNotFoundError:
+        return False
+
+
+def _scan_orphans(exp_dir: Path, experiment_id: str, known: set[str], now: float) -> list[GcItem]:
+    items = []
+    try:
+        entries = list(os.scandir(exp_dir))
+    except FileNotFoundError:
+        return items
+    for entry in entries:
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        path = Path(entry.path)
+        if _leftover(entry):
+            items.append(
+                GcItem("orphan", str(path), "left over from an interrupted gc", experiment_id=experiment_id)
+            )
+        elif (
+            _RUN_DIR_RE.match(entry.name)
+            and entry.name not in known
+            and not (path / "meta.yaml").exists()
+            and any((path / sub).is_dir() for sub in ("artifacts", "metrics", "params"))
+            and _old_enough(path, now)
+        ):
+            items.append(
+                GcItem(
+                    "orphan",
+                    str(path),
+                    "run directory without meta.yaml (its run no longer exists)",
+                    run_id=entry.name,
+                    experiment_id=experiment_id,
+                )
+            )
+    return items
+
+
+def _select_experiments(store, refs: list[str] | None) -> tuple[list, list]:
+    everything = store.list_experiments(view="all")
+    if not refs:
+        return everything, everything
+    chosen = []
+    for ref in refs:
+        match = [e for e in everything if e.experiment_id == ref or e.name == ref]
+        if not match:
+            raise NotFoundError(
+                f"--experiment {ref!r}: no such experiment (active or deleted)",
+                hint="see `mlkit experiments list`",
+            )
+        chosen.extend(m for m in match if m not in chosen)
+    return everything, chosen
+
+
+def plan_gc(
+    store,
+    policy: RetentionPolicy,
+    *,
+    experiments: list[str] | None = None,
+    deleted: bool = True,
+    orphans: bool = True,
+    now_ms: int | None = None,
+) -> tuple[GcResult, list[_PlannedRun]]:
+    """Decide what gc removes; changes nothing but marking stale RUNNING runs lost."""
+    marked_lost = list(store.mark_lost_runs())
+    now_ms = now_ms if now_ms is not None else files.now_ms()
+    everything, chosen = _select_experiments(store, experiments)
+    registered = registered_run_ids(store.root)
+    leased = leased_run_ids()
+    runs_by_exp = {exp.experiment_id: _all_runs(store, exp.experiment_id) for exp in everything}
+    known_ids = {r.info.run_id for runs in runs_by_exp.values() for r in runs}
+    planned: list[_PlannedRun] = []
+    protected: list[GcProtected] = []
+    orphan_items: list[GcItem] = []
+    kept = 0
+
+    def plan(run: Run, reason: str) -> bool:
+        """Plan removing `run`; False when it is protected."""
+        guard = _protection(run, registered, leased)
+        if guard:
+            protected.append(
+                GcProtected(run.info.run_id, run.info.run_name, run.info.experiment_id, guard, reason)
+            )
+            return False
+        run_dir = store.run_dir(run.info.run_id)
+        item = GcItem(
+            "run",
+            str(run_dir),
+            reason,
+            run_id=run.info.run_id,
+            run_name=run.info.run_name,
+            experiment_id=run.info.experiment_id,
+            status=run.info.status,
+            lifecycle_stage=run.info.lifecycle_stage,
+        )
+        paths = [run_dir]
+        external = _external_artifacts(run, run_dir)
+        if external is not None:
+            paths.append(external)
+            item.extra_paths.append(str(external))
+        planned.append(_PlannedRun(item, [run], paths))
+        return True
+
+    for exp in chosen:
+        in_trash = exp.lifecycle_stage == DELETED
+        exp_dir = store.root / (TRASH if in_trash else "") / exp.experiment_id
+        if in_trash and not deleted:
+            continue
+        first = len(planned)
+        all_go = True  # every run of a trashed experiment goes: remove the experiment whole
+        candidates: list[Candidate] = []
+        by_id: dict[str, Run] = {}
+        for run in runs_by_exp[exp.experiment_id]:
+            if in_trash or run.info.lifecycle_stage == DELETED:
+                if not deleted:
+                    continue
+                when = _deleted_time(store.run_dir(run.info.run_id)) or (
+                    exp.last_update_time if in_trash else None
+                )
+                if policy.older_than is not None and when and now_ms - when < policy.older_than * 1000:
+                    all_go = False
+                    continue
+                why = "in a deleted experiment" if in_trash else "deleted run"
+                if when:
+                    why += f" (deleted {format_duration(max(0, now_ms - when) / 1000)} ago)"
+                all_go = plan(run, why) and all_go
+            elif policy.active and run.info.status in policy.statuses:
+                metric = run.data.metrics.get(policy.metric) if policy.metric else None
+                candidates.append(Candidate(run.info.run_id, run.info.start_time, run.info.end_time, metric))
+                by_id[run.info.run_id] = run
+        removed, kept_ids = select_retention(candidates, policy, now_ms)
+        kept += len(kept_ids)
+        for run_id, why in removed.items():
+            plan(by_id[run_id], why)
+        updated = exp.last_update_time
+        if (
+            in_trash
+            and all_go
+            and (policy.older_than is None or (updated and now_ms - updated >= policy.older_than * 1000))
+        ):
+            runs_planned = planned[first:]
+            del planned[first:]
+            item = GcItem(
+                "experiment",
+                str(exp_dir),
+                f"deleted experiment {exp.name!r} ({len(runs_planned)} runs)",
+                experiment_id=exp.experiment_id,
+                lifecycle_stage=DELETED,
+            )
+            paths = [exp_dir] + [path for rp in runs_planned for path in rp.paths[1:]]
+            item.extra_paths = [str(path) for path in paths[1:]]
+            planned.append(_PlannedRun(item, [r for rp in runs_planned for r in rp.runs], paths))
+            if orphans:
+                orphan_items += _scan_artifact_location(exp, exp_dir, known_ids, now_ms / 1000)
+        elif orphans:
+            orphan_items += _scan_orphans(exp_dir, exp.experiment_id, known_ids, now_ms / 1000)
+            orphan_items += _scan_artifact_location(exp, exp_dir, known_ids, now_ms / 1000)
+    if orphans and not experiments:
+        orphan_items += _scan_root_leftovers(store.root)
+    planned += [_PlannedRun(item, [], [Path(item.path)]) for item in orphan_items]
+    for p, (allocated, apparent) in zip(planned, _usage([p.paths for p in planned]), strict=True):
+        p.item.bytes, p.item.apparent_bytes = allocated, apparent
+    result = GcResult(
+        dry_run=True,
+        policy=policy.describe(),
+        items=[p.item for p in planned],
+        protected=protected,
+        kept=kept,
+        marked_lost=marked_lost,
+        bytes_freed=sum(p.item.bytes for p in planned),
+        apparent_bytes_freed=sum(p.item.apparent_bytes for p in planned),
+    )
+    return result, planned
+
+
+def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> list[GcItem]:
+    """Artifact dirs `<artifact_location>/<run_id>/` of runs that no longer exist, outside the store."""
+    location = files.path_from_uri(exp.artifact_location)
+    if location is None or not location.is_dir():
+        return []
+    try:
+        if location.resolve() == exp_dir.resolve():
+            return []  # the default layout: covered by _scan_orphans
+    except OSError:
+        return []
+    items = []
+    for entry in os.scandir(location):
+        path = Path(entry.path)
+        if not entry.is_dir(follow_symlinks=False):
+            continue
+        if _leftover(entry):
+            items.append(
+                GcItem(
+                    "orphan", str(path), "left over from an interrupted gc", experiment_id=exp.experiment_id
+                )
+            )
+        elif _RUN_DIR_RE.match(entry.name) and entry.name not in known and _old_enough(path, now):
+            items.append(
+                GcItem(
+                    "orphan",
+                    str(path),
+                    "artifacts of a run that no longer exists",
+                    run_id=entry.name,
+                    experiment_id=exp.experiment_id,
+                )
+            )
+    return items
+
+
+def _scan_root_leftovers(root: Path) -> list[GcItem]:
+    items = []
+    for base in (root, root / ".trash"):
+        try:
+            entries = list(os.scandir(base))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False) and _leftover(entry):
+                items.append(GcItem("orphan", entry.path, "left over from an interrupted gc"))
+    return items
+
+
+# ---------------------------------------------------------------------------------- removal
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a run/experiment/artifact directory so that a crash never leaves a half that looks valid.
+
+    Rename it to a dot-named temp directory beside it (atomic; readers skip dot names), remove
+    its meta.yaml, then the rest.
+    """
+    if path.name.startswith(GC_TMP_PREFIX):
+        tmp = path
+    else:
+        tmp = path.with_name(f"{GC_TMP_PREFIX}{os.getpid()}-{path.name}")
+        os.rename(path, tmp)
+    try:
+        (tmp / "meta.yaml").unlink()
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+
+    def ignore_missing(_func, _path, exc_info) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(tmp, onerror=ignore_missing)
+
+
+def _still_removable(store, planned: _PlannedRun, registered: dict[str, str], leased: set[str]) -> str | None:
+    """Re-check the planned runs just before removing them: None if fine, else why not."""
+    for before in planned.runs:
+        try:
+            run = store.get_run(before.info.run_id)
+        except Exception as exc:  # vanished or unreadable: leave it alone
+            return f"cannot re-read run {before.info.run_id}: {exc}"
+        guard = _protection(run, registered, leased)
+        if guard:
+            return f"run {run.info.run_id}: {guard}"
+        if (run.info.lifecycle_stage, run.info.status) != (before.info.lifecycle_stage, before.info.status):
+            return f"run {run.info.run_id} changed to {run.info.status}/{run.info.lifecycle_stage}"
+    return None
+
+
+def run_gc(
+    store,
+    policy: RetentionPolicy,
+    *,
+    experiments: list[str] | None = None,
+    deleted: bool = True,
+    orphans: bool = True,
+    dry_run: bool = False,
+    now_ms: int | None = None,
+) -> GcResult:
+    """Plan, then (unless `dry_run`) remove. Bytes freed are those of the items removed."""
+    result, planned = plan_gc(
+        store, policy, experiments=experiments, deleted=deleted, orphans=orphans, now_ms=now_ms
+    )
+    if dry_run:
+        return result
+    result.dry_run = False
+    registered = registered_run_ids(store.root)
+    leased = leased_run_ids()
+    for p in planned:
+        blocker = _still_removable(store, p, registered, leased)
+        if blocker:
+            p.item.error = f"skipped: {blocker}"
+            result.skipped.append(f"{p.item.path}: {blocker}")
+            continue
+        try:
+            for path in p.paths:
+                if os.path.lexists(path):
+                    remove_tree(path)
+            p.item.removed = True
+        except OSError as exc:
+            p.item.error = str(exc)
+            result.errors.append(f"{p.item.path}: {exc}")
+    result.bytes_freed = sum(p.item.bytes for p in planned if p.item.removed)
+    result.apparent_bytes_freed = sum(p.item.apparent_bytes for p in planned if p.item.removed)
+    return result

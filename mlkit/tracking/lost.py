@@ -1,0 +1,114 @@
+"""Lost runs: RUNNING runs whose owner process is gone are marked FAILED (mlkit.failure_reason=lost).
+
+On this host the owner is `mlkit.pid` started at `mlkit.pid_start` (so a reused PID does not
+count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT seconds (default
+120). Runs without ownership tags (e.g. written by MLflow) are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlkit.errors import MlkitError
+from mlkit.tracking import files
+from mlkit.tracking.entities import ACTIVE, FAILED, RUNNING
+
+if TYPE_CHECKING:
+    from mlkit.tracking.store import FileStore
+
+HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
+    "mlkit.host",
+    "mlkit.pid",
+    "mlkit.pid_start",
+    "mlkit.heartbeat",
+)
+FAILURE_REASON_TAG = "mlkit.failure_reason"
+PID_START_TOLERANCE_S = 1.0
+
+
+def heartbeat_timeout() -> float:
+    """Seconds after which another host's run without a fresh heartbeat counts as lost."""
+    try:
+        return float(os.environ.get("MLKIT_HEARTBEAT_TIMEOUT", "120"))
+    except ValueError:
+        return 120.0
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time (epoch seconds) of a live process, or None when it is gone or a zombie."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except psutil.NoSuchProcess:
+        return None
+    except psutil.AccessDenied:
+        return -1.0  # alive, but not ours to inspect
+
+
+def ownership_tags(pid: int | None = None) -> dict[str, str]:
+    """The mlkit.host / mlkit.pid / mlkit.pid_start tags naming `pid` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    start = process_start_time(pid)
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    if start is not None and start >= 0:
+        tags[PID_START_TAG] = f"{start:.3f}"
+    return tags
+
+
+def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float | None = None) -> bool:
+    """True when the ownership tags say the run's owner is no longer alive."""
+    host = host or socket.gethostname()
+    now = time.time() if now is None else now
+    if tags.get(HOST_TAG) == host and tags.get(PID_TAG, "").isdigit():
+        started = process_start_time(int(tags[PID_TAG]))
+        if started is None:
+            return True
+        if started < 0 or PID_START_TAG not in tags:
+            return False
+        try:
+            return abs(started - float(tags[PID_START_TAG])) > PID_START_TOLERANCE_S
+        except ValueError:
+            return False
+    beat = tags.get(HEARTBEAT_TAG, "")
+    if beat.isdigit():
+        return now - int(beat) / 1000 > heartbeat_timeout()
+    return False
+
+
+def mark_lost_runs(store: FileStore) -> list[str]:
+    """Mark every lost RUNNING run FAILED with mlkit.failure_reason=lost; return their ids."""
+    from mlkit.tracking.search_runs import indexed_runs
+
+    host = socket.gethostname()
+    lost: list[str] = []
+    for record in indexed_runs(store, None):
+        info = record.info
+        if info.get("status") != RUNNING or info.get("lifecycle_stage", ACTIVE) != ACTIVE:
+            continue
+        tags = {}
+        for key in (HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG):
+            try:
+                tags[key] = files.read_value(Path(record.run_dir) / "tags" / key).strip()
+            except OSError:
+                continue
+        if not tags or not is_owner_gone(tags, host=host):
+            continue
+        try:
+            run = store.get_run(record.run_id)
+            if run.info.status != RUNNING:
+                continue  # it ended while we looked
+            store.set_tag(record.run_id, FAILURE_REASON_TAG, "lost")
+            beat = tags.get(HEARTBEAT_TAG, "")
+            store.set_terminated(record.run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+        except MlkitError:
+            continue  # deleted or removed meanwhile
+        lost.append(record.run_id)
+    return lost

@@ -1,0 +1,886 @@
+"""The model registry: MLflow's registry FileStore layout under `<root>/models/` (mlflow-compat.md 4.10).
+
+```
+<root>/models/<name>/meta.yaml            the registered model (aliases map mirrored here)
+<root>/models/<name>/tags/<key>           registry tags
+<root>/models/<name>/aliases/<alias>      file content = the version number
+<root>/models/<name>/version-<n>/meta.yaml
+<root>/models/<name>/version-<n>/tags/<key>
+<root>/models/<name>/history.jsonl        mlkit's audit log (MLflow ignores files there)
+<root>/models/.<name>.lock                fcntl lock: one writer per registered model at a time
+```
+
+Every change takes the model's lock, writes meta files atomically (temp file + rename) and
+appends one JSON line to the audit log. Version directories are created with `mkdir` (exclusive),
+so numbers stay unique even against writers that do not take the lock (MLflow itself).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mlkit import settings
+from mlkit.errors import InvalidInputError, NotFoundError, StoreError
+from mlkit.tracking import files
+from mlkit.tracking.validation import validate_key
+
+MODELS_DIR = "models"
+HISTORY_FILE = "history.jsonl"
+STAGE_NONE, STAGE_STAGING, STAGE_PRODUCTION, STAGE_ARCHIVED = "None", "Staging", "Production", "Archived"
+STAGES = (STAGE_NONE, STAGE_STAGING, STAGE_PRODUCTION, STAGE_ARCHIVED)
+ACTIVE_STAGES = (STAGE_STAGING, STAGE_PRODUCTION)
+STAGE_DELETED_INTERNAL = "Deleted_Internal"
+MAX_TAG_VALUE_LENGTH = 100_000
+MAX_ALIAS_LENGTH = 255
+MAX_NAME_LENGTH = 250
+_ALIAS_RE = re.compile(r"^[\w\-]*$")
+_VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
+_VERSION_DIR_RE = re.compile(r"^version-(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------- entities
+@dataclass
+class ModelVersion:
+    """One version of a registered model (`version-<n>/meta.yaml` plus its tags and aliases)."""
+
+    name: str
+    version: int
+    creation_timestamp: int
+    last_updated_timestamp: int
+    current_stage: str
+    description: str | None
+    source: str
+    run_id: str | None
+    status: str = "READY"
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: list[str] = field(default_factory=list)
+    storage_location: str | None = None
+    run_link: str | None = None
+    user_id: str | None = None
+
+
+@dataclass
+class RegisteredModel:
+    """A registered model: its meta.yaml, tags, aliases and the latest version of each stage."""
+
+    name: str
+    creation_timestamp: int
+    last_updated_timestamp: int
+    description: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: dict[str, int] = field(default_factory=dict)
+    latest_versions: list[ModelVersion] = field(default_factory=list)
+
+
+@dataclass
+class HistoryEntry:
+    """One line of a model's audit log: who changed what, when, from what to what."""
+
+    when: str
+    who: str
+    what: str
+    model: str
+    version: int | None = None
+    from_: str | None = None
+    to: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "when": self.when,
+            "who": self.who,
+            "what": self.what,
+            "model": self.model,
+            "version": self.version,
+            "from": self.from_,
+            "to": self.to,
+            **({"details": self.details} if self.details else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
+        return cls(
+            when=str(data.get("when", "")),
+            who=str(data.get("who", "")),
+            what=str(data.get("what", "")),
+            model=str(data.get("model", "")),
+            version=data.get("version"),
+            from_=data.get("from"),
+            to=data.get("to"),
+            details=dict(data.get("details") or {}),
+        )
+
+
+@dataclass
+class VersionLineage:
+    """Where a model version came from: its source run's params and latest metrics."""
+
+    name: str
+    version: int
+    source: str
+    run_id: str | None
+    run_found: bool = False
+    experiment_id: str | None = None
+    run_name: str | None = None
+    status: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- validation
+def validate_model_name(name: str) -> str:
+    """MLflow's rules for registered model names, plus no NUL and no leading '.' (mlkit's lock files)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError(
+            f"invalid model name {name!r}: it must be a non-empty string", hint="e.g. 'cnn-classifier'"
+        )
+    bad = [c for c in ("/", ":", "%", "\\", "\x00", os.sep) if c in name]
+    if bad:
+        raise InvalidInputError(
+            f"invalid model name {name!r}: names cannot contain {bad[0]!r} ('/', ':', '%', '\\' and NUL are not allowed)",
+            hint="use letters, digits, '-', '_', '.' or spaces, e.g. 'cnn-classifier'",
+        )
+    if name.startswith(".") or name != name.strip():
+        raise InvalidInputError(
+            f"invalid model name {name!r}: names cannot start with '.' or start/end with spaces",
+            hint="e.g. 'cnn-classifier'",
+        )
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidInputError(
+            f"model name is {len(name)} characters, more than {MAX_NAME_LENGTH}", hint="use a shorter name"
+        )
+    return name
+
+
+def canonical_stage(stage: str) -> str:
+    """'production' -> 'Production'; InvalidInputError for anything that is not a stage."""
+    for candidate in STAGES:
+        if isinstance(stage, str) and stage.strip().lower() == candidate.lower():
+            return candidate
+    raise InvalidInputError(
+        f"invalid stage {stage!r}: expected one of {', '.join(STAGES)}",
+        hint="stages are case-insensitive, e.g. 'production'",
+    )
+
+
+def is_stage(text: str) -> bool:
+    """True when `text` names a stage (any case)."""
+    return isinstance(text, str) and text.strip().lower() in {s.lower() for s in STAGES}
+
+
+def validate_alias(alias: str, *, reserved_ok: bool = False) -> str:
+    """MLflow's alias rules: [\\w-]+, at most 255 characters, 'latest' and 'v<digits>' reserved."""
+    if not isinstance(alias, str) or not alias:
+        raise InvalidInputError("alias name cannot be empty", hint="e.g. 'champion'")
+    if not _ALIAS_RE.match(alias):
+        raise InvalidInputError(
+            f"invalid alias {alias!r}: aliases may only contain letters, digits, '_' and '-'",
+            hint="e.g. 'champion' or 'challenger-2'",
+        )
+    if len(alias) > MAX_ALIAS_LENGTH:
+        raise InvalidInputError(
+            f"alias is {len(alias)} characters, more than {MAX_ALIAS_LENGTH}", hint="use a shorter alias"
+        )
+    if not reserved_ok and (alias.lower() == "latest" or _VERSION_ALIAS_RE.match(alias)):
+        raise InvalidInputError(
+            f"alias {alias!r} is reserved ('latest' and 'v<number>' name versions already)",
+            hint="pick another alias, e.g. 'champion'",
+        )
+    return alias
+
+
+def validate_version(version: int | str) -> int:
+    """A version number as an int; InvalidInputError for anything else."""
+    try:
+        number = int(str(version).strip())
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1 or isinstance(version, bool):
+        raise InvalidInputError(
+            f"invalid model version {version!r}: versions are whole numbers from 1",
+            hint="see the versions with `mlkit models show NAME`",
+        )
+    return number
+
+
+def _validate_tag(key: str, value: Any) -> str:
+    validate_key(key, "tag")
+    text = "" if value is None else str(value)
+    if len(text) > MAX_TAG_VALUE_LENGTH:
+        raise InvalidInputError(
+            f"value of registry tag {key!r} is {len(text)} characters, more than {MAX_TAG_VALUE_LENGTH}",
+            hint="store large values as a run artifact and tag its path",
+        )
+    return text
+
+
+def _who() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in a container
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------------------------------- the store
+class RegistryStore:
+    """The model registry under `<root>/models/`; `root=None` means the tracking root."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root: Path = settings.tracking_root(root)
+        self.models_dir: Path = self.root / MODELS_DIR
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------ paths and locking
+    def _model_dir(self, name: str) -> Path:
+        return self.models_dir / validate_model_name(name)
+
+    def _existing_model_dir(self, name: str) -> Path:
+        path = self._model_dir(name)
+        if not (path / "meta.yaml").is_file():
+            raise NotFoundError(
+                f"registered model {name!r} does not exist in {self.models_dir}",
+                hint="see `mlkit models list`",
+            )
+        return path
+
+    def _version_dir(self, name: str, version: int) -> Path:
+        return self._existing_model_dir(name) / f"version-{version}"
+
+    @contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the model's fcntl lock (re-entrant within a thread)."""
+        import fcntl
+
+        validate_model_name(name)
+        held: dict[str, int] = self._local.__dict__.setdefault("held", {})
+        if held.get(name):
+            held[name] += 1
+            try:
+                yield
+            finally:
+                held[name] -= 1
+            return
+        try:
+            self.models_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.models_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.models_dir}: cannot lock model {name!r}: {exc}", hint="check the store's permissions"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held[name] = 1
+            yield
+        finally:
+            held[name] = 0
+            os.close(fd)  # closing releases the lock
+
+    def _record(
+        self,
+        name: str,
+        what: str,
+        *,
+        version: int | None = None,
+        from_: Any = None,
+        to: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> HistoryEntry:
+        entry = HistoryEntry(
+            when=_now_iso(),
+            who=_who(),
+            what=what,
+            model=name,
+            version=version,
+            from_=None if from_ is None else str(from_),
+            to=None if to is None else str(to),
+            details=details or {},
+        )
+        line = (json.dumps(entry.to_dict(), ensure_ascii=False) + "\n").encode()
+        path = self._model_dir(name) / HISTORY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)  # one write per line: a crash leaves at most a torn last line
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(
+                f"{path}: cannot append to the audit log: {exc}", hint="check permissions"
+            ) from exc
+        return entry
+
+    # ------------------------------------------------------------------ registered models: read
+    def _read_model(self, model_dir: Path, *, with_latest: bool = True) -> RegisteredModel:
+        meta = files.read_yaml(model_dir / "meta.yaml")
+        aliases = self._read_aliases(model_dir)
+        model = RegisteredModel(
+            name=str(meta.get("name") or model_dir.name),
+            creation_timestamp=int(meta.get("creation_timestamp") or 0),
+            last_updated_timestamp=int(meta.get("last_updated_timestamp") or 0),
+            description=meta.get("description"),
+            tags=files.read_value_dir(model_dir / "tags"),
+            aliases=aliases,
+        )
+        if with_latest:
+            model.latest_versions = self._latest_per_stage(self._read_versions(model_dir, aliases))
+        return model
+
+    @staticmethod
+    def _read_aliases(model_dir: Path) -> dict[str, int]:
+        aliases: dict[str, int] = {}
+        for alias, text in files.read_value_dir(model_dir / "aliases").items():
+            try:
+                aliases[alias] = int(text.strip())
+            except ValueError:
+                continue  # a torn or foreign file: not an alias we can resolve
+        return aliases
+
+    def get_registered_model(self, name: str) -> RegisteredModel:
+        """A registered model; NotFoundError when missing."""
+        return self._read_model(self._existing_model_dir(name))
+
+    def list_registered_models(self) -> list[RegisteredModel]:
+        """Every registered model, sorted by name."""
+        if not self.models_dir.is_dir():
+            return []
+        models = []
+        for entry in sorted(os.scandir(self.models_dir), key=lambda e: e.name):
+            if entry.is_dir() and (Path(entry.path) / "meta.yaml").is_file():
+                models.append(self._read_model(Path(entry.path)))
+        return models
+
+    # ------------------------------------------------------------------ registered models: write
+    def _model_meta(self, model: RegisteredModel) -> dict[str, Any]:
+        return {
+            "aliases": {alias: str(version) for alias, version in sorted(model.aliases.items())},
+            "creation_timestamp": model.creation_timestamp,
+            "deployment_job_id": None,
+            "deployment_job_state": None,
+            "description": model.description,
+            "last_updated_timestamp": model.last_updated_timestamp,
+            "name": model.name,
+            "workspace": "default",
+        }
+
+    def _touch_model(self, name: str, when: int | None = None) -> None:
+        """Bump last_updated_timestamp and mirror the alias files into meta.yaml (as MLflow does)."""
+        model_dir = self._existing_model_dir(name)
+        model = self._read_model(model_dir, with_latest=False)
+        model.last_updated_timestamp = when or files.now_ms()
+        files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
+
+    def create_registered_model(
+        self, name: str, *, tags: dict[str, Any] | None = None, description: str | None = None
+    ) -> RegisteredModel:
+        """Create a registered model; InvalidInputError when it exists already."""
+        checked_tags = {str(k): _validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        with self.lock(name):
+            model_dir = self._model_dir(name)
+            if (model_dir / "meta.yaml").is_file():
+                raise InvalidInputError(
+                    f"registered model {name!r} already exists", hint="register a new version of it instead"
+                )
+            now = files.now_ms()
+            model = RegisteredModel(name, now, now, description, tags=checked_tags)
+            try:
+                model_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{model_dir}: cannot create: {exc}", hint="check permissions") from exc
+            for key, value in checked_tags.items():
+                self._write_value(model_dir / "tags" / key, value)
+            files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
+            self._record(
+                name, "create_model", to=name, details={"description": description} if description else None
+            )
+            return model
+
+    def _ensure_model(self, name: str) -> None:
+        with self.lock(name):
+            if not (self._model_dir(name) / "meta.yaml").is_file():
+                self.create_registered_model(name)
+
+    def update_registered_model(self, name: str, description: str | None) -> RegisteredModel:
+        """Set a registered model's description."""
+        with self.lock(name):
+            model_dir = self._existing_model_dir(name)
+            model = self._read_model(model_dir, with_latest=False)
+            before = model.description
+            model.description = description
+            model.last_updated_timestamp = files.now_ms()
+            files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
+            self._record(name, "set_description", from_=before, to=description)
+        return self.get_registered_model(name)
+
+    def delete_registered_model(self, name: str) -> None:
+        """Remove a registered model and all its versions (its audit log is kept beside it)."""
+        with self.lock(name):
+            model_dir = self._existing_model_dir(name)
+            versions = [v.version for v in self._read_versions(model_dir, {})]
+            self._record(name, "delete_model", from_=name, details={"versions": versions})
+            history = model_dir / HISTORY_FILE
+            if history.exists():
+                # A file, not a directory: MLflow takes every directory under models/ for a model.
+                os.replace(history, self.models_dir / f".{name}.deleted-{files.now_ms()}.history.jsonl")
+            try:
+                shutil.rmtree(model_dir)
+            except OSError as exc:
+                raise StoreError(f"{model_dir}: cannot delete: {exc}", hint="check permissions") from exc
+
+    def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
+        """Set a tag on a registered model."""
+        text = _validate_tag(key, value)
+        with self.lock(name):
+            model_dir = self._existing_model_dir(name)
+            before = self._read_optional(model_dir / "tags" / key)
+            self._write_value(model_dir / "tags" / key, text)
+            self._touch_model(name)
+            self._record(name, "set_tag", from_=before, to=text, details={"key": key})
+
+    def delete_registered_model_tag(self, name: str, key: str) -> None:
+        """Delete a tag of a registered model; NotFoundError when it is not set."""
+        validate_key(key, "tag")
+        with self.lock(name):
+            path = self._existing_model_dir(name) / "tags" / key
+            before = self._read_optional(path)
+            if before is None:
+                raise NotFoundError(f"model {name!r} has no tag {key!r}", hint="see `mlkit models show NAME`")
+            path.unlink()
+            self._touch_model(name)
+            self._record(name, "delete_tag", from_=before, details={"key": key})
+
+    # ------------------------------------------------------------------ versions: read
+    def _read_version(self, version_dir: Path, aliases: dict[str, int]) -> ModelVersion:
+        meta = files.read_yaml(version_dir / "meta.yaml")
+        number = int(meta.get("version") or _VERSION_DIR_RE.match(version_dir.name).group(1))  # type: ignore[union-attr]
+        return ModelVersion(
+            name=str(meta.get("name") or version_dir.parent.name),
+            version=number,
+            creation_timestamp=int(meta.get("creation_timestamp") or 0),
+            last_updated_timestamp=int(meta.get("last_updated_timestamp") or 0),
+            current_stage=str(meta.get("current_stage") or STAGE_NONE),
+            description=meta.get("description"),
+            source=str(meta.get("source") or ""),
+            run_id=meta.get("run_id") or None,
+            status=str(meta.get("status") or "READY"),
+            tags=files.read_value_dir(version_dir / "tags"),
+            aliases=sorted(a for a, v in aliases.items() if v == number),
+            storage_location=meta.get("storage_location"),
+            run_link=meta.get("run_link"),
+            user_id=meta.get("user_id"),
+        )
+
+    @staticmethod
+    def _version_numbers(model_dir: Path) -> list[int]:
+        numbers = []
+        try:
+            entries = list(os.scandir(model_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            match = _VERSION_DIR_RE.match(entry.name)
+            if match and entry.is_dir():
+                numbers.append(int(match.group(1)))
+        return sorted(numbers)
+
+    def _read_versions(
+        self, model_dir: Path, aliases: dict[str, int], *, include_deleted: bool = False
+    ) -> list[ModelVersion]:
+        versions = []
+        for number in self._version_numbers(model_dir):
+            version_dir = model_dir / f"version-{number}"
+            try:
+                version = self._read_version(version_dir, aliases)
+            except FileNotFoundError:
+                continue  # a version being created right now (its meta.yaml is not there yet)
+            if include_deleted or version.current_stage != STAGE_DELETED_INTERNAL:
+                versions.append(version)
+        return versions
+
+    @staticmethod
+    def _latest_per_stage(versions: list[ModelVersion]) -> list[ModelVersion]:
+        latest: dict[str, ModelVersion] = {}
+        for version in versions:
+            current = latest.get(version.current_stage)
+            if current is None or current.version < version.version:
+                latest[version.current_stage] = version
+        return [latest[stage] for stage in STAGES if stage in latest]
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every live version of a model, oldest first."""
+        model_dir = self._existing_model_dir(name)
+        return self._read_versions(model_dir, self._read_aliases(model_dir))
+
+    def search_model_versions(
+        self, *, run_id: str | None = None, name: str | None = None
+    ) -> list[ModelVersion]:
+        """Live versions across models, filtered by source run and/or model name."""
+        models = [self.get_registered_model(name)] if name else self.list_registered_models()
+        found = []
+        for model in models:
+            for version in self.list_model_versions(model.name):
+                if run_id is None or version.run_id == run_id:
+                    found.append(version)
+        return found
+
+    def referenced_run_ids(self) -> set[str]:
+        """Run ids that live model versions point at (gc must keep these runs)."""
+        return {v.run_id for v in self.search_model_versions() if v.run_id}
+
+    def get_model_version(self, name: str, version: int | str) -> ModelVersion:
+        """One live version; NotFoundError when the model or the version is missing or deleted."""
+        number = validate_version(version)
+        model_dir = self._existing_model_dir(name)
+        version_dir = model_dir / f"version-{number}"
+        try:
+            found = self._read_version(version_dir, self._read_aliases(model_dir))
+        except FileNotFoundError:
+            found = None
+        if found is None or found.current_stage == STAGE_DELETED_INTERNAL:
+            raise NotFoundError(
+                f"model {name!r} has no version {number}",
+                hint=f"see the versions with `mlkit models show {name}`",
+            )
+        return found
+
+    def get_latest_versions(self, name: str, stages: list[str] | None = None) -> list[ModelVersion]:
+        """The highest version in each of `stages` (all stages when None), as MLflow returns them."""
+        wanted = {canonical_stage(s) for s in stages} if stages else set(STAGES)
+        return [
+            v for v in self._latest_per_stage(self.list_model_versions(name)) if v.current_stage in wanted
+        ]
+
+    def get_version_by_stage(self, name: str, stage: str) -> ModelVersion:
+        """The highest version in a stage; NotFoundError when the stage is empty."""
+        stage = canonical_stage(stage)
+        latest = self.get_latest_versions(name, [stage])
+        if not latest:
+            raise NotFoundError(
+                f"model {name!r} has no version in stage {stage}",
+                hint=f"move one there: mlkit models transition {name} VERSION {stage}",
+            )
+        return latest[0]
+
+    def get_latest_version(self, name: str) -> ModelVersion:
+        """The highest live version number of a model."""
+        versions = self.list_model_versions(name)
+        if not versions:
+            raise NotFoundError(
+                f"model {name!r} has no versions", hint=f"register one: mlkit models register URI {name}"
+            )
+        return max(versions, key=lambda v: v.version)
+
+    def get_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        """The version an alias points at ('latest' = the highest version); NotFoundError when unset."""
+        validate_alias(alias, reserved_ok=True)
+        if alias.lower() == "latest":
+            return self.get_latest_version(name)
+        aliases = self._read_aliases(self._existing_model_dir(name))
+        if alias not in aliases:
+            raise NotFoundError(
+                f"model {name!r} has no alias {alias!r}",
+                hint=f"set it: mlkit models alias {name} {alias} VERSION",
+            )
+        return self.get_model_version(name, aliases[alias])
+
+    def get_model_version_lineage(self, name: str, version: int | str) -> VersionLineage:
+        """The version's source run: its params and latest metrics, read from the tracking store."""
+        found = self.get_model_version(name, version)
+        lineage = VersionLineage(
+            name=found.name, version=found.version, source=found.source, run_id=found.run_id
+        )
+        if not found.run_id:
+            return lineage
+        from mlkit.tracking.store import FileStore
+
+        try:
+            run = FileStore(self.root).get_run(found.run_id)
+        except NotFoundError:
+            return lineage  # the run was removed (gc) or lives in another store
+        lineage.run_found = True
+        lineage.experiment_id = run.info.experiment_id
+        lineage.run_name = run.info.run_name
+        lineage.status = run.info.status
+        lineage.params = dict(run.data.params)
+        lineage.metrics = dict(run.data.metrics)
+        return lineage
+
+    # ------------------------------------------------------------------ versions: write
+    def _version_meta(self, version: ModelVersion) -> dict[str, Any]:
+        return {
+            "creation_timestamp": version.creation_timestamp,
+            "current_stage": version.current_stage,
+            "deployment_job_state": None,
+            "description": version.description,
+            "last_updated_timestamp": version.last_updated_timestamp,
+            "model_id": None,
+            "name": version.name,
+            "run_id": version.run_id,
+            "run_link": version.run_link,
+            "source": version.source,
+            "status": version.status,
+            "status_message": None,
+            "storage_location": version.storage_location,
+            "user_id": version.user_id,
+            "version": version.version,
+            "workspace": "default",
+        }
+
+    def _save_version(self, version: ModelVersion) -> None:
+        files.write_yaml_atomic(
+            self._version_dir(version.name, version.version) / "meta.yaml", self._version_meta(version)
+        )
+
+    def create_model_version(
+        self,
+        name: str,
+        source: str,
+        *,
+        run_id: str | None = None,
+        tags: dict[str, Any] | None = None,
+        description: str | None = None,
+        storage_location: str | None = None,
+        create_model: bool = True,
+        details: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Add the next version (max existing + 1, never reused); creates the model when missing."""
+        checked_tags = {str(k): _validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        with self.lock(name):
+            if create_model:
+                self._ensure_model(name)
+            model_dir = self._existing_model_dir(name)
+            number = (self._version_numbers(model_dir) or [0])[-1] + 1
+            while True:
+                try:
+                    (model_dir / f"version-{number}").mkdir()  # exclusive, even against other writers
+                    break
+                except FileExistsError:
+                    number += 1
+                except OSError as exc:
+                    raise StoreError(
+                        f"{model_dir}: cannot create version {number}: {exc}", hint="check permissions"
+                    ) from exc
+            now = files.now_ms()
+            version = ModelVersion(
+                name=name,
+                version=number,
+                creation_timestamp=now,
+                last_updated_timestamp=now,
+                current_stage=STAGE_NONE,
+                description=description,
+                source=source,
+                run_id=run_id,
+                tags=checked_tags,
+                storage_location=storage_location or source,
+            )
+            for key, value in checked_tags.items():
+                self._write_value(model_dir / f"version-{number}" / "tags" / key, value)
+            self._save_version(version)
+            self._touch_model(name, now)
+            self._record(name, "create_version", version=number, to=source, details=details)
+            return version
+
+    def update_model_version(self, name: str, version: int | str, description: str | None) -> ModelVersion:
+        """Set a version's description."""
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            before = found.description
+            found.description = description
+            found.last_updated_timestamp = files.now_ms()
+            self._save_version(found)
+            self._record(name, "set_version_description", version=found.version, from_=before, to=description)
+            return found
+
+    def transition_model_version_stage(
+        self,
+        name: str,
+        version: int | str,
+        stage: str,
+        *,
+        archive_existing: bool = False,
+        details: dict[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Move a version to a stage; `archive_existing` moves the stage's other versions to Archived."""
+        stage = canonical_stage(stage)
+        if archive_existing and stage not in ACTIVE_STAGES:
+            raise InvalidInputError(
+                f"--archive-existing works only when moving to Staging or Production, not {stage}",
+                hint="drop --archive-existing",
+            )
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            now = files.now_ms()
+            if archive_existing:
+                for other in self.list_model_versions(name):
+                    if other.version != found.version and other.current_stage == stage:
+                        other.current_stage = STAGE_ARCHIVED
+                        other.last_updated_timestamp = now
+                        self._save_version(other)
+                        self._record(
+                            name,
+                            "set_stage",
+                            version=other.version,
+                            from_=stage,
+                            to=STAGE_ARCHIVED,
+                            details={"reason": f"version {found.version} moved to {stage}"},
+                        )
+            before = found.current_stage
+            found.current_stage = stage
+            found.last_updated_timestamp = now
+            self._save_version(found)
+            self._touch_model(name, now)
+            self._record(name, "set_stage", version=found.version, from_=before, to=stage, details=details)
+            return found
+
+    def delete_model_version(self, name: str, version: int | str) -> None:
+        """Soft-delete a version (stage Deleted_Internal; its number is never reused; aliases dropped)."""
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            before = found.current_stage
+            found.current_stage = STAGE_DELETED_INTERNAL
+            found.last_updated_timestamp = files.now_ms()
+            self._save_version(found)
+            model_dir = self._existing_model_dir(name)
+            for alias in found.aliases:
+                try:
+                    (model_dir / "aliases" / alias).unlink()
+                except FileNotFoundError:
+                    pass
+            self._touch_model(name, found.last_updated_timestamp)
+            self._record(
+                name,
+                "delete_version",
+                version=found.version,
+                from_=before,
+                details={"aliases": found.aliases},
+            )
+
+    def set_model_version_tag(self, name: str, version: int | str, key: str, value: Any) -> None:
+        """Set a tag on a version."""
+        text = _validate_tag(key, value)
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            path = self._version_dir(name, found.version) / "tags" / key
+            before = self._read_optional(path)
+            self._write_value(path, text)
+            self._touch_model(name)
+            self._record(
+                name, "set_version_tag", version=found.version, from_=before, to=text, details={"key": key}
+            )
+
+    def delete_model_version_tag(self, name: str, version: int | str, key: str) -> None:
+        """Delete a version's tag; NotFoundError when it is not set."""
+        validate_key(key, "tag")
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            path = self._version_dir(name, found.version) / "tags" / key
+            before = self._read_optional(path)
+            if before is None:
+                raise NotFoundError(f"model {name!r} version {found.version} has no tag {key!r}", hint="")
+            path.unlink()
+            self._touch_model(name)
+            self._record(
+                name, "delete_version_tag", version=found.version, from_=before, details={"key": key}
+            )
+
+    # ------------------------------------------------------------------ aliases
+    def set_alias(
+        self, name: str, alias: str, version: int | str, *, details: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """Point an alias at a live version (moving it if it pointed elsewhere)."""
+        validate_alias(alias)
+        with self.lock(name):
+            found = self.get_model_version(name, version)
+            model_dir = self._existing_model_dir(name)
+            before = self._read_aliases(model_dir).get(alias)
+            self._write_value(model_dir / "aliases" / alias, str(found.version))
+            self._touch_model(name)
+            self._record(
+                name,
+                "set_alias",
+                version=found.version,
+                from_=before,
+                to=found.version,
+                details={"alias": alias, **(details or {})},
+            )
+            found.aliases = sorted({*found.aliases, alias})
+            return found
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove an alias; NotFoundError when it is not set."""
+        validate_alias(alias, reserved_ok=True)
+        with self.lock(name):
+            model_dir = self._existing_model_dir(name)
+            before = self._read_aliases(model_dir).get(alias)
+            if before is None:
+                raise NotFoundError(
+                    f"model {name!r} has no alias {alias!r}", hint=f"see `mlkit models show {name}`"
+                )
+            (model_dir / "aliases" / alias).unlink()
+            self._touch_model(name)
+            self._record(name, "delete_alias", version=before, from_=before, details={"alias": alias})
+
+    # ------------------------------------------------------------------ audit log
+    def history(self, name: str) -> list[HistoryEntry]:
+        """The audit log of a model, oldest first, including the logs of earlier deleted models of that name."""
+        validate_model_name(name)
+        paths: list[Path] = []
+        if self.models_dir.is_dir():
+            prefix, suffix = f".{name}.deleted-", ".history.jsonl"
+            archived = []
+            for entry in os.scandir(self.models_dir):
+                if entry.name.startswith(prefix) and entry.name.endswith(suffix):
+                    stamp = entry.name[len(prefix) : -len(suffix)]
+                    if stamp.isdigit():
+                        archived.append((int(stamp), Path(entry.path)))
+            paths = [p for _, p in sorted(archived)]
+        current = self._model_dir(name) / HISTORY_FILE
+        exists = (self._model_dir(name) / "meta.yaml").is_file()
+        if current.is_file():
+            paths.append(current)
+        if not paths and not exists:
+            raise NotFoundError(
+                f"registered model {name!r} does not exist and has no history", hint="see `mlkit models list`"
+            )
+        entries = []
+        for path in paths:
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+                if isinstance(data, dict):
+                    entries.append(HistoryEntry.from_dict(data))
+        return entries
+
+    # ------------------------------------------------------------------ small file helpers
+    @staticmethod
+    def _write_value(path: Path, value: str) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"{path.parent}: cannot create: {exc}", hint="check permissions") from exc
+        files.write_atomic(path, value)
+
+    @staticmethod
+    def _read_optional(path: Path) -> str | None:
+        try:
+            return files.read_value(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return None

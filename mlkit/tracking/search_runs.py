@@ -1,0 +1,127 @@
+"""search_runs over a store: the index gives fresh run summaries, search.py filters and sorts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlkit.errors import InvalidInputError
+from mlkit.tracking.entities import ACTIVE, DELETED, Run, RunData, RunInfo
+from mlkit.tracking.index import IndexedRun, RunIndex
+from mlkit.tracking.search import (
+    ATTRIBUTE,
+    RunRow,
+    check_max_results,
+    decode_page_token,
+    encode_page_token,
+    matches,
+    parse_filter,
+    parse_order_by,
+    sort_rows,
+)
+
+if TYPE_CHECKING:
+    from mlkit.tracking.store import FileStore
+
+_VIEWS = {"active": (ACTIVE,), "deleted": (DELETED,), "all": (ACTIVE, DELETED)}
+
+
+def index_of(store: FileStore) -> RunIndex:
+    """The store's run index (one per store object)."""
+    index = getattr(store, "_index", None)
+    if index is None:
+        index = RunIndex(store.root)
+        store._index = index  # type: ignore[attr-defined]
+    return index
+
+
+def _view(run_view: str | int) -> tuple[str, ...]:
+    aliases = {1: "active", 2: "deleted", 3: "all", "active_only": "active", "deleted_only": "deleted"}
+    key = aliases.get(run_view.lower() if isinstance(run_view, str) else run_view, run_view)
+    if key not in _VIEWS:
+        raise InvalidInputError(f"invalid run view {run_view!r}", hint="use 'active', 'deleted' or 'all'")
+    return _VIEWS[str(key)]
+
+
+def _exp_dirs(store: FileStore, experiment_ids: list[str] | str | None) -> list[Path]:
+    if experiment_ids is None:
+        return store._experiment_dirs("all")
+    ids = [experiment_ids] if isinstance(experiment_ids, str) else [str(e) for e in experiment_ids]
+    return [store._experiment_dir(e) for e in dict.fromkeys(ids)]
+
+
+def indexed_runs(
+    store: FileStore, experiment_ids: list[str] | str | None, keys: set[tuple[str, str]] | None = None
+) -> list[IndexedRun]:
+    """Fresh attributes (and the values of `keys`) of every run of these experiments (None = all)."""
+    return index_of(store).query(_exp_dirs(store, experiment_ids), keys or set())
+
+
+def _row(run: IndexedRun) -> RunRow:
+    return RunRow(run.info, run.data("param"), run.data("tag"), run.data("metric"), {"run": run})
+
+
+def run_of(store: FileStore, run: IndexedRun) -> Run:
+    """A Run entity from a complete index entry."""
+    info = run.info
+    uri = store._resolve_artifact_uri(Path(run.run_dir), str(info.get("artifact_uri") or ""))
+    run_info = RunInfo(
+        run_id=run.run_id,
+        run_uuid=run.run_id,
+        experiment_id=str(info.get("experiment_id") or run.exp_id),
+        run_name=str(info.get("run_name") or ""),
+        user_id=str(info.get("user_id") or "unknown"),
+        status=str(info["status"]),
+        start_time=info.get("start_time"),
+        end_time=info.get("end_time") or None,
+        artifact_uri=uri,
+        lifecycle_stage=str(info.get("lifecycle_stage") or ACTIVE),
+    )
+    return Run(run_info, RunData(run.data("param"), run.data("metric"), run.data("tag")))
+
+
+def search_rows(
+    store: FileStore,
+    experiment_ids: list[str] | str | None,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    run_view: str | int = "active",
+) -> list[RunRow]:
+    """Every matching run as a RunRow (holding only the keys the query needs), in order."""
+    clauses = parse_filter(filter_string)
+    order = parse_order_by(order_by)
+    keys = {(c.type, c.key) for c in clauses if c.type != ATTRIBUTE}
+    keys |= {(o.type, o.key) for o in order if o.type != ATTRIBUTE}
+    stages = _view(run_view)
+    rows = []
+    for run in indexed_runs(store, experiment_ids, keys):
+        if run.info.get("lifecycle_stage", ACTIVE) not in stages:
+            continue
+        row = _row(run)
+        if matches(row, clauses):
+            rows.append(row)
+    return sort_rows(rows, order_by)
+
+
+def complete_runs(store: FileStore, rows: list[RunRow]) -> list[Run]:
+    """Run entities with all their data for these rows (every file checked)."""
+    entries = index_of(store).complete([r.extra["run"] for r in rows])
+    return [run_of(store, e) for e in entries]
+
+
+def search_runs(
+    store: FileStore,
+    experiment_ids: list[str] | str | None,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    max_results: int = 1000,
+    page_token: str | None = None,
+    run_view: str | int = "active",
+) -> tuple[list[Run], str | None]:
+    """MLflow's search_runs: (runs of this page, token of the next page or None)."""
+    check_max_results(max_results)
+    offset = decode_page_token(page_token)
+    rows = search_rows(store, experiment_ids, filter_string, order_by, run_view)
+    page = rows[offset : offset + max_results]
+    token = encode_page_token(offset + max_results) if offset + max_results < len(rows) else None
+    return complete_runs(store, page), token

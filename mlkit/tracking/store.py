@@ -1,0 +1,807 @@
+"""The tracking store: MLflow's FileStore layout on disk, written safely and read fast.
+
+Layout, byte for byte as MLflow writes it (docs/tracking.md, mlflow-compat.md section 4):
+`<root>/<experiment_id>/meta.yaml`, `<root>/<experiment_id>/<run_id>/{meta.yaml, metrics/,
+params/, tags/, artifacts/}`, deleted experiments under `<root>/.trash/`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import getpass
+import os
+import random
+import shutil
+import uuid
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlkit import settings
+from mlkit.errors import InvalidInputError, NotFoundError, StoreError
+from mlkit.tracking import files
+from mlkit.tracking.entities import (
+    ACTIVE,
+    DELETED,
+    INT_TO_STATUS,
+    RUNNING,
+    STATUS_TO_INT,
+    Experiment,
+    FileInfo,
+    Metric,
+    Run,
+    RunData,
+    RunInfo,
+)
+from mlkit.tracking.names import random_run_name
+from mlkit.tracking.validation import (
+    param_value,
+    validate_artifact_path,
+    validate_experiment_id,
+    validate_experiment_name,
+    validate_key,
+    validate_run_id,
+)
+
+DEFAULT_EXPERIMENT_ID = "0"
+TRASH = ".trash"
+RESERVED_ROOT_DIRS = frozenset({TRASH, "models"})
+RESERVED_EXPERIMENT_DIRS = frozenset({"tags", "datasets", "traces", "models"})
+LOCK_FILE = ".mlkit-experiments.lock"
+MAX_OPEN_METRIC_FILES = 256
+RUN_NAME_TAG = "mlflow.runName"
+USER_TAG = "mlflow.user"
+
+_OPEN_STORES: weakref.WeakSet[FileStore] = weakref.WeakSet()
+
+
+def _close_all_stores() -> None:
+    for store in list(_OPEN_STORES):
+        store.close()
+
+
+atexit.register(_close_all_stores)
+
+
+def _new_experiment_id() -> str:
+    """MLflow's FileStore id: last 18 digits of a uuid4 int, leading zeros replaced at random."""
+    digits = str(uuid.uuid4().int)[-18:]
+    stripped = digits.lstrip("0")
+    return "".join(str(random.randint(1, 9)) for _ in range(len(digits) - len(stripped))) + stripped
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry in a container
+        return "unknown"
+
+
+class FileStore:
+    """A tracking store rooted at a directory (MLflow's FileStore layout)."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root: Path = settings.tracking_root(root)
+        self._run_dirs: dict[str, Path] = {}  # run_id -> run directory (found once, then cached)
+        self._metric_fds: dict[tuple[str, str], int] = {}  # (run_id, key) -> O_APPEND fd
+        self._init_root()
+        _OPEN_STORES.add(self)
+
+    # ------------------------------------------------------------------ root and experiments
+    def _init_root(self) -> None:
+        if not self.root.exists():
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(
+                    f"{self.root}: cannot create the tracking store: {exc}",
+                    hint="pass --store or set MLKIT_TRACKING_URI to a writable directory",
+                ) from exc
+            with self._experiment_lock():
+                if not (self.root / DEFAULT_EXPERIMENT_ID / "meta.yaml").exists():
+                    self._write_new_experiment(DEFAULT_EXPERIMENT_ID, "Default", None, None)
+        elif not self.root.is_dir():
+            raise StoreError(
+                f"{self.root}: the tracking store path exists but is not a directory",
+                hint="pass --store or set MLKIT_TRACKING_URI to a directory",
+            )
+        try:
+            (self.root / TRASH).mkdir(exist_ok=True)
+        except OSError:
+            pass  # a read-only store is still readable
+
+    @contextmanager
+    def _experiment_lock(self) -> Iterator[None]:
+        import fcntl
+
+        path = self.root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    def _experiment_dir(self, experiment_id: str) -> Path:
+        experiment_id = validate_experiment_id(experiment_id)
+        for path in (self.root / experiment_id, self.root / TRASH / experiment_id):
+            if (path / "meta.yaml").is_file():
+                return path
+        raise NotFoundError(
+            f"experiment {experiment_id!r} does not exist in {self.root}",
+            hint="see `mlkit experiments list`",
+        )
+
+    def _experiment_dirs(self, view: str = "active") -> list[Path]:
+        dirs: list[Path] = []
+        roots = []
+        if view in ("active", "all"):
+            roots.append((self.root, RESERVED_ROOT_DIRS))
+        if view in ("deleted", "all"):
+            roots.append((self.root / TRASH, frozenset()))
+        for base, skip in roots:
+            try:
+                entries = list(os.scandir(base))
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                if entry.name in skip or entry.name.startswith(".") or not entry.is_dir():
+                    continue
+                dirs.append(Path(entry.path))
+        return dirs
+
+    def _read_experiment(self, exp_dir: Path) -> Experiment:
+        meta = files.read_yaml(exp_dir / "meta.yaml")
+        experiment_id = str(meta.get("experiment_id", exp_dir.name))
+        location = str(meta.get("artifact_location") or "")
+        stored = files.path_from_uri(location)
+        if stored is None or not stored.exists():
+            if exp_dir.exists():  # the store was moved: resolve next to the data
+                location = files.path_to_uri(exp_dir)
+        return Experiment(
+            experiment_id=experiment_id,
+            name=str(meta.get("name", "")),
+            artifact_location=location,
+            lifecycle_stage=str(meta.get("lifecycle_stage", ACTIVE)),
+            creation_time=meta.get("creation_time"),
+            last_update_time=meta.get("last_update_time"),
+            tags=files.read_value_dir(exp_dir / "tags"),
+        )
+
+    def list_experiments(self, view: str = "active") -> list[Experiment]:
+        """Experiments in the store; view is 'active', 'deleted' or 'all'."""
+        if view not in ("active", "deleted", "all"):
+            raise InvalidInputError(
+                f"invalid experiment view {view!r}", hint="use 'active', 'deleted' or 'all'"
+            )
+        experiments = []
+        for exp_dir in self._experiment_dirs(view):
+            try:
+                exp = self._read_experiment(exp_dir)
+            except (FileNotFoundError, StoreError):
+                continue  # MLflow skips malformed experiments too
+            if exp.experiment_id != exp_dir.name:
+                continue
+            experiments.append(exp)
+        experiments.sort(key=lambda e: (-(e.creation_time or 0), e.experiment_id))
+        return experiments
+
+    def get_experiment(self, experiment_id: str) -> Experiment:
+        """The experiment with this id; NotFoundError when there is none."""
+        return self._read_experiment(self._experiment_dir(str(experiment_id)))
+
+    def get_experiment_by_name(self, name: str) -> Experiment | None:
+        """The experiment (active or deleted) with this name, or None."""
+        for exp in self.list_experiments("all"):
+            if exp.name == name:
+                return exp
+        return None
+
+    def _write_new_experiment(
+        self, experiment_id: str, name: str, artifact_location: str | None, tags: dict[str, Any] | None
+    ) -> None:
+        exp_dir = self.root / experiment_id
+        exp_dir.mkdir(parents=True, exist_ok=experiment_id == DEFAULT_EXPERIMENT_ID)
+        if artifact_location:
+            local = files.path_from_uri(artifact_location)
+            if local is not None and not local.is_absolute():
+                artifact_location = files.path_to_uri(local.resolve())
+        now = files.now_ms()
+        meta = {
+            "artifact_location": artifact_location or files.path_to_uri(exp_dir),
+            "creation_time": now,
+            "experiment_id": experiment_id,
+            "last_update_time": now,
+            "lifecycle_stage": ACTIVE,
+            "name": name,
+        }
+        for key, value in (tags or {}).items():
+            self._write_tag_file(exp_dir / "tags", validate_key(key, "experiment tag"), str(value))
+        files.write_yaml_atomic(exp_dir / "meta.yaml", meta)
+
+    def create_experiment(
+        self, name: str, artifact_location: str | None = None, tags: dict[str, Any] | None = None
+    ) -> str:
+        """Create an experiment; InvalidInputError if the name is taken (active or deleted)."""
+        validate_experiment_name(name)
+        with self._experiment_lock():
+            return self._create_experiment_locked(name, artifact_location, tags)
+
+    def _create_experiment_locked(
+        self, name: str, artifact_location: str | None, tags: dict[str, Any] | None
+    ) -> str:
+        existing = self.get_experiment_by_name(name)
+        if existing is not None:
+            state = " in deleted state" if existing.lifecycle_stage == DELETED else ""
+            raise InvalidInputError(
+                f"experiment {name!r} already exists{state} (id {existing.experiment_id})",
+                hint="pick another name"
+                + (", or restore it with `mlkit experiments restore`" if state else ""),
+            )
+        while True:
+            experiment_id = _new_experiment_id()
+            if not (self.root / experiment_id).exists() and not (self.root / TRASH / experiment_id).exists():
+                break
+        self._write_new_experiment(experiment_id, name, artifact_location, tags)
+        return experiment_id
+
+    def get_or_create_experiment(self, name: str) -> str:
+        """The id of the active experiment with this name, created if missing (under a file lock)."""
+        validate_experiment_name(name)
+        existing = self.get_experiment_by_name(name)
+        if existing is not None and existing.lifecycle_stage == ACTIVE:
+            return existing.experiment_id
+        with self._experiment_lock():
+            existing = self.get_experiment_by_name(name)
+            if existing is not None:
+                if existing.lifecycle_stage == ACTIVE:
+                    return existing.experiment_id
+                raise InvalidInputError(
+                    f"experiment {name!r} exists in deleted state (id {existing.experiment_id})",
+                    hint="restore it with `mlkit experiments restore` or pick another name",
+                )
+            return self._create_experiment_locked(name, None, None)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
+        """Set a tag on an experiment."""
+        exp_dir = self._experiment_dir(str(experiment_id))
+        self._write_tag_file(exp_dir / "tags", validate_key(key, "experiment tag"), str(value))
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        """Mark an experiment and its active runs deleted and move it to .trash (not '0')."""
+        experiment_id = str(experiment_id)
+        if experiment_id == DEFAULT_EXPERIMENT_ID:
+            raise InvalidInputError(
+                "the Default experiment (id 0) cannot be deleted", hint="delete its runs instead"
+            )
+        exp_dir = self._experiment_dir(experiment_id)
+        if exp_dir.parent.name == TRASH:
+            raise InvalidInputError(f"experiment {experiment_id} is already deleted", hint="restore it first")
+        now = files.now_ms()
+        meta = files.read_yaml(exp_dir / "meta.yaml")
+        meta.update(lifecycle_stage=DELETED, last_update_time=now)
+        meta["tags"] = files.read_value_dir(exp_dir / "tags")
+        files.write_yaml_atomic(exp_dir / "meta.yaml", meta)
+
+        def delete(m: dict[str, Any]) -> bool:
+            if m.get("lifecycle_stage", ACTIVE) != ACTIVE:
+                return False
+            m.update(lifecycle_stage=DELETED, deleted_time=now)
+            return True
+
+        for run_dir in self._run_dirs_of(exp_dir):
+            self._update_run_meta(run_dir, delete)
+        os.replace(exp_dir, self.root / TRASH / experiment_id)
+        self._run_dirs.clear()
+
+    def restore_experiment(self, experiment_id: str) -> None:
+        """Move a deleted experiment back from .trash and restore its runs."""
+        experiment_id = str(experiment_id)
+        exp_dir = self._experiment_dir(experiment_id)
+        if exp_dir.parent.name != TRASH:
+            raise InvalidInputError(f"experiment {experiment_id} is not deleted", hint="nothing to restore")
+        target = self.root / experiment_id
+        os.replace(exp_dir, target)
+        meta = files.read_yaml(target / "meta.yaml")
+        meta.update(lifecycle_stage=ACTIVE, last_update_time=files.now_ms())
+        meta["tags"] = files.read_value_dir(target / "tags")
+        files.write_yaml_atomic(target / "meta.yaml", meta)
+
+        def undelete(m: dict[str, Any]) -> bool:
+            if m.get("lifecycle_stage") != DELETED:
+                return False
+            m["lifecycle_stage"] = ACTIVE
+            m.pop("deleted_time", None)
+            return True
+
+        for run_dir in self._run_dirs_of(target):
+            self._update_run_meta(run_dir, undelete)
+        self._run_dirs.clear()
+
+    # ------------------------------------------------------------------ runs: lookup
+    @staticmethod
+    def _run_dirs_of(exp_dir: Path) -> list[Path]:
+        try:
+            entries = list(os.scandir(exp_dir))
+        except FileNotFoundError:
+            return []
+        return [
+            Path(e.path)
+            for e in entries
+            if e.name not in RESERVED_EXPERIMENT_DIRS and not e.name.startswith(".") and e.is_dir()
+        ]
+
+    def count_runs(self, experiment_id: str) -> int:
+        """How many run directories an experiment holds (active and deleted runs)."""
+        return len(self._run_dirs_of(self._experiment_dir(str(experiment_id))))
+
+    def run_dir(self, run_id: str) -> Path:
+        """The directory of a run; NotFoundError when no experiment holds it."""
+        cached = self._run_dirs.get(run_id)
+        if cached is not None and cached.is_dir():
+            return cached
+        validate_run_id(run_id)
+        for exp_dir in self._experiment_dirs("all"):
+            candidate = exp_dir / run_id
+            if (candidate / "meta.yaml").is_file():
+                self._run_dirs[run_id] = candidate
+                return candidate
+        raise NotFoundError(
+            f"run {run_id!r} does not exist in {self.root}", hint="see `mlkit runs list --all`"
+        )
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with `prefix` (≥ 6 chars, or a full id)."""
+        prefix = prefix.strip()
+        if prefix in self._run_dirs:
+            return prefix
+        validate_run_id(prefix)
+        matches: set[str] = set()
+        for exp_dir in self._experiment_dirs("all"):
+            if (exp_dir / prefix / "meta.yaml").is_file():
+                return prefix
+            if len(prefix) >= 6:
+                for path in self._run_dirs_of(exp_dir):
+                    if path.name.startswith(prefix) and (path / "meta.yaml").is_file():
+                        matches.add(path.name)
+        if len(matches) == 1:
+            return matches.pop()
+        if len(matches) > 1:
+            raise InvalidInputError(
+                f"run id prefix {prefix!r} matches {len(matches)} runs: {', '.join(sorted(matches)[:5])}",
+                hint="give more characters of the run id",
+            )
+        short = " (a prefix needs at least 6 characters)" if len(prefix) < 6 else ""
+        raise NotFoundError(f"no run {prefix!r} in {self.root}{short}", hint="see `mlkit runs list --all`")
+
+    def _read_run_meta(self, run_dir: Path) -> dict[str, Any]:
+        try:
+            return files.read_yaml(run_dir / "meta.yaml")
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"{run_dir / 'meta.yaml'}: run metadata is missing", hint="") from exc
+
+    def _update_run_meta(self, run_dir: Path, change: Any) -> None:
+        meta = self._read_run_meta(run_dir)
+        if change(meta) is False:
+            return
+        files.write_yaml_atomic(run_dir / "meta.yaml", meta)
+
+    def _run_info(self, run_dir: Path, meta: dict[str, Any], tags: dict[str, str] | None = None) -> RunInfo:
+        run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+        status = meta.get("status", 1)
+        status = INT_TO_STATUS.get(status, status) if isinstance(status, int) else str(status)
+        run_name = meta.get("run_name") or ""
+        if not run_name:
+            if tags is None:
+                try:
+                    tags = {RUN_NAME_TAG: files.read_value(run_dir / "tags" / RUN_NAME_TAG)}
+                except OSError:
+                    tags = {}
+            run_name = tags.get(RUN_NAME_TAG, "")
+        end_time = meta.get("end_time") or None
+        return RunInfo(
+            run_id=run_id,
+            run_uuid=run_id,
+            experiment_id=str(meta.get("experiment_id", run_dir.parent.name)),
+            run_name=str(run_name),
+            user_id=str(meta.get("user_id") or "unknown"),
+            status=status,
+            start_time=meta.get("start_time"),
+            end_time=end_time,
+            artifact_uri=self._resolve_artifact_uri(run_dir, str(meta.get("artifact_uri") or "")),
+            lifecycle_stage=str(meta.get("lifecycle_stage") or ACTIVE),
+        )
+
+    @staticmethod
+    def _resolve_artifact_uri(run_dir: Path, uri: str) -> str:
+        stored = files.path_from_uri(uri)
+        if stored is not None and stored.exists():
+            return uri
+        local = run_dir / "artifacts"
+        if stored is None and uri:
+            return uri  # a remote artifact store: not ours to resolve
+        return files.path_to_uri(local)
+
+    def _active_run_dir(self, run_id: str) -> Path:
+        run_dir = self.run_dir(run_id)
+        meta = self._read_run_meta(run_dir)
+        if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
+            raise InvalidInputError(
+                f"run {run_id} is deleted; it must be active to be changed",
+                hint=f"restore it first: mlkit runs restore {run_id}",
+            )
+        return run_dir
+
+    # ------------------------------------------------------------------ runs: create and read
+    def create_run(
+        self,
+        experiment_id: str,
+        *,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        start_time: int | None = None,
+        user_id: str | None = None,
+    ) -> Run:
+        """Create a RUNNING run in an active experiment, with all its directories."""
+        experiment = self.get_experiment(str(experiment_id))
+        if experiment.lifecycle_stage != ACTIVE:
+            raise InvalidInputError(
+                f"could not create run under non-active experiment {experiment_id}",
+                hint="restore the experiment or pick another one",
+            )
+        tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        for key in tags:
+            validate_key(key, "tag")
+        tag_name = tags.get(RUN_NAME_TAG)
+        if run_name and tag_name and run_name != tag_name:
+            raise InvalidInputError(
+                f"run_name {run_name!r} differs from the {RUN_NAME_TAG} tag {tag_name!r}",
+                hint="pass only one of them",
+            )
+        run_name = run_name or tag_name or random_run_name()
+        tags[RUN_NAME_TAG] = run_name
+        user_id = user_id or tags.get(USER_TAG) or _current_user()
+        run_id = uuid.uuid4().hex
+        exp_dir = self._experiment_dir(experiment.experiment_id)
+        run_dir = exp_dir / run_id
+        location = experiment.artifact_location.rstrip("/")
+        try:
+            run_dir.mkdir()
+            for sub in ("metrics", "params", "tags", "artifacts"):
+                (run_dir / sub).mkdir()
+        except OSError as exc:
+            raise StoreError(f"{run_dir}: cannot create the run: {exc}", hint="check permissions") from exc
+        for key, value in tags.items():
+            self._write_tag_file(run_dir / "tags", key, value)
+        meta = {
+            "artifact_uri": f"{location}/{run_id}/artifacts",
+            "end_time": None,
+            "entry_point_name": "",
+            "experiment_id": experiment.experiment_id,
+            "lifecycle_stage": ACTIVE,
+            "run_id": run_id,
+            "run_name": run_name,
+            "run_uuid": run_id,
+            "source_name": "",
+            "source_type": 4,
+            "source_version": "",
+            "start_time": int(start_time) if start_time is not None else files.now_ms(),
+            "status": STATUS_TO_INT[RUNNING],
+            "tags": [],
+            "user_id": user_id,
+        }
+        files.write_yaml_atomic(run_dir / "meta.yaml", meta)
+        self._run_dirs[run_id] = run_dir
+        return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
+
+    def get_run(self, run_id: str) -> Run:
+        """A run with its params, tags and latest metrics; NotFoundError when missing."""
+        run_dir = self.run_dir(run_id)
+        meta = self._read_run_meta(run_dir)
+        tags = files.read_value_dir(run_dir / "tags")
+        metrics = {}
+        for key in files.list_keys(run_dir / "metrics"):
+            latest = files.latest_metric(self._read_metric_file(run_dir, key))
+            if latest is not None:
+                metrics[key] = latest.value
+        data = RunData(params=files.read_value_dir(run_dir / "params"), metrics=metrics, tags=tags)
+        return Run(self._run_info(run_dir, meta, tags), data)
+
+    def _read_metric_file(self, run_dir: Path, key: str) -> list[Metric]:
+        path = run_dir / "metrics" / key
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot read: {exc}", hint="check permissions") from exc
+        return files.parse_metric_lines(data, key, path)[0]
+
+    def get_metric_history(self, run_id: str, key: str) -> list[Metric]:
+        """Every logged value of a metric, in the order logged (a torn last line is skipped)."""
+        validate_key(key, "metric")
+        return self._read_metric_file(self.run_dir(run_id), key)
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        """The keys of every metric the run logged."""
+        return sorted(files.list_keys(self.run_dir(run_id) / "metrics"))
+
+    # ------------------------------------------------------------------ runs: log
+    def log_param(self, run_id: str, key: str, value: Any) -> None:
+        """Log a param; logging a different value for a logged key is an error (as MLflow)."""
+        run_dir = self._active_run_dir(run_id)
+        self._write_param(run_dir, run_id, validate_key(key, "param"), param_value(value))
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        """Log several params."""
+        run_dir = self._active_run_dir(run_id)
+        checked = {validate_key(k, "param"): param_value(v) for k, v in params.items()}
+        for key, value in checked.items():
+            self._write_param(run_dir, run_id, key, value)
+
+    def _write_param(self, run_dir: Path, run_id: str, key: str, value: str) -> None:
+        path = run_dir / "params" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if files.create_exclusive(path, value):
+            return
+        old = files.read_value(path)
+        if old != value:
+            raise InvalidInputError(
+                f"changing param values is not allowed: param {key!r} was already logged with value "
+                f"{old!r} for run {run_id}; attempted to log {value!r}",
+                hint="params are immutable; log the new value under another key or start a new run",
+            )
+
+    def _write_tag_file(self, tags_dir: Path, key: str, value: str) -> None:
+        path = tags_dir / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(path, value)
+
+    def set_tag(self, run_id: str, key: str, value: Any) -> None:
+        """Set (or overwrite) a tag; `mlflow.runName` also renames the run in meta.yaml."""
+        run_dir = self._active_run_dir(run_id)
+        self._write_tag_file(run_dir / "tags", validate_key(key, "tag"), str(value))
+        if key == RUN_NAME_TAG:
+            self._update_run_meta(run_dir, lambda m: m.update(run_name=str(value)))
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        """Set several tags."""
+        for key in tags:
+            validate_key(key, "tag")
+        for key, value in tags.items():
+            self.set_tag(run_id, key, value)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        """Remove a tag; NotFoundError when the run has no such tag."""
+        run_dir = self._active_run_dir(run_id)
+        path = run_dir / "tags" / validate_key(key, "tag")
+        try:
+            path.unlink()
+        except FileNotFoundError as exc:
+            raise NotFoundError(f"run {run_id} has no tag {key!r}", hint="see `mlkit runs show`") from exc
+
+    def log_metric(
+        self, run_id: str, key: str, value: float, step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Append one metric value: a single write to a file kept open while the run logs."""
+        fd = self._metric_fds.get((run_id, key))
+        if fd is None:
+            fd = self._open_metric(run_id, key)
+        if type(value) is not float:
+            value = self._metric_value(key, value)
+        if timestamp is None:
+            timestamp = files.now_ms()
+        elif type(timestamp) is not int or timestamp < 0:
+            timestamp = self._metric_int(key, timestamp, "timestamp", minimum=0)
+        if type(step) is not int:
+            step = self._metric_int(key, step, "step")
+        os.write(fd, f"{timestamp} {value!r} {step}\n".encode())
+
+    def log_metrics(
+        self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None
+    ) -> None:
+        """Append one value for each metric, with one timestamp."""
+        timestamp = files.now_ms() if timestamp is None else timestamp
+        for key, value in metrics.items():
+            self.log_metric(run_id, key, value, step=step, timestamp=timestamp)
+
+    @staticmethod
+    def _metric_value(key: str, value: Any) -> float:
+        if isinstance(value, (str, bytes)) or value is None:
+            raise InvalidInputError(
+                f"metric {key!r}: value {value!r} is not a number", hint="log a float or an int"
+            )
+        try:
+            return float(value)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"metric {key!r}: value {value!r} is not a number", hint="log a float or an int"
+            ) from exc
+
+    @staticmethod
+    def _metric_int(key: str, value: Any, what: str, minimum: int | None = None) -> int:
+        try:
+            number = int(value)
+            if isinstance(value, str) or number != value:
+                raise ValueError
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"metric {key!r}: {what} {value!r} is not an integer", hint=f"pass an int {what}"
+            ) from exc
+        if minimum is not None and number < minimum:
+            raise InvalidInputError(f"metric {key!r}: {what} {value!r} is negative", hint=f"pass {what} ≥ 0")
+        return number
+
+    def _open_metric(self, run_id: str, key: str) -> int:
+        validate_key(key, "metric")
+        run_dir = self._active_run_dir(run_id)
+        path = run_dir / "metrics" / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(self._metric_fds) >= MAX_OPEN_METRIC_FILES:
+            self.close()
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        self._repair_torn_tail(fd)
+        self._metric_fds[(run_id, key)] = fd
+        return fd
+
+    @staticmethod
+    def _repair_torn_tail(fd: int) -> None:
+        """Cut a partial last line left by a writer that died mid-write, so appends stay parseable."""
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        chunk = os.pread(fd, min(size, 4096), max(0, size - 4096))
+        cut = chunk.rfind(b"\n")
+        os.ftruncate(fd, size - len(chunk) + cut + 1 if cut >= 0 else max(0, size - len(chunk)))
+
+    def close_run_files(self, run_id: str) -> None:
+        """Close the metric files kept open for one run."""
+        for handle in [h for h in self._metric_fds if h[0] == run_id]:
+            os.close(self._metric_fds.pop(handle))
+
+    def close(self) -> None:
+        """Close every metric file this store keeps open."""
+        fds, self._metric_fds = self._metric_fds, {}
+        for fd in fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
+        """End a run: status FINISHED, FAILED or KILLED (or any status MLflow knows) and end time."""
+        if status not in STATUS_TO_INT:
+            raise InvalidInputError(
+                f"invalid run status {status!r}", hint=f"use one of {', '.join(STATUS_TO_INT)}"
+            )
+        self.close_run_files(run_id)
+        run_dir = self._active_run_dir(run_id)
+        end = int(end_time) if end_time is not None else files.now_ms()
+        self._update_run_meta(run_dir, lambda m: m.update(status=STATUS_TO_INT[status], end_time=end))
+
+    def update_run_status(self, run_id: str, status: str) -> None:
+        """Set a run's status without touching its end time (e.g. SCHEDULED -> RUNNING)."""
+        if status not in STATUS_TO_INT:
+            raise InvalidInputError(
+                f"invalid run status {status!r}", hint=f"use one of {', '.join(STATUS_TO_INT)}"
+            )
+        run_dir = self._active_run_dir(run_id)
+        self._update_run_meta(run_dir, lambda m: m.update(status=STATUS_TO_INT[status]))
+
+    def delete_run(self, run_id: str) -> None:
+        """Mark a run deleted (it stays on disk until gc), as MLflow does."""
+        run_dir = self.run_dir(run_id)
+        self.close_run_files(run_id)
+        self._update_run_meta(
+            run_dir, lambda m: m.update(lifecycle_stage=DELETED, deleted_time=files.now_ms())
+        )
+
+    def restore_run(self, run_id: str) -> None:
+        """Mark a deleted run active again."""
+        run_dir = self.run_dir(run_id)
+
+        def restore(m: dict[str, Any]) -> None:
+            m["lifecycle_stage"] = ACTIVE
+            m.pop("deleted_time", None)
+
+        self._update_run_meta(run_dir, restore)
+
+    # ------------------------------------------------------------------ artifacts
+    def artifact_dir(self, run_id: str) -> Path:
+        """The local artifact directory of a run (resolved next to the run if the store moved)."""
+        run_dir = self.run_dir(run_id)
+        meta = self._read_run_meta(run_dir)
+        stored = files.path_from_uri(str(meta.get("artifact_uri") or ""))
+        if stored is not None and stored.exists():
+            return stored
+        return run_dir / "artifacts"
+
+    def log_artifact(
+        self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> None:
+        """Copy a local file (or a directory's content) into the run's artifacts."""
+        source = Path(local_path)
+        if not source.exists():
+            raise NotFoundError(
+                f"{source}: no such file or directory to log as an artifact", hint="check the path"
+            )
+        sub = validate_artifact_path(artifact_path)
+        base = self.artifact_dir(run_id)
+        target_dir = base / sub if sub else base
+        self._check_inside(base, target_dir)
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target_dir, dirs_exist_ok=True)
+            else:
+                shutil.copy2(source, target_dir / source.name)
+        except OSError as exc:
+            raise StoreError(
+                f"{target_dir}: cannot copy artifact {source}: {exc}", hint="check space"
+            ) from exc
+
+    def log_artifacts(
+        self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
+    ) -> None:
+        """Copy a directory's content into the run's artifacts."""
+        if not Path(local_dir).is_dir():
+            raise NotFoundError(f"{local_dir}: not a directory", hint="pass a directory")
+        self.log_artifact(run_id, local_dir, artifact_path)
+
+    def artifact_file(self, run_id: str, artifact_file: str) -> Path:
+        """The path an artifact file of this run has (validated to stay inside the artifacts)."""
+        rel = validate_artifact_path(artifact_file)
+        if not rel:
+            raise InvalidInputError("empty artifact file name", hint="e.g. 'config.json'")
+        base = self.artifact_dir(run_id)
+        path = base / rel
+        self._check_inside(base, path)
+        return path
+
+    @staticmethod
+    def _check_inside(base: Path, path: Path) -> None:
+        real_base = os.path.realpath(base)
+        real = os.path.realpath(path)
+        if real != real_base and not real.startswith(real_base + os.sep):
+            raise InvalidInputError(
+                f"artifact path {path} resolves outside the run's artifact directory {base}",
+                hint="use a relative path inside the run (no symlinks leading out)",
+            )
+
+    def list_artifacts(self, run_id: str, path: str | None = None) -> list[FileInfo]:
+        """The entries of the run's artifact directory (or a subdirectory of it)."""
+        rel = validate_artifact_path(path)
+        base = self.artifact_dir(run_id)
+        directory = base / rel if rel else base
+        self._check_inside(base, directory)
+        if not directory.is_dir():
+            return []
+        infos = []
+        for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+            child = f"{rel}/{entry.name}" if rel else entry.name
+            is_dir = entry.is_dir()
+            infos.append(FileInfo(child, is_dir, None if is_dir else entry.stat().st_size))
+        return infos
+
+    # ------------------------------------------------------------------ search and upkeep
+    def search_runs(
+        self,
+        experiment_ids: list[str] | str | None,
+        filter_string: str = "",
+        order_by: list[str] | None = None,
+        max_results: int = 1000,
+        page_token: str | None = None,
+        run_view: str = "active",
+    ) -> tuple[list[Run], str | None]:
+        """Runs matching an MLflow filter string, ordered and paged as MLflow does."""
+        from mlkit.tracking.search_runs import search_runs
+
+        return search_runs(self, experiment_ids, filter_string, order_by, max_results, page_token, run_view)
+
+    def mark_lost_runs(self) -> list[str]:
+        """Mark RUNNING runs whose owner is gone FAILED (tag mlkit.failure_reason=lost)."""
+        from mlkit.tracking.lost import mark_lost_runs
+
+        return mark_lost_runs(self)

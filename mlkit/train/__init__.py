@@ -1,0 +1,14 @@
+"""What the three trainers in projects/ share: device/precision/DDP setup, rank-0 tracking with a
+low-overhead metric logger, checkpoints and resume, in-memory image data, and a PNG writer.
+
+Imports torch, so only trainers import it; `import mlkit` never does.
+"""
+
+from mlkit.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from mlkit.train.runtime import Runtime, setup, teardown, wrap_ddp
+from mlkit.train.tracking import MetricLogger, Tracker
+
+__all__ = [
+    "CHECKPOINT", "MetricLogger", "Runtime", "Tracker", "find_checkpoint", "load_checkpoint",
+    "save_checkpoint", "setup", "teardown", "unwrap", "wrap_ddp",
+]

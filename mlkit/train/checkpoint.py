@@ -1,0 +1,52 @@
+"""Checkpoints in the run's artifacts, and finding an earlier run's checkpoint to resume from.
+
+A checkpoint is a dict of state dicts and plain values only (model, optimizer, step, epoch, args),
+so it loads with `torch.load(weights_only=True)`: no pickled classes, nothing to execute.
+It is written next to its final name and renamed into place, so an interrupted save never leaves
+a half-written `last.pt` behind.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mlkit.errors import NotFoundError
+
+CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def find_checkpoint(run_id: str) -> Path:
+    """The `checkpoints/last.pt` of run `run_id` in the current store (for `-P resume=<run-id>`)."""
+    from mlkit.tracking.client import MlkitClient
+    from mlkit.tracking.store import FileStore
+
+    MlkitClient().get_run(run_id)  # raises NotFoundError naming the run if it is not in this store
+    path = Path(FileStore().artifact_dir(run_id)) / CHECKPOINT
+    if not path.is_file():
+        raise NotFoundError(
+            f"run {run_id} has no {CHECKPOINT} artifact to resume from",
+            hint="resume from a run of this trainer that saved a checkpoint (each epoch / eval does)",
+        )
+    return path
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers (what we save and log)."""
+    model = getattr(model, "module", model)  # DDP
+    return getattr(model, "_orig_mod", model)  # torch.compile

@@ -1,0 +1,131 @@
+"""Device, precision and DDP setup that every trainer in projects/ repeats.
+
+One call, `setup(device=..., precision=..., seed=...)`, returns a `Runtime` that says where to put
+tensors, how to autocast, whether a GradScaler is needed and which rank this process is. A process
+started by torchrun (RANK/WORLD_SIZE/LOCAL_RANK set) joins the process group here: nccl on CUDA,
+gloo on CPU. A plain `python train.py` is a world of one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    precision: str  # the resolved one: bf16, fp16 or fp32
+    rank: int = 0  # global rank (0 when not distributed)
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, checkpoints and talks to the tracking store; the others only train."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 or dist.is_initialized()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[self.precision]
+
+    def autocast(self):
+        """Autocast around forward + loss only; the backward runs outside, as the AMP docs say."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16 needs loss scaling (its exponent is 5 bits); bf16 and fp32 get a disabled scaler."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def fused(self) -> bool:
+        """Fused AdamW/SGD kernels exist for CUDA tensors; on CPU the foreach path is the fast one."""
+        return self.device.type == "cuda"
+
+    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Average a tensor over ranks (a no-op for one process). Every rank must call it."""
+        if self.distributed:
+            t = t.detach().clone()
+            dist.all_reduce(t, op=dist.ReduceOp.AVG)
+        return t
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> bf16 on a GPU that has it, else fp32 (CPU bf16 autocast is slower on most CPUs)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA device (GradScaler); use bf16 or fp32 on CPU")
+    return precision
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def setup(device: str = "auto", precision: str = "auto", seed: int = 0) -> Runtime:
+    """Pick the device, join the process group if torchrun started us, seed, and turn on TF32.
+
+    `device` is "auto" (CUDA if mlkit gave us a GPU through CUDA_VISIBLE_DEVICES, else CPU),
+    "cpu", "cuda" or "cuda:N". Under torchrun every rank uses cuda:LOCAL_RANK.
+    """
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank if "RANK" in os.environ else (dev.index or 0))
+        torch.cuda.set_device(dev)
+        # TF32 for fp32 matmuls; the one call that agrees with both the legacy and new flags
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest conv
+    if "RANK" in os.environ and not dist.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
+        dist.init_process_group(backend=backend, **kwargs)
+    seed_everything(seed + rank)  # different dropout/noise per rank, same init via DDP's broadcast
+    return Runtime(dev, resolve_precision(precision, dev), rank, local_rank, world_size)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    """DDP-wrap for a multi-process launch; the model itself otherwise."""
+    if not rt.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)

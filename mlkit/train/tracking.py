@@ -1,0 +1,131 @@
+"""Rank-0 tracking for trainers: one run per launch, metrics in one call per log step.
+
+`Tracker` wraps mlkit's fluent API so that only rank 0 ever touches the store. Inside `mlkit run`
+(MLKIT_RUN_ID set) `start_run()` attaches to the supervisor's run, so a torchrun launch of N
+processes is still one run. `MetricLogger` keeps the training loop free of host syncs: it takes
+tensors every step, and calls `.item()` (a CPU-GPU sync) only every `interval` steps, when it also
+writes one `log_metrics` call and a progress line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import mlkit
+from mlkit.train.runtime import Runtime
+
+
+class Tracker:
+    """The trainer's handle on its tracked run; every method is a no-op on ranks other than 0."""
+
+    def __init__(self, rt: Runtime):
+        self.rt = rt
+        self.run_id: str | None = None
+
+    def start(self, params: dict) -> None:
+        if not self.rt.is_main:
+            return
+        run = mlkit.start_run()  # attaches to the supervisor's run when MLKIT_RUN_ID is set
+        self.run_id = run.info.run_id
+        mlkit.log_params({k: _param(v) for k, v in params.items()})
+
+    def log_params(self, params: dict) -> None:
+        if self.rt.is_main:
+            mlkit.log_params({k: _param(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.rt.is_main:
+            mlkit.log_metrics(metrics, step=step)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.rt.is_main:
+            mlkit.log_text(text, artifact_file)
+
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None) -> None:
+        if self.rt.is_main:
+            mlkit.log_artifact(str(local_path), artifact_path)
+
+    def log_model(self, model: torch.nn.Module, input_example=None) -> None:
+        """Log the final model (the raw module, not its DDP/compiled wrapper) as `model/`."""
+        if self.rt.is_main:
+            mlkit.log_model(model, "model", init_args=model.init_args, input_example=input_example)
+
+    def artifact_dir(self) -> Path:
+        from mlkit.tracking.store import FileStore
+
+        return Path(FileStore().artifact_dir(self.run_id))
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Close the run we created; a run the supervisor owns keeps its status (it sets it)."""
+        if self.rt.is_main:
+            mlkit.end_run(status)
+
+
+def _param(value):
+    # the store takes strings; None becomes "" so `-P resume=` and an absent resume log the same
+    return "" if value is None else value
+
+
+class MetricLogger:
+    """Buffer per-step tensors; every `interval` steps log them once, with throughput.
+
+    `unit` names the throughput metric ("samples" -> samples_per_s, "tokens" -> tokens_per_s).
+    `count` passed to `step()` is the number of samples (or tokens) the whole launch processed in
+    that step, so the rate is the launch's, not one rank's.
+    """
+
+    def __init__(self, tracker: Tracker, interval: int, unit: str = "samples", total_steps: int | None = None):
+        self.tracker, self.rt = tracker, tracker.rt
+        self.interval, self.unit, self.total_steps = max(1, interval), unit, total_steps
+        self.tty = sys.stderr.isatty()
+        self._count = 0
+        self._t0 = time.perf_counter()
+        self.last: dict[str, float] = {}
+
+    def step(self, step: int, count: int, **values) -> dict[str, float] | None:
+        """Record one optimizer step; returns the logged values on a log step, else None."""
+        self._count += count
+        if step % self.interval != 0:
+            return None
+        # .item() syncs with the GPU; here only, once per interval. All ranks reduce together.
+        logged = {k: float(self.rt.all_reduce_mean(v).item()) if torch.is_tensor(v) else float(v)
+                  for k, v in values.items()}
+        now = time.perf_counter()
+        logged[f"{self.unit}_per_s"] = self._count / max(now - self._t0, 1e-9)
+        self._count, self._t0 = 0, now
+        self.tracker.log_metrics(logged, step)
+        self.last = logged
+        self.progress(step, logged)
+        return logged
+
+    def restart_clock(self) -> None:
+        """Drop the time spent in evaluation/checkpointing from the next throughput sample."""
+        self._count, self._t0 = 0, time.perf_counter()
+
+    def progress(self, step: int, values: dict[str, float], end: str = "") -> None:
+        """A status line: rewritten in place on a terminal, one plain line per call otherwise."""
+        if not self.rt.is_main:
+            return
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        text = f"step {step}{total}: " + " ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        if self.tty:
+            sys.stderr.write("\r\033[K" + text + end)
+        else:
+            sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    def print(self, text: str) -> None:
+        """A permanent line (epoch summaries), which on a terminal first ends the status line."""
+        if self.rt.is_main:
+            sys.stderr.write(("\r\033[K" if self.tty else "") + text + "\n")
+            sys.stderr.flush()
+
+
+def _fmt(v: float) -> str:
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+        return f"{v:.3g}"
+    return f"{v:.4f}" if abs(v) < 10 else f"{v:.1f}"

@@ -1,0 +1,179 @@
+"""EnvSpec: parsing, validation with file+entry in the message, and the content hash."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlkit.env import EnvRef, env_hash
+from mlkit.env.spec import load_spec, python_request
+from mlkit.errors import EnvSpecError
+
+CONDA = """\
+name: demo
+channels:
+  - conda-forge
+  - defaults
+dependencies:
+  - python=3.11
+  - pip
+  - numpy>=1.24
+  - pytorch=2.3
+  - pip:
+    - scikit-learn==1.2
+    - tinypkg>=1
+"""
+
+
+def conda_ref(path: Path) -> EnvRef:
+    return EnvRef("conda", path)
+
+
+def test_conda_yaml_parsed(tmp_path, kit):
+    f = kit.write(tmp_path / "conda.yaml", CONDA)
+    spec = load_spec(tmp_path, conda_ref(f))
+    assert spec.kind == "conda" and spec.name == "demo"
+    assert spec.channels == ("conda-forge", "defaults")
+    assert spec.conda_deps == ("python=3.11", "pip", "numpy>=1.24", "pytorch=2.3")
+    assert [p.text for p in spec.pip] == ["scikit-learn==1.2", "tinypkg>=1"]
+    assert [p.name for p in spec.pip] == ["scikit-learn", "tinypkg"]
+    assert spec.python == "3.11.*"
+    assert not spec.pip_only and spec.non_pip_conda_deps == ["numpy>=1.24", "pytorch=2.3"]
+    assert spec.lockfile is None and spec.hash == spec.spec_hash and len(spec.hash) == 16
+
+
+def test_python_env_parsed(tmp_path, kit):
+    f = kit.write(
+        tmp_path / "python_env.yaml", 'python: "3.10"\nbuild_dependencies: [pip]\ndependencies: [numpy]\n'
+    )
+    spec = load_spec(tmp_path, EnvRef("python", f))
+    assert spec.kind == "python" and spec.python == "3.10.*" and spec.build_dependencies == ("pip",)
+    assert python_request(spec.python) == "3.10"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "dependencies:\n  - python=3.11\n  - pip\n  - numpy\n  - numpy=>1.2\n",
+            "conda.yaml: dependencies[3]: 'numpy=>1.2' is not a valid version spec",
+        ),
+        ("dependencies:\n  - {foo: bar}\n", "conda.yaml: dependencies[0]: invalid conda dependency"),
+        (
+            "dependencies:\n  - pip:\n    - 'numpy>>1'\n",
+            "conda.yaml: dependencies[0].pip[0]: 'numpy>>1' is not a valid requirement",
+        ),
+        ("channels: conda-forge\n", "conda.yaml: channels: must be a list"),
+        ("dependencies: [a\n", "conda.yaml: not valid YAML"),
+        ("- just\n- a list\n", "conda.yaml: must be a mapping"),
+        (
+            "dependencies:\n  - pip:\n    - -r missing.txt\n",
+            "conda.yaml: dependencies[0].pip[0]: '-r missing.txt': file not found",
+        ),
+    ],
+)
+def test_bad_conda_yaml_names_file_and_entry(tmp_path, kit, text, message):
+    f = kit.write(tmp_path / "conda.yaml", text)
+    with pytest.raises(EnvSpecError) as info:
+        load_spec(tmp_path, conda_ref(f))
+    assert str(info.value).startswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("python: 3.10\n", "python_env.yaml: python: must be a string"),
+        ('python: "3.11"\nextra: 1\n', "python_env.yaml: unknown key 'extra'"),
+        ("dependencies: numpy\n", "python_env.yaml: dependencies: must be a list"),
+        (
+            'build_dependencies: ["pip>>1"]\n',
+            "python_env.yaml: build_dependencies[0]: 'pip>>1' is not a valid",
+        ),
+    ],
+)
+def test_bad_python_env(tmp_path, kit, text, message):
+    f = kit.write(tmp_path / "python_env.yaml", text)
+    with pytest.raises(EnvSpecError) as info:
+        load_spec(tmp_path, EnvRef("python", f))
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(EnvSpecError, match="conda.yaml: file not found"):
+        load_spec(tmp_path, conda_ref(tmp_path / "conda.yaml"))
+
+
+def _hash(tmp_path: Path, kit, text: str, name="conda.yaml") -> str:
+    d = tmp_path / f"p{abs(hash(text))}"
+    f = kit.write(d / name, text)
+    return env_hash(d, conda_ref(f) if name == "conda.yaml" else EnvRef("python", f))
+
+
+def test_hash_ignores_order_comments_whitespace_and_name(tmp_path, kit):
+    base = _hash(tmp_path, kit, CONDA)
+    reordered = """\
+# a comment
+name: other-name
+channels: [conda-forge, defaults]
+dependencies:
+  - pip:
+    - tinypkg>=1      # why
+    - scikit-learn==1.2
+  - pytorch=2.3
+  - numpy >=1.24
+  - pip
+  - python=3.11
+"""
+    assert _hash(tmp_path, kit, reordered) == base
+
+
+def test_hash_changes_with_what_is_installed(tmp_path, kit):
+    base = _hash(tmp_path, kit, CONDA)
+    assert _hash(tmp_path, kit, CONDA.replace("numpy>=1.24", "numpy>=1.25")) != base
+    assert _hash(tmp_path, kit, CONDA.replace("tinypkg>=1", "tinypkg>=2")) != base
+    assert _hash(tmp_path, kit, CONDA.replace("python=3.11", "python=3.12")) != base
+    swapped = CONDA.replace("  - conda-forge\n  - defaults\n", "  - defaults\n  - conda-forge\n")
+    assert _hash(tmp_path, kit, swapped) != base  # channel order is priority
+
+
+def test_hash_reads_requirements_files(tmp_path, kit):
+    d = tmp_path / "proj"
+    kit.write(d / "requirements.txt", "tinypkg>=1\n")
+    f = kit.write(d / "python_env.yaml", "dependencies:\n  - -r requirements.txt\n")
+    spec = load_spec(d, EnvRef("python", f))
+    assert [p.text for p in spec.pip] == ["tinypkg>=1"]
+    first = spec.hash
+    kit.write(d / "requirements.txt", "# comment\ntinypkg>=1\n")
+    assert env_hash(d, EnvRef("python", f)) == first
+    kit.write(d / "requirements.txt", "tinypkg>=1.1\n")
+    assert env_hash(d, EnvRef("python", f)) != first
+
+
+def test_hash_is_the_lockfile_when_there_is_one(tmp_path, kit):
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    plain = env_hash(d, conda_ref(f))
+    lock = """\
+version: 1
+metadata:
+  content_hash: {linux-64: abc}
+  channels: [{url: 'file:///c', used_env_vars: []}]
+  platforms: [linux-64]
+  sources: [conda.yaml]
+package:
+- {name: hello, version: '1.0', manager: conda, platform: linux-64, dependencies: {}, url: 'file:///c/noarch/hello-1.0-0.tar.bz2', hash: {md5: 00112233445566778899aabbccddeeff}, category: main, optional: false}
+"""
+    kit.write(d / "conda-lock.yml", lock)
+    spec = load_spec(d, conda_ref(f))
+    assert spec.lockfile == d / "conda-lock.yml" and spec.lockfile_hash
+    assert spec.hash != plain and spec.spec_hash == plain
+    kit.write(d / "conda-lock.yml", "# only a comment added\n" + lock)
+    assert env_hash(d, conda_ref(f)) == spec.hash
+    kit.write(d / "conda-lock.yml", lock.replace("00112233", "99999999"))
+    assert env_hash(d, conda_ref(f)) != spec.hash
+
+
+def test_no_env_file_has_no_hash(tmp_path):
+    assert env_hash(tmp_path, None) is None

@@ -1,0 +1,114 @@
+"""The uv manager, for real and offline: a wheelhouse made in the test, a venv, a subprocess in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mlkit import settings
+from mlkit.env import EnvRef, prepare_env
+from mlkit.env.cache import MARKER
+from mlkit.errors import EnvBuildError
+
+PY = ".".join(map(str, sys.version_info[:2]))
+
+SCRIPT = """\
+import sys, tinypkg, mlkit, yaml
+assert sys.prefix != sys.base_prefix, "not in the venv"
+assert "site-packages" not in yaml.__file__, "yaml leaked in from the host"
+with mlkit.start_run(run_name="in-env") as run:
+    mlkit.log_metric("answer", tinypkg.VALUE)
+print(run.info.run_id)
+"""
+
+
+def test_uv_env_built_offline_runs_entry_point_that_logs(tmp_path, kit, wheelhouse, store_root):
+    project = tmp_path / "proj"
+    f = kit.write(project / "python_env.yaml", f'python: "{PY}"\ndependencies:\n  - tinypkg>=1.1\n')
+    lines: list[str] = []
+    prepared = prepare_env(project, EnvRef("python", f), progress=lines.append)
+    assert prepared.manager == "uv" and not prepared.reused
+    assert "does not satisfy it" in prepared.message and "tinypkg>=1.1" in prepared.message
+    assert prepared.path == settings.env_dir() / f"{prepared.hash}-uv"
+    assert (prepared.path / MARKER).is_file()
+    assert prepared.python == prepared.path / "bin" / "python"
+    assert prepared.env_vars["VIRTUAL_ENV"] == str(prepared.path)
+    assert prepared.env_vars["PATH"].startswith(str(prepared.path / "bin") + os.pathsep)
+    assert prepared.tags == {
+        "mlkit.env.manager": "uv",
+        "mlkit.env.hash": prepared.hash,
+        "mlkit.env.path": str(prepared.path),
+        "mlkit.env.python_version": ".".join(map(str, sys.version_info[:3])),
+        "mlkit.env.reused": "false",
+        "mlkit.env.requested": "auto",
+    }
+    assert any("uv pip install" in line for line in lines)
+
+    # `python` on PATH is the env's interpreter; the entry point imports mlkit and logs a metric
+    kit.write(project / "train.py", SCRIPT)
+    proc = subprocess.run(
+        ["python", "train.py"],
+        cwd=project,
+        env=kit.env_for(prepared),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    run_id = proc.stdout.strip().splitlines()[-1]
+    from mlkit.tracking.store import FileStore
+
+    assert FileStore(store_root).get_run(run_id).data.metrics["answer"] == 42.0
+
+    # reuse: no build, well under a second
+    started = time.perf_counter()
+    again = prepare_env(project, EnvRef("python", f))
+    assert time.perf_counter() - started < 1.0
+    assert again.reused and again.path == prepared.path and again.tags["mlkit.env.reused"] == "true"
+
+
+def test_conda_yaml_with_only_pip_part_goes_to_uv(tmp_path, kit, wheelhouse):
+    f = kit.write(
+        tmp_path / "conda.yaml",
+        f"channels: [conda-forge]\ndependencies:\n  - python={PY}\n  - pip\n  - pip:\n    - tinypkg==1.0\n",
+    )
+    prepared = prepare_env(tmp_path, EnvRef("conda", f))
+    assert prepared.manager == "uv"
+    out = subprocess.run(
+        [str(prepared.python), "-c", "import tinypkg; print(tinypkg.VALUE)"], capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "10"
+
+
+def test_uv_manager_explicit_with_no_requirements(tmp_path, kit, wheelhouse):
+    f = kit.write(tmp_path / "python_env.yaml", "dependencies: []\n")
+    prepared = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    assert prepared.manager == "uv" and "requested" not in " ".join(prepared.tags)
+    out = subprocess.run(
+        [str(prepared.python), "-c", "import mlkit.tracking.fluent"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_unsatisfiable_requirement_leaves_nothing_and_names_the_log(tmp_path, kit, wheelhouse):
+    f = kit.write(tmp_path / "python_env.yaml", "dependencies:\n  - tinypkg>=5\n")
+    with pytest.raises(EnvBuildError) as info:
+        prepare_env(tmp_path, EnvRef("python", f), "uv")
+    err = info.value
+    assert "cannot be satisfied" in err.message and "tinypkg" in err.message
+    assert "\n" not in err.message
+    log = settings.env_dir() / "logs" / f"{info.value.hint.split('/logs/')[1]}"
+    assert str(log) in err.hint and log.is_file() and "tinypkg>=5" in log.read_text()
+    leftovers = [p.name for p in settings.env_dir().iterdir() if p.name not in ("logs", ".locks")]
+    assert leftovers == []
+
+
+def test_no_matching_python_is_one_clear_error(tmp_path, kit, wheelhouse):
+    f = kit.write(tmp_path / "python_env.yaml", 'python: "3.4.1"\ndependencies: []\n')
+    with pytest.raises(EnvBuildError, match=r"no Python interpreter matching 3\.4\.1 found on this system"):
+        prepare_env(tmp_path, EnvRef("python", f), "uv")
+    assert not any(p.name.endswith("-uv") for p in settings.env_dir().iterdir())

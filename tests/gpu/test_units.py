@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from mlkit.errors import UsageError
+from mlkit.gpu import parse_duration, parse_memory
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20GiB", 20 * 1024**3),
+        ("20G", 20 * 1024**3),
+        ("20gb", 20 * 10**9),
+        ("512MiB", 512 * 1024**2),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        ("1024", 1024),
+        (" 3 MB ", 3 * 10**6),
+        (4096, 4096),
+    ],
+)
+def test_parse_memory(text, expected):
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "GiB", "20 parsecs", "-1G", "1e3", "twenty"])
+def test_parse_memory_rejects(text):
+    with pytest.raises(UsageError) as info:
+        parse_memory(text)
+    assert "--min-free-memory" in info.value.message
+    assert info.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("2h", 7200.0), ("30m", 1800.0), ("45s", 45.0), ("90", 90.0), ("1h30m", 5400.0), ("1.5h", 5400.0),
+     ("1d", 86400.0), ("0", 0.0), (12, 12.0)],
+)  # fmt: skip
+def test_parse_duration(text, expected):
+    assert parse_duration(text) == expected
+
+
+def test_parse_duration_forever():
+    assert math.isinf(parse_duration("inf"))
+    assert math.isinf(parse_duration("forever"))
+
+
+@pytest.mark.parametrize("text", ["", "h", "2 weeks", "-5", "1h-", "5x"])
+def test_parse_duration_rejects(text):
+    with pytest.raises(UsageError) as info:
+        parse_duration(text)
+    assert "--wait" in info.value.message
