@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from typing import Any
 
 import typer
 
-from mlkit.cli.output import handle_errors, info, out, print_csv, print_json, print_table
+from mlkit.cli.output import handle_errors, info, out, print_csv, print_json, print_table, to_jsonable
 
 PALETTE = ("cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_red")
+
+
+def finite(obj: Any) -> Any:
+    """NaN and infinities as null, so --json stays strict JSON (json.loads, jq, JavaScript)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def cell(value: object) -> str:
@@ -55,7 +68,9 @@ def compare(
         FileStore(store), runs, only_changed=only_changed, system=system, curve_metrics=metric
     )
     if json_out:
-        print_json(result)
+        print_json(finite(to_jsonable(result)))
+        if result.only_changed and result.hidden_rows:
+            info(f"{result.hidden_rows} row(s) equal in every run hidden (--only-changed).")
         return
     if csv_out:
         if metric:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -24,7 +23,9 @@ def parse_params(values: list[str] | None) -> dict[str, str]:
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise UsageError(f"-P {item!r}: expected NAME=VALUE", hint="e.g. -P lr=0.01 (repeat -P for each parameter)")
+            raise UsageError(
+                f"-P {item!r}: expected NAME=VALUE", hint="e.g. -P lr=0.01 (repeat -P for each parameter)"
+            )
         if key in params:
             raise UsageError(f"-P {key}: given twice", hint="pass each parameter once")
         params[key] = value
@@ -49,32 +50,139 @@ def _memory(value: str | None) -> int | None:
 
 @output.handle_errors
 def run(
-    project_dir: Path = typer.Argument(..., help="Project directory (with an MLproject file, or a bare directory of scripts)."),
-    entry_point: str = typer.Option("main", "-e", "--entry-point", help="Entry point name, or a .py / .sh file.", rich_help_panel=_RUN),
-    param: Optional[list[str]] = typer.Option(None, "-P", "--param-list", metavar="NAME=VALUE", help="A parameter (repeatable).", rich_help_panel=_RUN),
-    experiment_name: Optional[str] = typer.Option(None, "--experiment-name", help="Experiment (created if missing). Env: MLKIT_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_NAME.", rich_help_panel=_RUN),
-    experiment_id: Optional[str] = typer.Option(None, "--experiment-id", help="Experiment id (must exist).", rich_help_panel=_RUN),
-    run_name: Optional[str] = typer.Option(None, "--run-name", help="Name of the run (default: a random one).", rich_help_panel=_RUN),
-    env_manager: str = typer.Option("auto", "--env-manager", help="local | auto | uv | conda.", rich_help_panel=_RUN),
-    conda_exe: Optional[str] = typer.Option(None, "--conda-exe", help="Use this conda/mamba/micromamba instead of py-rattler.", rich_help_panel=_RUN),
-    store: Optional[str] = typer.Option(None, "--store", help="Tracking store directory. Env: MLKIT_TRACKING_URI. Default ./mlruns.", rich_help_panel=_RUN),
-    timeout: Optional[str] = typer.Option(None, "--timeout", metavar="DURATION", help="Kill the run after this long (90s, 30m, 3h); exit 124.", rich_help_panel=_RUN),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary on stdout at the end (the run's output goes to stderr).", rich_help_panel=_RUN),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show the resolved plan (argv, params, cwd, env, store) and create nothing.", rich_help_panel=_RUN),
-    gpus: str = typer.Option("auto", "--gpus", help="auto | none | all | N | 0,2 | UUIDs.", rich_help_panel=_GPU),
-    min_free_memory: Optional[str] = typer.Option(None, "--min-free-memory", metavar="SIZE", help="Only GPUs with this much free memory (20GiB).", rich_help_panel=_GPU),
-    max_gpu_util: Optional[float] = typer.Option(None, "--max-gpu-util", metavar="PERCENT", help="Only GPUs at most this busy.", rich_help_panel=_GPU),
-    exclude_busy: bool = typer.Option(False, "--exclude-busy", help="Only GPUs with no processes on them.", rich_help_panel=_GPU),
-    wait: Optional[str] = typer.Option(None, "--wait", metavar="DURATION", help="Wait this long for free GPUs (exit 76 when it runs out).", rich_help_panel=_GPU),
-    system_metrics_interval: float = typer.Option(5.0, "--system-metrics-interval", metavar="SECONDS", help="System metrics sampling period; 0 turns it off.", rich_help_panel=_GPU),
-    nnodes: Optional[int] = typer.Option(None, "--nnodes", help="Number of nodes (torchrun c10d rendezvous).", rich_help_panel=_DIST),
-    node_rank: Optional[int] = typer.Option(None, "--node-rank", help="This node's rank.", rich_help_panel=_DIST),
-    rdzv_endpoint: Optional[str] = typer.Option(None, "--rdzv-endpoint", metavar="HOST[:PORT]", help="Rendezvous endpoint (node 0).", rich_help_panel=_DIST),
-    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", help="Processes per node (default: one per leased GPU).", rich_help_panel=_DIST),
-    lock: Optional[str] = typer.Option(None, "--lock", metavar="NAME", help="Hold this host-wide lock for the whole run (exit 75 when held).", rich_help_panel=_CRON),
-    lock_wait: Optional[str] = typer.Option(None, "--lock-wait", metavar="DURATION", help="Wait this long for --lock.", rich_help_panel=_CRON),
-    skip_if_done: bool = typer.Option(False, "--skip-if-done", help="Exit 0 if a FINISHED run with the same fingerprint exists.", rich_help_panel=_CRON),
-    on_finish: Optional[str] = typer.Option(None, "--on-finish", metavar="CMD", envvar="MLKIT_ON_FINISH", help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_RUN_STATUS, ... set).", rich_help_panel=_CRON),
+    project_dir: Path = typer.Argument(
+        ..., help="Project directory (with an MLproject file, or a bare directory of scripts)."
+    ),
+    entry_point: str = typer.Option(
+        "main", "-e", "--entry-point", help="Entry point name, or a .py / .sh file.", rich_help_panel=_RUN
+    ),
+    param: list[str] | None = typer.Option(
+        None,
+        "-P",
+        "--param-list",
+        metavar="NAME=VALUE",
+        help="A parameter (repeatable).",
+        rich_help_panel=_RUN,
+    ),
+    experiment_name: str | None = typer.Option(
+        None,
+        "--experiment-name",
+        help="Experiment (created if missing). Env: MLKIT_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_NAME.",
+        rich_help_panel=_RUN,
+    ),
+    experiment_id: str | None = typer.Option(
+        None, "--experiment-id", help="Experiment id (must exist).", rich_help_panel=_RUN
+    ),
+    run_name: str | None = typer.Option(
+        None, "--run-name", help="Name of the run (default: a random one).", rich_help_panel=_RUN
+    ),
+    env_manager: str = typer.Option(
+        "auto", "--env-manager", help="local | auto | uv | conda.", rich_help_panel=_RUN
+    ),
+    conda_exe: str | None = typer.Option(
+        None,
+        "--conda-exe",
+        help="Use this conda/mamba/micromamba instead of py-rattler.",
+        rich_help_panel=_RUN,
+    ),
+    store: str | None = typer.Option(
+        None,
+        "--store",
+        help="Tracking store directory. Env: MLKIT_TRACKING_URI. Default ./mlruns.",
+        rich_help_panel=_RUN,
+    ),
+    timeout: str | None = typer.Option(
+        None,
+        "--timeout",
+        metavar="DURATION",
+        help="Kill the run after this long (90s, 30m, 3h); exit 124.",
+        rich_help_panel=_RUN,
+    ),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print one JSON summary on stdout at the end (the run's output goes to stderr).",
+        rich_help_panel=_RUN,
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Show the resolved plan (argv, params, cwd, env, store) and create nothing.",
+        rich_help_panel=_RUN,
+    ),
+    gpus: str = typer.Option(
+        "auto", "--gpus", help="auto | none | all | N | 0,2 | UUIDs.", rich_help_panel=_GPU
+    ),
+    min_free_memory: str | None = typer.Option(
+        None,
+        "--min-free-memory",
+        metavar="SIZE",
+        help="Only GPUs with this much free memory (20GiB).",
+        rich_help_panel=_GPU,
+    ),
+    max_gpu_util: float | None = typer.Option(
+        None, "--max-gpu-util", metavar="PERCENT", help="Only GPUs at most this busy.", rich_help_panel=_GPU
+    ),
+    exclude_busy: bool = typer.Option(
+        False, "--exclude-busy", help="Only GPUs with no processes on them.", rich_help_panel=_GPU
+    ),
+    wait: str | None = typer.Option(
+        None,
+        "--wait",
+        metavar="DURATION",
+        help="Wait this long for free GPUs (exit 76 when it runs out).",
+        rich_help_panel=_GPU,
+    ),
+    system_metrics_interval: float = typer.Option(
+        5.0,
+        "--system-metrics-interval",
+        metavar="SECONDS",
+        help="System metrics sampling period; 0 turns it off.",
+        rich_help_panel=_GPU,
+    ),
+    nnodes: int | None = typer.Option(
+        None, "--nnodes", help="Number of nodes (torchrun c10d rendezvous).", rich_help_panel=_DIST
+    ),
+    node_rank: int | None = typer.Option(
+        None, "--node-rank", help="This node's rank.", rich_help_panel=_DIST
+    ),
+    rdzv_endpoint: str | None = typer.Option(
+        None,
+        "--rdzv-endpoint",
+        metavar="HOST[:PORT]",
+        help="Rendezvous endpoint (node 0).",
+        rich_help_panel=_DIST,
+    ),
+    nproc_per_node: int | None = typer.Option(
+        None,
+        "--nproc-per-node",
+        help="Processes per node (default: one per leased GPU).",
+        rich_help_panel=_DIST,
+    ),
+    lock: str | None = typer.Option(
+        None,
+        "--lock",
+        metavar="NAME",
+        help="Hold this host-wide lock for the whole run (exit 75 when held).",
+        rich_help_panel=_CRON,
+    ),
+    lock_wait: str | None = typer.Option(
+        None, "--lock-wait", metavar="DURATION", help="Wait this long for --lock.", rich_help_panel=_CRON
+    ),
+    skip_if_done: bool = typer.Option(
+        False,
+        "--skip-if-done",
+        help="Exit 0 if a FINISHED run with the same fingerprint exists.",
+        rich_help_panel=_CRON,
+    ),
+    on_finish: str | None = typer.Option(
+        None,
+        "--on-finish",
+        metavar="CMD",
+        envvar="MLKIT_ON_FINISH",
+        help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_RUN_STATUS, ... set).",
+        rich_help_panel=_CRON,
+    ),
 ) -> None:
     """Run a project's entry point as a tracked, supervised run.
 
@@ -123,7 +231,9 @@ def run(
         return
     if isinstance(outcome, Skipped):
         if json_out:
-            output.print_json({"skipped": True, "run_id": outcome.run_id, "experiment_id": outcome.experiment_id})
+            output.print_json(
+                {"skipped": True, "run_id": outcome.run_id, "experiment_id": outcome.experiment_id}
+            )
         else:
             output.out.print(outcome.run_id, markup=False, highlight=False)
             output.info(f"mlkit: skipped: run {outcome.run_id} already FINISHED with the same fingerprint")
@@ -198,4 +308,3 @@ def _render_dry_run(dry: object, json_out: bool) -> None:
 def register(app: typer.Typer) -> None:
     """Add `mlkit run` to the app."""
     app.command("run", no_args_is_help=True)(run)
-

@@ -145,7 +145,8 @@ def interpreter_info(python: Path | str) -> dict:
 
     code = (
         "import json,sys,sysconfig;print(json.dumps({'version':'%d.%d.%d'%sys.version_info[:3],"
-        "'purelib':sysconfig.get_paths()['purelib'],'executable':sys.executable}))"
+        "'purelib':sysconfig.get_paths()['purelib'],'stdlib':sysconfig.get_paths()['stdlib'],"
+        "'executable':sys.executable}))"
     )
     out = subprocess.run(
         [str(python), "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
@@ -195,10 +196,16 @@ def install_requirements(
     env = env or uv_environ()
     build = list(spec.build_dependencies)
     if any(b.strip().lower() == "pip" for b in build):
-        # unpinned pip: the interpreter's bundled wheel, no index needed
-        log.step("python -m ensurepip")
-        log.run([str(python), "-m", "ensurepip", "--default-pip"], env=env)
+        # unpinned pip: the wheel the interpreter bundles for ensurepip, no index needed
         build = [b for b in build if b.strip().lower() != "pip"]
+        stdlib = Path(interpreter_info(python).get("stdlib", ""))
+        bundled = sorted((stdlib / "ensurepip" / "_bundled").glob("pip-*.whl"))
+        if bundled:
+            log.step(f"uv pip install {bundled[-1].name} (the interpreter's bundled pip)")
+            _uv_pip_install(python, [str(bundled[-1])], log, project_dir, env, label=spec.file_label)
+        else:
+            log.step("python -m ensurepip")
+            log.run([str(python), "-m", "ensurepip", "--default-pip"], env=env)
     if build:
         log.step("uv pip install (build dependencies) " + " ".join(build))
         _uv_pip_install(python, build, log, project_dir, env, label=spec.file_label)

@@ -71,7 +71,7 @@ class GpuInfo:
 
     @property
     def label(self) -> str:
-        """"GPU 0" or "GPU 0 MIG 2" for messages."""
+        """ "GPU 0" or "GPU 0 MIG 2" for messages."""
         if self.gpu_instance_id is not None:
             return f"GPU {self.index} MIG {self.gpu_instance_id}"
         return f"GPU {self.index}"

@@ -259,7 +259,9 @@ def reserve(
     GpuWaitTimeoutError. `on_wait(msg)` hears what it is waiting for whenever that changes.
     """
     if request.kind == "none":
-        return GpuLease(env=cuda_env([]), tags=lease_tags([], GpuReport()), run_id=run_id, owner_pid=owner_pid)
+        return GpuLease(
+            env=cuda_env([]), tags=lease_tags([], GpuReport()), run_id=run_id, owner_pid=owner_pid
+        )
     started = time.monotonic()
     deadline = started + wait if wait else None
     pid_start = process_start_time(owner_pid)
@@ -297,7 +299,9 @@ def reserve(
         time.sleep(max(0.0, min(interval, deadline - now)))
 
 
-def _timeout(request: GpuRequest, selection: Selection, wait: float | None, waited: float) -> GpuWaitTimeoutError:
+def _timeout(
+    request: GpuRequest, selection: Selection, wait: float | None, waited: float
+) -> GpuWaitTimeoutError:
     limit = "forever" if wait is None or math.isinf(wait) else f"{wait:g}s"
     return GpuWaitTimeoutError(
         f"--wait {limit}: gave up after {waited:.0f}s waiting for {request.describe()}: {selection.why}",

@@ -56,7 +56,9 @@ def load() -> ModuleType:
 def is_lost(nv: ModuleType, exc: BaseException) -> bool:
     """True for the errors that mean the GPU fell off the bus (gpustat's InvalidGPU)."""
     lost = tuple(
-        cls for cls in (getattr(nv, "NVMLError_GpuIsLost", None), getattr(nv, "NVMLError_Unknown", None)) if cls
+        cls
+        for cls in (getattr(nv, "NVMLError_GpuIsLost", None), getattr(nv, "NVMLError_Unknown", None))
+        if cls
     )
     return bool(lost) and isinstance(exc, lost)
 
@@ -72,8 +74,11 @@ def query(nv: ModuleType, fn: Any, *args: Any, **kwargs: Any) -> Any:
         if is_lost(nv, exc):
             raise
         return None
-    except (getattr(nv, "NVMLLibraryMismatchError", ()) or ()):  # binding newer than driver
-        return None
+    except Exception as exc:
+        mismatch = getattr(nv, "NVMLLibraryMismatchError", None)
+        if mismatch is not None and isinstance(exc, mismatch):  # binding newer than the driver
+            return None
+        raise
 
 
 def text(value: Any) -> str | None:

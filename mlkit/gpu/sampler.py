@@ -314,7 +314,7 @@ class SystemMetricsSampler:
         # the start and the last one held until now.
         start = self._started_at if self._started_at is not None else samples[0][0]
         joules = samples[0][1] * max(0.0, samples[0][0] - start)
-        for (t0, w0), (t1, w1) in zip(samples, samples[1:]):
+        for (t0, w0), (t1, w1) in zip(samples, samples[1:], strict=False):
             joules += (w0 + w1) / 2 * (t1 - t0)
         joules += samples[-1][1] * max(0.0, now - samples[-1][0])
         return joules / 3600.0

@@ -94,7 +94,7 @@ class GpuRequest:
         return cls(kind="list", ids=ids, **common)
 
     def describe(self) -> str:
-        """"1 GPU with ≥20.0 GiB free, ≤10% busy" for wait and error messages."""
+        """ "1 GPU with ≥20.0 GiB free, ≤10% busy" for wait and error messages."""
         if self.kind == "count":
             what = f"{self.count} GPU{'s' if self.count != 1 else ''}"
         elif self.kind == "list":
@@ -199,7 +199,9 @@ def _select_listed(report: GpuReport, request: GpuRequest, leases: dict[str, str
         unit = match[0]
         if unit.mig_mode and not unit.is_mig_instance:
             names = ", ".join(m.uuid for m in unit.mig_instances) or "none configured"
-            return _fatal(head, f"{unit.label} is in MIG mode; name one of its MIG instances ({names})", report)
+            return _fatal(
+                head, f"{unit.label} is in MIG mode; name one of its MIG instances ({names})", report
+            )
         if unit.lost:
             return _fatal(head, f"{unit.label} is lost ({unit.error})", report)
         chosen.append(unit)
@@ -234,7 +236,9 @@ def _units(report: GpuReport, *, single: bool) -> list[GpuInfo]:
     return units
 
 
-def why_not(unit: GpuInfo, request: GpuRequest, leases: Mapping[str, str], *, exclude_busy: bool) -> str | None:
+def why_not(
+    unit: GpuInfo, request: GpuRequest, leases: Mapping[str, str], *, exclude_busy: bool
+) -> str | None:
     """Why this unit cannot be given to the request now, or None when it can."""
     if unit.lost:
         return "is lost"

@@ -66,6 +66,10 @@ _UNSUPPORTED = {  # context -> (what is wrong, how to fix it)
         "a parameter after a << here-document cannot be quoted safely",
         "pass the value as an argument or use <<<",
     ),
+    "backslash": (
+        "a parameter right after a backslash cannot be quoted safely",
+        "remove the backslash before {p}",
+    ),
     "dollar": (
         "a parameter right after '$' would be read by the shell as $'...'",
         "put a space or quotes between $ and {p}",
@@ -107,6 +111,7 @@ def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:
     prev = " "
     for literal, field in pieces:
         i = 0
+        escape_at_end = False  # a backslash right before the placeholder would eat its quoting
         while i < len(literal):
             c, nxt, top = literal[i], literal[i + 1 : i + 2], stack[-1]
             if top == "single":
@@ -114,12 +119,14 @@ def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:
                     stack.pop()
             elif top == "ansi":
                 if c == "\\":
+                    escape_at_end = not nxt
                     i += 1
                 elif c == "'":
                     stack.pop()
             elif top == "double":
                 if c == "\\":
                     shell = shell or nxt in ("$", "`", "\n")
+                    escape_at_end = not nxt
                     i += 1
                 elif c == '"':
                     stack.pop()
@@ -133,6 +140,7 @@ def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:
             else:  # outside quotes (also inside $(...), `...` and ${...})
                 if c == "\\":
                     shell = shell or nxt == "\n"
+                    escape_at_end = not nxt
                     i += 1
                 elif c == "'":
                     stack.append("single")
@@ -153,15 +161,17 @@ def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:
                         stack.pop()
                     elif c == "}" and top == "brace":
                         stack.pop()
-                    elif c == "<" and nxt == "<" and literal[i + 2 : i + 3] != "<":
-                        heredoc = True
+                    elif c == "<" and nxt == "<":  # << here-document; <<< here-string is fine
+                        heredoc = heredoc or literal[i + 2 : i + 3] != "<"
+                        i += 2 if literal[i + 2 : i + 3] == "<" else 1
             prev = literal[i] if i < len(literal) else c
             i += 1
         if field is not None:
             top = stack[-1]
             dollar = top in ("plain", "subst") and literal.endswith("$") and not literal.endswith("\\$")
             context = "plain" if top == "subst" else top
-            contexts.append("heredoc" if heredoc else "dollar" if dollar else context)
+            special = "heredoc" if heredoc else "backslash" if escape_at_end else "dollar" if dollar else None
+            contexts.append(special or context)
             prev = "x"
     if len(stack) > 1:
         raise ValueError("unclosed quote or bracket")
@@ -244,12 +254,17 @@ def _param_values(
     return raw, final
 
 
+def valid_param_name(key: str) -> bool:
+    """True when MLflow can log `key` as a param name (its character and path rules on POSIX)."""
+    norm = posixpath.normpath(key)
+    return bool(_PARAM_KEY.fullmatch(key)) and norm == key and not norm.startswith(("..", "/"))
+
+
 def _check_keys_and_values(ep: EntryPoint, params: dict[str, str]) -> dict[str, str]:
     clean: dict[str, str] = {}
     for key, value in params.items():
         key, value = str(key), str(value)
-        norm = posixpath.normpath(key)
-        if not _PARAM_KEY.fullmatch(key) or norm != key or norm.startswith(("..", "/")):
+        if not valid_param_name(key):
             raise _error(
                 ep,
                 "",

@@ -10,7 +10,7 @@ from typing import Any
 
 from mlkit.env.ref import EnvRef
 from mlkit.errors import ProjectError
-from mlkit.project.command import check_template
+from mlkit.project.command import check_template, valid_param_name
 from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project, display_path
 from mlkit.project.values import check_value
 
@@ -78,6 +78,8 @@ def _read_yaml(path: Path, label: str) -> Any:
 def load_project(path: Path | str) -> Project:
     """Load the project in directory `path`; a directory without an MLproject is a valid project."""
     directory = Path(path).absolute()
+    if directory.is_file() and directory.name.lower() == "mlproject":  # the MLproject file itself
+        directory = directory.parent
     if not directory.is_dir():
         raise ProjectError(
             f"{display_path(directory)}: not a directory",
@@ -247,6 +249,13 @@ def _parse_parameters(raw: Any, key: str, problems: _Problems) -> dict[str, Para
 
 
 def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Parameter | None:
+    if not valid_param_name(name):
+        problems.add(
+            pkey,
+            "this parameter name cannot be logged (MLflow's rule)",
+            "use letters, digits, _ - . / : and spaces",
+        )
+        return None
     if spec is None:  # `lr:` with nothing after it: a required string
         return Parameter(name)
     if isinstance(spec, str):  # `lr: float` -- the type, required

@@ -166,12 +166,15 @@ def compare_runs(
     ]
     for row in rows:
         row.changed = not _same(row.values)
+    hidden = 0
+    if only_changed:  # the run_name row stays: it names the columns
+        kept = [row for row in rows if row.changed or row.key == "run_name"]
+        hidden, rows = len(rows) - len(kept), kept
     param_keys = sorted({k for r in runs for k in r.data.params})
     metric_keys = sorted(
         {k for r in runs for k in r.data.metrics if system or not k.startswith(SYSTEM_PREFIX)},
         key=lambda k: (k.startswith(SYSTEM_PREFIX), k),
     )
-    hidden = 0
     for section, keys, get in (
         ("params", param_keys, lambda r, k: r.data.params.get(k)),
         ("metrics", metric_keys, lambda r, k: r.data.metrics.get(k)),

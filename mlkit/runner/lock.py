@@ -134,7 +134,7 @@ def run_lock(
 def _wait_for(
     fd: int, name: str, path: Path, wait: float | None, on_wait: Callable[[str], None] | None
 ) -> None:
-    hint = "wait for that run to finish, or pass --lock-wait SECONDS to wait for it (a dead holder's lock is freed by itself)"
+    hint = "wait for that run to finish, or pass --lock-wait DURATION (e.g. 30m) to wait for it (a dead holder's lock is freed by itself)"
     if not wait or wait <= 0:
         raise LockedError(f"lock {name!r} is held by {describe_holder(path)}", hint=hint)
     start = time.monotonic()
@@ -144,7 +144,7 @@ def _wait_for(
         if now - start >= wait:
             raise LockedError(
                 f"lock {name!r} is still held by {describe_holder(path)} after waiting {wait:g}s",
-                hint="raise --lock-wait, or find out why that run takes so long (mlkit runs list --status RUNNING)",
+                hint="raise --lock-wait, or check why the run holding the lock takes so long",
             )
         if on_wait is not None and now >= next_status:
             left = "" if wait == float("inf") else f", up to {wait - (now - start):.0f}s more"

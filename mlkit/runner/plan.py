@@ -110,7 +110,13 @@ def plan_run(
         if command.argv is not None and command.argv and command.argv[0] in PYTHON_NAMES:
             script = _script_part(command.argv[1:])
             rdzv_id = rdzv_id_for(own, nnodes, rdzv_endpoint) if nnodes and nnodes > 1 else None
-            argv = [python, "-m", "torch.distributed.run", *_torchrun_flags(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id), *script]
+            argv = [
+                python,
+                "-m",
+                "torch.distributed.run",
+                *_torchrun_flags(nproc, nnodes, node_rank, rdzv_endpoint, rdzv_id),
+                *script,
+            ]
             use_torchrun = True
         else:
             notices.append(

@@ -90,7 +90,9 @@ def spawn(
             hint=f"make it executable (chmod +x {args[0]}) or run it through its interpreter",
         ) from exc
     except OSError as exc:
-        raise LaunchError(f"cannot start {args[0]}: {exc}", hint=f"the command was: {describe(args)}") from exc
+        raise LaunchError(
+            f"cannot start {args[0]}: {exc}", hint=f"the command was: {describe(args)}"
+        ) from exc
 
 
 def run(

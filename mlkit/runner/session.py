@@ -125,10 +125,13 @@ def _validate(options: RunOptions) -> None:
             hint="specify only one of them",
         )
     if options.timeout is not None and options.timeout <= 0:
-        raise UsageError(f"--timeout {options.timeout:g}: must be more than 0 seconds", hint="e.g. --timeout 3h")
+        raise UsageError(
+            f"--timeout {options.timeout:g}: must be more than 0 seconds", hint="e.g. --timeout 3h"
+        )
     if options.system_metrics_interval < 0:
         raise UsageError(
-            "--system-metrics-interval: cannot be negative", hint="seconds between samples; 0 turns sampling off"
+            "--system-metrics-interval: cannot be negative",
+            hint="seconds between samples; 0 turns sampling off",
         )
     if options.nproc_per_node is not None and options.nproc_per_node < 1:
         raise UsageError("--nproc-per-node: must be 1 or more", hint="e.g. --nproc-per-node 2")
@@ -240,7 +243,11 @@ def run_project(
 
 
 def _run(
-    options: RunOptions, notify: Notify, stdout: IO[bytes] | None, stderr: IO[bytes] | None, router: SignalRouter
+    options: RunOptions,
+    notify: Notify,
+    stdout: IO[bytes] | None,
+    stderr: IO[bytes] | None,
+    router: SignalRouter,
 ) -> DryRun | Skipped | RunResult:
     from mlkit.project import load_project
 
@@ -363,7 +370,9 @@ def _supervise_run(
 
         from mlkit.env import prepare_env
 
-        env = prepare_env(project.directory, project.env, options.env_manager, conda_exe=options.conda_exe, progress=notify)
+        env = prepare_env(
+            project.directory, project.env, options.env_manager, conda_exe=options.conda_exe, progress=notify
+        )
         env_tags = dict(getattr(env, "tags", {}) or {})
         if env.manager != "local":
             env_tags["mlflow.project.env"] = env.manager
@@ -421,7 +430,9 @@ def _supervise_run(
             started_at=t0,
         )
     except MlkitError as error:
-        result = _end(store, run_id, exp_id, FAILED, _failure_reason(error, child_started), int(error.exit_code), t0)
+        result = _end(
+            store, run_id, exp_id, FAILED, _failure_reason(error, child_started), int(error.exit_code), t0
+        )
         result.error = error
     except (Interrupted, KeyboardInterrupt) as exc:
         import signal as signal_mod

@@ -298,7 +298,9 @@ def execute(
     if own_router:
         router.__enter__()
     try:
-        return _execute(plan, store, lease, metrics_interval, gpu_uuids, stdout, stderr, notify, router, log_fd, t0)
+        return _execute(
+            plan, store, lease, metrics_interval, gpu_uuids, stdout, stderr, notify, router, log_fd, t0
+        )
     finally:
         os.close(log_fd)
         if own_router:
@@ -398,7 +400,9 @@ def _execute(
     )
 
 
-def classify(returncode: int, stop_reason: str | None, stop_signum: int | None) -> tuple[str, int, str | None, str | None]:
+def classify(
+    returncode: int, stop_reason: str | None, stop_signum: int | None
+) -> tuple[str, int, str | None, str | None]:
     """(status, mlkit exit code, failure reason, signal name) for how the child ended."""
     if stop_reason == "timeout":
         return KILLED, 124, "timeout", signal_name(stop_signum or signal.SIGTERM)
@@ -421,7 +425,9 @@ def release_quietly(lease: Any) -> None:
         log.warning("releasing the GPU lease failed: %s", exc)
 
 
-def _start_sampler(store: Any, run_id: str, uuids: list[str], interval: float, pid: int, notify: Notify) -> Any:
+def _start_sampler(
+    store: Any, run_id: str, uuids: list[str], interval: float, pid: int, notify: Notify
+) -> Any:
     if not interval or interval <= 0:
         return None
     try:

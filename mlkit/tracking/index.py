@@ -30,18 +30,20 @@ from mlkit.tracking import files
 from mlkit.tracking.entities import INT_TO_STATUS
 
 INDEX_FILE = ".mlkit-index.sqlite"
-SCHEMA_VERSION = 2  # 1: one JSON doc per run; 2: runs columns + kv rows with per-file signatures
+SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key)
 RACY_NS = 1_000_000_000
 KIND_DIRS = {"metric": "metrics", "param": "params", "tag": "tags"}
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
+# directory signatures are only needed for complete(): leave them out of the big query
+_QUERY_COLUMNS = ", ".join("''" if c.endswith("_sig") and c != "meta_sig" else c for c in _RUN_COLUMNS)
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
 CREATE INDEX runs_exp ON runs (exp_id);
-CREATE TABLE kv (run_id TEXT, kind TEXT, key TEXT, value TEXT, sig TEXT, extra TEXT,
-                 PRIMARY KEY (run_id, kind, key)) WITHOUT ROWID;
-CREATE INDEX kv_key ON kv (kind, key);
+CREATE TABLE kv (kind TEXT, key TEXT, run_id TEXT, value TEXT, sig TEXT, extra TEXT,
+                 PRIMARY KEY (kind, key, run_id)) WITHOUT ROWID;
+CREATE INDEX kv_run ON kv (run_id);
 """
 
 
@@ -130,6 +132,8 @@ class IndexedRun:
 
     def data(self, kind: str) -> dict[str, Any]:
         """{key: value} of one kind (metric values as floats)."""
+        if not self.values:
+            return {}
         if kind == "metric":
             return {k: float(v[0]) for (t, k), v in self.values.items() if t == kind and v[0] != ""}
         return {k: v[0] for (t, k), v in self.values.items() if t == kind}
@@ -301,7 +305,7 @@ class RunIndex:
             )
             conn.executemany(
                 "INSERT INTO kv VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.run_id, kind, key, *v) for r in runs for (kind, key), v in r.values.items()],
+                [(kind, key, r.run_id, *v) for r in runs for (kind, key), v in r.values.items()],
             )
             conn.execute("COMMIT")
         except sqlite3.DatabaseError:  # busy past the timeout, disk full: the cache is optional
@@ -314,6 +318,18 @@ class RunIndex:
         rows = self._select("SELECT kind, key, value, sig, extra FROM kv WHERE run_id = ?", [run_id])
         return {(kind, key): (value, sig, extra) for kind, key, value, sig, extra in rows}
 
+    def _old_values_many(self, run_ids: list[str]) -> dict[str, dict[tuple[str, str], tuple[str, str, str]]]:
+        out: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {}
+        for i in range(0, len(run_ids), 500):
+            chunk = run_ids[i : i + 500]
+            rows = self._select(
+                f"SELECT run_id, kind, key, value, sig, extra FROM kv WHERE run_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for run_id, kind, key, value, sig, extra in rows:
+                out.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
+        return out
+
     # ------------------------------------------------------------------ queries
     def query(self, exp_dirs: list[Path], keys: set[tuple[str, str]]) -> list[IndexedRun]:
         """Every run in these experiment dirs with attributes and the values of `keys`, all fresh."""
@@ -325,15 +341,14 @@ class RunIndex:
             return []
         marks = ",".join("?" * len(exp_ids))
         cached = {row[0]: row for row in self._select(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
+            f"SELECT {_QUERY_COLUMNS} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
         values: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {}
         for kind, key in keys:
             for run_id, value, sig, extra in self._select(
                 "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?", [kind, key]
             ):
                 values.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
-        kinds = {kind for kind, _ in keys}
-        nested = [(kind, key) for kind, key in keys if "/" in key]
+        key_paths = [(kind, key, f"{KIND_DIRS[kind]}/{key}") for kind, key in keys]
         out: list[IndexedRun] = []
         changed: list[IndexedRun] = []
         seen: set[str] = set()
@@ -351,7 +366,7 @@ class RunIndex:
                 run_dir = entry.path
                 row = cached.get(name)
                 mine = values.get(name, {})
-                if row is not None and row[1] == exp_id and self._fresh(run_dir, row, mine, kinds, nested):
+                if row is not None and row[1] == exp_id and self._fresh(run_dir, row, mine, key_paths):
                     info = dict(zip(ATTR_COLUMNS, row[6:], strict=True))
                     info["run_id"] = name
                     sigs = {"meta": row[2], "metric": row[3], "param": row[4], "tag": row[5]}
@@ -368,20 +383,22 @@ class RunIndex:
         return out
 
     @staticmethod
-    def _fresh(run_dir: str, row: tuple[Any, ...], mine: dict[tuple[str, str], tuple[str, str, str]],
-               kinds: set[str], nested: list[tuple[str, str]]) -> bool:  # fmt: skip
+    def _fresh(
+        run_dir: str,
+        row: tuple[Any, ...],
+        mine: dict[tuple[str, str], tuple[str, str, str]],
+        keys: list[tuple[str, str, str]],
+    ) -> bool:
+        """True when meta.yaml and the files of the queried keys are as cached (1 stat each)."""
         if file_sig(f"{run_dir}/meta.yaml") != row[2]:
             return False
-        for kind in kinds:
-            stored = row[{"metric": 3, "param": 4, "tag": 5}[kind]]
-            if dir_sig(f"{run_dir}/{KIND_DIRS[kind]}", stored) != stored:
-                return False
-        for (kind, key), (_value, sig, _extra) in mine.items():
-            if file_sig(f"{run_dir}/{KIND_DIRS[kind]}/{key}") != sig:
-                return False
-        for kind, key in nested:  # a new nested key changes its own subdirectory, not the top one
-            if (kind, key) not in mine and os.path.exists(f"{run_dir}/{KIND_DIRS[kind]}/{key}"):
-                return False
+        for kind, key, rel in keys:
+            cached = mine.get((kind, key))
+            if cached is None:
+                if os.path.lexists(f"{run_dir}/{rel}"):
+                    return False  # the key appeared since
+            elif kind != "param" and file_sig(f"{run_dir}/{rel}") != cached[1]:
+                return False  # appended or rewritten (params are immutable)
         return True
 
     def complete(self, runs: list[IndexedRun]) -> list[IndexedRun]:
@@ -389,17 +406,29 @@ class RunIndex:
         now_ns = time.time_ns()
         out: list[IndexedRun] = []
         changed: list[IndexedRun] = []
+        todo = [r.run_id for r in runs if not r.complete]
+        olds = self._old_values_many(todo)
+        dir_sigs = {}
+        for i in range(0, len(todo), 500):
+            chunk = todo[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for run_id, *sigs in self._select(
+                f"SELECT run_id, metric_sig, param_sig, tag_sig FROM runs WHERE run_id IN ({marks})", chunk
+            ):
+                dir_sigs[run_id] = dict(zip(("metric", "param", "tag"), sigs, strict=True))
         for run in runs:
             if run.complete:
                 out.append(run)
                 continue
-            old = self._old_values(run.run_id)
+            old = olds.get(run.run_id, {})
+            run.sigs.update(dir_sigs.get(run.run_id, {}))
             fresh = all(
                 dir_sig(f"{run.run_dir}/{KIND_DIRS[k]}", run.sigs[k]) == run.sigs[k] for k in KIND_DIRS
             )
             fresh = fresh and file_sig(f"{run.run_dir}/meta.yaml") == run.sigs["meta"]
             fresh = fresh and all(
-                file_sig(f"{run.run_dir}/{KIND_DIRS[kind]}/{key}") == v[1] for (kind, key), v in old.items()
+                kind == "param" or file_sig(f"{run.run_dir}/{KIND_DIRS[kind]}/{key}") == v[1]
+                for (kind, key), v in old.items()
             )
             if fresh and not self._disabled:
                 run.values, run.complete = old, True

@@ -48,6 +48,7 @@ MAX_NAME_LENGTH = 250
 _ALIAS_RE = re.compile(r"^[\w\-]*$")
 _VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
 _VERSION_DIR_RE = re.compile(r"^version-(\d+)$")
+_HELD = threading.local()  # lock files this thread holds -> depth
 
 
 # ---------------------------------------------------------------------------------------- entities
@@ -245,7 +246,6 @@ class RegistryStore:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root: Path = settings.tracking_root(root)
         self.models_dir: Path = self.root / MODELS_DIR
-        self._local = threading.local()
 
     # ------------------------------------------------------------------ paths and locking
     def _model_dir(self, name: str) -> Path:
@@ -269,13 +269,16 @@ class RegistryStore:
         import fcntl
 
         validate_model_name(name)
-        held: dict[str, int] = self._local.__dict__.setdefault("held", {})
-        if held.get(name):
-            held[name] += 1
+        # Re-entrant per thread and lock file, across RegistryStore instances: a second flock on a
+        # new descriptor of the same file would wait for ourselves.
+        held: dict[str, int] = _HELD.__dict__.setdefault("held", {})
+        key = os.path.realpath(self.models_dir / f".{name}.lock")
+        if held.get(key):
+            held[key] += 1
             try:
                 yield
             finally:
-                held[name] -= 1
+                held[key] -= 1
             return
         try:
             self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -286,10 +289,10 @@ class RegistryStore:
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            held[name] = 1
+            held[key] = 1
             yield
         finally:
-            held[name] = 0
+            held[key] = 0
             os.close(fd)  # closing releases the lock
 
     def _record(

@@ -79,7 +79,7 @@ def synthetic_corpus(n: int, seed: int) -> bytes:
     """Random 'words' (2-8 printable bytes) from a fixed 200-word dictionary, space-separated:
     learnable (within-word bytes are predictable) and any size, for tests and benchmarks."""
     rng = np.random.default_rng(seed)
-    words = [bytes(rng.integers(97, 123, rng.integers(2, 9))) + b" " for _ in range(200)]
+    words = [bytes(rng.integers(97, 123, rng.integers(2, 9)).tolist()) + b" " for _ in range(200)]
     return b"".join(words[i] for i in rng.integers(0, 200, n // 5 + 1))[:n]
 
 

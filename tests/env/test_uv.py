@@ -112,3 +112,11 @@ def test_no_matching_python_is_one_clear_error(tmp_path, kit, wheelhouse):
     with pytest.raises(EnvBuildError, match=r"no Python interpreter matching 3\.4\.1 found on this system"):
         prepare_env(tmp_path, EnvRef("python", f), "uv")
     assert not any(p.name.endswith("-uv") for p in settings.env_dir().iterdir())
+
+
+def test_unpinned_pip_build_dependency_works_offline(tmp_path, kit, wheelhouse):
+    """MLflow's python_env.yaml always lists pip; offline it comes from the interpreter's bundle."""
+    f = kit.write(tmp_path / "python_env.yaml", "build_dependencies: [pip]\ndependencies: [tinypkg]\n")
+    prepared = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    out = subprocess.run([str(prepared.python), "-m", "pip", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and str(prepared.path) in out.stdout

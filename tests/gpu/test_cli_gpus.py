@@ -73,7 +73,9 @@ def test_lost_and_unreadable_fields_in_the_table():
     assert lost.stdout.splitlines()[2].split("\t")[:4] == ["1", "LOST", "unknown-1", "GPU is lost"]
     raises = run_mlkit("gpus", "--json", env={"MLKIT_FAKE_NVML": "field_raises"})
     gpu = json.loads(raises.stdout)["gpus"][0]
-    assert gpu["power_draw"] is None and gpu["temperature"] is None and gpu["name"] == "NVIDIA GeForce RTX 4090"
+    assert (
+        gpu["power_draw"] is None and gpu["temperature"] is None and gpu["name"] == "NVIDIA GeForce RTX 4090"
+    )
 
 
 def test_bad_scenario_is_a_usage_error():

@@ -44,7 +44,7 @@ def test_sixteen_processes_never_share_a_gpu(fake_nvml, tmp_path):
     assert len(by_gpu) <= 4
     for spans in by_gpu.values():  # never two holders of one GPU at once
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:]):
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
             assert start >= end
     events = sorted([(r["start"], 1) for r in records] + [(r["end"], -1) for r in records])
     running = peak = 0
@@ -122,7 +122,9 @@ def test_wait_times_out(fake_nvml):
             reserve(GpuRequest.parse("1"), run_id="late", owner_pid=os.getpid())
         started = time.monotonic()
         with pytest.raises(GpuWaitTimeoutError) as info:
-            reserve(GpuRequest.parse("1"), run_id="late", owner_pid=os.getpid(), wait=0.4, on_wait=messages.append)
+            reserve(
+                GpuRequest.parse("1"), run_id="late", owner_pid=os.getpid(), wait=0.4, on_wait=messages.append
+            )
         assert 0.35 <= time.monotonic() - started < 5
     assert "--wait 0.4s: gave up after" in info.value.message and "leased by run hog…" in info.value.message
     assert messages and messages[0].startswith("waiting for 1 GPU: GPU 0 leased by run hog…")
@@ -222,7 +224,9 @@ def test_real_absent_driver_reserve():
     with pytest.raises(GpuUnavailableError) as info:
         reserve(GpuRequest.parse("1"), run_id="r", owner_pid=os.getpid(), wait=5)
     assert "no NVIDIA driver" in info.value.message
-    assert reserve(GpuRequest.parse("auto"), run_id="r", owner_pid=os.getpid()).notice.endswith("running on CPU")
+    assert reserve(GpuRequest.parse("auto"), run_id="r", owner_pid=os.getpid()).notice.endswith(
+        "running on CPU"
+    )
 
 
 def test_probe_marks_leases_and_their_processes(fake_nvml, fake_state):

@@ -134,7 +134,9 @@ def test_init_failures(fake_nvml, scenario, words):
 
 def test_state_file_changes_are_seen(fake_nvml, fake_state):
     fake_nvml("four_idle")
-    fake_state.set(2, memory_used=70 * 1024**3, util_gpu=88, processes=[{"pid": 1, "used_memory": 70 * 1024**3}])
+    fake_state.set(
+        2, memory_used=70 * 1024**3, util_gpu=88, processes=[{"pid": 1, "used_memory": 70 * 1024**3}]
+    )
     gpu = probe().gpus[2]
     assert gpu.utilization_gpu == 88 and gpu.memory_used == 70 * 1024**3 and len(gpu.processes) == 1
     fake_state.set(2, memory_used=0, util_gpu=0, processes=[])

@@ -1,125 +1,16 @@
-"""Builders for the inspect tests (gc, compare, report): real stores, real processes, real PNGs."""
+"""Fixtures for the inspect tests (gc, compare, report): real stores and real processes."""
 
 from __future__ import annotations
 
-import math
-import struct
 import subprocess
 import sys
-import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from mlkit.tracking.store import FileStore
+sys.path.insert(0, str(Path(__file__).parent))  # so test modules can import inspect_support
 
-XSS_NAME = "<script>document.body.setAttribute('data-pwned','name')</script>"
-XSS_PARAM = "\"><img src=x onerror=\"document.body.setAttribute('data-pwned','param')\">"
-T0 = 1_700_000_000_000  # a fixed epoch-ms origin for run times
-
-
-def make_png(width: int, height: int, seed: int = 0) -> bytes:
-    """A real RGB PNG (a colour pattern), written with zlib only."""
-    raw = b"".join(
-        b"\x00"
-        + b"".join(
-            bytes(((x * 9 + seed * 70) % 256, (y * 7) % 256, ((x ^ y) * 5) % 256)) for x in range(width)
-        )
-        for y in range(height)
-    )
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data))
-            + kind
-            + data
-            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
-def read_png(path: Path) -> tuple[int, int, list[bytes]]:
-    """(width, height, rows of raw pixel bytes) of an 8-bit RGB/RGBA PNG, unfiltered, zlib only."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, width = 8, b"", 0
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            width, height, depth, colour = struct.unpack(">IIBB", body[:10])
-            assert depth == 8 and colour in (2, 6), (depth, colour)
-            bpp = 3 if colour == 2 else 4
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    raw = zlib.decompress(idat)
-    stride = width * bpp
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        for i in range(stride):
-            a = line[i - bpp] if i >= bpp else 0
-            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
-            if kind == 1:
-                line[i] = (line[i] + a) & 255
-            elif kind == 2:
-                line[i] = (line[i] + b) & 255
-            elif kind == 3:
-                line[i] = (line[i] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        rows.append(bytes(line))
-        prev = line
-    return width, height, rows
-
-
-@dataclass
-class SweepStore:
-    """Three finished runs of one experiment with params, curves, system metrics and a PNG each."""
-
-    store: FileStore
-    experiment_id: str
-    run_ids: list[str]  # in the order created: lr 0.1, 0.01 (the XSS-named run), 0.001
-
-
-def build_sweep(root: Path, tmp: Path, *, name: str = "cnn-sweep") -> SweepStore:
-    store = FileStore(root)
-    exp = store.create_experiment(name)
-    run_ids = []
-    for i, lr in enumerate([0.1, 0.01, 0.001]):
-        run_name = XSS_NAME if i == 1 else f"lr-{lr}"
-        run = store.create_run(exp, run_name=run_name, start_time=T0 + i * 1000)
-        rid = run.info.run_id
-        store.log_params(rid, {"lr": lr, "batch_size": 64, "optimizer": XSS_PARAM if i == 1 else "adam"})
-        for step in range(20):
-            ts = T0 + step * 1000
-            store.log_metric(rid, "train_loss", 2.0 * math.exp(-step * (i + 1) / 8), step=step, timestamp=ts)
-            store.log_metric(rid, "val_acc", 0.5 + 0.1 * i + 0.02 * step, step=step, timestamp=ts)
-            store.log_metric(
-                rid,
-                "system/cpu_utilization_percentage",
-                40 + 10 * math.sin(step / 3 + i),
-                step=step,
-                timestamp=ts,
-            )
-        image = tmp / f"grid-{i}.png"
-        image.write_bytes(make_png(24, 24, seed=i))
-        store.log_artifact(rid, image, "samples")
-        store.set_terminated(rid, "FINISHED", end_time=T0 + 60_000 + i * 1000)
-        run_ids.append(rid)
-    return SweepStore(store, exp, run_ids)
+from inspect_support import SweepStore, build_sweep  # noqa: E402
 
 
 @pytest.fixture

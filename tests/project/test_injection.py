@@ -49,6 +49,7 @@ TEMPLATES = {
     "single_sh": ("true ; python echo.py", "'{p}'", True),
     "ansi_sh": ("cd . && python echo.py", "$'{p}'", True),
     "subst_sh": ("python echo.py", '"$(printf %s "{p}")"', True),
+    "herestring_sh": ("cat <<< {v0} >/dev/null; python echo.py", "{p}", True),
 }
 
 
@@ -117,3 +118,59 @@ def test_hostile_values_to_script_entry_points(sandbox, monkeypatch) -> None:
     assert result.argv == ["/bin/bash", "echo.sh", *flat]
     assert run(result, directory, env) == flat
     assert_nothing_ran(directory, env)
+
+
+ATOMS = [
+    "echo", "printf '%s\\n'", "{p}", "'{p}'", '"{p}"', "$'{p}'", '"$(echo {p})"', "$(echo {p})",
+    ";", "|", "&&", "x{p}y", "'a'{p}", '"a"{p}"b"', "--k={p}", "(echo {p})", "$((1))", '"$HOME"',
+    "cat <<< {p}", ">/dev/null", "# comment {p}", "{{a,b}}", "*", "~", "X=1", "\\;", "'\\'", '"\\""', "`echo {p}`", "${{X:-{p}}}",
+]  # fmt: skip
+
+
+def test_random_templates_never_run_a_value(tmp_path: Path) -> None:
+    """Templates built at random from shell pieces either load and run nothing from the values,
+    or are refused when loaded."""
+    import random
+
+    import yaml
+
+    from mlkit.errors import ProjectError
+
+    rng = random.Random(20261122)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "canary").write_text("still here\n")
+    env = {**os.environ, "HOME": str(home)}
+    ran = refused = 0
+    for case in range(120):
+        atoms = [rng.choice(ATOMS) for _ in range(rng.randint(2, 7))]
+        names = []
+        for i, atom in enumerate(atoms):
+            if "{p}" in atom:
+                names.append(f"p{i}")
+                atoms[i] = atom.replace("{p}", "{" + f"p{i}" + "}")
+        directory = tmp_path / f"case{case}"
+        directory.mkdir()
+        mlproject = {
+            "entry_points": {
+                "main": {"parameters": dict.fromkeys(names, "string"), "command": "echo " + " ".join(atoms)}
+            }
+        }
+        (directory / "MLproject").write_text(yaml.safe_dump(mlproject))
+        try:
+            result = (
+                load_project(directory)
+                .entry_point("main")
+                .resolve({n: HOSTILE[j % len(HOSTILE)] for j, n in enumerate(names)})
+            )
+        except ProjectError:
+            refused += 1
+            continue
+        ran += 1
+        argv = result.argv if result.argv is not None else shell_argv(result.shell)
+        subprocess.run(
+            argv, cwd=directory, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=30
+        )
+        assert sorted(p.name for p in directory.iterdir()) == ["MLproject"], mlproject
+        assert (home / "canary").exists(), mlproject
+    assert ran > 60 and refused > 0

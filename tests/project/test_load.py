@@ -103,6 +103,13 @@ def test_directory_without_mlproject(make_project) -> None:
 def test_not_a_directory(tmp_path: Path) -> None:
     error = load_error(tmp_path / "missing")
     assert "not a directory" in error.message
+    (tmp_path / "train.py").write_text("")
+    assert "not a directory" in load_error(tmp_path / "train.py").message
+
+
+def test_the_mlproject_file_itself_names_its_directory(make_project) -> None:
+    directory = make_project(MAIN)
+    assert load_project(directory / "MLproject").directory == directory
 
 
 def test_parameter_forms(make_project) -> None:
@@ -227,6 +234,18 @@ def test_parameter_forms(make_project) -> None:
         (
             "entry_points:\n  main:\n    parameters: {a: string}\n    command: echo ${a}\n",
             "MLproject: entry_points.main.command: {a}: a parameter right after '$'",
+        ),
+        (
+            "entry_points:\n  main:\n    parameters: {a=b: string}\n    command: x\n",
+            "MLproject: entry_points.main.parameters.a=b: this parameter name cannot be logged",
+        ),
+        (
+            "entry_points:\n  main:\n    parameters: {a: string}\n    command: echo \\{a} | cat\n",
+            "MLproject: entry_points.main.command: {a}: a parameter right after a backslash",
+        ),
+        (
+            'entry_points:\n  main:\n    parameters: {a: string}\n    command: echo "\\{a}"\n',
+            "MLproject: entry_points.main.command: {a}: a parameter right after a backslash",
         ),
         ("name: [a]\n", "MLproject: name: must be a string, not a list"),
         (

@@ -155,7 +155,9 @@ def test_interrupted_130(make_project, start_mlkit, wait_for):
     assert sup.wait(timeout=30) == ExitCode.INTERRUPTED
 
 
-def test_interrupted_while_waiting_for_the_lock_creates_no_run(make_project, start_mlkit, wait_for, store_root):
+def test_interrupted_while_waiting_for_the_lock_creates_no_run(
+    make_project, start_mlkit, wait_for, store_root
+):
     project = make_project(PROJECT)
     holder = start_mlkit(str(project), "-e", "sleep.py", "--lock", "l1")
     wait_for(lambda: b"ready" in holder.out_path.read_bytes(), what="the lock holder to run")

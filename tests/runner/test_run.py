@@ -39,7 +39,9 @@ LOGGING_PROJECT = {
 }
 
 
-def test_success_records_a_finished_run_with_metrics_params_and_tags(make_project, mlkit_run, only_run, store_root):
+def test_success_records_a_finished_run_with_metrics_params_and_tags(
+    make_project, mlkit_run, only_run, store_root
+):
     project = make_project(LOGGING_PROJECT)
     result = mlkit_run(str(project), "-P", "lr=0.5", "--run-name", "first")
     assert result.returncode == 0, result.stderr
@@ -80,10 +82,14 @@ def test_git_tags_when_the_project_is_in_a_repository(make_project, mlkit_run, o
     repo = tmp_path / "repo"
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "remote", "add", "origin", "https://user:secret@example.com/team/repo.git"], check=True)
+    subprocess.run(
+        [*git, "remote", "add", "origin", "https://user:secret@example.com/team/repo.git"], check=True
+    )
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "one"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert mlkit_run(str(project)).returncode == 0
     tags = only_run().data.tags
     assert tags["mlflow.source.git.commit"] == head
@@ -193,7 +199,7 @@ def test_hostile_parameter_values_run_nothing(make_project, mlkit_run, tmp_path)
         }
     )
     values = [v.format(victim=victim) for v in HOSTILE]
-    params = [arg for key, v in zip("abcd", values) for arg in ("-P", f"{key}={v}")]
+    params = [arg for key, v in zip("abcd", values, strict=True) for arg in ("-P", f"{key}={v}")]
     for entry in ("main", "piped"):
         result = mlkit_run(str(project), "-e", entry, *params)
         assert result.returncode == 0, result.stderr
@@ -212,7 +218,9 @@ def test_experiment_by_name_is_created_and_env_var_is_honoured(make_project, mlk
     assert store.get_experiment_by_name("exp-b") is not None
 
 
-def test_supervisor_sigkilled_leaves_a_run_that_is_later_marked_lost(make_project, start_mlkit, store_root, wait_for, only_run):
+def test_supervisor_sigkilled_leaves_a_run_that_is_later_marked_lost(
+    make_project, start_mlkit, store_root, wait_for, only_run
+):
     project = make_project({"sleep.py": "import time; print('up', flush=True); time.sleep(60)"})
     sup = start_mlkit(str(project), "-e", "sleep.py")
     wait_for(lambda: any(Path(store_root).glob("0/*/artifacts/logs/output.log")), what="the run to start")

@@ -113,7 +113,16 @@ def test_timeout_kills_and_exits_124(make_project, mlkit_run, only_run, tmp_path
     project = make_project(TREE)
     pids_file = tmp_path / "pids.json"
     started = time.monotonic()
-    result = mlkit_run(str(project), "-e", "tree.py", "-P", f"pids={pids_file}", "--timeout", "2s", env={"MLKIT_KILL_GRACE": "1"})
+    result = mlkit_run(
+        str(project),
+        "-e",
+        "tree.py",
+        "-P",
+        f"pids={pids_file}",
+        "--timeout",
+        "2s",
+        env={"MLKIT_KILL_GRACE": "1"},
+    )
     assert result.returncode == 124, result.stderr
     assert time.monotonic() - started < 20
     _assert_all_gone(json.loads(pids_file.read_text()))
@@ -145,7 +154,9 @@ def test_leftovers_are_stopped_when_the_entry_point_exits(make_project, mlkit_ru
         }
     )
     pids_file = tmp_path / "left.json"
-    result = mlkit_run(str(project), "-e", "daemon.py", "-P", f"pids={pids_file}", env={"MLKIT_KILL_GRACE": "0.5"})
+    result = mlkit_run(
+        str(project), "-e", "daemon.py", "-P", f"pids={pids_file}", env={"MLKIT_KILL_GRACE": "0.5"}
+    )
     assert result.returncode == 0, result.stderr
     assert only_run().info.status == "FINISHED"
     for pid in json.loads(Path(pids_file).read_text()):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from mlkit.runner.hooks import run_on_finish
 
-RUN = {"run_id": "abc123", "status": "FINISHED", "exit_code": 0, "run_dir": "/store/0/abc123", "experiment_id": "7"}
+RUN = {
+    "run_id": "abc123",
+    "status": "FINISHED",
+    "exit_code": 0,
+    "run_dir": "/store/0/abc123",
+    "experiment_id": "7",
+}
 
 
 def test_success_and_env_vars(tmp_path: Path) -> None:
@@ -21,7 +27,9 @@ def test_success_and_env_vars(tmp_path: Path) -> None:
 
 
 def test_failed_run_and_missing_exit_code(tmp_path: Path) -> None:
-    result = run_on_finish('printf "%s/%s" "$MLKIT_STATUS" "$MLKIT_EXIT_CODE"', **{**RUN, "status": "KILLED", "exit_code": None})
+    result = run_on_finish(
+        'printf "%s/%s" "$MLKIT_STATUS" "$MLKIT_EXIT_CODE"', **{**RUN, "status": "KILLED", "exit_code": None}
+    )
     assert result.output == "KILLED/" and result.ok
 
 

@@ -1,0 +1,138 @@
+"""The three trainers, run for real on CPU: smoke entry points through `mlkit run`, dry runs of
+train.py, resume, Ctrl-C and a 2-process DDP launch. Each run takes seconds."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import REPO, run_mlkit
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from mlkit.tracking.store import FileStore  # noqa: E402
+
+PROJECTS = REPO / "projects"
+SMOKE_METRIC = {"cnn": "train_loss", "rnn": "train_loss", "gan": "loss_d"}
+
+
+def trainer_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def steps(store_root, run_id, key):
+    return [m.step for m in FileStore(store_root).get_metric_history(run_id, key)]
+
+
+@pytest.mark.parametrize("project", ["cnn", "rnn", "gan"])
+def test_smoke_entry_point_through_mlkit_run(project, store_root, the_run):
+    t0 = time.monotonic()
+    r = run_mlkit("run", str(PROJECTS / project), "-e", "smoke", "--env-manager", "local",
+                  env={"OMP_NUM_THREADS": "1"}, timeout=180)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FINISHED"
+    key = SMOKE_METRIC[project]
+    assert key in run.data.metrics and run.data.metrics["samples_per_s" if project != "rnn" else "tokens_per_s"] > 0
+    art = FileStore(store_root).artifact_dir(run.info.run_id)
+    assert (art / "checkpoints" / "last.pt").is_file()
+    assert (art / "model" / "MLmodel").is_file()
+    if project == "rnn":
+        assert run.data.metrics["val_loss"] < run.data.metrics["unigram_loss"] + 1.0
+        assert (art / "samples" / "sample.txt").read_text().startswith("def ")
+    if project == "gan":
+        assert (art / "samples" / "epoch_001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if project == "cnn":
+        assert 0.0 <= run.data.metrics["val_accuracy"] <= 1.0
+    print(f"{project} smoke via mlkit run: {elapsed:.1f} s")
+
+
+def test_logged_model_loads_back_and_predicts(store_root, the_run):
+    r = run_mlkit("run", str(PROJECTS / "cnn"), "-e", "smoke", "--env-manager", "local", timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import mlkit
+    import torch
+
+    model = mlkit.load_model(f"runs:/{the_run().info.run_id}/model")
+    assert model(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("project,args", [
+    ("cnn", ["--dry-run", "--data", "synthetic", "--image-size", "16", "--channels", "3", "--synthetic-size", "300"]),
+    ("rnn", ["--dry-run", "--data", "synthetic", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16"]),
+    ("gan", ["--dry-run", "--data", "synthetic", "--image-size", "8", "--channels", "3", "--synthetic-size", "300",
+             "--ngf", "8", "--ndf", "8"]),
+])
+def test_dry_run_of_train_py_on_synthetic_data(project, args, train, the_run):
+    r = train(project, *args, "--log-interval", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FINISHED" and run.data.params["data"] == "synthetic"
+
+
+def test_resume_continues_the_step_count(train, store_root, the_run):
+    args = ["--epochs", "1", "--width", "8", "--log-interval", "5"]
+    assert (r := train("cnn", *args)).returncode == 0, r.stderr[-3000:]
+    first = the_run()
+    first_steps = steps(store_root, first.info.run_id, "train_loss")
+    r = train("cnn", "--epochs", "2", "--log-interval", "5", f"--resume={first.info.run_id}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs, _ = FileStore(store_root).search_runs(["0"])
+    second = next(x for x in runs if x.info.run_id != first.info.run_id)
+    assert second.data.params["resumed_from_step"] == "22"  # 1437 // 64 steps in epoch 1
+    second_steps = steps(store_root, second.info.run_id, "train_loss")
+    assert min(second_steps) > max(first_steps) and max(second_steps) == 44
+    assert steps(store_root, second.info.run_id, "val_accuracy") == [44]  # only epoch 2 ran
+
+
+def test_resume_from_a_run_without_checkpoint_is_a_clear_error(train, store_root):
+    run = FileStore(store_root).create_run("0")
+    r = train("cnn", "--epochs", "1", f"--resume={run.info.run_id}")
+    assert r.returncode != 0 and "no checkpoints/last.pt" in r.stderr
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(store_root):
+    proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "500", "--log-interval", "1", "--width", "8"],
+                            cwd=PROJECTS / "cnn", env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list(store_root.glob("0/*/metrics/train_loss")):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "checkpoint saved" in err
+    (run_dir,) = [p.parent.parent for p in store_root.glob("0/*/metrics/train_loss")]
+    run = FileStore(store_root).get_run(run_dir.name)
+    assert run.info.status == "KILLED"
+    import torch
+
+    ckpt = torch.load(FileStore(store_root).artifact_dir(run.info.run_id) / "checkpoints" / "last.pt",
+                      weights_only=True)
+    assert ckpt["step"] >= 1 and set(ckpt) >= {"model", "optimizer", "step", "epoch", "args", "model_args"}
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
+    """torchrun with 2 gloo workers under `mlkit run`: one run, every metric step logged once."""
+    r = run_mlkit("run", str(PROJECTS / "cnn"), "-e", "smoke", "--env-manager", "local", "--nproc-per-node", "2",
+                  env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}, timeout=240)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    run = the_run()
+    assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
+    logged = steps(store_root, run.info.run_id, "train_loss")
+    assert logged and len(logged) == len(set(logged))  # rank 1 never logged
+    assert len(steps(store_root, run.info.run_id, "val_accuracy")) == 1
+    assert (FileStore(store_root).artifact_dir(run.info.run_id) / "checkpoints" / "last.pt").is_file()

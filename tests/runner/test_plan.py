@@ -1,0 +1,188 @@
+"""`plan_run` is pure: the same inputs give the same plan and nothing on disk changes."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mlkit.errors import UsageError
+from mlkit.project import load_project
+from mlkit.runner.plan import plan_run, rdzv_id_for
+from mlkit.runner.supervise import classify
+
+
+@dataclass
+class FakeEnv:  # the fields of PreparedEnv that plan_run reads
+    python: Path = Path("/envs/abc/bin/python")
+    env_vars: dict = field(
+        default_factory=lambda: {"PATH": "/envs/abc/bin:/usr/bin", "VIRTUAL_ENV": "/envs/abc"}
+    )
+    manager: str = "uv"
+
+
+@dataclass
+class FakeGpu:
+    uuid: str
+
+
+@dataclass
+class FakeLease:  # the fields of GpuLease that plan_run reads
+    gpus: list
+    env: dict
+
+
+def lease(n: int) -> FakeLease:
+    uuids = [f"GPU-{i:08d}-0000-0000-0000-000000000000" for i in range(n)]
+    return FakeLease(
+        [FakeGpu(u) for u in uuids],
+        {"CUDA_VISIBLE_DEVICES": ",".join(uuids), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
+    )
+
+
+@pytest.fixture
+def project(make_project):
+    root = make_project(
+        {
+            "MLproject": """
+                name: p
+                entry_points:
+                  main:
+                    parameters: {lr: {type: float, default: 0.1}}
+                    command: "python train.py --lr {lr}"
+                  mod:
+                    command: "python -u -m pkg.train --fast"
+                  shell:
+                    parameters: {n: {type: int, default: 3}}
+                    command: "seq {n} | wc -l"
+                  bash:
+                    command: "./run.sh"
+            """,
+            "train.py": "",
+        }
+    )
+    return load_project(root)
+
+
+def _snapshot(root: Path) -> list[tuple[str, float]]:
+    return sorted((str(p), p.stat().st_mtime) for p in root.rglob("*"))
+
+
+def plan(project, entry="main", params=None, **kw):
+    defaults = {
+        "env": FakeEnv(),
+        "lease": None,
+        "store_root": Path("/store/mlruns"),
+        "run_id": "r" * 32,
+        "experiment_id": "7",
+    }
+    return plan_run(project, entry, params or {}, **(defaults | kw))
+
+
+def test_plan_is_pure(project, tmp_path):
+    before = _snapshot(tmp_path)
+    environ = dict(os.environ)
+    first = plan(project, params={"lr": "0.5"}, lease=lease(1))
+    assert plan(project, params={"lr": "0.5"}, lease=lease(1)) == first
+    assert _snapshot(tmp_path) == before  # no store, no log dir, nothing written
+    assert dict(os.environ) == environ
+    assert not Path("/store").exists()
+
+
+def test_python_is_swapped_and_the_child_env_is_complete(project):
+    p = plan(project, params={"lr": "0.5"}, lease=lease(1))
+    assert p.argv == ["/envs/abc/bin/python", "train.py", "--lr", "0.5"]
+    assert p.cwd == project.directory
+    assert p.env["MLKIT_RUN_ID"] == p.env["MLFLOW_RUN_ID"] == "r" * 32
+    assert p.env["MLKIT_EXPERIMENT_ID"] == p.env["MLFLOW_EXPERIMENT_ID"] == "7"
+    assert p.env["MLKIT_TRACKING_URI"] == "/store/mlruns"
+    assert p.env["MLFLOW_TRACKING_URI"] == "file:///store/mlruns"
+    assert p.env["VIRTUAL_ENV"] == "/envs/abc" and p.env["PATH"].startswith("/envs/abc/bin")
+    assert p.env["CUDA_VISIBLE_DEVICES"].startswith("GPU-") and p.env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    assert p.env["PYTHONUNBUFFERED"] == "1"
+    assert p.log_file == Path("/store/mlruns/7") / ("r" * 32) / "artifacts/logs/output.log"
+    assert p.params == {"lr": "0.5"} and p.types == {"lr": "float"}
+    assert not p.torchrun
+
+
+def test_relative_store_root_becomes_absolute(project):
+    p = plan(project, store_root=Path("mlruns"))
+    assert Path(p.env["MLKIT_TRACKING_URI"]).is_absolute()
+    assert p.env["MLFLOW_TRACKING_URI"].startswith("file:///")
+
+
+def test_dry_run_plan_without_env_keeps_python(project):
+    p = plan(project, env=None)
+    assert p.argv[0] == "python"
+    assert "VIRTUAL_ENV" not in p.env
+
+
+def test_shell_commands_run_through_bash_with_the_env_path(project):
+    p = plan(project, "shell", {"n": "4"})
+    assert p.argv == ["bash", "-c", "seq 4 | wc -l"]
+    assert p.shell == "seq 4 | wc -l"
+
+
+def test_several_gpus_hand_off_to_torchrun_standalone(project):
+    p = plan(project, params={"lr": "0.5"}, lease=lease(4))
+    assert p.torchrun and p.nproc_per_node == 4
+    assert p.argv == [
+        "/envs/abc/bin/python", "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+        "--nproc-per-node", "4", "train.py", "--lr", "0.5",
+    ]  # fmt: skip
+    assert p.env["CUDA_VISIBLE_DEVICES"].count(",") == 3  # every rank sees the leased GPUs
+    assert p.env["MLKIT_RUN_ID"] == "r" * 32  # one run id for every rank
+
+
+def test_nproc_per_node_without_gpus_and_module_commands(project):
+    p = plan(project, "mod", nproc_per_node=2)
+    assert p.argv[3:] == [
+        "--standalone",
+        "--nnodes",
+        "1",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "pkg.train",
+        "--fast",
+    ]
+    assert plan(project, nproc_per_node=1).torchrun is False  # one process: run it directly
+
+
+def test_multi_node_uses_c10d_rendezvous(project):
+    p = plan(project, nnodes=2, node_rank=1, rdzv_endpoint="node0:29400", nproc_per_node=8)
+    flags = p.argv[3:-3]
+    assert flags == [
+        "--nnodes", "2", "--node-rank", "1", "--nproc-per-node", "8", "--rdzv-backend", "c10d",
+        "--rdzv-endpoint", "node0:29400", "--rdzv-id", p.rdzv_id,
+    ]  # fmt: skip
+    # every node computes the same id without talking to the others (each has its own run id)
+    other = plan(project, nnodes=2, node_rank=0, rdzv_endpoint="node0:29400", nproc_per_node=8, run_id="s" * 32,
+                 env=FakeEnv(python=Path("/other/python")))  # fmt: skip
+    assert other.rdzv_id == p.rdzv_id == rdzv_id_for(p.command, 2, "node0:29400")
+    with pytest.raises(UsageError):
+        plan(project, nnodes=2)
+
+
+def test_non_python_commands_are_not_wrapped(project):
+    p = plan(project, "bash", lease=lease(2))
+    assert not p.torchrun and p.argv == ["./run.sh"]
+    assert p.notices and "torchrun" in p.notices[0]
+
+
+@pytest.mark.parametrize(
+    ("returncode", "reason", "signum", "expected"),
+    [
+        (0, None, None, ("FINISHED", 0, None, None)),
+        (3, None, None, ("FAILED", 3, "exit_code", None)),
+        (130, None, None, ("KILLED", 130, "signal", "SIGINT")),
+        (-9, None, None, ("KILLED", 137, "signal", "SIGKILL")),
+        (-15, "signal", 15, ("KILLED", 143, "signal", "SIGTERM")),
+        (0, "signal", 2, ("KILLED", 130, "signal", "SIGINT")),  # stopped by us, even if it exits cleanly
+        (-15, "timeout", 15, ("KILLED", 124, "timeout", "SIGTERM")),
+    ],
+)
+def test_classify(returncode, reason, signum, expected):
+    assert classify(returncode, reason, signum) == expected

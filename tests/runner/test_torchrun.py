@@ -1,0 +1,76 @@
+"""Multi-process hand-off to torchrun on CPU (gloo): one run, rank 0 logs, the tree dies together."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("torch")
+pytestmark = [pytest.mark.torch, pytest.mark.slow]
+
+DDP = {
+    "MLproject": """
+        entry_points:
+          main:
+            parameters: {hang: {type: int, default: 0}}
+            command: "python ddp.py --hang {hang}"
+    """,
+    "ddp.py": """
+        import os, sys, time
+        import torch
+        import torch.distributed as dist
+        import mlkit
+
+        dist.init_process_group("gloo")
+        rank = dist.get_rank()
+        t = torch.ones(1) * (rank + 1)
+        dist.all_reduce(t)
+        print(f"rank {rank} pid {os.getpid()} run {os.environ['MLKIT_RUN_ID']} sum {t.item():g}", flush=True)
+        if rank == 0:
+            mlkit.log_metric("sum", t.item())
+        if sys.argv[-1] == "1":
+            print(f"rank {rank} hanging", flush=True)
+            time.sleep(120)
+        dist.destroy_process_group()
+    """,
+}
+ENV = {"OMP_NUM_THREADS": "1", "MLKIT_KILL_GRACE": "3"}
+
+
+def test_two_ranks_one_run_metric_written_once(make_project, mlkit_run, only_run, store_root):
+    project = make_project(DDP)
+    result = mlkit_run(str(project), "--nproc-per-node", "2", env=ENV, timeout=120)
+    assert result.returncode == 0, result.stderr
+    run = only_run()  # exactly one run for the whole launch
+    assert run.info.status == "FINISHED"
+    assert json.loads(run.data.tags["mlkit.command"])[1:3] == ["-m", "torch.distributed.run"]
+    metric = Path(store_root, "0", run.info.run_id, "metrics", "sum").read_text().splitlines()
+    assert len(metric) == 1 and metric[0].split()[1] == "3.0"  # rank 0 only, after the all_reduce
+    log = Path(store_root, "0", run.info.run_id, "artifacts", "logs", "output.log").read_text()
+    for rank in (0, 1):
+        assert f"rank {rank} pid" in log and f"run {run.info.run_id} sum 3" in log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_kills_every_rank(sig, make_project, start_mlkit, only_run, store_root, wait_for):
+    project = make_project(DDP)
+    sup = start_mlkit(str(project), "--nproc-per-node", "2", "-P", "hang=1", env=ENV)
+
+    def both_hanging() -> bool:
+        logs = list(Path(store_root).glob("0/*/artifacts/logs/output.log"))
+        text = logs[0].read_text() if logs else ""
+        return "rank 0 hanging" in text and "rank 1 hanging" in text
+
+    wait_for(both_hanging, timeout=90, what="both ranks to start")
+    log = next(Path(store_root).glob("0/*/artifacts/logs/output.log")).read_text()
+    pids = [int(line.split()[3]) for line in log.splitlines() if line.startswith("rank ") and " pid " in line]
+    assert len(pids) == 2
+    sup.send_signal(sig)
+    assert sup.wait(timeout=60) == 128 + sig
+    for pid in pids:  # the ranks live in their own sessions (torchrun's doing); they still died
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert only_run().info.status == "KILLED"

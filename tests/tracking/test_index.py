@@ -1,0 +1,93 @@
+"""The search cache notices changes made behind its back, and survives being broken."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from mlkit.tracking.index import INDEX_FILE, RACY_NS
+from mlkit.tracking.store import FileStore
+
+
+def _settle(path: Path) -> None:
+    """Age every file of the store past the racy window, as if written a while ago."""
+    old = time.time() - 10
+    for p in [path, *path.rglob("*")]:
+        os.utime(p, (old, old))
+    time.sleep(RACY_NS / 1e9 + 0.05)  # ctimes are 'now': let them age too
+
+
+@pytest.fixture
+def store(store_root: Path) -> FileStore:
+    return FileStore(store_root)
+
+
+def _ids(store: FileStore, filter_string: str) -> set[str]:
+    return {r.info.run_id for r in FileStore(store.root).search_runs(["0"], filter_string)[0]}
+
+
+def test_index_file_sits_at_the_root_and_no_directories_are_added(store: FileStore, store_root: Path) -> None:
+    run_id = store.create_run("0").info.run_id
+    store.log_metric(run_id, "acc", 0.5)
+    store.search_runs(["0"], "metrics.acc > 0")
+    assert (store_root / INDEX_FILE).is_file()
+    assert sorted(p.name for p in store_root.iterdir() if p.is_dir()) == [".trash", "0"]
+
+
+def test_sees_appends_new_keys_tag_rewrites_and_status_from_other_writers(store: FileStore, store_root: Path) -> None:
+    run_id = store.create_run("0").info.run_id
+    store.log_metric(run_id, "acc", 0.1)
+    store.log_param(run_id, "lr", "0.1")
+    store.set_tag(run_id, "team", "aaaa")
+    store.close()
+    _settle(store_root)
+    assert _ids(store, "metrics.acc > 0.5") == set()
+    run_dir = store.run_dir(run_id)
+    # MLflow-style writers: append in place, write new files, overwrite a tag in place (same size)
+    with open(run_dir / "metrics" / "acc", "a") as fh:
+        fh.write(f"{int(time.time() * 1000)} 0.9 1\n")
+    assert _ids(store, "metrics.acc > 0.5") == {run_id}
+    (run_dir / "params" / "new").write_text("x")
+    assert _ids(store, "params.new = 'x'") == {run_id}
+    (run_dir / "metrics" / "nested").mkdir()
+    (run_dir / "metrics" / "nested" / "m").write_text("1000 3.0 0\n")
+    assert _ids(store, "metrics.`nested/m` = 3") == {run_id}
+    with open(run_dir / "tags" / "team", "r+") as fh:
+        fh.write("bbbb")
+    assert _ids(store, "tags.team = 'bbbb'") == {run_id}
+    text = (run_dir / "meta.yaml").read_text().replace("status: 1", "status: 4")
+    (run_dir / "meta.yaml").write_text(text)
+    assert _ids(store, "attributes.status = 'FAILED'") == {run_id}
+    found = FileStore(store.root).search_runs(["0"])[0][0]
+    assert found.data.metrics == {"acc": 0.9, "nested/m": 3.0} and found.data.tags["team"] == "bbbb"
+
+
+def test_new_and_removed_runs(store: FileStore) -> None:
+    first = store.create_run("0").info.run_id
+    assert _ids(store, "") == {first}
+    second = store.create_run("0").info.run_id
+    assert _ids(store, "") == {first, second}
+    import shutil
+
+    shutil.rmtree(store.run_dir(first))
+    assert _ids(store, "") == {second}
+
+
+def test_corrupt_index_is_rebuilt(store: FileStore, store_root: Path) -> None:
+    run_id = store.create_run("0").info.run_id
+    store.log_metric(run_id, "acc", 0.7)
+    store.close()
+    assert _ids(store, "metrics.acc > 0.5") == {run_id}
+    for suffix in ("-wal", "-shm"):
+        Path(f"{store_root / INDEX_FILE}{suffix}").unlink(missing_ok=True)
+    (store_root / INDEX_FILE).write_bytes(b"this is not sqlite" * 100)
+    assert _ids(store, "metrics.acc > 0.5") == {run_id}
+
+
+def test_read_only_index_location_still_answers(store: FileStore, store_root: Path) -> None:
+    run_id = store.create_run("0").info.run_id
+    (store_root / INDEX_FILE).mkdir()  # something in the way: the cache cannot be opened
+    assert _ids(store, "") == {run_id}
