@@ -152,7 +152,7 @@ def main() -> None:
     rows.append(
         (
             "cold build, same + build_dependencies [pip]",
-            fmt(mlkit_uv_pip) + " (mlkit uv, pip via ensurepip)",
+            fmt(mlkit_uv_pip) + " (mlkit uv, the interpreter's bundled pip wheel)",
             "(the virtualenv row above has it)",
             "fails offline: `uv pip install pip` finds no pip",
         )

@@ -110,7 +110,9 @@ def bench_search(tmp: Path, n_runs: int) -> dict[str, float | int]:
     start = time.perf_counter()
     mruns = mlflow_store.search_runs([exp], FILTER, ViewType.ACTIVE_ONLY, max_results=50000)
     mlflow_s = time.perf_counter() - start
-    same = [r.info.run_id for r in runs] == [r.info.run_id for r in mruns] == [r.info.run_id for r in cold_runs]
+    same = (
+        [r.info.run_id for r in runs] == [r.info.run_id for r in mruns] == [r.info.run_id for r in cold_runs]
+    )
     return {"build_s": build_s, "cold": cold, "warm": statistics.median(warm_times), "mlflow": mlflow_s,
             "matches": len(runs), "same": same}  # fmt: skip
 
@@ -141,7 +143,9 @@ def main() -> int:
     print("| --- | --- | --- | --- |")
     for level in ("client", "fluent"):
         mk, mf = rates[f"mlkit {level}"], rates[f"mlflow {level}"]
-        print(f"| log_metric, one run, {level} API | {mk:,.0f} calls/s | {mf:,.0f} calls/s | {mk / mf:.0f}x |")
+        print(
+            f"| log_metric, one run, {level} API | {mk:,.0f} calls/s | {mf:,.0f} calls/s | {mk / mf:.0f}x |"
+        )
     for label, key in (("warm cache", "warm"), ("cold: first search builds the cache", "cold")):
         ratio = search["mlflow"] / search[key]
         print(f"| search_runs, {args.runs:,} runs, metric+param filter, {label} | {search[key]:.3f} s | "

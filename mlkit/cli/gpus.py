@@ -152,6 +152,7 @@ def _watch(interval: float, as_json: bool) -> None:
 
 
 def _live(interval: float) -> None:
+    from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
@@ -167,7 +168,7 @@ def _live(interval: float) -> None:
             tab.add_row(*row)
         return tab
 
-    with Live(table(), console=output.out, auto_refresh=False) as live:
+    with Live(table(), console=Console(highlight=False), auto_refresh=False) as live:
         while True:
             time.sleep(interval)
             live.update(table(), refresh=True)

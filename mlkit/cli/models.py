@@ -39,7 +39,9 @@ def _when(ms: int | None) -> str:
 
 def _key_metrics(metrics: dict[str, float], limit: int = 4) -> str:
     keys = sorted(k for k in metrics if not k.startswith("system/"))
-    preferred = [k for k in keys if k.startswith(("val", "test"))] + [k for k in keys if not k.startswith(("val", "test"))]
+    preferred = [k for k in keys if k.startswith(("val", "test"))] + [
+        k for k in keys if not k.startswith(("val", "test"))
+    ]
     return " ".join(f"{k}={metrics[k]:.4g}" for k in preferred[:limit])
 
 
@@ -100,7 +102,16 @@ def list_cmd(
         )
         aliases = ", ".join(f"{a}:v{v}" for a, v in sorted(model.aliases.items()))
         latest = max((v.version for v in versions), default=None)
-        rows.append([model.name, len(versions), latest and f"v{latest}", stages, aliases, _when(model.last_updated_timestamp)])
+        rows.append(
+            [
+                model.name,
+                len(versions),
+                latest and f"v{latest}",
+                stages,
+                aliases,
+                _when(model.last_updated_timestamp),
+            ]
+        )
     if not rows:
         info("No registered models. Register one with `mlkit models register runs:/RUN_ID/model NAME`.")
         return
@@ -154,7 +165,9 @@ def transition_cmd(
     version: str = typer.Argument(..., help="Version number."),
     stage: str = typer.Argument(..., help="None, Staging, Production or Archived (any case)."),
     archive_existing: bool = typer.Option(
-        False, "--archive-existing", help="Move the stage's other versions to Archived (Staging/Production only)."
+        False,
+        "--archive-existing",
+        help="Move the stage's other versions to Archived (Staging/Production only).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the version as JSON."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
@@ -163,7 +176,9 @@ def transition_cmd(
 
     Example: mlkit models transition cnn 3 Production --archive-existing
     """
-    result = _registry(store).transition_model_version_stage(name, version, stage, archive_existing=archive_existing)
+    result = _registry(store).transition_model_version_stage(
+        name, version, stage, archive_existing=archive_existing
+    )
     if json_out:
         print_json(result)
         return
@@ -202,7 +217,9 @@ def tag_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     key: str = typer.Argument(..., help="Tag key."),
     value: str | None = typer.Argument(None, help="Tag value (omit with --delete)."),
-    version: str | None = typer.Option(None, "--version", "-v", help="Tag this version instead of the model."),
+    version: str | None = typer.Option(
+        None, "--version", "-v", help="Tag this version instead of the model."
+    ),
     delete: bool = typer.Option(False, "--delete", help="Remove the tag."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
@@ -232,7 +249,9 @@ def tag_cmd(
 def describe_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     description: str = typer.Argument(..., help="New description ('' clears it)."),
-    version: str | None = typer.Option(None, "--version", "-v", help="Describe this version instead of the model."),
+    version: str | None = typer.Option(
+        None, "--version", "-v", help="Describe this version instead of the model."
+    ),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:
     """Set the description of a model or a version.
@@ -252,12 +271,20 @@ def describe_cmd(
 @handle_errors
 def promote_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
-    from_run: str = typer.Option(..., "--from-run", help="Run whose model is the candidate (id or 6+ char prefix)."),
-    if_better: str = typer.Option(
-        ..., "--if-better", help="Condition, e.g. 'metrics.val_acc > champion' or 'metrics.val_loss < Production'."
+    from_run: str = typer.Option(
+        ..., "--from-run", help="Run whose model is the candidate (id or 6+ char prefix)."
     ),
-    alias: str | None = typer.Option(None, "--alias", help="Alias to move (default: the condition's reference)."),
-    stage: str | None = typer.Option(None, "--stage", help="Stage to move the candidate to instead of an alias."),
+    if_better: str = typer.Option(
+        ...,
+        "--if-better",
+        help="Condition, e.g. 'metrics.val_acc > champion' or 'metrics.val_loss < Production'.",
+    ),
+    alias: str | None = typer.Option(
+        None, "--alias", help="Alias to move (default: the condition's reference)."
+    ),
+    stage: str | None = typer.Option(
+        None, "--stage", help="Stage to move the candidate to instead of an alias."
+    ),
     artifact_path: str = typer.Option("model", "--artifact-path", help="Where the run logged its model."),
     json_out: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
@@ -269,7 +296,13 @@ def promote_cmd(
     from mlkit.models.promote import promote
 
     result = promote(
-        name, from_run=from_run, if_better=if_better, alias=alias, stage=stage, artifact_path=artifact_path, root=store
+        name,
+        from_run=from_run,
+        if_better=if_better,
+        alias=alias,
+        stage=stage,
+        artifact_path=artifact_path,
+        root=store,
     )
     if json_out:
         print_json(result)
@@ -326,7 +359,9 @@ def delete_cmd(
 @models_app.command("download")
 @handle_errors
 def download_cmd(
-    uri: str = typer.Argument(..., help="runs:/..., models:/NAME/VERSION|STAGE|latest or models:/NAME@ALIAS."),
+    uri: str = typer.Argument(
+        ..., help="runs:/..., models:/NAME/VERSION|STAGE|latest or models:/NAME@ALIAS."
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="New directory to copy the model into."),
     store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
 ) -> None:

@@ -146,7 +146,7 @@ def _cached_build(
 ) -> PreparedEnv:
     key = env_key(spec, manager)
     path = cache.env_path(key)
-    marker = cache.read_marker(path)
+    marker = _usable(cache.read_marker(path))
     if marker is not None:  # fast path: complete envs are used without a lock
         cache.touch_last_used(path)
         return _prepared(spec, manager, path, marker, reused=True, why=why)
@@ -156,14 +156,15 @@ def _cached_build(
         resolve_conda_exe(conda_exe)  # a missing binary fails before anything is locked or made
     path.parent.mkdir(parents=True, exist_ok=True)
     with cache.build_lock(key, on_wait=progress):
-        marker = cache.read_marker(path)
+        marker = _usable(cache.read_marker(path))
         if marker is not None:  # another process built it while we waited
             cache.touch_last_used(path)
             return _prepared(spec, manager, path, marker, reused=True, why=why)
         log = cache.BuildLog(key, progress)
         try:
             if path.exists() or path.is_symlink():
-                log.step(f"removing a half-built environment at {path} (no {cache.MARKER})")
+                why_gone = "no " + cache.MARKER if cache.read_marker(path) is None else "its python is gone"
+                log.step(f"removing a half-built or broken environment at {path} ({why_gone})")
                 cache.kill_orphans(key, path)
                 cache.remove_tree(path)
             started = time.monotonic()
@@ -202,6 +203,14 @@ def _cached_build(
         finally:
             log.close()
     return _prepared(spec, manager, path, info, reused=False, why=why)
+
+
+def _usable(marker: dict | None) -> dict | None:
+    """A complete env whose interpreter still exists (a venv's base Python may have been removed)."""
+    if marker is None:
+        return None
+    python = marker.get("python")
+    return marker if python is None or os.path.exists(python) else None
 
 
 def _build(spec, manager, path, log, project_dir, conda_exe) -> dict:

@@ -137,7 +137,11 @@ def _found_by_installed_finder(top: str, origin: str) -> bool:
     import importlib.machinery
 
     for finder in sys.meta_path:
-        if finder in (importlib.machinery.PathFinder, importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter):
+        if finder in (
+            importlib.machinery.PathFinder,
+            importlib.machinery.BuiltinImporter,
+            importlib.machinery.FrozenImporter,
+        ):
             continue
         find_spec = getattr(finder, "find_spec", None)
         if find_spec is None:
@@ -146,17 +150,33 @@ def _found_by_installed_finder(top: str, origin: str) -> bool:
             spec = find_spec(top, None)
         except Exception:
             continue
-        if spec is not None and spec.origin and origin.startswith(os.path.dirname(os.path.realpath(spec.origin))):
+        if (
+            spec is not None
+            and spec.origin
+            and origin.startswith(os.path.dirname(os.path.realpath(spec.origin)))
+        ):
             return True
     return False
 
 
-def importable_in_fresh_interpreter(module_name: str) -> bool:
+def _class_origin(cls: type) -> str | None:
+    """The source file of a class: its module's __file__, else where its methods were compiled."""
+    origin = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if origin:
+        return str(origin)
+    for value in vars(cls).values():
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if code is not None and os.path.isfile(code.co_filename):
+            return str(code.co_filename)
+    return None
+
+
+def importable_in_fresh_interpreter(module_name: str, origin: str | None = None) -> bool:
     """Whether `import module_name` would find the same file in a fresh interpreter started anywhere."""
     if module_name == "__main__":
         return False
-    module = sys.modules.get(module_name)
-    origin = getattr(module, "__file__", None)
+    if origin is None:
+        origin = getattr(sys.modules.get(module_name), "__file__", None)
     if not origin:
         return module_name.split(".")[0] in sys.builtin_module_names
     origin = os.path.realpath(origin)
@@ -167,8 +187,7 @@ def importable_in_fresh_interpreter(module_name: str) -> bool:
 
 def _source_to_copy(cls: type) -> tuple[str, Path]:
     """(module name to import from code/, file or package dir to copy) for a class no fresh interpreter finds."""
-    module = sys.modules.get(cls.__module__)
-    origin = getattr(module, "__file__", None)
+    origin = _class_origin(cls)
     class_path = f"{cls.__module__}:{cls.__qualname__}"
     if not origin or not Path(origin).is_file():
         raise InvalidInputError(
@@ -245,7 +264,10 @@ def _tensor_specs(tensors: list[Any], prefix: str) -> str:
     specs = []
     for i, tensor in enumerate(tensors):
         shape = [-1, *tensor.shape[1:]] if tensor.dim() > 0 else []
-        spec: dict[str, Any] = {"type": "tensor", "tensor-spec": {"dtype": _dtype_name(tensor), "shape": list(shape)}}
+        spec: dict[str, Any] = {
+            "type": "tensor",
+            "tensor-spec": {"dtype": _dtype_name(tensor), "shape": list(shape)},
+        }
         if len(tensors) > 1:
             spec = {"name": f"{prefix}_{i}", **spec}
         specs.append(spec)
@@ -330,7 +352,9 @@ def _env_files(target: Path, torch_version: str) -> None:
     )
     files.write_atomic(
         target / "python_env.yaml",
-        files.dump_yaml({"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}),
+        files.dump_yaml(
+            {"python": python, "build_dependencies": ["pip"], "dependencies": ["-r requirements.txt"]}
+        ),
     )
     files.write_atomic(
         target / "conda.yaml",
@@ -388,14 +412,16 @@ def save_model(
 
     target = Path(path)
     if target.exists():
-        raise InvalidInputError(f"{target}: a model (or file) is already there", hint="log it under another artifact path")
+        raise InvalidInputError(
+            f"{target}: a model (or file) is already there", hint="log it under another artifact path"
+        )
     staging = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         (staging / "data").mkdir(parents=True)
         weights = staging / WEIGHTS_FILE
         torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights)
         code_module = None
-        if not importable_in_fresh_interpreter(cls.__module__):
+        if not importable_in_fresh_interpreter(cls.__module__, _class_origin(cls)):
             code_module, source = _source_to_copy(cls)
             (staging / CODE_DIR).mkdir()
             # a single-file module is stored under its module name (it may differ from the file's stem)
@@ -403,7 +429,9 @@ def save_model(
         for extra in code_paths or []:
             extra_path = Path(extra)
             if not extra_path.exists():
-                raise NotFoundError(f"code_paths entry {extra} does not exist", hint="pass files or directories that exist")
+                raise NotFoundError(
+                    f"code_paths entry {extra} does not exist", hint="pass files or directories that exist"
+                )
             (staging / CODE_DIR).mkdir(exist_ok=True)
             _copy_code(staging / CODE_DIR, extra_path.resolve())
         if inputs is not None:
@@ -419,7 +447,11 @@ def save_model(
                     "python_version": platform.python_version(),
                     **({"code": code_dir} if code_dir else {}),
                 },
-                "pytorch": {"code": code_dir, "model_data": "data", "pytorch_version": str(torch.__version__)},
+                "pytorch": {
+                    "code": code_dir,
+                    "model_data": "data",
+                    "pytorch_version": str(torch.__version__),
+                },
                 FLAVOR: {
                     "class": f"{code_module or cls.__module__}:{cls.__qualname__}",
                     "code_module": code_module,
@@ -451,7 +483,9 @@ def save_model(
         try:
             os.rename(staging, target)  # a reader sees the whole model directory or none of it
         except OSError as exc:
-            raise StoreError(f"{target}: cannot publish the model directory: {exc}", hint="is it there already?") from exc
+            raise StoreError(
+                f"{target}: cannot publish the model directory: {exc}", hint="is it there already?"
+            ) from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -523,7 +557,11 @@ def _append_log_model_history(store: Any, run_id: str, mlmodel: dict[str, Any]) 
             current = []
     except json.JSONDecodeError:
         current = []
-    entry = {k: v for k, v in mlmodel.items() if k in ("run_id", "artifact_path", "utc_time_created", "model_uuid", "flavors")}
+    entry = {
+        k: v
+        for k, v in mlmodel.items()
+        if k in ("run_id", "artifact_path", "utc_time_created", "model_uuid", "flavors")
+    }
     entry["flavors"] = {k: v for k, v in mlmodel["flavors"].items() if k != FLAVOR}
     current.append(entry)
     store.set_tag(run_id, LOG_MODEL_HISTORY_TAG, json.dumps(current))
@@ -551,11 +589,15 @@ def _flavor(mlmodel: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     return flavor
 
 
-def load_state_dict_safely(path: Path, expected_sha256: str | None, map_location: Any = "cpu") -> dict[str, Any]:
+def load_state_dict_safely(
+    path: Path, expected_sha256: str | None, map_location: Any = "cpu"
+) -> dict[str, Any]:
     """Load a tensors-only weights file; refuse a changed file or anything that needs unpickling."""
     torch = _torch()
     if not path.is_file():
-        raise NotFoundError(f"{path}: the model's weights file is missing", hint="the model directory is incomplete")
+        raise NotFoundError(
+            f"{path}: the model's weights file is missing", hint="the model directory is incomplete"
+        )
     if expected_sha256 and _sha256(path) != expected_sha256:
         raise UnsafeModelError(
             f"{path}: refused to load: the weights file changed after the model was logged (SHA-256 mismatch)",
@@ -574,7 +616,9 @@ def load_state_dict_safely(path: Path, expected_sha256: str | None, map_location
             f"{path}: cannot read the weights: {type(exc).__name__}: {exc}".splitlines()[0][:240],
             hint="the file is damaged or was written by an incompatible torch; log the model again",
         ) from exc
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise UnsafeModelError(
             f"{path}: refused to load: expected a dict of tensors, found {type(state).__name__}",
             hint="log the model again with mlkit.log_model",
@@ -585,7 +629,9 @@ def load_state_dict_safely(path: Path, expected_sha256: str | None, map_location
 def _import_class(model_dir: Path, class_path: str, code_module: str | None) -> type:
     module_name, _, qualname = class_path.partition(":")
     if not module_name or not qualname:
-        raise ModelLoadError(f"{model_dir}/MLmodel: bad class path {class_path!r}", hint="expected 'module:Class'")
+        raise ModelLoadError(
+            f"{model_dir}/MLmodel: bad class path {class_path!r}", hint="expected 'module:Class'"
+        )
     code_dir = model_dir / CODE_DIR
     try:
         if code_module and code_dir.is_dir():
@@ -649,14 +695,18 @@ def load_model_from_dir(model_dir: str | os.PathLike[str], *, map_location: Any 
     init_args = flavor.get("init_args") or {}
     weights = model_dir / str(flavor.get("weights") or WEIGHTS_FILE)
     if not os.path.realpath(weights).startswith(os.path.realpath(model_dir) + os.sep):
-        raise UnsafeModelError(f"{model_dir}/MLmodel: weights path {flavor.get('weights')!r} leaves the model directory", hint="")
+        raise UnsafeModelError(
+            f"{model_dir}/MLmodel: weights path {flavor.get('weights')!r} leaves the model directory", hint=""
+        )
     state = load_state_dict_safely(weights, flavor.get("weights_sha256"), "cpu")
     cls = _import_class(model_dir, class_path, flavor.get("code_module"))
     try:
         model = cls(**init_args)
     except Exception as exc:
         raise ModelLoadError(
-            f"cannot rebuild {class_path}(**{json.dumps(init_args)[:120]}): {type(exc).__name__}: {exc}".splitlines()[0],
+            f"cannot rebuild {class_path}(**{json.dumps(init_args)[:120]}): {type(exc).__name__}: {exc}".splitlines()[
+                0
+            ],
             hint="the class's constructor changed since the model was logged",
         ) from exc
     try:

@@ -30,11 +30,21 @@ def register_model(
     resolved = resolve_model_uri(uri, root=root)
     parsed = parse_model_uri(uri)
     if parsed.kind == "models" and resolved.version is not None:
-        source, storage, run_id = uri, resolved.version.storage_location or resolved.version.source, resolved.version.run_id
+        source, storage, run_id = (
+            uri,
+            resolved.version.storage_location or resolved.version.source,
+            resolved.version.run_id,
+        )
     else:
         source, storage, run_id = resolved.source, resolved.source, resolved.run_id
     return RegistryStore(root).create_model_version(
-        name, source, run_id=run_id, tags=tags, description=description, storage_location=storage, details=details
+        name,
+        source,
+        run_id=run_id,
+        tags=tags,
+        description=description,
+        storage_location=storage,
+        details=details,
     )
 
 
@@ -75,11 +85,15 @@ def download_model(uri: str, out_dir: str | os.PathLike[str], *, root: Path | st
     resolved = resolve_model_uri(uri, root=root)
     target = Path(out_dir)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise InvalidInputError(f"{target}: exists and is not an empty directory", hint="pick a new directory")
+        raise InvalidInputError(
+            f"{target}: exists and is not an empty directory", hint="pick a new directory"
+        )
     try:
         if target.exists():
             target.rmdir()
         shutil.copytree(resolved.path, target)
     except OSError as exc:
-        raise StoreError(f"{target}: cannot copy the model: {exc}", hint="check space and permissions") from exc
+        raise StoreError(
+            f"{target}: cannot copy the model: {exc}", hint="check space and permissions"
+        ) from exc
     return target

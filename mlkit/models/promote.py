@@ -78,10 +78,14 @@ def parse_condition(expression: str) -> Condition:
     reference = match["ref"]
     if not is_stage(reference):
         validate_alias(reference)
-    return Condition(match["key"], match["op"], canonical_stage(reference) if is_stage(reference) else reference)
+    return Condition(
+        match["key"], match["op"], canonical_stage(reference) if is_stage(reference) else reference
+    )
 
 
-def _holder(registry: RegistryStore, name: str, *, alias: str | None, stage: str | None) -> ModelVersion | None:
+def _holder(
+    registry: RegistryStore, name: str, *, alias: str | None, stage: str | None
+) -> ModelVersion | None:
     try:
         if alias is not None:
             return registry.get_version_by_alias(name, alias)
@@ -112,7 +116,9 @@ def promote(
     validate_model_name(name)
     condition = parse_condition(if_better)
     if alias is not None and stage is not None:
-        raise InvalidInputError("give either an alias or a stage to promote to, not both", hint="e.g. --alias champion")
+        raise InvalidInputError(
+            "give either an alias or a stage to promote to, not both", hint="e.g. --alias champion"
+        )
     explicit_target = alias is not None or stage is not None
     if alias is not None:
         validate_alias(alias)
@@ -195,7 +201,11 @@ def promote(
         else:
             assert stage is not None
             registry.transition_model_version_stage(
-                name, version.version, stage, archive_existing=archive_existing and stage in ACTIVE_STAGES, details=details
+                name,
+                version.version,
+                stage,
+                archive_existing=archive_existing and stage in ACTIVE_STAGES,
+                details=details,
             )
         result.promoted = True
         result.version = version.version

@@ -96,7 +96,10 @@ def parse_model_uri(uri: str) -> ModelUri:
             return ModelUri(uri, "models", name=name, alias=alias)
         name, sep, suffix = rest.partition("/")
         if not sep or not suffix or "/" in suffix:
-            raise _bad(uri, "expected models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS")
+            raise _bad(
+                uri,
+                "expected models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS",
+            )
         try:
             validate_model_name(name)
         except InvalidInputError as exc:
@@ -109,7 +112,10 @@ def parse_model_uri(uri: str) -> ModelUri:
             return ModelUri(uri, "models", name=name, latest=True)
         if is_stage(suffix):
             return ModelUri(uri, "models", name=name, stage=canonical_stage(suffix))
-        raise _bad(uri, f"{suffix!r} is neither a version number, a stage (None, Staging, Production, Archived) nor 'latest'")
+        raise _bad(
+            uri,
+            f"{suffix!r} is neither a version number, a stage (None, Staging, Production, Archived) nor 'latest'",
+        )
     local = files.path_from_uri(uri)
     if local is None:
         raise _bad(uri, "only runs:/, models:/, file:// and local paths are supported")
@@ -138,7 +144,13 @@ def resolve_model_uri(uri: str, *, root: Path | str | None = None, _depth: int =
         run_id = store.resolve_run_id(parsed.run_id or "")
         base = store.artifact_dir(run_id)
         path = base / parsed.artifact_path if parsed.artifact_path else base
-        resolved = ResolvedModel(uri, path, run_id, parsed.artifact_path, f"runs:/{run_id}/{parsed.artifact_path or ''}".rstrip("/"))
+        resolved = ResolvedModel(
+            uri,
+            path,
+            run_id,
+            parsed.artifact_path,
+            f"runs:/{run_id}/{parsed.artifact_path or ''}".rstrip("/"),
+        )
     elif parsed.kind == "path":
         assert parsed.path is not None
         resolved = ResolvedModel(uri, parsed.path, None, None, str(parsed.path))
@@ -147,7 +159,9 @@ def resolve_model_uri(uri: str, *, root: Path | str | None = None, _depth: int =
         version = resolve_version(parsed, registry)
         location = version.storage_location or version.source
         if _depth > 3:
-            raise InvalidInputError(f"{uri}: registry sources point at each other in a loop", hint="fix the source")
+            raise InvalidInputError(
+                f"{uri}: registry sources point at each other in a loop", hint="fix the source"
+            )
         try:
             inner = resolve_model_uri(location, root=root, _depth=_depth + 1)
         except InvalidInputError as exc:

@@ -28,17 +28,19 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlkit.errors import NotFoundError, StoreError, UsageError
+from mlkit.errors import LockedError, NotFoundError, StoreError, UsageError
 from mlkit.tracking import files
 from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Run
 from mlkit.tracking.lost import is_owner_gone
 
 GC_TMP_PREFIX = ".mlkit-gc-"
 TRASH = ".trash"
+LOCK_FILE = ".mlkit-gc.lock"
 ENDED_STATUSES = (FINISHED, FAILED, KILLED)
 ORPHAN_GRACE_S = 3600  # a run directory younger than this may be being created right now
 _RUN_DIR_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -629,17 +631,22 @@ def _scan_root_leftovers(root: Path) -> list[GcItem]:
 # ---------------------------------------------------------------------------------- removal
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> bool:
     """Remove a run/experiment/artifact directory so that a crash never leaves a half that looks valid.
 
     Rename it to a dot-named temp directory beside it (atomic; readers skip dot names), remove
-    its meta.yaml, then the rest.
+    its meta.yaml, then the rest. False when it was already gone (another gc took it).
     """
     if path.name.startswith(GC_TMP_PREFIX):
         tmp = path
+        if not os.path.lexists(tmp):
+            return False
     else:
         tmp = path.with_name(f"{GC_TMP_PREFIX}{os.getpid()}-{path.name}")
-        os.rename(path, tmp)
+        try:
+            os.rename(path, tmp)
+        except FileNotFoundError:
+            return False
     try:
         (tmp / "meta.yaml").unlink()
     except (FileNotFoundError, NotADirectoryError):
@@ -650,6 +657,26 @@ def remove_tree(path: Path) -> None:
             raise exc_info[1]
 
     shutil.rmtree(tmp, onerror=ignore_missing)
+    return True
+
+
+@contextmanager
+def gc_lock(root: Path) -> Iterator[None]:
+    """One gc at a time per store: an flock on `<root>/.mlkit-gc.lock` (a file, so MLflow ignores it)."""
+    import fcntl
+
+    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockedError(
+                f"{root}: another `mlkit gc` is running on this store",
+                hint="wait for it to finish (cron: stagger the gc jobs)",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _still_removable(store, planned: _PlannedRun, registered: dict[str, str], leased: set[str]) -> str | None:
@@ -678,11 +705,19 @@ def run_gc(
     now_ms: int | None = None,
 ) -> GcResult:
     """Plan, then (unless `dry_run`) remove. Bytes freed are those of the items removed."""
-    result, planned = plan_gc(
-        store, policy, experiments=experiments, deleted=deleted, orphans=orphans, now_ms=now_ms
-    )
     if dry_run:
-        return result
+        return plan_gc(
+            store, policy, experiments=experiments, deleted=deleted, orphans=orphans, now_ms=now_ms
+        )[0]
+    with gc_lock(store.root):
+        result, planned = plan_gc(
+            store, policy, experiments=experiments, deleted=deleted, orphans=orphans, now_ms=now_ms
+        )
+        _remove(store, result, planned)
+    return result
+
+
+def _remove(store, result: GcResult, planned: list[_PlannedRun]) -> None:
     result.dry_run = False
     registered = registered_run_ids(store.root)
     leased = leased_run_ids()
@@ -693,13 +728,15 @@ def run_gc(
             result.skipped.append(f"{p.item.path}: {blocker}")
             continue
         try:
-            for path in p.paths:
-                if os.path.lexists(path):
-                    remove_tree(path)
-            p.item.removed = True
+            removed = [remove_tree(path) for path in p.paths]
         except OSError as exc:
             p.item.error = str(exc)
             result.errors.append(f"{p.item.path}: {exc}")
+            continue
+        if removed[0]:
+            p.item.removed = True
+        else:
+            p.item.error = "skipped: already gone"
+            result.skipped.append(f"{p.item.path}: already gone (removed by another process)")
     result.bytes_freed = sum(p.item.bytes for p in planned if p.item.removed)
     result.apparent_bytes_freed = sum(p.item.apparent_bytes for p in planned if p.item.removed)
-    return result

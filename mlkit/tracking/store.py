@@ -12,6 +12,7 @@ import getpass
 import os
 import random
 import shutil
+import threading
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -86,12 +87,13 @@ class FileStore:
         self.root: Path = settings.tracking_root(root)
         self._run_dirs: dict[str, Path] = {}  # run_id -> run directory (found once, then cached)
         self._metric_fds: dict[tuple[str, str], int] = {}  # (run_id, key) -> O_APPEND fd
+        self._fd_lock = threading.RLock()
         self._init_root()
         _OPEN_STORES.add(self)
 
     # ------------------------------------------------------------------ root and experiments
     def _init_root(self) -> None:
-        if not self.root.exists():
+        if not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir())):
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -586,9 +588,6 @@ class FileStore:
         self, run_id: str, key: str, value: float, step: int = 0, timestamp: int | None = None
     ) -> None:
         """Append one metric value: a single write to a file kept open while the run logs."""
-        fd = self._metric_fds.get((run_id, key))
-        if fd is None:
-            fd = self._open_metric(run_id, key)
         if type(value) is not float:
             value = self._metric_value(key, value)
         if timestamp is None:
@@ -597,7 +596,12 @@ class FileStore:
             timestamp = self._metric_int(key, timestamp, "timestamp", minimum=0)
         if type(step) is not int:
             step = self._metric_int(key, step, "step")
-        os.write(fd, f"{timestamp} {value!r} {step}\n".encode())
+        line = f"{timestamp} {value!r} {step}\n".encode()
+        with self._fd_lock:  # a closed fd number may be reused: never write through a stale one
+            fd = self._metric_fds.get((run_id, key))
+            if fd is None:
+                fd = self._open_metric(run_id, key)
+            os.write(fd, line)
 
     def log_metrics(
         self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None
@@ -658,17 +662,22 @@ class FileStore:
 
     def close_run_files(self, run_id: str) -> None:
         """Close the metric files kept open for one run."""
-        for handle in [h for h in self._metric_fds if h[0] == run_id]:
-            os.close(self._metric_fds.pop(handle))
+        with self._fd_lock:
+            for handle in [h for h in self._metric_fds if h[0] == run_id]:
+                os.close(self._metric_fds.pop(handle))
 
     def close(self) -> None:
         """Close every metric file this store keeps open."""
-        fds, self._metric_fds = self._metric_fds, {}
-        for fd in fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._fd_lock:
+            fds, self._metric_fds = self._metric_fds, {}
+            for fd in fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        index = getattr(self, "_index", None)
+        if index is not None:
+            index.close()
 
     def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
         """End a run: status FINISHED, FAILED or KILLED (or any status MLflow knows) and end time."""

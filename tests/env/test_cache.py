@@ -138,7 +138,10 @@ def test_killed_build_is_never_used_and_rebuilt_cleanly(held_project):
     assert len(env_dirs) == 1 and not (env_dirs[0] / MARKER).exists()  # half-built, unmarked
 
     again = _start(project)  # finds the half-built dir: kills the orphaned uv, deletes, rebuilds
-    _wait_for(lambda: "removing a half-built environment" in _log(), what="the half-built env to be removed")
+    _wait_for(
+        lambda: "removing a half-built or broken environment" in _log(),
+        what="the half-built env to be removed",
+    )
     _wait_for(lambda: not _alive(orphan), timeout=30, what="the orphaned uv to be killed")
     flag.unlink()
     out, err = again.communicate(timeout=180)

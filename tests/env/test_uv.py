@@ -120,3 +120,11 @@ def test_unpinned_pip_build_dependency_works_offline(tmp_path, kit, wheelhouse):
     prepared = prepare_env(tmp_path, EnvRef("python", f), "uv")
     out = subprocess.run([str(prepared.python), "-m", "pip", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and str(prepared.path) in out.stdout
+
+
+def test_env_whose_python_is_gone_is_rebuilt(tmp_path, kit, wheelhouse):
+    f = kit.write(tmp_path / "python_env.yaml", "dependencies: [tinypkg]\n")
+    first = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    first.python.unlink()  # e.g. the venv's base interpreter was uninstalled
+    again = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    assert not again.reused and again.python.exists() and again.path == first.path

@@ -124,3 +124,30 @@ def test_gpus_help_is_fast_and_lists_flags():
     for flag in ("--json", "--watch", "--interval"):
         assert flag in result.stdout
     assert time.monotonic() - started < 30
+
+
+def test_watch_on_a_terminal_is_a_live_view_and_ctrl_c_exits_0():
+    import pty
+    import select
+
+    env = {**os.environ, "MLKIT_FAKE_NVML": "four_idle", "COLUMNS": "220"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: mlkit on a pseudo-terminal
+        os.execvpe(sys.executable, [sys.executable, "-m", "mlkit", "gpus", "--watch", "-n", "0.2"], env)
+    screen = b""
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline and screen.count(b"GPU-f4ce0003") < 2:  # two refreshes
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    screen += os.read(fd, 65536)
+                except OSError:
+                    break
+    finally:
+        os.kill(pid, signal.SIGINT)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    text = screen.decode(errors="replace")
+    assert text.count("GPU-f4ce0003") >= 2, text[-2000:]
+    assert "Ctrl-C to quit" in text and "stand-in NVML scenario 'four_idle'" in text
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,13 +145,36 @@ def test_nan_metrics_become_null_in_json(store_root: Path):
 def test_compare_three_real_cnn_smoke_runs(tmp_path: Path):
     pytest.importorskip("torch")
     env = {"MLKIT_TRACKING_URI": str(tmp_path / "mlruns")}
-    for width in (4, 6, 8):
-        run = run_mlkit(
-            "run", str(REPO / "projects" / "cnn"), "-e", "smoke", "--env-manager", "local",
-            "-P", f"width={width}", "-P", "device=cpu", env=env, timeout=600,
+    project = str(REPO / "projects" / "cnn")
+    procs = [  # three at once, as a shell script would start them
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlkit",
+                "run",
+                project,
+                "-e",
+                "smoke",
+                "--env-manager",
+                "local",
+                "-P",
+                f"width={width}",
+                "-P",
+                "device=cpu",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )  # fmt: skip
-        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    runs = FileStore(tmp_path / "mlruns").search_runs(["0"], order_by=["attributes.start_time ASC"])[0]
+        for width in (4, 6, 8)
+    ]
+    for proc in procs:
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-3000:]
+    runs = FileStore(tmp_path / "mlruns").search_runs(["0"])[0]
+    runs.sort(key=lambda r: int(r.data.params["width"]))
     ids = [r.info.run_id for r in runs]
     assert len(ids) == 3
     result = run_mlkit("runs", "compare", *ids, "--only-changed", "--metric", "val_loss", env=env)

@@ -258,6 +258,19 @@ def test_interrupted_removal_leaves_no_run_that_looks_valid(store_root: Path, de
     assert not leftover.exists()
 
 
+def test_one_gc_at_a_time(store_root: Path):
+    from mlkit.errors import ExitCode, LockedError
+    from mlkit.tracking.gc import gc_lock
+
+    store = FileStore(store_root)
+    with gc_lock(store_root):
+        with pytest.raises(LockedError, match="another `mlkit gc` is running") as info:
+            run_gc(store, RetentionPolicy())
+        assert info.value.exit_code == ExitCode.LOCKED
+        assert run_gc(store, RetentionPolicy(), dry_run=True).items == []  # a dry run only reads
+    assert run_gc(store, RetentionPolicy()).items == []
+
+
 def test_policy_errors_are_usage_errors():
     from mlkit.errors import UsageError
 

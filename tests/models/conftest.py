@@ -44,7 +44,9 @@ def registry(store_root: Path):
 def model_run(store):
     """Make a finished run holding a (weightless) model directory; returns its run id."""
 
-    def make(metrics: dict[str, float] | None = None, params: dict[str, str] | None = None, with_model: bool = True) -> str:
+    def make(
+        metrics: dict[str, float] | None = None, params: dict[str, str] | None = None, with_model: bool = True
+    ) -> str:
         run = store.create_run("0")
         run_id = run.info.run_id
         for key, value in (metrics or {}).items():

@@ -23,14 +23,28 @@ def test_register_list_show_transition_alias_history(model_run, registry):
     shown = run_mlkit("models", "show", "cnn", "--json")
     overview = json.loads(shown.stdout)
     version = overview["versions"][0]
-    assert version["version"]["current_stage"] == "Production" and version["version"]["aliases"] == ["champion"]
+    assert version["version"]["current_stage"] == "Production" and version["version"]["aliases"] == [
+        "champion"
+    ]
     assert version["metrics"] == {"val_acc": 0.8, "loss": 0.4} and version["params"] == {"lr": "0.1"}
     human = run_mlkit("models", "show", "cnn")
     assert "Production" in human.stdout and "val_acc=0.8" in human.stdout
 
+    assert run_mlkit("models", "tag", "cnn", "team", "vision", "--version", "1").returncode == 0
+    assert run_mlkit("models", "describe", "cnn", "CIFAR classifier").returncode == 0
+    assert registry.get_model_version("cnn", 1).tags == {"team": "vision"}
+    assert registry.get_registered_model("cnn").description == "CIFAR classifier"
+
     history = json.loads(run_mlkit("models", "history", "cnn", "--json").stdout)
-    assert [h["what"] for h in history] == ["create_model", "create_version", "set_stage", "set_alias"]
-    assert run_mlkit("models", "history", "cnn").stdout.count("\n") == 5  # header + 4 lines
+    whats = ["create_model", "create_version", "set_stage", "set_alias", "set_version_tag", "set_description"]
+    assert [h["what"] for h in history] == whats
+    assert run_mlkit("models", "history", "cnn").stdout.count("\n") == 7  # header + 6 lines
+
+    assert run_mlkit("models", "delete", "cnn", "1").returncode == 0
+    assert registry.list_model_versions("cnn") == []
+    assert run_mlkit("models", "delete", "cnn").returncode == 0
+    gone = run_mlkit("models", "delete", "cnn")
+    assert gone.returncode == ExitCode.NOT_FOUND and "does not exist" in gone.stderr
 
 
 def test_bad_input_one_line_error_exit_code_and_nothing_written(model_run, store_root: Path):
@@ -47,7 +61,9 @@ def test_bad_input_one_line_error_exit_code_and_nothing_written(model_run, store
         assert message in result.stderr and result.stderr.startswith("Error: ")
         assert len([x for x in result.stderr.splitlines() if x.startswith("Error")]) == 1
         assert "Traceback" not in result.stderr
-    assert not (store_root / "models").exists() or not any(p.is_dir() for p in (store_root / "models").iterdir())
+    assert not (store_root / "models").exists() or not any(
+        p.is_dir() for p in (store_root / "models").iterdir()
+    )
     assert not (store_root.parent / "evil").exists()
 
     good = model_run()

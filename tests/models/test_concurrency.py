@@ -22,7 +22,11 @@ print(v.version)
 def test_eight_processes_get_versions_one_to_eight(store_root: Path, tmp_path: Path, registry):
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, str(store_root), str(go), str(i)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(store_root), str(go), str(i)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for i in range(8)
     ]
     time.sleep(0.8)  # let every process import and start polling

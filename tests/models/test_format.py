@@ -8,7 +8,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -31,7 +30,10 @@ def _outputs(model, x):
     "make, example",
     [
         (lambda n: n.SmallCNN(channels=3, classes=5), lambda: torch.randn(4, 3, 8, 8)),
-        (lambda n: n.CharRNN(vocab=12, hidden=8, cell="lstm", layers=2), lambda: torch.randint(0, 12, (3, 7))),
+        (
+            lambda n: n.CharRNN(vocab=12, hidden=8, cell="lstm", layers=2),
+            lambda: torch.randint(0, 12, (3, 7)),
+        ),
         (lambda n: n.CharRNN(vocab=12, hidden=8, cell="gru"), lambda: torch.randint(0, 12, (3, 7))),
         (lambda n: n.Generator(nz=6, ngf=3), lambda: torch.randn(5, 6, 1, 1)),
     ],
@@ -58,7 +60,9 @@ def test_round_trip_save_register_load_by_stage(nets, store_root, make, example)
 
     mlmodel = (info.path / "MLmodel").read_text()
     assert "python_function:" in mlmodel and "pytorch_version:" in mlmodel and "tensor-spec" in mlmodel
-    assert (info.path / "code" / "mlkit_test_nets.py").is_file()  # tests/ is not importable from a fresh interpreter
+    assert (
+        info.path / "code" / "mlkit_test_nets.py"
+    ).is_file()  # tests/ is not importable from a fresh interpreter
     assert "torch==" in (info.path / "requirements.txt").read_text()
     history = json.loads(mlkit.FileStore().get_run(info.run_id).data.tags["mlflow.log-model.history"])
     assert history[0]["artifact_path"] == "model"
@@ -84,8 +88,16 @@ def test_uris_stage_alias_latest_and_version_resolve_the_same_model(nets, store_
     registry = RegistryStore()
     registry.transition_model_version_stage("cnn", 2, "Staging")
     registry.set_alias("cnn", "champion", 1)
-    widths = {uri: load_model(uri).init_args["width"] for uri in
-              ("models:/cnn/1", "models:/cnn/staging", "models:/cnn@champion", "models:/cnn/latest", "models:/cnn@latest")}
+    widths = {
+        uri: load_model(uri).init_args["width"]
+        for uri in (
+            "models:/cnn/1",
+            "models:/cnn/staging",
+            "models:/cnn@champion",
+            "models:/cnn/latest",
+            "models:/cnn@latest",
+        )
+    }
     assert widths == {"models:/cnn/1": 4, "models:/cnn/staging": 6, "models:/cnn@champion": 4,
                       "models:/cnn/latest": 8, "models:/cnn@latest": 8}  # fmt: skip
 
@@ -197,14 +209,14 @@ if __name__ == "__main__":
     print(json.dumps({"uri": info.model_uri, "y": net(x).tolist()}))
 '''
 
-LOADER = '''
+LOADER = """
 import json, sys
 import torch
 import mlkit
 model = mlkit.load_model(sys.argv[1])
 x = torch.linspace(-1, 1, 6).reshape(2, 3)
 print(json.dumps({"cls": type(model).__name__, "y": model(x).tolist()}))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -212,14 +224,20 @@ def test_class_from_a_script_is_copied_and_loads_in_a_fresh_process(store_root, 
     project = tmp_path / "project"
     project.mkdir()
     (project / "train_tiny.py").write_text(textwrap.dedent(SCRIPT))
-    made = subprocess.run([sys.executable, "train_tiny.py"], cwd=project, capture_output=True, text=True, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "train_tiny.py"], cwd=project, capture_output=True, text=True, timeout=120
+    )
     assert made.returncode == 0, made.stderr
     saved = json.loads(made.stdout.strip().splitlines()[-1])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (project / "train_tiny.py").unlink()  # the model must not need the original file
     loaded = subprocess.run(
-        [sys.executable, "-c", LOADER, "models:/tiny@latest"], cwd=elsewhere, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", LOADER, "models:/tiny@latest"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert loaded.returncode == 0, loaded.stderr
     result = json.loads(loaded.stdout.strip().splitlines()[-1])

@@ -12,7 +12,13 @@ def test_parse_condition():
     cond = parse_condition("metrics.val/loss <= Production")
     assert (cond.metric, cond.op, cond.reference) == ("val/loss", "<=", "Production")
     assert parse_condition(" metrics.acc>staging ").reference == "Staging"
-    for bad in ("acc > champion", "metrics.acc == champion", "metrics.acc > latest", "metrics.acc >", "metrics. > x"):
+    for bad in (
+        "acc > champion",
+        "metrics.acc == champion",
+        "metrics.acc > latest",
+        "metrics.acc >",
+        "metrics. > x",
+    ):
         with pytest.raises(InvalidInputError):
             parse_condition(bad)
 

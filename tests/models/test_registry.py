@@ -93,7 +93,9 @@ def test_tags_and_descriptions(registry):
         registry.set_registered_model_tag("m", "../x", "1")
 
 
-@pytest.mark.parametrize("name", ["a/b", "..", "../evil", "a\x00b", "x:y", "50%", "", "  ", ".hidden", "a\\b"])
+@pytest.mark.parametrize(
+    "name", ["a/b", "..", "../evil", "a\x00b", "x:y", "50%", "", "  ", ".hidden", "a\\b"]
+)
 def test_bad_names_are_refused_and_nothing_is_written(registry, store_root: Path, name: str):
     with pytest.raises(InvalidInputError):
         registry.create_model_version(name, "runs:/r/model")
@@ -133,7 +135,12 @@ def test_every_change_appends_a_history_line(registry, store_root: Path):
     archived = lines[4]
     assert (archived["version"], archived["from"], archived["to"]) == (1, "Staging", "Archived")
     staged = lines[5]
-    assert (staged["what"], staged["version"], staged["from"], staged["to"]) == ("set_stage", 2, "None", "Staging")
+    assert (staged["what"], staged["version"], staged["from"], staged["to"]) == (
+        "set_stage",
+        2,
+        "None",
+        "Staging",
+    )
     assert "@" in staged["who"] and staged["when"].endswith("Z")
     alias = lines[6]
     assert (alias["from"], alias["to"], alias["details"]) == (None, "2", {"alias": "champion"})
@@ -165,3 +172,14 @@ def test_register_refuses_a_run_without_a_model_and_writes_nothing(model_run, st
     with pytest.raises(NotFoundError, match="no model there"):
         register_model(f"runs:/{run_id}/model", "m")
     assert not (store_root / "models" / "m").exists()
+
+
+def test_download_copies_the_model_directory(model_run, tmp_path: Path):
+    from mlkit.models import download_model
+
+    run_id = model_run()
+    register_model(f"runs:/{run_id}/model", "m")
+    target = download_model("models:/m/1", tmp_path / "out")
+    assert (target / "MLmodel").read_text().startswith("artifact_path: model")
+    with pytest.raises(InvalidInputError, match="not an empty directory"):
+        download_model("models:/m/1", target)

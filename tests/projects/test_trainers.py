@@ -3,6 +3,7 @@ train.py, resume, Ctrl-C and a 2-process DDP launch. Each run takes seconds."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -44,7 +45,7 @@ def test_smoke_entry_point_through_mlkit_run(project, store_root, the_run):
     assert (art / "checkpoints" / "last.pt").is_file()
     assert (art / "model" / "MLmodel").is_file()
     if project == "rnn":
-        assert run.data.metrics["val_loss"] < run.data.metrics["unigram_loss"] + 1.0
+        assert run.data.metrics["val_loss"] < math.log(256)  # 20 steps: better than uniform, not yet unigram
         assert (art / "samples" / "sample.txt").read_text().startswith("def ")
     if project == "gan":
         assert (art / "samples" / "epoch_001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import time
 
 import pytest
 
@@ -162,7 +161,7 @@ def test_interrupted_while_waiting_for_the_lock_creates_no_run(
     holder = start_mlkit(str(project), "-e", "sleep.py", "--lock", "l1")
     wait_for(lambda: b"ready" in holder.out_path.read_bytes(), what="the lock holder to run")
     waiter = start_mlkit(str(project), "--lock", "l1", "--lock-wait", "1m")
-    time.sleep(1.0)
+    wait_for(lambda: b"l1" in waiter.err_path.read_bytes(), what="the waiter to report that it waits")
     assert waiter.poll() is None
     waiter.send_signal(signal.SIGTERM)
     assert waiter.wait(timeout=30) == 128 + signal.SIGTERM

@@ -37,8 +37,12 @@ def test_eight_processes_log_to_one_experiment(store_root: Path) -> None:
     start_at = time.time() + 1.5
     code = WRITER.replace("N_STEPS", str(N_STEPS))
     procs = [
-        subprocess.Popen([sys.executable, "-c", code, str(store_root), str(start_at), str(i)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(store_root), str(start_at), str(i)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
         for i in range(N_WORKERS)
     ]
     run_ids = []

@@ -37,7 +37,9 @@ def test_index_file_sits_at_the_root_and_no_directories_are_added(store: FileSto
     assert sorted(p.name for p in store_root.iterdir() if p.is_dir()) == [".trash", "0"]
 
 
-def test_sees_appends_new_keys_tag_rewrites_and_status_from_other_writers(store: FileStore, store_root: Path) -> None:
+def test_sees_appends_new_keys_tag_rewrites_and_status_from_other_writers(
+    store: FileStore, store_root: Path
+) -> None:
     run_id = store.create_run("0").info.run_id
     store.log_metric(run_id, "acc", 0.1)
     store.log_param(run_id, "lr", "0.1")

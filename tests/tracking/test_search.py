@@ -32,7 +32,9 @@ def runs(store_root: Path) -> tuple[FileStore, str, list[str]]:
     return store, exp, ids
 
 
-def _names(store: FileStore, exp: str, filter_string: str = "", order_by: list[str] | None = None) -> list[str]:
+def _names(
+    store: FileStore, exp: str, filter_string: str = "", order_by: list[str] | None = None
+) -> list[str]:
     found, _ = store.search_runs([exp], filter_string, order_by)
     return [r.info.run_name for r in found]
 

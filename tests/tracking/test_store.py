@@ -76,9 +76,13 @@ def test_long_param_values_are_truncated_like_mlflow(store: FileStore) -> None:
     assert len(store.get_run(run_id).data.params["long"]) == 6000
 
 
-@pytest.mark.parametrize("key", ["../x", "/abs", "a/../../b", "a//b", "a/./b", "", "x\x00y", "tab\there", "a/"])
+@pytest.mark.parametrize(
+    "key", ["../x", "/abs", "a/../../b", "a//b", "a/./b", "", "x\x00y", "tab\there", "a/"]
+)
 @pytest.mark.parametrize("kind", ["metric", "param", "tag"])
-def test_hostile_keys_are_refused_and_nothing_escapes(store: FileStore, store_root: Path, key: str, kind: str) -> None:
+def test_hostile_keys_are_refused_and_nothing_escapes(
+    store: FileStore, store_root: Path, key: str, kind: str
+) -> None:
     run_id = store.create_run("0").info.run_id
     outside = store_root.parent
     before = _files_under(outside)
