@@ -24,6 +24,23 @@ def finite(obj: Any) -> Any:
     return obj
 
 
+def print_rows(columns: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    """A table: rich on a terminal, with every cell as literal text (a run may be named '[/x]');
+    tab-separated plain lines otherwise (`output.print_table`)."""
+    if not sys.stdout.isatty():
+        print_table(columns, rows, title=title)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, header_style="bold")
+    for column in columns:
+        table.add_column(Text(column), overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(value) for value in row))
+    out.print(table)
+
+
 def cell(value: object) -> str:
     """A table cell: floats to 6 significant digits, missing values as '-'."""
     if value is None:
@@ -77,9 +94,9 @@ def compare(
             info("--csv writes the table only; use --json for the curves' data.")
         print_csv(["key", *[c.run_id for c in result.runs]], ([row.name, *row.values] for row in result.rows))
         return
-    print_table(
+    print_rows(
         ["key", *[c.label for c in result.runs]],
-        ([row.name, *[cell(v) for v in row.values]] for row in result.rows),
+        [[row.name, *[cell(v) for v in row.values]] for row in result.rows],
     )
     if result.only_changed and result.hidden_rows:
         info(f"{result.hidden_rows} row(s) equal in every run hidden (--only-changed).")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from mlkit.cli.output import handle_errors, info, out, print_json, print_table
+from mlkit.cli.compare import print_rows
+from mlkit.cli.output import handle_errors, info, out, print_json
 
 
 def human_bytes(n: int) -> str:
@@ -139,7 +140,7 @@ def _table(result) -> None:
         for i in items
     ]
     title = f"{'Would remove' if result.dry_run else 'Removed'} ({len(items)})"
-    print_table(["kind", "id", "name", "reason", "size", "path"], rows, title=title)
+    print_rows(["kind", "id", "name", "reason", "size", "path"], rows, title=title)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,17 +11,25 @@ from mlkit.cli.output import handle_errors, info, out, print_json
 
 @handle_errors
 def report(
-    experiment: str = typer.Option(..., "--experiment", "-e", metavar="NAME|ID", help="The experiment to report on."),
+    experiment: str = typer.Option(
+        ..., "--experiment", "-e", metavar="NAME|ID", help="The experiment to report on."
+    ),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML file to write."),
     runs: list[str] = typer.Option(
         [], "--runs", "-r", metavar="RUN", help="Only these runs (id, id prefix or name; repeatable)."
     ),
     max_runs: int = typer.Option(50, "--max-runs", help="At most this many runs, newest first."),
-    max_image_mb: float = typer.Option(20.0, "--max-image-mb", help="Total size of the images inlined, in MiB."),
-    max_images_per_run: int = typer.Option(8, "--max-images-per-run", help="Show the last N images of each run."),
+    max_image_mb: float = typer.Option(
+        20.0, "--max-image-mb", help="Total size of the images inlined, in MiB."
+    ),
+    max_images_per_run: int = typer.Option(
+        8, "--max-images-per-run", help="Show the last N images of each run."
+    ),
     max_points: int = typer.Option(500, "--max-points", help="Thin each curve to at most this many points."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout describing the report."),
-    store: str | None = typer.Option(None, "--store", metavar="DIR", help="Tracking store (default: ./mlruns)."),
+    store: str | None = typer.Option(
+        None, "--store", metavar="DIR", help="Tracking store (default: ./mlruns)."
+    ),
 ) -> None:
     """Write an HTML report: sortable runs table, metric and system-metric curves, image artifacts.
 

@@ -270,11 +270,10 @@ def _pip_failure(exc: CommandFailed, label: str) -> str:
 
 def install_runtime(site_packages: Path, env_path: Path, python_version: str) -> None:
     """Make `import mlkit` work inside the env (see the module docstring)."""
-    import mlkit
 
     runtime = env_path / RUNTIME_DIR
     runtime.mkdir(parents=True, exist_ok=True)
-    package = Path(mlkit.__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # the mlkit package this code runs from
     link = runtime / "mlkit"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -282,10 +281,12 @@ def install_runtime(site_packages: Path, env_path: Path, python_version: str) ->
     abi = "cpython-" + "".join(python_version.split(".")[:2])
     for name in RUNTIME_MODULES:
         _copy_module(name, runtime, abi)
-    dist = runtime / f"mlkit-{mlkit.__version__}.dist-info"
+    found = re.search(r'__version__ = "([^"]+)"', (package / "__init__.py").read_text(encoding="utf-8"))
+    version = found.group(1) if found else "0"
+    dist = runtime / f"mlkit-{version}.dist-info"
     dist.mkdir(exist_ok=True)
     (dist / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: mlkit\nVersion: {mlkit.__version__}\n", encoding="utf-8"
+        f"Metadata-Version: 2.1\nName: mlkit\nVersion: {version}\n", encoding="utf-8"
     )
     (dist / "INSTALLER").write_text("mlkit-runtime\n", encoding="utf-8")
     site_packages.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,7 @@ def _found_by_installed_finder(top: str, origin: str) -> bool:
         if (
             spec is not None
             and spec.origin
-            and origin.startswith(os.path.dirname(os.path.realpath(spec.origin)))
+            and origin.startswith(os.path.dirname(os.path.realpath(spec.origin)) + os.sep)
         ):
             return True
     return False

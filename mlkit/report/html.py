@@ -339,11 +339,14 @@ def _runs_table(data: ReportData) -> str:
             else "OTHER"
         )
         duration = _duration(run)
+        failure = run.data.tags.get("mlkit.failure_reason")
+        reason = f' title="{esc(failure)}"' if failure else ""
         cells = [
             f'<td data-v="{esc(info.run_name)}"><span class="swatch" style="background:{esc(report_run.color)}">'
             f"</span>{esc(info.run_name)}</td>",
             f'<td data-v="{esc(info.run_id)}" title="{esc(info.run_id)}"><code>{esc(info.run_id[:8])}</code></td>',
-            f'<td data-v="{esc(info.status)}"><span class="status status-{status}">{esc(info.status)}</span></td>',
+            f'<td data-v="{esc(info.status)}"><span class="status status-{status}"{reason}>'
+            f"{esc(info.status)}</span></td>",
             _cell(_time(info.start_time), info.start_time or ""),
             _cell(_fmt_duration(duration), "" if duration is None else duration, numeric=True),
         ]

@@ -332,7 +332,9 @@ def _run(
         tags.update(ownership_tags())
         tags["mlkit.heartbeat"] = str(int(time.time() * 1000))
         t0 = time.monotonic()
+        router.mode = "defer"  # a signal now must not leave a half-written run behind
         run = store.create_run(exp_id, run_name=options.run_name, tags=tags, user_id=user)
+        router.mode = "raise"
         if held is not None:
             with contextlib.suppress(Exception):
                 held.set_run_id(run.info.run_id)
@@ -365,6 +367,8 @@ def _supervise_run(
     result: RunResult | None = None
     child_started = False
     try:
+        if router.received is not None:  # arrived while the run was being created
+            raise Interrupted(router.received)
         store.log_params(run_id, command.params)
         heartbeat.start()
 
@@ -373,6 +377,8 @@ def _supervise_run(
         env = prepare_env(
             project.directory, project.env, options.env_manager, conda_exe=options.conda_exe, progress=notify
         )
+        if env.message:
+            notify(f"mlkit: env: {env.message}")
         env_tags = dict(getattr(env, "tags", {}) or {})
         if env.manager != "local":
             env_tags["mlflow.project.env"] = env.manager

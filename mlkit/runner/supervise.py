@@ -322,6 +322,7 @@ def _execute(
 ) -> RunResult:
     if router.received is not None:  # a signal came in just before the launch
         raise Interrupted(router.received)
+    router.mode = "defer"  # from here a signal is handled below, never by unwinding past the child
     _become_subreaper()
     child = proc_mod.spawn(
         plan.argv,
@@ -338,7 +339,7 @@ def _execute(
     stopper = _Stopper(tree, plan.kill_grace)
     router.on_signal = lambda signum: stopper.stop(signum, "signal")
     router.mode = "forward"
-    if router.received is not None:  # arrived between spawn and the switch to forwarding
+    if router.received is not None and stopper.reason is None:  # came during the spawn
         stopper.stop(router.received, "signal")
     timer = None
     if plan.timeout:

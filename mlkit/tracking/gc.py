@@ -66,11 +66,13 @@ def parse_duration(text: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A short human duration: 45d, 3h, 20m, 12s."""
-    for unit in ("w", "d", "h", "m"):
-        if seconds >= _UNIT_S[unit] and (seconds % _UNIT_S[unit] == 0 or unit in ("d", "h")):
-            value = seconds / _UNIT_S[unit]
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+    """A short human duration: 45s, 1.5m, 3h, 100d."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_S[unit]
+        if seconds >= size:
+            value = seconds / size
+            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+            return text + unit
     return f"{seconds:.0f}s"
 
 
@@ -371,19 +373,22 @@ def _deleted_time(run_dir: Path) -> int | None:
     return int(value) if isinstance(value, (int, float)) else None
 
 
-def _external_artifacts(run: Run, run_dir: Path) -> Path | None:
-    """The run's artifact directory when it lives outside the run directory."""
+def _external_artifacts(run: Run, run_dir: Path) -> tuple[Path | None, str | None]:
+    """(the run's own artifact directory outside its run directory, or a note why it stays)."""
     path = files.path_from_uri(run.info.artifact_uri)
     if path is None or not path.is_dir():
-        return None
+        return None, None
     try:
         path.resolve().relative_to(run_dir.resolve())
-        return None
+        return None, None  # inside the run directory: goes with it
     except ValueError:
         pass
     if path.name == "artifacts" and path.parent.name == run.info.run_id:
-        return path.parent  # MLflow's <artifact_location>/<run_id>/artifacts: the run's whole dir
-    return path
+        return path.parent, None  # MLflow's <artifact_location>/<run_id>/artifacts: the run's own dir
+    if run.info.run_id in path.name:
+        return path, None
+    # a directory not named after the run may be shared with other runs: never remove it
+    return None, f"artifacts at {path} left in place (not a directory of this run alone)"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -502,10 +507,12 @@ def plan_gc(
             lifecycle_stage=run.info.lifecycle_stage,
         )
         paths = [run_dir]
-        external = _external_artifacts(run, run_dir)
+        external, note = _external_artifacts(run, run_dir)
         if external is not None:
             paths.append(external)
             item.extra_paths.append(str(external))
+        if note:
+            item.reason += f"; {note}"
         planned.append(_PlannedRun(item, [run], paths))
         return True
 
@@ -582,7 +589,11 @@ def plan_gc(
 
 
 def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> list[GcItem]:
-    """Artifact dirs `<artifact_location>/<run_id>/` of runs that no longer exist, outside the store."""
+    """Artifact dirs `<artifact_location>/<run_id>/artifacts` of runs that no longer exist.
+
+    Only directories named like a run id (32 hex), holding nothing but `artifacts/`, older than an
+    hour, whose id no run of this store has. The location is assumed to belong to this store.
+    """
     location = files.path_from_uri(exp.artifact_location)
     if location is None or not location.is_dir():
         return []
@@ -602,7 +613,12 @@ def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> 
                     "orphan", str(path), "left over from an interrupted gc", experiment_id=exp.experiment_id
                 )
             )
-        elif _RUN_DIR_RE.match(entry.name) and entry.name not in known and _old_enough(path, now):
+        elif (
+            _RUN_DIR_RE.match(entry.name)
+            and entry.name not in known
+            and _only_artifacts(path)
+            and _old_enough(path, now)
+        ):
             items.append(
                 GcItem(
                     "orphan",
@@ -613,6 +629,15 @@ def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> 
                 )
             )
     return items
+
+
+def _only_artifacts(path: Path) -> bool:
+    """True when `path` holds nothing but an `artifacts/` directory (MLflow's per-run layout)."""
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return False
+    return len(entries) == 1 and entries[0].name == "artifacts" and entries[0].is_dir(follow_symlinks=False)
 
 
 def _scan_root_leftovers(root: Path) -> list[GcItem]:

@@ -155,3 +155,50 @@ def test_conda_exe_is_called_with_create_prefix_file(tmp_path, kit, conda_channe
 
 def test_current_platform_is_known():
     assert current_platform() in ("linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64")
+
+
+SCRIPT = """\
+import sys, tinypkg, mlkit
+assert sys.prefix == sys.argv[1], (sys.prefix, sys.argv[1])
+with mlkit.start_run() as run:
+    mlkit.log_metric("answer", tinypkg.VALUE)
+print(run.info.run_id)
+"""
+
+
+@pytest.mark.skipif(current_platform() != "linux-64", reason="the test's python package is linux-64")
+def test_conda_env_with_python_and_pip_part_runs_mlkit(tmp_path, kit, conda_channel, wheelhouse, store_root):
+    kit.make_python_conda_pkg(conda_channel)
+    kit.index_channel(conda_channel)
+    deps = "[python=3, hello, {pip: [tinypkg>=1.1]}]"
+    project, ref = project_with(tmp_path, kit, conda_channel, deps)
+    kit.write(project / "train.py", SCRIPT)
+
+    def run_in(prepared) -> str:
+        proc = subprocess.run(
+            ["python", "train.py", str(prepared.path)],
+            cwd=project,
+            env=kit.env_for(prepared),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip().splitlines()[-1]
+
+    from mlkit.tracking.store import FileStore
+
+    prepared = prepare_env(project, ref, "conda")
+    assert prepared.python == prepared.path / "bin" / "python"
+    assert prepared.tags["mlkit.env.python_version"] == ".".join(map(str, __import__("sys").version_info[:3]))
+    assert FileStore(store_root).get_run(run_in(prepared)).data.metrics["answer"] == 42.0
+
+    # locked: conda records and the pip wheel (URL + sha256), installed with no solve/resolution
+    lock_project(project, ref)
+    pip = read_lockfile(project / "conda-lock.yml").for_platform("linux-64", "pip")
+    assert [(p.name, p.version) for p in pip] == [("tinypkg", "1.2")]
+    locked = prepare_env(project, ref, "conda")
+    assert locked.path != prepared.path and "mlkit.env.lockfile_hash" in locked.tags
+    log = (settings.env_dir() / "logs" / f"{locked.hash}-conda.log").read_text()
+    assert "1 locked pip packages" in log and "--require-hashes" in log
+    assert FileStore(store_root).get_run(run_in(locked)).data.metrics["answer"] == 42.0

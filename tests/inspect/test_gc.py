@@ -52,7 +52,7 @@ def age(path: Path, days: float) -> None:
     os.utime(path, (when, when))
 
 
-def backdate(meta_path: Path, **fields: int) -> None:
+def backdate(meta_path: Path, **fields: object) -> None:
     """Rewrite times in a meta.yaml, as if the deletion happened long ago."""
     meta = files.read_yaml(meta_path)
     meta.update(fields)
@@ -137,6 +137,10 @@ def scenario(store_root: Path, tmp_path: Path, sleeper, dead_pid, monkeypatch) -
     (paths["ext_orphan"] / "artifacts").mkdir(parents=True)
     (paths["ext_orphan"] / "artifacts" / "x.bin").write_bytes(os.urandom(10_000))
     age(paths["ext_orphan"], 2)
+    paths["ext_not_ours"] = external / ("34" * 16)  # holds more than artifacts/: not MLflow's layout
+    (paths["ext_not_ours"] / "artifacts").mkdir(parents=True)
+    (paths["ext_not_ours"] / "notes.txt").write_text("someone else's")
+    age(paths["ext_not_ours"], 2)
     return Scenario(store, ids, paths, external)
 
 
@@ -197,7 +201,7 @@ def test_gc_removes_exactly_what_the_rules_say_and_reports_the_bytes_freed(scena
     assert store.get_run(ids["live"]).info.status == "RUNNING"
     assert (scenario.external / ids["ext_new"]).is_dir()
     assert not (scenario.external / ids["ext_old"]).exists()
-    assert scenario.paths["young_orphan"].is_dir()
+    assert scenario.paths["young_orphan"].is_dir() and scenario.paths["ext_not_ours"].is_dir()
     assert not any(p.name.startswith(GC_TMP_PREFIX) for p in root.rglob("*"))
     # nothing left to do: a second gc frees nothing
     again = run_gc(store, POLICY)
@@ -256,6 +260,20 @@ def test_interrupted_removal_leaves_no_run_that_looks_valid(store_root: Path, de
     result = run_gc(fresh, RetentionPolicy())
     assert [i.path for i in result.items] == [str(leftover)]
     assert not leftover.exists()
+
+
+def test_artifacts_shared_with_other_runs_are_left_in_place(store_root: Path, tmp_path: Path):
+    store = FileStore(store_root)
+    rid = finished(store, "0", "odd", 0, loss=1.0)
+    shared = tmp_path / "shared-artifacts"  # e.g. a run MLflow logged with a custom artifact_uri
+    (shared / "other-run-file").parent.mkdir()
+    (shared / "other-run-file").write_text("keep me")
+    backdate(store.run_dir(rid) / "meta.yaml", artifact_uri=shared.as_uri())
+    store.delete_run(rid)
+    result = run_gc(store, RetentionPolicy())
+    (item,) = result.items
+    assert item.run_id == rid and item.extra_paths == [] and "left in place" in item.reason
+    assert (shared / "other-run-file").read_text() == "keep me"
 
 
 def test_one_gc_at_a_time(store_root: Path):

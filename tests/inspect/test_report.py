@@ -73,6 +73,25 @@ def test_report_escapes_every_user_string(report: tuple[Path, str]):
     assert "<" not in data and json.loads(data)["runs"][1]["label"].startswith(XSS_NAME)
 
 
+def test_experiment_names_and_artifact_paths_are_escaped_too(store_root: Path, tmp_path: Path):
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(store_root)
+    name = "exp <img src=x onerror=alert(1)>"
+    run = store.create_run(store.create_experiment(name), run_name="r")
+    image = tmp_path / "<b onclick=x>bold.png"
+    image.write_bytes(make_png(4, 4))
+    store.log_artifact(run.info.run_id, image)
+    store.set_tag(run.info.run_id, "mlkit.failure_reason", "<i>lost</i>")
+    store.set_terminated(run.info.run_id, "FAILED")
+    out = tmp_path / "e.html"
+    build_report(store, name, out)
+    page = out.read_text()
+    assert "<img src=x" not in page and "<b onclick" not in page and "<i>lost" not in page
+    assert html.escape(name) in page and html.escape("<b onclick=x>bold.png") in page
+    assert 'title="&lt;i&gt;lost&lt;/i&gt;"' in page  # why it failed, on the status
+
+
 def test_report_is_self_contained(report: tuple[Path, str]):
     _, page = report
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:|//)""", page, re.I)

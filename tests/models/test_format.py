@@ -246,3 +246,22 @@ def test_class_from_a_script_is_copied_and_loads_in_a_fresh_process(store_root, 
     model_dir = mlkit.FileStore().artifact_dir(version.run_id) / "model"
     assert (model_dir / "code" / "train_tiny.py").is_file()
     assert "class: train_tiny:TinyNet" in (model_dir / "MLmodel").read_text()
+
+
+@pytest.mark.gpu
+def test_cuda_model_logs_and_loads_on_the_gpu(nets, store_root):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    torch.manual_seed(0)
+    model = nets.SmallCNN().cuda().eval()
+    x = torch.randn(2, 3, 8, 8)  # the example on the CPU, the model on the GPU: both must work
+    with mlkit.start_run():
+        info = log_model(model, "model", input_example=x)
+    with torch.no_grad():
+        expected = model(x.cuda())
+        on_gpu = load_model(info.model_uri, map_location="cuda")
+        assert next(on_gpu.parameters()).is_cuda
+        assert torch.allclose(on_gpu(x.cuda()), expected)
+        on_cpu = load_model(info.model_uri)  # weights are stored on the CPU
+        assert not next(on_cpu.parameters()).is_cuda
+        assert torch.allclose(on_cpu(x), expected.cpu(), atol=1e-4)

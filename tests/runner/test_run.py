@@ -252,3 +252,20 @@ def _processes_with_run_id(run_id: str) -> list:
         except psutil.Error:
             continue
     return found
+
+
+def test_cuda_oom_in_the_output_is_the_failure_reason(make_project, mlkit_run, only_run):
+    project = make_project(
+        {
+            "oom.py": """
+                import sys
+                print("step 1 ok")
+                print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr)
+                sys.exit(1)
+            """
+        }
+    )
+    assert mlkit_run(str(project), "-e", "oom.py").returncode == 1
+    run = only_run()
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlkit.failure_reason"] == "cuda_oom"

@@ -11,10 +11,20 @@ from mlkit.tracking.search import decode_page_token, encode_page_token, parse_fi
 from mlkit.tracking.store import FileStore
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[FileStore, str, list[str]]:
+    """Five runs with known params, metrics, tags and start times (shared: tests only read them)."""
+    return _make_runs(tmp_path_factory.mktemp("search") / "mlruns")
+
+
 @pytest.fixture
-def runs(store_root: Path) -> tuple[FileStore, str, list[str]]:
-    """Five runs with known params, metrics, tags and start times."""
-    store = FileStore(store_root)
+def own_runs(store_root: Path) -> tuple[FileStore, str, list[str]]:
+    """The same five runs in this test's own store (for tests that change them)."""
+    return _make_runs(store_root)
+
+
+def _make_runs(root: Path) -> tuple[FileStore, str, list[str]]:
+    store = FileStore(root)
     exp = store.create_experiment("search")
     ids = []
     for i in range(5):
@@ -117,8 +127,8 @@ def test_search_returns_full_run_data(runs: tuple[FileStore, str, list[str]]) ->
     assert run.data.metrics == {"acc": 1.0} and run.data.tags["team.name"] == "nlp"
 
 
-def test_deleted_runs_view(runs: tuple[FileStore, str, list[str]]) -> None:
-    store, exp, ids = runs
+def test_deleted_runs_view(own_runs: tuple[FileStore, str, list[str]]) -> None:
+    store, exp, ids = own_runs
     store.delete_run(ids[0])
     assert "run-0" not in _names(store, exp)
     deleted, _ = store.search_runs([exp], run_view="deleted")
