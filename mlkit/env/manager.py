@@ -57,9 +57,13 @@ def prepare_env(
             f"MLproject: docker_env (image {env_ref.image}) is not run by mlkit",
             hint="use --env-manager local to run the entry point in the current environment",
         )
-    spec = load_spec(project_dir, env_ref) if manager != "local" or env_ref is not None else None
-    if manager == "local":
+    if manager == "local":  # no checks: even a broken environment file does not stop the run
+        try:
+            spec = load_spec(project_dir, env_ref)
+        except EnvSpecError:
+            spec = None
         return _in_place(spec, "local", "using the current interpreter (--env-manager local: no checks)")
+    spec = load_spec(project_dir, env_ref)
     if spec is None:
         return _in_place(None, manager, "no environment file: using the current environment")
 
@@ -75,7 +79,8 @@ def prepare_env(
                 f"using the current environment: it satisfies {spec.file_label} ({spec.package_count()} packages)",
             )
         manager = "uv" if spec.kind == "python" or spec.pip_only else "conda"
-        why = f"the current environment does not satisfy it: {result.reason}"
+        choice = "pip-only: uv" if manager == "uv" else "it needs conda packages: conda"
+        why = f"the current environment does not satisfy it: {result.reason}; {choice}"
     elif manager == "conda" and spec.kind == "python":
         raise EnvSpecError(
             f"{spec.file_label}: a python_env project cannot be built with conda",

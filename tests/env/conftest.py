@@ -122,7 +122,9 @@ def make_python_conda_pkg(channel: Path, version: str | None = None) -> Path:
     version = version or ".".join(map(str, sys.version_info[:3]))
     subdir = channel / "linux-64"
     subdir.mkdir(parents=True, exist_ok=True)
-    host = Path(sys.executable)
+    # the base interpreter (not a venv's python: a venv's bin has no stdlib beside it)
+    base = Path(sys.base_prefix) / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    host = base if base.exists() else Path(sys.executable)
     cfg = f"home = {host.parent}\ninclude-system-site-packages = false\nversion = {version}\n".encode()
     index = {
         "name": "python",

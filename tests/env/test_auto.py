@@ -101,7 +101,9 @@ def test_local_does_no_checks(tmp_path, kit):
     f = kit.write(tmp_path / "conda.yaml", "dependencies: [no-such-thing>=99]\n")
     prepared = prepare_env(tmp_path, EnvRef("conda", f), "local")
     assert prepared.manager == "local" and prepared.python == Path(sys.executable)
-    assert "no checks" in prepared.message
+    assert "no checks" in prepared.message and prepared.hash is not None
+    f.write_text("dependencies: ['numpy=>1']\n")  # broken: local still runs, without a hash
+    assert prepare_env(tmp_path, EnvRef("conda", f), "local").hash is None
 
 
 def test_python_env_cannot_use_conda_and_docker_is_refused(tmp_path, kit):
