@@ -54,12 +54,12 @@ def env_dir() -> Path:
 def host_state_dir() -> Path:
     """Host-wide state every mlkit process on this machine shares (GPU leases, run locks).
 
-    MLKIT_STATE_DIR > /tmp/mlkit. The default is shared between users so two users of one box
+    MLKIT_STATE_DIR > /tmp/mlkit-state. The default is shared between users so two users of one box
     never get the same GPU; it is created world-writable with the sticky bit, like /tmp.
     """
     if os.environ.get("MLKIT_STATE_DIR"):
         return Path(os.environ["MLKIT_STATE_DIR"]).expanduser()
-    return Path(os.environ.get("TMPDIR", "/tmp")) / "mlkit"
+    return Path("/tmp/mlkit-state")  # not $TMPDIR: schedulers set it per job, and leases must be host-wide
 
 
 def ensure_shared_dir(path: Path) -> Path:

@@ -96,12 +96,13 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
             sys.stdout.write("\t".join(row) + "\n")
         return
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # user strings are never markup
     out.print(table)
 
 
@@ -114,7 +115,9 @@ def fail(error: MlkitError) -> NoReturn:
     """Print one error line and its hint on stderr, then exit with the error's code."""
     if state.traceback or traceback_enabled():
         tb.print_exception(error)
-    err.print(f"[bold red]Error:[/] {error.message}", highlight=False)
+    from rich.text import Text
+
+    err.print(Text("Error: ", style="bold red") + Text(error.message), highlight=False)
     if error.hint:
         err.print(f"  hint: {error.hint}", markup=False, highlight=False)
     raise typer.Exit(int(error.exit_code))
