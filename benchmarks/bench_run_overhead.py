@@ -55,7 +55,16 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=15, help="repeats per command (median reported)")
     parser.add_argument("--no-mlflow", action="store_true", help="skip the mlflow rows")
+    parser.add_argument(
+        "--no-compile", action="store_true", help="don't byte-compile mlkit first (an installed package is)"
+    )
     args = parser.parse_args()
+    if not args.no_compile:  # with PYTHONDONTWRITEBYTECODE=1 an editable checkout recompiles every run
+        import compileall
+
+        import mlkit
+
+        compileall.compile_dir(Path(mlkit.__file__).parent, quiet=1)
 
     has_mlflow = not args.no_mlflow and _importable("mlflow")
     tmp = Path(tempfile.mkdtemp(prefix="mlkit-bench-run-"))

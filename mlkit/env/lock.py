@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,12 +362,12 @@ def _conda_entry(record, platform: str) -> dict:
 
 
 def _pip_entries(spec, platform: str, python_version: str | None, project_dir: Path, progress) -> list[dict]:
-    import subprocess
     import sys
     import tempfile
 
     from mlkit.env.spec import python_request
     from mlkit.env.uv import find_uv, source_args, uv_environ
+    from mlkit.runner import proc as procs
 
     if python_version:
         py = ".".join(python_version.split(".")[:2])
@@ -388,9 +389,9 @@ def _pip_entries(spec, platform: str, python_version: str | None, project_dir: P
             con.write_text("\n".join(constraints) + "\n", encoding="utf-8")
             argv += ["-c", str(con)]
         argv += source_args()
-        proc = subprocess.run(
-            argv, cwd=project_dir, env=uv_environ(), capture_output=True, text=True, stdin=subprocess.DEVNULL
-        )
+        env = uv_environ()
+        overrides = {**{k: None for k in os.environ if k not in env}, **env}
+        proc = procs.run(argv, cwd=project_dir, env=overrides, capture_output=True, text=True)
         if proc.returncode != 0:
             last = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             raise EnvBuildError(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mlkit.env.cache import BuildLog, CommandFailed
 from mlkit.env.spec import EnvSpec, python_matches, python_request
-from mlkit.errors import EnvBuildError
+from mlkit.errors import EnvBuildError, MlkitError
 
 RUNTIME_DIR = ".mlkit-runtime"
 RUNTIME_PTH = "mlkit-runtime.pth"
@@ -141,16 +141,17 @@ def find_interpreter(spec_python: str) -> str | None:
 
 def interpreter_info(python: Path | str) -> dict:
     """Version and site-packages of an interpreter (one short subprocess)."""
-    import subprocess
+    from mlkit.runner import proc as procs
 
     code = (
         "import json,sys,sysconfig;print(json.dumps({'version':'%d.%d.%d'%sys.version_info[:3],"
         "'purelib':sysconfig.get_paths()['purelib'],'stdlib':sysconfig.get_paths()['stdlib'],"
         "'executable':sys.executable}))"
     )
-    out = subprocess.run(
-        [str(python), "-c", code], capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    )
+    try:
+        out = procs.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+    except MlkitError as exc:  # the interpreter does not exist / cannot be executed / hangs
+        raise EnvBuildError(f"{python}: cannot run this interpreter: {exc.message}") from None
     if out.returncode != 0:
         raise EnvBuildError(f"{python}: cannot run this interpreter: {out.stderr.strip()[-200:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -298,7 +298,6 @@ def _run(
         fingerprint = compute_fingerprint(project.directory, options.entry_point, command.params, ehash)
 
         # 3. the store, the experiment, the run
-        from mlkit.tracking.lost import ownership_tags
         from mlkit.tracking.store import FileStore
 
         store = FileStore(store_root)
@@ -314,7 +313,7 @@ def _run(
         if exp_id is None:
             exp_id = store.get_or_create_experiment(exp_name)
 
-        from mlkit.runner.provenance import current_user, run_tags
+        from mlkit.runner.provenance import current_user, ownership_tags, run_tags
 
         user = current_user()
         tags = run_tags(

@@ -175,29 +175,90 @@ def _become_subreaper() -> None:
         pass
 
 
+def _proc_children(pid: int) -> list[int] | None:
+    """Direct children of `pid` from /proc/<pid>/task/*/children (Linux); None when unavailable."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    kids: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:  # a thread that just ended, or a kernel without the file
+            if tid == str(pid):
+                return None
+        except OSError:
+            continue
+    return kids
+
+
+def _descendants() -> list[int]:
+    """Every process below this one (cheap on Linux: no scan of all of /proc)."""
+    found: list[int] = []
+    todo = [os.getpid()]
+    while todo:
+        kids = _proc_children(todo.pop())
+        if kids is None:
+            import psutil
+
+            try:
+                return [p.pid for p in psutil.Process().children(recursive=True)]
+            except psutil.Error:
+                return found
+        found.extend(kids)
+        todo.extend(kids)
+    return found
+
+
+def _state(pid: int) -> str | None:
+    """The process state letter ('Z' for a zombie), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        import psutil
+
+        try:
+            return "Z" if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE else "R"
+        except psutil.Error:
+            return None
+
+
+def _has_run_id(pid: int, run_id: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"MLKIT_RUN_ID={run_id}".encode() in f.read().split(b"\0")
+    except OSError:
+        import psutil
+
+        try:
+            return psutil.Process(pid).environ().get("MLKIT_RUN_ID") == run_id
+        except psutil.Error:
+            return False
+
+
 class _Tree:
-    """The child, its process group, and every descendant that carries this run's id."""
+    """The child, its process group, and every descendant that carries this run's id.
+
+    The ranks torchrun starts live in sessions of their own, so the group alone is not enough;
+    they inherit MLKIT_RUN_ID, and as we are a subreaper they stay our descendants even when
+    their parent dies first.
+    """
 
     def __init__(self, child: subprocess.Popen[bytes], run_id: str):
         self.child = child
         self.pgid = child.pid
         self.run_id = run_id
 
-    def members(self) -> list[Any]:
-        import psutil
-
+    def members(self) -> list[int]:
         found = []
-        try:
-            candidates = psutil.Process().children(recursive=True)
-        except psutil.Error:
-            return found
-        for p in candidates:
+        for pid in _descendants():
             try:
-                if p.pid == self.child.pid or os.getpgid(p.pid) == self.pgid:
-                    found.append(p)
-                elif p.environ().get("MLKIT_RUN_ID") == self.run_id:
-                    found.append(p)
-            except (psutil.Error, OSError):
+                if pid == self.child.pid or os.getpgid(pid) == self.pgid or _has_run_id(pid, self.run_id):
+                    found.append(pid)
+            except OSError:
                 continue
         return found
 
@@ -205,36 +266,24 @@ class _Tree:
         """`sig` to the group and to every member outside it (torchrun's workers have their own)."""
         members = self.members()
         proc_mod.signal_group(self.pgid, sig)
-        for p in members:
-            with contextlib.suppress(Exception):
-                p.send_signal(sig)
+        for pid in members:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
 
     def alive(self) -> bool:
         """True while a process of the group, or a non-zombie member outside it, is left."""
-        import psutil
-
         self.reap()
         if proc_mod.group_alive(self.pgid):
             return True
-        for p in self.members():
-            try:
-                if p.pid != self.child.pid and p.status() != psutil.STATUS_ZOMBIE:
-                    return True
-            except psutil.Error:
-                continue
-        return False
+        return any(pid != self.child.pid and _state(pid) not in (None, "Z") for pid in self.members())
 
     def reap(self) -> None:
-        """Collect the exit status of descendants that were reparented to us."""
-        import psutil
-
-        me = os.getpid()
-        for p in self.members():
-            try:
-                if p.pid != self.child.pid and p.ppid() == me and p.status() == psutil.STATUS_ZOMBIE:
-                    os.waitpid(p.pid, os.WNOHANG)
-            except (psutil.Error, OSError):
-                continue
+        """Collect the exit status of members that were reparented to us (we are a subreaper)."""
+        mine = set(_proc_children(os.getpid()) or [])
+        for pid in self.members():
+            if pid != self.child.pid and pid in mine and _state(pid) == "Z":
+                with contextlib.suppress(OSError):
+                    os.waitpid(pid, os.WNOHANG)
 
 
 class _Stopper:
