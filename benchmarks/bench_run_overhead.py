@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,20 +34,51 @@ entry_points:
 """
 
 
-def _time(argv: list[str], env: dict[str, str], cwd: Path, n: int) -> list[float]:
-    """Wall-clock seconds of `n` runs of argv (the first, a warm-up, is dropped)."""
-    times = []
+class Timing:
+    """Wall-clock and CPU seconds (user+sys of the whole process tree) of repeated runs."""
+
+    def __init__(self, name: str, wall: list[float], cpu: list[float]):
+        self.name, self.wall, self.cpu = name, wall, cpu
+
+    @property
+    def wall_ms(self) -> float:
+        return statistics.median(self.wall) * 1000
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.wall) * 1000
+
+    @property
+    def cpu_ms(self) -> float:
+        return statistics.median(self.cpu) * 1000
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(name: str, argv: list[str], env: dict[str, str], cwd: Path, n: int) -> Timing:
+    """`n` runs of argv (after one warm-up run that is not counted)."""
+    wall, cpu = [], []
     for i in range(n + 1):
-        start = time.perf_counter()
+        cpu0, start = _cpu(), time.perf_counter()
         result = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        elapsed = time.perf_counter() - start
+        elapsed, used = time.perf_counter() - start, _cpu() - cpu0
         if result.returncode != 0:
             raise SystemExit(
                 f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr.decode()[-2000:]}"
             )
         if i:
-            times.append(elapsed)
-    return times
+            wall.append(elapsed)
+            cpu.append(used)
+    return Timing(name, wall, cpu)
+
+
+def _verdict(value: float, reference: bool) -> str:
+    if reference:
+        return "(reference)"
+    return f"< {TARGET_MS:.0f} ms: " + ("ok" if value < TARGET_MS else "MISSED")
 
 
 def main() -> None:
@@ -67,6 +99,7 @@ def main() -> None:
         compileall.compile_dir(Path(mlkit.__file__).parent, quiet=1)
 
     has_mlflow = not args.no_mlflow and _importable("mlflow")
+    py = sys.executable
     tmp = Path(tempfile.mkdtemp(prefix="mlkit-bench-run-"))
     try:
         project = tmp / "project"
@@ -82,54 +115,40 @@ def main() -> None:
             "MLFLOW_ALLOW_FILE_STORE": "true",
             "MLFLOW_TRACKING_URI": (tmp / "mlflow-store").as_uri(),
         }
-        py = sys.executable
-
-        rows: list[tuple[str, list[float]]] = []
-        direct = _time([py, "noop.py"], base, project, args.n)
-        rows.append(("python noop.py (direct)", direct))
-        mlkit_run = [py, "-m", "mlkit", "run", str(project), "--env-manager", "local", "--gpus", "none",
-                     "--system-metrics-interval", "0"]  # fmt: skip
-        rows.append(("mlkit run", _time(mlkit_run, mlkit_env, tmp, args.n)))
+        n = args.n
+        direct = measure("python noop.py (direct)", [py, "noop.py"], base, project, n)
+        runs = [
+            measure("mlkit run", [py, "-m", "mlkit", "run", str(project), "--env-manager", "local", "--gpus", "none",
+                                  "--system-metrics-interval", "0"], mlkit_env, tmp, n),
+        ]  # fmt: skip
         if has_mlflow:
-            rows.append(("mlflow run", _time([py, "-m", "mlflow", "run", str(project), "--env-manager", "local"],
-                                             mlflow_env, tmp, args.n)))  # fmt: skip
-        help_rows = [("mlkit --help", _time([py, "-m", "mlkit", "--help"], mlkit_env, tmp, args.n))]
+            runs.append(measure("mlflow run", [py, "-m", "mlflow", "run", str(project), "--env-manager", "local"],
+                                mlflow_env, tmp, n))  # fmt: skip
+        bare = measure("python -c pass", [py, "-c", "pass"], base, tmp, n)
+        helps = [measure("mlkit --help", [py, "-m", "mlkit", "--help"], mlkit_env, tmp, n)]
         if has_mlflow:
-            help_rows.append(
-                ("mlflow --help", _time([py, "-m", "mlflow", "--help"], mlflow_env, tmp, args.n))
-            )
-        bare = _time([py, "-c", "pass"], base, tmp, args.n)
+            helps.append(measure("mlflow --help", [py, "-m", "mlflow", "--help"], mlflow_env, tmp, n))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    base_ms = statistics.median(direct) * 1000
-    bare_ms = statistics.median(bare) * 1000
-    print(f"# `mlkit run` overhead ({platform.node()}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"median of {args.n})\n")  # fmt: skip
-    print("| command | median ms | min ms | overhead over direct ms | target |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for name, times in rows:
-        med, low = statistics.median(times) * 1000, min(times) * 1000
-        over = med - base_ms
-        target = (
-            ""
-            if name.startswith("python")
-            else (f"< {TARGET_MS:.0f} ms: " + ("ok" if over < TARGET_MS else "MISSED"))
+    print(f"# `mlkit run` overhead ({platform.node()}, Python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, median of {n}; CPU = user+sys of the process tree)\n")  # fmt: skip
+    print("| command | wall ms | min ms | CPU ms | overhead over direct (wall / CPU) ms | target |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for t in [direct, *runs]:
+        over, over_cpu = t.wall_ms - direct.wall_ms, t.cpu_ms - direct.cpu_ms
+        verdict = "" if t is direct else _verdict(over, t.name.startswith("mlflow"))
+        print(
+            f"| {t.name} | {t.wall_ms:.0f} | {t.min_ms:.0f} | {t.cpu_ms:.0f} | {over:+.0f} / {over_cpu:+.0f} | {verdict} |"
         )
-        if name.startswith("mlflow"):
-            target = "(reference)"
-        print(f"| {name} | {med:.0f} | {low:.0f} | {over:+.0f} | {target} |")
     print()
-    print(f"| command | median ms | min ms | minus bare `python -c pass` ({bare_ms:.0f} ms) | target |")
-    print("| --- | ---: | ---: | ---: | --- |")
-    for name, times in help_rows:
-        med, low = statistics.median(times) * 1000, min(times) * 1000
-        target = (
-            "(reference)"
-            if name.startswith("mlflow")
-            else f"< {TARGET_MS:.0f} ms: " + ("ok" if med < TARGET_MS else "MISSED")
+    print("| command | wall ms | min ms | CPU ms | minus `python -c pass` (wall) ms | target |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
+    for t in [bare, *helps]:
+        verdict = "" if t is bare else _verdict(t.wall_ms, t.name.startswith("mlflow"))
+        print(
+            f"| {t.name} | {t.wall_ms:.0f} | {t.min_ms:.0f} | {t.cpu_ms:.0f} | {t.wall_ms - bare.wall_ms:+.0f} | {verdict} |"
         )
-        print(f"| {name} | {med:.0f} | {low:.0f} | {med - bare_ms:+.0f} | {target} |")
 
 
 def _importable(name: str) -> bool:

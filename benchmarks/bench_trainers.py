@@ -76,7 +76,10 @@ def bare_classifier(cfg, dev, mode, seconds):
     x = torch.randn(n, 3, cfg["size"], cfg["size"], device=dev if fast else "cpu")
     y = torch.randint(0, 10, (n,), device=x.device)
     if fast and dev.type == "cuda":
-        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+        model, x = (
+            model.to(memory_format=torch.channels_last),
+            x.contiguous(memory_format=torch.channels_last),
+        )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fast and dev.type == "cuda")
     B = cfg["batch"]
 
@@ -138,8 +141,9 @@ def bare_gan(cfg, dev, mode, seconds):
         z = torch.randn(B, cfg["nz"], 1, 1, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=fast):
             fake = G(z)
-            loss_d = (F.binary_cross_entropy_with_logits(D(real), ones)
-                      + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+            loss_d = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(
+                D(fake.detach()), zeros
+            )
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
@@ -156,26 +160,82 @@ def bare_gan(cfg, dev, mode, seconds):
 def trainer_args(name, cfg, steps):
     if name == "cnn":
         epochs = math.ceil(steps * cfg["batch"] / (0.8 * cfg["synthetic_size"]))
-        return ["--data", "synthetic", "--image-size", str(cfg["size"]), "--channels", "3",
-                "--synthetic-size", str(cfg["synthetic_size"]), "--width", str(cfg["width"]), "--shift", "0",
-                "--batch-size", str(cfg["batch"]), "--epochs", str(epochs)], "samples_per_s"
+        return [
+            "--data",
+            "synthetic",
+            "--image-size",
+            str(cfg["size"]),
+            "--channels",
+            "3",
+            "--synthetic-size",
+            str(cfg["synthetic_size"]),
+            "--width",
+            str(cfg["width"]),
+            "--shift",
+            "0",
+            "--batch-size",
+            str(cfg["batch"]),
+            "--epochs",
+            str(epochs),
+        ], "samples_per_s"
     if name == "rnn":
-        return ["--data", "synthetic", "--synthetic-size", "4000000", "--embed", str(cfg["embed"]),
-                "--hidden", str(cfg["hidden"]), "--layers", str(cfg["layers"]), "--batch-size", str(cfg["batch"]),
-                "--seq-len", str(cfg["seq_len"]), "--max-steps", str(steps), "--eval-interval", str(steps),
-                "--eval-batches", "2", "--sample-length", "50"], "tokens_per_s"
+        return [
+            "--data",
+            "synthetic",
+            "--synthetic-size",
+            "4000000",
+            "--embed",
+            str(cfg["embed"]),
+            "--hidden",
+            str(cfg["hidden"]),
+            "--layers",
+            str(cfg["layers"]),
+            "--batch-size",
+            str(cfg["batch"]),
+            "--seq-len",
+            str(cfg["seq_len"]),
+            "--max-steps",
+            str(steps),
+            "--eval-interval",
+            str(steps),
+            "--eval-batches",
+            "2",
+            "--sample-length",
+            "50",
+        ], "tokens_per_s"
     epochs = math.ceil(steps * cfg["batch"] / cfg["synthetic_size"])
-    return ["--data", "synthetic", "--image-size", str(cfg["size"]), "--channels", "3",
-            "--synthetic-size", str(cfg["synthetic_size"]), "--nz", str(cfg["nz"]), "--ngf", str(cfg["ngf"]),
-            "--ndf", str(cfg["ndf"]), "--batch-size", str(cfg["batch"]), "--epochs", str(epochs)], "samples_per_s"
+    return [
+        "--data",
+        "synthetic",
+        "--image-size",
+        str(cfg["size"]),
+        "--channels",
+        "3",
+        "--synthetic-size",
+        str(cfg["synthetic_size"]),
+        "--nz",
+        str(cfg["nz"]),
+        "--ngf",
+        str(cfg["ngf"]),
+        "--ndf",
+        str(cfg["ndf"]),
+        "--batch-size",
+        str(cfg["batch"]),
+        "--epochs",
+        str(epochs),
+    ], "samples_per_s"
 
 
 def run_trainer(name, cfg, dev, steps, out: Path, log_interval: int):
     """train.py as a subprocess with a real tracked run; returns its post-warmup rate and the run id."""
     args, metric = trainer_args(name, cfg, steps)
     store = out / "mlruns"
-    env = {**os.environ, "MLKIT_TRACKING_URI": str(store), "PYTHONPATH": str(REPO),
-           "MLKIT_EXPERIMENT_NAME": "bench_trainers"}
+    env = {
+        **os.environ,
+        "MLKIT_TRACKING_URI": str(store),
+        "PYTHONPATH": str(REPO),
+        "MLKIT_EXPERIMENT_NAME": "bench_trainers",
+    }
     for key in ("MLKIT_RUN_ID", "MLFLOW_RUN_ID"):
         env.pop(key, None)
     argv = [sys.executable, "train.py", *args, "--device", str(dev), "--log-interval", str(log_interval)]
@@ -193,7 +253,7 @@ def run_trainer(name, cfg, dev, steps, out: Path, log_interval: int):
     run = runs[0]
     history = fs.get_metric_history(run.info.run_id, metric)
     rates = [m.value for m in sorted(history, key=lambda m: m.step)]
-    kept = rates[max(1, len(rates) // 4):]  # the first quarter holds cuDNN autotuning and allocator warmup
+    kept = rates[max(1, len(rates) // 4) :]  # the first quarter holds cuDNN autotuning and allocator warmup
     return statistics.median(kept), run.info.run_id, wall, " ".join(argv[1:])
 
 
@@ -213,10 +273,16 @@ BARE = {"cnn": bare_classifier, "rnn": bare_lm, "gan": bare_gan}
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "out"), help="folder for the JSON, table and store")
-    p.add_argument("--seconds", type=float, default=None, help="timed seconds per measurement (GPU 10, CPU 2)")
+    p.add_argument(
+        "--out", default=str(REPO / "benchmarks" / "out"), help="folder for the JSON, table and store"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=None, help="timed seconds per measurement (GPU 10, CPU 2)"
+    )
     p.add_argument("--only", nargs="*", default=["cnn", "rnn", "gan"], help="trainers to measure")
-    p.add_argument("--log-interval", type=int, default=10, help="the trainer's metric logging interval (default: 10)")
+    p.add_argument(
+        "--log-interval", type=int, default=10, help="the trainer's metric logging interval (default: 10)"
+    )
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -225,12 +291,21 @@ def main():
     seconds = args.seconds or (10.0 if gpu else 2.0)
     torch.backends.cudnn.benchmark = True  # one line every loop sets; fixed shapes
     configs = CONFIGS if gpu else TINY
-    env = dict(torch=torch.__version__, python=platform.python_version(), seconds=seconds,
-               device=torch.cuda.get_device_name(0) if gpu else f"CPU ({os.cpu_count()} cores)",
-               cudnn=torch.backends.cudnn.version() if gpu else None)
-    print(f"# bench_trainers on {env['device']}, torch {env['torch']}, {seconds:g} s per measurement", flush=True)
+    env = dict(
+        torch=torch.__version__,
+        python=platform.python_version(),
+        seconds=seconds,
+        device=torch.cuda.get_device_name(0) if gpu else f"CPU ({os.cpu_count()} cores)",
+        cudnn=torch.backends.cudnn.version() if gpu else None,
+    )
+    print(
+        f"# bench_trainers on {env['device']}, torch {env['torch']}, {seconds:g} s per measurement",
+        flush=True,
+    )
     if not gpu:
-        print("# no CUDA: a TINY CPU version with small shapes; the ratios are not meaningful here", flush=True)
+        print(
+            "# no CUDA: a TINY CPU version with small shapes; the ratios are not meaningful here", flush=True
+        )
 
     results = []
     for name in args.only:
@@ -242,13 +317,16 @@ def main():
             per_step = (cfg["batch"] * cfg.get("seq_len", 1)) / row["bf16_bare"]
             steps = max(50, int((seconds * 1.5) / per_step))  # the first quarter is dropped as warmup
             row["trainer_rate"], row["run_id"], row["trainer_wall_s"], row["trainer_cmd"] = run_trainer(
-                name, cfg, dev, steps, out, args.log_interval)
+                name, cfg, dev, steps, out, args.log_interval
+            )
             row["vs_bf16_bare"] = row["trainer_rate"] / row["bf16_bare"]
             row["vs_fp32_bare"] = row["trainer_rate"] / row["fp32_bare"]
         except Exception as e:  # one failing trainer must not lose the others' numbers
             row["error"] = f"{type(e).__name__}: {e}"[:3000]
         results.append(row)
-        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+        print(
+            json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True
+        )
         if gpu:
             torch.cuda.empty_cache()
 
@@ -259,16 +337,24 @@ def main():
 
 
 def render(env, results, gpu):
-    lines = [f"Device: {env['device']} | torch {env['torch']} | {env['seconds']:g} s per measurement"
-             + ("" if gpu else " | TINY CPU version: not a performance result"), "",
-             "| trainer | unit | fp32 bare | bf16 bare | trainer | trainer / bf16 bare (target >= 0.95) "
-             "| trainer / fp32 bare (target >= 1.5) |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Device: {env['device']} | torch {env['torch']} | {env['seconds']:g} s per measurement"
+        + ("" if gpu else " | TINY CPU version: not a performance result"),
+        "",
+        "| trainer | unit | fp32 bare | bf16 bare | trainer | trainer / bf16 bare (target >= 0.95) "
+        "| trainer / fp32 bare (target >= 1.5) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['trainer']} | {r['unit']} | error: {r['error'].splitlines()[0][:120]} | | | | |")
+            lines.append(
+                f"| {r['trainer']} | {r['unit']} | error: {r['error'].splitlines()[0][:120]} | | | | |"
+            )
             continue
-        lines.append(f"| {r['trainer']} | {r['unit']} | {r['fp32_bare']:,.0f} | {r['bf16_bare']:,.0f} | "
-                     f"{r['trainer_rate']:,.0f} | {r['vs_bf16_bare']:.2f} | {r['vs_fp32_bare']:.2f} |")
+        lines.append(
+            f"| {r['trainer']} | {r['unit']} | {r['fp32_bare']:,.0f} | {r['bf16_bare']:,.0f} | "
+            f"{r['trainer_rate']:,.0f} | {r['vs_bf16_bare']:.2f} | {r['vs_fp32_bare']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -180,7 +180,7 @@ def run(
         "--on-finish",
         metavar="CMD",
         envvar="MLKIT_ON_FINISH",
-        help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_RUN_STATUS, ... set).",
+        help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_STATUS, MLKIT_EXIT_CODE, ... set).",
         rich_help_panel=_CRON,
     ),
 ) -> None:

@@ -215,6 +215,10 @@ class _Heartbeat(threading.Thread):
         self.join(timeout=2)
 
 
+def _prefixed(notify: Notify, prefix: str) -> Notify:
+    return lambda message: notify(prefix + message)
+
+
 def _failure_reason(error: BaseException, child_started: bool) -> str:
     if isinstance(error, (EnvBuildError, EnvSpecError)):
         return "env_build_failed"
@@ -289,7 +293,9 @@ def _run(
         if options.lock:
             from mlkit.runner.lock import run_lock
 
-            held = stack.enter_context(run_lock(options.lock, wait=options.lock_wait, on_wait=notify))
+            held = stack.enter_context(
+                run_lock(options.lock, wait=options.lock_wait, on_wait=_prefixed(notify, "mlkit: "))
+            )
         from mlkit.env import env_hash
 
         ehash = env_hash(project.directory, project.env)
@@ -374,7 +380,11 @@ def _supervise_run(
         from mlkit.env import prepare_env
 
         env = prepare_env(
-            project.directory, project.env, options.env_manager, conda_exe=options.conda_exe, progress=notify
+            project.directory,
+            project.env,
+            options.env_manager,
+            conda_exe=options.conda_exe,
+            progress=_prefixed(notify, "mlkit: env: "),
         )
         if env.message:
             notify(f"mlkit: env: {env.message}")
@@ -386,7 +396,13 @@ def _supervise_run(
 
         from mlkit.gpu import reserve
 
-        lease = reserve(request, run_id=run_id, owner_pid=os.getpid(), wait=options.wait, on_wait=notify)
+        lease = reserve(
+            request,
+            run_id=run_id,
+            owner_pid=os.getpid(),
+            wait=options.wait,
+            on_wait=_prefixed(notify, "mlkit: "),
+        )
         if lease.tags:
             store.set_tags(run_id, lease.tags)
         if lease.notice:

@@ -382,22 +382,26 @@ def _execute(
         stderr=subprocess.PIPE,
     )
     assert child.stdout is not None and child.stderr is not None
-    tee = _Tee({child.stdout.fileno(): stdout, child.stderr.fileno(): stderr}, log_fd)
-    tee.start()
     tree = _Tree(child, plan.run_id)
     stopper = _Stopper(tree, plan.kill_grace)
-    router.on_signal = lambda signum: stopper.stop(signum, "signal")
-    router.mode = "forward"
-    if router.received is not None and stopper.reason is None:  # came during the spawn
-        stopper.stop(router.received, "signal")
     timer = None
-    if plan.timeout:
-        timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
-        timer.daemon = True
-        timer.start()
-
-    sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
-    returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
+    try:
+        tee = _Tee({child.stdout.fileno(): stdout, child.stderr.fileno(): stderr}, log_fd)
+        tee.start()
+        router.on_signal = lambda signum: stopper.stop(signum, "signal")
+        router.mode = "forward"
+        if router.received is not None and stopper.reason is None:  # came during the spawn
+            stopper.stop(router.received, "signal")
+        if plan.timeout:
+            timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
+            timer.daemon = True
+            timer.start()
+        sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
+        returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
+    except BaseException:  # never leave the entry point running behind a failed supervisor
+        tree.signal(signal.SIGKILL)
+        child.wait()
+        raise
     router.mode = "defer"
     if timer is not None:
         timer.cancel()

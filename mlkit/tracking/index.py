@@ -36,8 +36,6 @@ KIND_DIRS = {"metric": "metrics", "param": "params", "tag": "tags"}
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
-# directory signatures are only needed for complete(): leave them out of the big query
-_QUERY_COLUMNS = ", ".join("''" if c.endswith("_sig") and c != "meta_sig" else c for c in _RUN_COLUMNS)
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
 CREATE INDEX runs_exp ON runs (exp_id);
@@ -331,17 +329,28 @@ class RunIndex:
         return out
 
     # ------------------------------------------------------------------ queries
-    def query(self, exp_dirs: list[Path], keys: set[tuple[str, str]]) -> list[IndexedRun]:
-        """Every run in these experiment dirs with attributes and the values of `keys`, all fresh."""
+    def query(
+        self, exp_dirs: list[Path], keys: set[tuple[str, str]], attrs: set[str] | frozenset[str] = frozenset()
+    ) -> list[IndexedRun]:
+        """Every run in these experiment dirs with the values of `keys`, all checked fresh.
+
+        `info` holds run_id, lifecycle_stage, start_time and the attributes named in `attrs`
+        (fewer columns read is most of the speed); `complete()` fills in the rest.
+        """
         from mlkit.tracking.store import RESERVED_EXPERIMENT_DIRS
 
         now_ns = time.time_ns()
         exp_ids = [d.name for d in exp_dirs]
         if not exp_ids:
             return []
+        columns = [
+            "lifecycle_stage",
+            "start_time",
+            *sorted(set(attrs) & set(ATTR_COLUMNS) - {"lifecycle_stage", "start_time"}),
+        ]
         marks = ",".join("?" * len(exp_ids))
         cached = {row[0]: row for row in self._select(
-            f"SELECT {_QUERY_COLUMNS} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
+            f"SELECT run_id, exp_id, meta_sig, {', '.join(columns)} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
         values: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {}
         for kind, key in keys:
             for run_id, value, sig, extra in self._select(
@@ -352,6 +361,7 @@ class RunIndex:
         out: list[IndexedRun] = []
         changed: list[IndexedRun] = []
         seen: set[str] = set()
+        empty: dict[tuple[str, str], tuple[str, str, str]] = {}
         for exp_dir in exp_dirs:
             exp_id = exp_dir.name
             try:
@@ -365,12 +375,11 @@ class RunIndex:
                 seen.add(name)
                 run_dir = entry.path
                 row = cached.get(name)
-                mine = values.get(name, {})
+                mine = values.get(name, empty)
                 if row is not None and row[1] == exp_id and self._fresh(run_dir, row, mine, key_paths):
-                    info = dict(zip(ATTR_COLUMNS, row[6:], strict=True))
+                    info = dict(zip(columns, row[3:], strict=True))
                     info["run_id"] = name
-                    sigs = {"meta": row[2], "metric": row[3], "param": row[4], "tag": row[5]}
-                    out.append(IndexedRun(name, exp_id, run_dir, info, sigs, mine))
+                    out.append(IndexedRun(name, exp_id, run_dir, info, {"meta": row[2]}, mine))
                     continue
                 try:
                     run = read_run(run_dir, name, exp_id, self._old_values(name) if row else {}, now_ns)
@@ -402,37 +411,39 @@ class RunIndex:
         return True
 
     def complete(self, runs: list[IndexedRun]) -> list[IndexedRun]:
-        """The same runs with every key, each checked against its file (re-read when changed)."""
+        """The same runs with every attribute and key, each checked against its file."""
         now_ns = time.time_ns()
         out: list[IndexedRun] = []
         changed: list[IndexedRun] = []
         todo = [r.run_id for r in runs if not r.complete]
         olds = self._old_values_many(todo)
-        dir_sigs = {}
+        full_rows: dict[str, tuple[Any, ...]] = {}
         for i in range(0, len(todo), 500):
             chunk = todo[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            for run_id, *sigs in self._select(
-                f"SELECT run_id, metric_sig, param_sig, tag_sig FROM runs WHERE run_id IN ({marks})", chunk
+            for row in self._select(
+                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id IN ({marks})", chunk
             ):
-                dir_sigs[run_id] = dict(zip(("metric", "param", "tag"), sigs, strict=True))
+                full_rows[row[0]] = row
         for run in runs:
             if run.complete:
                 out.append(run)
                 continue
             old = olds.get(run.run_id, {})
-            run.sigs.update(dir_sigs.get(run.run_id, {}))
-            fresh = all(
-                dir_sig(f"{run.run_dir}/{KIND_DIRS[k]}", run.sigs[k]) == run.sigs[k] for k in KIND_DIRS
-            )
-            fresh = fresh and file_sig(f"{run.run_dir}/meta.yaml") == run.sigs["meta"]
-            fresh = fresh and all(
-                kind == "param" or file_sig(f"{run.run_dir}/{KIND_DIRS[kind]}/{key}") == v[1]
-                for (kind, key), v in old.items()
-            )
-            if fresh and not self._disabled:
-                run.values, run.complete = old, True
-                out.append(run)
+            row = full_rows.get(run.run_id)
+            fresh = row is not None and not self._disabled and row[2] == run.sigs["meta"]
+            if fresh:
+                sigs = {"meta": row[2], "metric": row[3], "param": row[4], "tag": row[5]}
+                checked = run.values  # these files were stat'ed by query() just now
+                fresh = all(dir_sig(f"{run.run_dir}/{KIND_DIRS[k]}", sigs[k]) == sigs[k] for k in KIND_DIRS) and all(
+                    kind == "param" or (kind, key) in checked
+                    or file_sig(f"{run.run_dir}/{KIND_DIRS[kind]}/{key}") == v[1]
+                    for (kind, key), v in old.items()
+                )  # fmt: skip
+            if fresh:
+                info = dict(zip(ATTR_COLUMNS, row[6:], strict=True))
+                info["run_id"] = run.run_id
+                out.append(IndexedRun(run.run_id, run.exp_id, run.run_dir, info, sigs, old, True))
                 continue
             try:
                 new = read_run(run.run_dir, run.run_id, run.exp_id, old, now_ns)

@@ -89,7 +89,7 @@ def mark_lost_runs(store: FileStore) -> list[str]:
 
     host = socket.gethostname()
     lost: list[str] = []
-    for record in indexed_runs(store, None):
+    for record in indexed_runs(store, None, attrs={"status"}):
         info = record.info
         if info.get("status") != RUNNING or info.get("lifecycle_stage", ACTIVE) != ACTIVE:
             continue

@@ -51,10 +51,13 @@ def _exp_dirs(store: FileStore, experiment_ids: list[str] | str | None) -> list[
 
 
 def indexed_runs(
-    store: FileStore, experiment_ids: list[str] | str | None, keys: set[tuple[str, str]] | None = None
+    store: FileStore,
+    experiment_ids: list[str] | str | None,
+    keys: set[tuple[str, str]] | None = None,
+    attrs: set[str] | None = None,
 ) -> list[IndexedRun]:
-    """Fresh attributes (and the values of `keys`) of every run of these experiments (None = all)."""
-    return index_of(store).query(_exp_dirs(store, experiment_ids), keys or set())
+    """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all)."""
+    return index_of(store).query(_exp_dirs(store, experiment_ids), keys or set(), attrs or set())
 
 
 def _row(run: IndexedRun) -> RunRow:
@@ -92,9 +95,10 @@ def search_rows(
     order = parse_order_by(order_by)
     keys = {(c.type, c.key) for c in clauses if c.type != ATTRIBUTE}
     keys |= {(o.type, o.key) for o in order if o.type != ATTRIBUTE}
+    attrs = {c.key for c in clauses if c.type == ATTRIBUTE} | {o.key for o in order if o.type == ATTRIBUTE}
     stages = _view(run_view)
     rows = []
-    for run in indexed_runs(store, experiment_ids, keys):
+    for run in indexed_runs(store, experiment_ids, keys, attrs):
         if run.info.get("lifecycle_stage", ACTIVE) not in stages:
             continue
         row = _row(run)

@@ -418,6 +418,9 @@ class FileStore:
 
     @staticmethod
     def _resolve_artifact_uri(run_dir: Path, uri: str) -> str:
+        if uri.startswith("file://") and uri.endswith(f"{run_dir}/artifacts"):
+            if uri == files.path_to_uri(run_dir / "artifacts"):
+                return uri  # where the run is now: no need to look
         stored = files.path_from_uri(uri)
         if stored is not None and stored.exists():
             return uri

@@ -9,6 +9,15 @@ from mlkit.train.runtime import Runtime, setup, teardown, wrap_ddp
 from mlkit.train.tracking import MetricLogger, Tracker
 
 __all__ = [
-    "CHECKPOINT", "MetricLogger", "Runtime", "Tracker", "find_checkpoint", "load_checkpoint",
-    "save_checkpoint", "setup", "teardown", "unwrap", "wrap_ddp",
+    "CHECKPOINT",
+    "MetricLogger",
+    "Runtime",
+    "Tracker",
+    "find_checkpoint",
+    "load_checkpoint",
+    "save_checkpoint",
+    "setup",
+    "teardown",
+    "unwrap",
+    "wrap_ddp",
 ]

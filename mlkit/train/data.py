@@ -38,8 +38,14 @@ class ImageData:
 
 
 def load_images(
-    data: str, *, image_size: int = 0, channels: int = 1, num_classes: int = 10,
-    synthetic_size: int = 10_000, val_fraction: float = 0.2, seed: int = 0,
+    data: str,
+    *,
+    image_size: int = 0,
+    channels: int = 1,
+    num_classes: int = 10,
+    synthetic_size: int = 10_000,
+    val_fraction: float = 0.2,
+    seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> ImageData:
     """Load, scale to [-1, 1], resize to image_size (0 keeps the native size), split, move."""
@@ -54,7 +60,8 @@ def load_images(
             x, y = load_folder(Path(data), channels)
         else:
             raise FileNotFoundError(
-                f"data={data!r}: expected 'digits', 'synthetic', a .npz file or a folder of class folders")
+                f"data={data!r}: expected 'digits', 'synthetic', a .npz file or a folder of class folders"
+            )
         if image_size and x.shape[-1] != image_size:
             # bilinear: digits are 4x4-block counts, so smooth upsampling keeps strokes readable
             x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", align_corners=False)
@@ -82,8 +89,10 @@ def load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):  # (N, H, W, C)
         x = x.transpose(0, 3, 1, 2)
     if x.ndim != 4 or len(x) != len(y):
-        raise ValueError(f"{path}: x must be (N,H,W), (N,H,W,C) or (N,C,H,W) with len(y) == N; "
-                         f"got x {x.shape}, y {y.shape}")
+        raise ValueError(
+            f"{path}: x must be (N,H,W), (N,H,W,C) or (N,C,H,W) with len(y) == N; "
+            f"got x {x.shape}, y {y.shape}"
+        )
     integer = np.issubdtype(x.dtype, np.integer)
     x = torch.from_numpy(np.ascontiguousarray(x)).float()
     if integer or x.max() > 1.0:  # 0..255 pixels; floats are taken to be in 0..1
@@ -98,7 +107,8 @@ def load_folder(root: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     except ImportError as e:
         raise ImportError(
             f"data={root}: reading a folder of images needs Pillow (pip install pillow); "
-            "or save your images as an .npz with arrays x (N,H,W[,C]) and y (N,)") from e
+            "or save your images as an .npz with arrays x (N,H,W[,C]) and y (N,)"
+        ) from e
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise FileNotFoundError(f"data={root}: no class sub-folders (expected {root}/<class>/<image>.png)")
@@ -142,8 +152,9 @@ def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[t
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
-def epoch_batches(n: int, batch_size: int, *, epoch: int, seed: int, rank: int = 0,
-                  world_size: int = 1, device="cpu"):
+def epoch_batches(
+    n: int, batch_size: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1, device="cpu"
+):
     """Yield index tensors for one epoch: the same shuffled order on every rank (seeded by
     seed+epoch), each rank taking every world_size-th index; full batches only (fixed shapes
     for cuDNN benchmark and torch.compile)."""

@@ -11,7 +11,9 @@ import numpy as np
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     # length, type, data, CRC over type+data (PNG spec section 5.3)
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -27,8 +29,12 @@ def encode_png(pixels: np.ndarray) -> bytes:
     # each scanline starts with filter type 0 (None)
     raw = np.concatenate([np.zeros((h, 1), np.uint8), pixels.reshape(h, w * channels)], axis=1)
     header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-            + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def write_png(path: str | Path, pixels: np.ndarray) -> Path:
@@ -50,7 +56,7 @@ def image_grid(images: np.ndarray, nrow: int = 8, pad: int = 2, scale: int = 1) 
         h, w = h * scale, w * scale
     ncol = min(nrow, n)
     nrows = (n + ncol - 1) // ncol
-    grid = np.zeros((c, nrows * (h + pad) + pad, ncol * (w + pad) + pad), np.uint8)
+    grid = np.full((c, nrows * (h + pad) + pad, ncol * (w + pad) + pad), 128, np.uint8)  # grey gutters
     for i in range(n):
         r, col = divmod(i, ncol)
         y, x = pad + r * (h + pad), pad + col * (w + pad)

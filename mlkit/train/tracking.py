@@ -78,7 +78,9 @@ class MetricLogger:
     that step, so the rate is the launch's, not one rank's.
     """
 
-    def __init__(self, tracker: Tracker, interval: int, unit: str = "samples", total_steps: int | None = None):
+    def __init__(
+        self, tracker: Tracker, interval: int, unit: str = "samples", total_steps: int | None = None
+    ):
         self.tracker, self.rt = tracker, tracker.rt
         self.interval, self.unit, self.total_steps = max(1, interval), unit, total_steps
         self.tty = sys.stderr.isatty()
@@ -92,8 +94,10 @@ class MetricLogger:
         if step % self.interval != 0:
             return None
         # .item() syncs with the GPU; here only, once per interval. All ranks reduce together.
-        logged = {k: float(self.rt.all_reduce_mean(v).item()) if torch.is_tensor(v) else float(v)
-                  for k, v in values.items()}
+        logged = {
+            k: float(self.rt.all_reduce_mean(v).item()) if torch.is_tensor(v) else float(v)
+            for k, v in values.items()
+        }
         now = time.perf_counter()
         logged[f"{self.unit}_per_s"] = self._count / max(now - self._t0, 1e-9)
         self._count, self._t0 = 0, now

@@ -23,8 +23,17 @@ import torch
 import torch.nn.functional as F
 from model import Net
 
-from mlkit.train import (CHECKPOINT, MetricLogger, Tracker, find_checkpoint, load_checkpoint, save_checkpoint,
-                         setup, teardown, unwrap, wrap_ddp)
+from mlkit.train import (
+    CHECKPOINT,
+    MetricLogger,
+    Tracker,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    setup,
+    teardown,
+    wrap_ddp,
+)
 from mlkit.train.data import epoch_batches, load_images
 
 
@@ -32,7 +41,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train a CNN classifier (see the module docstring).")
     a = p.add_argument
     # data
-    a("--data", default="digits", help="digits | synthetic | file.npz | folder of class folders (default: digits)")
+    a(
+        "--data",
+        default="digits",
+        help="digits | synthetic | file.npz | folder of class folders (default: digits)",
+    )
     a("--image-size", type=int, default=0, help="resize images to SxS; 0 keeps the native size (default: 0)")
     a("--channels", type=int, default=1, help="channels for synthetic data / folders; 3 = RGB (default: 1)")
     a("--num-classes", type=int, default=10, help="classes of synthetic data (default: 10)")
@@ -41,17 +54,35 @@ def parse_args(argv=None):
     a("--shift", type=int, default=1, help="random translation augmentation in pixels; 0 = off (default: 1)")
     # model
     a("--width", type=int, default=32, help="channels of the first conv; then 2x, 4x (default: 32)")
-    a("--dropout", type=float, default=0.1, help="before the classifier; small data likes a little (default: 0.1)")
+    a(
+        "--dropout",
+        type=float,
+        default=0.1,
+        help="before the classifier; small data likes a little (default: 0.1)",
+    )
     # optimizer: AdamW, linear warmup then cosine decay to 0
     a("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default: 64)")
     a("--epochs", type=int, default=15, help="passes over the training split (default: 15)")
     a("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
     a("--weight-decay", type=float, default=5e-4, help="AdamW decoupled weight decay (default: 5e-4)")
-    a("--warmup-steps", type=int, default=50, help="linear warmup; Adam's early moments are noisy (default: 50)")
+    a(
+        "--warmup-steps",
+        type=int,
+        default=50,
+        help="linear warmup; Adam's early moments are noisy (default: 50)",
+    )
     a("--label-smoothing", type=float, default=0.1, help="softens overconfident logits (default: 0.1)")
     # system
-    a("--device", default="auto", help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)")
-    a("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)")
+    a(
+        "--device",
+        default="auto",
+        help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)",
+    )
+    a(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)",
+    )
     a("--compile", type=int, default=0, help="1 = torch.compile the model (slow first step) (default: 0)")
     a("--seed", type=int, default=0, help="seeds init, split and batch order (default: 0)")
     a("--log-interval", type=int, default=10, help="log loss/lr/throughput every N steps (default: 10)")
@@ -83,8 +114,15 @@ def random_shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
 def train_one_epoch(model, opt, scaler, data, rt, args, state, logger, total_steps):
     model.train()
     batch = args.batch_size // rt.world_size
-    for idx in epoch_batches(len(data.x_train), batch, epoch=state.epoch, seed=args.seed,
-                             rank=rt.rank, world_size=rt.world_size, device=rt.device):
+    for idx in epoch_batches(
+        len(data.x_train),
+        batch,
+        epoch=state.epoch,
+        seed=args.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        device=rt.device,
+    ):
         x, y = data.x_train[idx], data.y_train[idx]  # a gather on the device, no host copy
         if args.shift:
             x = random_shift(x, args.shift)
@@ -123,18 +161,30 @@ def main(argv=None):
     tracker = Tracker(rt)
     tracker.start(vars(args))
 
-    data = load_images(args.data, image_size=args.image_size, channels=args.channels,
-                       num_classes=args.num_classes, synthetic_size=args.synthetic_size,
-                       val_fraction=args.val_fraction, seed=args.seed, device=rt.device)
+    data = load_images(
+        args.data,
+        image_size=args.image_size,
+        channels=args.channels,
+        num_classes=args.num_classes,
+        synthetic_size=args.synthetic_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=rt.device,
+    )
     C, S, _ = data.shape
     ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
-    model_args = ckpt["model_args"] if ckpt else dict(in_channels=C, num_classes=data.num_classes,
-                                                         width=args.width, dropout=args.dropout)
+    model_args = (
+        ckpt["model_args"]
+        if ckpt
+        else dict(in_channels=C, num_classes=data.num_classes, width=args.width, dropout=args.dropout)
+    )
     raw_model = Net(**model_args).to(rt.device)
     if rt.device.type == "cuda":  # NHWC lets cuDNN use tensor-core convs in bf16/fp16
         raw_model = raw_model.to(memory_format=torch.channels_last)
         data.x_train = data.x_train.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused())
+    opt = torch.optim.AdamW(
+        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
+    )
     scaler = rt.grad_scaler()
     state = SimpleNamespace(step=0, epoch=0)
     if ckpt:
@@ -146,16 +196,33 @@ def main(argv=None):
 
     steps_per_epoch = len(data.x_train) // args.batch_size
     total_steps = 1 if args.dry_run else args.epochs * steps_per_epoch
-    tracker.log_params(dict(num_params=sum(p.numel() for p in raw_model.parameters()), train_size=len(data.x_train),
-                            val_size=len(data.x_val), input_shape=f"{C}x{S}x{S}", precision_used=rt.precision,
-                            device_used=str(rt.device), world_size=rt.world_size, resumed_from_step=state.step))
+    tracker.log_params(
+        dict(
+            num_params=sum(p.numel() for p in raw_model.parameters()),
+            train_size=len(data.x_train),
+            val_size=len(data.x_val),
+            input_shape=f"{C}x{S}x{S}",
+            precision_used=rt.precision,
+            device_used=str(rt.device),
+            world_size=rt.world_size,
+            resumed_from_step=state.step,
+        )
+    )
     logger = MetricLogger(tracker, args.log_interval, "samples", total_steps)
 
     def checkpoint():
         if rt.is_main:
-            save_checkpoint(tracker.artifact_dir() / CHECKPOINT, dict(
-                model=raw_model.state_dict(), optimizer=opt.state_dict(), step=state.step, epoch=state.epoch,
-                args=vars(args), model_args=model_args))
+            save_checkpoint(
+                tracker.artifact_dir() / CHECKPOINT,
+                dict(
+                    model=raw_model.state_dict(),
+                    optimizer=opt.state_dict(),
+                    step=state.step,
+                    epoch=state.epoch,
+                    args=vars(args),
+                    model_args=model_args,
+                ),
+            )
 
     try:
         while state.epoch < (1 if args.dry_run else args.epochs):
@@ -163,8 +230,15 @@ def main(argv=None):
             train_one_epoch(model, opt, scaler, data, rt, args, state, logger, total_steps)
             val_loss, val_acc = evaluate(raw_model, data.x_val, data.y_val, rt)
             state.epoch += 1  # the checkpoint says which epoch to run next
-            tracker.log_metrics(dict(val_loss=val_loss, val_accuracy=val_acc, epoch=state.epoch,
-                                     epoch_time_s=time.perf_counter() - t0), state.step)
+            tracker.log_metrics(
+                dict(
+                    val_loss=val_loss,
+                    val_accuracy=val_acc,
+                    epoch=state.epoch,
+                    epoch_time_s=time.perf_counter() - t0,
+                ),
+                state.step,
+            )
             logger.print(f"epoch {state.epoch}: val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}")
             checkpoint()
             logger.restart_clock()

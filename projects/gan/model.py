@@ -31,9 +31,17 @@ class Generator(nn.Module):
         self.init_args = dict(nz=nz, ngf=ngf, channels=channels, image_size=image_size)
         n = num_upsamplings(image_size)
         c = ngf * 2 ** (n - 1)
-        layers = [nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]  # (B, c, 4, 4)
+        layers = [
+            nn.ConvTranspose2d(nz, c, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(True),
+        ]  # (B, c, 4, 4)
         for _ in range(n - 1):  # (B, c, s, s) -> (B, c/2, 2s, 2s)
-            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
             c //= 2
         layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1, bias=False), nn.Tanh()]  # (B, channels, S, S)
         self.net = nn.Sequential(*layers)
@@ -51,9 +59,16 @@ class Discriminator(nn.Module):
         self.init_args = dict(ndf=ndf, channels=channels, image_size=image_size)
         n = num_upsamplings(image_size)
         c = ndf
-        layers = [nn.Conv2d(channels, c, 4, 2, 1), nn.LeakyReLU(0.2, True)]  # (B, ndf, S/2, S/2); no BN on input
+        layers = [
+            nn.Conv2d(channels, c, 4, 2, 1),
+            nn.LeakyReLU(0.2, True),
+        ]  # (B, ndf, S/2, S/2); no BN on input
         for _ in range(n - 1):  # (B, c, s, s) -> (B, 2c, s/2, s/2)
-            layers += [nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2, True)]
+            layers += [
+                nn.Conv2d(c, 2 * c, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(2 * c),
+                nn.LeakyReLU(0.2, True),
+            ]
             c *= 2
         layers += [nn.Conv2d(c, 1, 4, 1, 0), nn.Flatten(0)]  # (B, c, 4, 4) -> (B,)
         self.net = nn.Sequential(*layers)

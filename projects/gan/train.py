@@ -24,8 +24,17 @@ import torch
 import torch.nn.functional as F
 from model import Discriminator, Generator
 
-from mlkit.train import (CHECKPOINT, MetricLogger, Tracker, find_checkpoint, load_checkpoint, save_checkpoint,
-                         setup, teardown, wrap_ddp)
+from mlkit.train import (
+    CHECKPOINT,
+    MetricLogger,
+    Tracker,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    setup,
+    teardown,
+    wrap_ddp,
+)
 from mlkit.train.data import epoch_batches, load_images
 from mlkit.train.png import image_grid, write_png
 
@@ -34,22 +43,46 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train a DCGAN (see the module docstring).")
     a = p.add_argument
     # data
-    a("--data", default="digits", help="digits | synthetic | file.npz | folder of class folders (default: digits)")
+    a(
+        "--data",
+        default="digits",
+        help="digits | synthetic | file.npz | folder of class folders (default: digits)",
+    )
     a("--image-size", type=int, default=16, help="square size, 4*2**k: 8, 16, 32, 64 (default: 16)")
     a("--channels", type=int, default=1, help="channels for synthetic data / folders; 3 = RGB (default: 1)")
     a("--synthetic-size", type=int, default=10_000, help="images in synthetic mode (default: 10000)")
     # model
     a("--nz", type=int, default=64, help="latent size (default: 64)")
-    a("--ngf", type=int, default=32, help="generator width at full resolution; doubles per stage down (default: 32)")
+    a(
+        "--ngf",
+        type=int,
+        default=32,
+        help="generator width at full resolution; doubles per stage down (default: 32)",
+    )
     a("--ndf", type=int, default=32, help="discriminator width at half resolution (default: 32)")
     # optimizer: Adam with the DCGAN paper's settings; a lower beta1 keeps the two players stable
     a("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default: 64)")
     a("--epochs", type=int, default=40, help="passes over the images (default: 40)")
     a("--lr", type=float, default=2e-4, help="Adam learning rate for both nets (default: 2e-4)")
     a("--beta1", type=float, default=0.5, help="Adam beta1 (default: 0.5)")
+    a(
+        "--real-label",
+        type=float,
+        default=0.9,
+        help="D's target for real images; <1 (one-sided label smoothing) "
+        "keeps D from getting overconfident (default: 0.9)",
+    )
     # system
-    a("--device", default="auto", help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)")
-    a("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)")
+    a(
+        "--device",
+        default="auto",
+        help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)",
+    )
+    a(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)",
+    )
     a("--compile", type=int, default=0, help="1 = torch.compile both nets (slow first step) (default: 0)")
     a("--seed", type=int, default=0, help="seeds init, batch order and noise (default: 0)")
     a("--log-interval", type=int, default=10, help="log losses/throughput every N steps (default: 10)")
@@ -67,16 +100,24 @@ def adam_step(opt, scaler, loss):
 
 def train_one_epoch(G, D, opt_g, opt_d, scalers, x_all, rt, args, state, logger):
     batch = args.batch_size // rt.world_size
-    for idx in epoch_batches(len(x_all), batch, epoch=state.epoch, seed=args.seed,
-                             rank=rt.rank, world_size=rt.world_size, device=rt.device):
+    for idx in epoch_batches(
+        len(x_all),
+        batch,
+        epoch=state.epoch,
+        seed=args.seed,
+        rank=rt.rank,
+        world_size=rt.world_size,
+        device=rt.device,
+    ):
         real = x_all[idx]  # (B, C, S, S), a gather on the device
         z = torch.randn(batch, args.nz, 1, 1, device=rt.device)
         ones, zeros = torch.ones(batch, device=rt.device), torch.zeros(batch, device=rt.device)
         # (1) D: maximize log D(x) + log(1 - D(G(z))); real and fake in separate batches (BatchNorm)
         with rt.autocast():
             fake = G(z)
-            loss_d = (F.binary_cross_entropy_with_logits(D(real), ones)
-                      + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros))
+            loss_d = F.binary_cross_entropy_with_logits(
+                D(real), ones * args.real_label
+            ) + F.binary_cross_entropy_with_logits(D(fake.detach()), zeros)
         adam_step(opt_d, scalers[0], loss_d)
         # (2) G: maximize log D(G(z)) (the non-saturating loss), through the just-updated D
         with rt.autocast():
@@ -104,16 +145,30 @@ def main(argv=None):
     tracker.start(vars(args))
 
     # a GAN has no held-out split: every image is training data
-    data = load_images(args.data, image_size=args.image_size, channels=args.channels,
-                       synthetic_size=args.synthetic_size, val_fraction=0.0, seed=args.seed, device=rt.device)
+    data = load_images(
+        args.data,
+        image_size=args.image_size,
+        channels=args.channels,
+        synthetic_size=args.synthetic_size,
+        val_fraction=0.0,
+        seed=args.seed,
+        device=rt.device,
+    )
     x_all = data.x_train
     C = x_all.shape[1]
     ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
-    g_args = ckpt["model_args"]["G"] if ckpt else dict(nz=args.nz, ngf=args.ngf, channels=C, image_size=args.image_size)
+    g_args = (
+        ckpt["model_args"]["G"]
+        if ckpt
+        else dict(nz=args.nz, ngf=args.ngf, channels=C, image_size=args.image_size)
+    )
     d_args = ckpt["model_args"]["D"] if ckpt else dict(ndf=args.ndf, channels=C, image_size=args.image_size)
     raw_g, raw_d = Generator(**g_args).to(rt.device), Discriminator(**d_args).to(rt.device)
     if rt.device.type == "cuda":  # NHWC lets cuDNN use tensor-core convs in bf16/fp16
-        raw_g, raw_d = raw_g.to(memory_format=torch.channels_last), raw_d.to(memory_format=torch.channels_last)
+        raw_g, raw_d = (
+            raw_g.to(memory_format=torch.channels_last),
+            raw_d.to(memory_format=torch.channels_last),
+        )
         x_all = x_all.contiguous(memory_format=torch.channels_last)
     betas = (args.beta1, 0.999)
     opt_g = torch.optim.Adam(raw_g.parameters(), lr=args.lr, betas=betas, fused=rt.fused())
@@ -130,18 +185,38 @@ def main(argv=None):
     D = wrap_ddp(torch.compile(raw_d) if args.compile else raw_d, rt)
 
     epochs = 1 if args.dry_run else args.epochs
-    tracker.log_params(dict(g_params=sum(p.numel() for p in raw_g.parameters()), train_size=len(x_all),
-                            d_params=sum(p.numel() for p in raw_d.parameters()), precision_used=rt.precision,
-                            device_used=str(rt.device), world_size=rt.world_size, resumed_from_step=state.step))
+    tracker.log_params(
+        dict(
+            g_params=sum(p.numel() for p in raw_g.parameters()),
+            train_size=len(x_all),
+            d_params=sum(p.numel() for p in raw_d.parameters()),
+            precision_used=rt.precision,
+            device_used=str(rt.device),
+            world_size=rt.world_size,
+            resumed_from_step=state.step,
+        )
+    )
     logger = MetricLogger(tracker, args.log_interval, "samples", epochs * (len(x_all) // args.batch_size))
-    z_fixed = torch.randn(64, g_args["nz"], 1, 1, device=rt.device, generator=torch.Generator(rt.device).manual_seed(0))
+    z_fixed = torch.randn(
+        64, g_args["nz"], 1, 1, device=rt.device, generator=torch.Generator(rt.device).manual_seed(0)
+    )
     tmp = Path(tempfile.mkdtemp(prefix="gan-samples-"))
 
     def checkpoint():
         if rt.is_main:
-            save_checkpoint(tracker.artifact_dir() / CHECKPOINT, dict(
-                G=raw_g.state_dict(), D=raw_d.state_dict(), opt_g=opt_g.state_dict(), opt_d=opt_d.state_dict(),
-                step=state.step, epoch=state.epoch, args=vars(args), model_args=dict(G=g_args, D=d_args)))
+            save_checkpoint(
+                tracker.artifact_dir() / CHECKPOINT,
+                dict(
+                    G=raw_g.state_dict(),
+                    D=raw_d.state_dict(),
+                    opt_g=opt_g.state_dict(),
+                    opt_d=opt_d.state_dict(),
+                    step=state.step,
+                    epoch=state.epoch,
+                    args=vars(args),
+                    model_args=dict(G=g_args, D=d_args),
+                ),
+            )
 
     try:
         while state.epoch < epochs:
@@ -152,8 +227,10 @@ def main(argv=None):
                 grid = sample_grid(raw_g, z_fixed, tmp / f"epoch_{state.epoch:03d}.png")
                 tracker.log_artifact(grid, "samples")
             tracker.log_metrics(dict(epoch=state.epoch, epoch_time_s=time.perf_counter() - t0), state.step)
-            logger.print(f"epoch {state.epoch}: loss_d {logger.last.get('loss_d', float('nan')):.4f} "
-                         f"loss_g {logger.last.get('loss_g', float('nan')):.4f}")
+            logger.print(
+                f"epoch {state.epoch}: loss_d {logger.last.get('loss_d', float('nan')):.4f} "
+                f"loss_g {logger.last.get('loss_g', float('nan')):.4f}"
+            )
             checkpoint()
             logger.restart_clock()
     except KeyboardInterrupt:

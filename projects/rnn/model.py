@@ -7,10 +7,13 @@ import torch.nn as nn
 class CharLM(nn.Module):
     """Embedding -> multi-layer LSTM -> linear over the 256 byte values."""
 
-    def __init__(self, vocab_size: int = 256, embed: int = 64, hidden: int = 256, layers: int = 2,
-                 dropout: float = 0.1):
+    def __init__(
+        self, vocab_size: int = 256, embed: int = 64, hidden: int = 256, layers: int = 2, dropout: float = 0.1
+    ):
         super().__init__()
-        self.init_args = dict(vocab_size=vocab_size, embed=embed, hidden=hidden, layers=layers, dropout=dropout)
+        self.init_args = dict(
+            vocab_size=vocab_size, embed=embed, hidden=hidden, layers=layers, dropout=dropout
+        )
         self.embed = nn.Embedding(vocab_size, embed)
         # batch_first: (B, T, C) everywhere; cuDNN's fused LSTM kernel on GPU
         self.lstm = nn.LSTM(embed, hidden, layers, batch_first=True, dropout=dropout if layers > 1 else 0.0)

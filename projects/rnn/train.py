@@ -28,12 +28,24 @@ import torch
 import torch.nn.functional as F
 from model import CharLM
 
-from mlkit.train import (CHECKPOINT, MetricLogger, Tracker, find_checkpoint, load_checkpoint, save_checkpoint,
-                         setup, teardown, unwrap, wrap_ddp)
+from mlkit.train import (
+    CHECKPOINT,
+    MetricLogger,
+    Tracker,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    setup,
+    teardown,
+    unwrap,
+    wrap_ddp,
+)
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train a byte-level LSTM language model (see the module docstring).")
+    p = argparse.ArgumentParser(
+        description="Train a byte-level LSTM language model (see the module docstring)."
+    )
     a = p.add_argument
     # data
     a("--data", default="stdlib", help="stdlib | synthetic | path to a text file (default: stdlib)")
@@ -52,15 +64,33 @@ def parse_args(argv=None):
     a("--lr", type=float, default=4e-3, help="peak learning rate (default: 4e-3)")
     a("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay (default: 0.01)")
     a("--warmup-steps", type=int, default=30, help="linear warmup steps (default: 30)")
-    a("--grad-clip", type=float, default=1.0, help="clip the gradient norm; LSTMs explode without it (default: 1.0)")
+    a(
+        "--grad-clip",
+        type=float,
+        default=1.0,
+        help="clip the gradient norm; LSTMs explode without it (default: 1.0)",
+    )
     # evaluation and sampling
     a("--eval-interval", type=int, default=100, help="validate and checkpoint every N steps (default: 100)")
     a("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: 20)")
     a("--sample-length", type=int, default=600, help="bytes of text to sample at the end (default: 600)")
-    a("--temperature", type=float, default=0.8, help="sampling temperature; <1 is more conservative (default: 0.8)")
+    a(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="sampling temperature; <1 is more conservative (default: 0.8)",
+    )
     # system
-    a("--device", default="auto", help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)")
-    a("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)")
+    a(
+        "--device",
+        default="auto",
+        help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)",
+    )
+    a(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)",
+    )
     a("--compile", type=int, default=0, help="1 = torch.compile the model (slow first step) (default: 0)")
     a("--seed", type=int, default=0, help="seeds init, batches and sampling (default: 0)")
     a("--log-interval", type=int, default=10, help="log loss/lr/throughput every N steps (default: 10)")
@@ -157,16 +187,23 @@ def main(argv=None):
     tracker.start(vars(args))
 
     text = load_corpus(args)
-    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(rt.device)  # the whole corpus on the device
+    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(
+        rt.device
+    )  # the whole corpus on the device
     n_val = int(len(data) * args.val_fraction)
     train, val = data[:-n_val], data[-n_val:]
     if args.dry_run:
         args.max_steps, args.eval_interval, args.eval_batches, args.sample_length = 1, 1, 1, 20
     ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
-    model_args = ckpt["model_args"] if ckpt else dict(embed=args.embed, hidden=args.hidden, layers=args.layers,
-                                                         dropout=args.dropout)
+    model_args = (
+        ckpt["model_args"]
+        if ckpt
+        else dict(embed=args.embed, hidden=args.hidden, layers=args.layers, dropout=args.dropout)
+    )
     raw_model = CharLM(**model_args).to(rt.device)
-    opt = torch.optim.AdamW(raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused())
+    opt = torch.optim.AdamW(
+        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
+    )
     scaler = rt.grad_scaler()
     state = SimpleNamespace(step=0)
     if ckpt:
@@ -176,18 +213,34 @@ def main(argv=None):
     model = wrap_ddp(torch.compile(raw_model) if args.compile else raw_model, rt)
 
     unigram = unigram_loss(train.cpu(), val.cpu())
-    tracker.log_params(dict(corpus_bytes=len(text), corpus_sha256=hashlib.sha256(text).hexdigest(),
-                            num_params=sum(p.numel() for p in raw_model.parameters()), precision_used=rt.precision,
-                            device_used=str(rt.device), world_size=rt.world_size, resumed_from_step=state.step))
+    tracker.log_params(
+        dict(
+            corpus_bytes=len(text),
+            corpus_sha256=hashlib.sha256(text).hexdigest(),
+            num_params=sum(p.numel() for p in raw_model.parameters()),
+            precision_used=rt.precision,
+            device_used=str(rt.device),
+            world_size=rt.world_size,
+            resumed_from_step=state.step,
+        )
+    )
     tracker.log_metrics(dict(unigram_loss=unigram, unigram_bits_per_byte=unigram / math.log(2)), state.step)
     logger = MetricLogger(tracker, args.log_interval, "tokens", args.max_steps)
     logger.print(f"corpus {len(text):,} bytes; unigram baseline {unigram / math.log(2):.3f} bits/byte")
 
     def checkpoint():
         if rt.is_main:
-            save_checkpoint(tracker.artifact_dir() / CHECKPOINT, dict(
-                model=raw_model.state_dict(), optimizer=opt.state_dict(), step=state.step,
-                epoch=state.step * args.batch_size * args.seq_len / len(train), args=vars(args), model_args=model_args))
+            save_checkpoint(
+                tracker.artifact_dir() / CHECKPOINT,
+                dict(
+                    model=raw_model.state_dict(),
+                    optimizer=opt.state_dict(),
+                    step=state.step,
+                    epoch=state.step * args.batch_size * args.seq_len / len(train),
+                    args=vars(args),
+                    model_args=model_args,
+                ),
+            )
 
     try:
         while state.step < args.max_steps:
@@ -195,9 +248,13 @@ def main(argv=None):
             logger.step(state.step, args.batch_size * args.seq_len, train_loss=loss, lr=lr)
             if state.step % args.eval_interval == 0 or state.step == args.max_steps:
                 val_loss = evaluate(raw_model, val, args, rt)
-                tracker.log_metrics(dict(val_loss=val_loss, val_bits_per_byte=val_loss / math.log(2)), state.step)
-                logger.print(f"step {state.step}: val_loss {val_loss:.4f} ({val_loss / math.log(2):.3f} bits/byte, "
-                             f"unigram {unigram / math.log(2):.3f})")
+                tracker.log_metrics(
+                    dict(val_loss=val_loss, val_bits_per_byte=val_loss / math.log(2)), state.step
+                )
+                logger.print(
+                    f"step {state.step}: val_loss {val_loss:.4f} ({val_loss / math.log(2):.3f} bits/byte, "
+                    f"unigram {unigram / math.log(2):.3f})"
+                )
                 checkpoint()
                 logger.restart_clock()
     except KeyboardInterrupt:
@@ -209,7 +266,9 @@ def main(argv=None):
 
     if rt.is_main:
         g = torch.Generator(device=rt.device).manual_seed(args.seed)
-        sample = raw_model.generate(b"def ", args.sample_length, args.temperature, g).decode("utf-8", "replace")
+        sample = raw_model.generate(b"def ", args.sample_length, args.temperature, g).decode(
+            "utf-8", "replace"
+        )
         tracker.log_text(sample, "samples/sample.txt")
         logger.print("sample:\n" + sample)
     tracker.log_model(unwrap(model).eval(), input_example=val[: args.seq_len].long().cpu().numpy()[None])

@@ -21,11 +21,17 @@ def trainer_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
 
 
-def run_train(project: str, *args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_train(
+    project: str, *args: str, timeout: float = 120, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """`python train.py ARGS` in the project directory, as `mlkit run` would start it."""
     return subprocess.run(
-        [sys.executable, "train.py", *args], cwd=PROJECTS / project, env=env or trainer_env(),
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "train.py", *args],
+        cwd=PROJECTS / project,
+        env=env or trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

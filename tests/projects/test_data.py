@@ -22,7 +22,9 @@ def test_digits_stratified_split_in_unit_range():
     # every class keeps its share in the held-out split
     val_counts = torch.bincount(d.y_val, minlength=10)
     assert val_counts.min() >= 34 and val_counts.max() <= 37
-    assert not set(map(tuple, d.x_val.flatten(1).tolist())) & set(map(tuple, d.x_train[:50].flatten(1).tolist()))
+    assert not set(map(tuple, d.x_val.flatten(1).tolist())) & set(
+        map(tuple, d.x_train[:50].flatten(1).tolist())
+    )
 
 
 def test_digits_resized_for_the_gan():
@@ -97,7 +99,10 @@ def test_epoch_batches_shard_one_permutation_across_ranks():
 
 def test_stratified_split_is_seeded():
     y = torch.arange(100) % 5
-    assert all(torch.equal(a, b) for a, b in zip(stratified_split(y, 0.2, 7), stratified_split(y, 0.2, 7)))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(stratified_split(y, 0.2, 7), stratified_split(y, 0.2, 7), strict=True)
+    )
 
 
 def test_png_round_trip_and_crc(tmp_path):

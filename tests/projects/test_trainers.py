@@ -3,6 +3,7 @@ train.py, resume, Ctrl-C and a 2-process DDP launch. Each run takes seconds."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -33,14 +34,25 @@ def steps(store_root, run_id, key):
 @pytest.mark.parametrize("project", ["cnn", "rnn", "gan"])
 def test_smoke_entry_point_through_mlkit_run(project, store_root, the_run):
     t0 = time.monotonic()
-    r = run_mlkit("run", str(PROJECTS / project), "-e", "smoke", "--env-manager", "local",
-                  env={"OMP_NUM_THREADS": "1"}, timeout=180)
+    r = run_mlkit(
+        "run",
+        str(PROJECTS / project),
+        "-e",
+        "smoke",
+        "--env-manager",
+        "local",
+        env={"OMP_NUM_THREADS": "1"},
+        timeout=180,
+    )
     elapsed = time.monotonic() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     run = the_run()
     assert run.info.status == "FINISHED"
     key = SMOKE_METRIC[project]
-    assert key in run.data.metrics and run.data.metrics["samples_per_s" if project != "rnn" else "tokens_per_s"] > 0
+    assert (
+        key in run.data.metrics
+        and run.data.metrics["samples_per_s" if project != "rnn" else "tokens_per_s"] > 0
+    )
     art = FileStore(store_root).artifact_dir(run.info.run_id)
     assert (art / "checkpoints" / "last.pt").is_file()
     assert (art / "model" / "MLmodel").is_file()
@@ -50,8 +62,9 @@ def test_smoke_entry_point_through_mlkit_run(project, store_root, the_run):
     if project == "gan":
         assert (art / "samples" / "epoch_001.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if project == "cnn":  # the logged model loads back through mlkit and predicts
-        import mlkit
         import torch
+
+        import mlkit
 
         assert 0.0 <= run.data.metrics["val_accuracy"] <= 1.0
         model = mlkit.load_model(f"runs:/{run.info.run_id}/model")
@@ -59,12 +72,59 @@ def test_smoke_entry_point_through_mlkit_run(project, store_root, the_run):
     print(f"{project} smoke via mlkit run: {elapsed:.1f} s")
 
 
-@pytest.mark.parametrize("project,args", [
-    ("cnn", ["--dry-run", "--data", "synthetic", "--image-size", "16", "--channels", "3", "--synthetic-size", "300"]),
-    ("rnn", ["--dry-run", "--data", "synthetic", "--hidden", "16", "--embed", "8", "--batch-size", "4", "--seq-len", "16"]),
-    ("gan", ["--dry-run", "--data", "synthetic", "--image-size", "8", "--channels", "3", "--synthetic-size", "300",
-             "--ngf", "8", "--ndf", "8"]),
-])
+@pytest.mark.parametrize(
+    "project,args",
+    [
+        (
+            "cnn",
+            [
+                "--dry-run",
+                "--data",
+                "synthetic",
+                "--image-size",
+                "16",
+                "--channels",
+                "3",
+                "--synthetic-size",
+                "300",
+            ],
+        ),
+        (
+            "rnn",
+            [
+                "--dry-run",
+                "--data",
+                "synthetic",
+                "--hidden",
+                "16",
+                "--embed",
+                "8",
+                "--batch-size",
+                "4",
+                "--seq-len",
+                "16",
+            ],
+        ),
+        (
+            "gan",
+            [
+                "--dry-run",
+                "--data",
+                "synthetic",
+                "--image-size",
+                "8",
+                "--channels",
+                "3",
+                "--synthetic-size",
+                "300",
+                "--ngf",
+                "8",
+                "--ndf",
+                "8",
+            ],
+        ),
+    ],
+)
 def test_dry_run_of_train_py_on_synthetic_data(project, args, train, the_run):
     r = train(project, *args, "--log-interval", "1")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -94,9 +154,14 @@ def test_resume_from_a_run_without_checkpoint_is_a_clear_error(train, store_root
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(store_root):
-    proc = subprocess.Popen([sys.executable, "train.py", "--epochs", "500", "--log-interval", "1", "--width", "8"],
-                            cwd=PROJECTS / "cnn", env=trainer_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "train.py", "--epochs", "500", "--log-interval", "1", "--width", "8"],
+        cwd=PROJECTS / "cnn",
+        env=trainer_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not list(store_root.glob("0/*/metrics/train_loss")):
@@ -115,16 +180,27 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(store_root):
     assert run.info.status == "KILLED"
     import torch
 
-    ckpt = torch.load(FileStore(store_root).artifact_dir(run.info.run_id) / "checkpoints" / "last.pt",
-                      weights_only=True)
+    ckpt = torch.load(
+        FileStore(store_root).artifact_dir(run.info.run_id) / "checkpoints" / "last.pt", weights_only=True
+    )
     assert ckpt["step"] >= 1 and set(ckpt) >= {"model", "optimizer", "step", "epoch", "args", "model_args"}
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
     """torchrun with 2 gloo workers under `mlkit run`: one run, every metric step logged once."""
-    r = run_mlkit("run", str(PROJECTS / "cnn"), "-e", "smoke", "--env-manager", "local", "--nproc-per-node", "2",
-                  env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}, timeout=240)
+    r = run_mlkit(
+        "run",
+        str(PROJECTS / "cnn"),
+        "-e",
+        "smoke",
+        "--env-manager",
+        "local",
+        "--nproc-per-node",
+        "2",
+        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        timeout=240,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     run = the_run()
     assert run.info.status == "FINISHED" and run.data.params["world_size"] == "2"
@@ -132,3 +208,33 @@ def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
     assert logged and len(logged) == len(set(logged))  # rank 1 never logged
     assert len(steps(store_root, run.info.run_id, "val_accuracy")) == 1
     assert (FileStore(store_root).artifact_dir(run.info.run_id) / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.slow
+def test_gan_sample_check_script_runs_on_a_gan_run(train, the_run):
+    """check_samples.py end to end on a one-epoch GAN (the quality number itself is in the README)."""
+    r = train("gan", "--epochs", "1", "--image-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_id = the_run().info.run_id
+    r = subprocess.run(
+        [
+            sys.executable,
+            "check_samples.py",
+            "--run-id",
+            run_id,
+            "--samples",
+            "64",
+            "--classifier-epochs",
+            "2",
+            "--log",
+        ],
+        cwd=PROJECTS / "gan",
+        env=trainer_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout)
+    assert 0.0 <= result["gan_confident_share"] <= 1.0 and sum(result["gan_class_histogram"]) <= 64
+    assert "gan_confident_share" in the_run().data.metrics

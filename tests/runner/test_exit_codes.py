@@ -51,6 +51,7 @@ def test_failure_1_when_the_command_cannot_start(make_project, mlkit_run, only_r
     "args",
     [
         ["-P", "oops"],  # no '='
+        ["-P", "code=1", "-P", "code=2"],  # given twice
         ["-P", "code=notanint"],  # bad value for an int parameter
         ["-e", "nope"],  # no such entry point
         ["--env-manager", "pixi"],

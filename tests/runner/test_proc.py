@@ -88,3 +88,12 @@ def test_git_info_reads_packed_refs_and_worktree_files(tmp_path):
     assert info.remote_url == "https://github.com/o/r.git"
     (tmp_path / "plain").mkdir()
     assert git_info(tmp_path / "plain") is None
+
+
+def test_ownership_tags_match_the_tracking_packages():
+    from mlkit.runner.provenance import ownership_tags
+    from mlkit.tracking.lost import ownership_tags as psutil_based
+
+    fast, slow = ownership_tags(), psutil_based()
+    assert fast["mlkit.pid"] == slow["mlkit.pid"] and fast["mlkit.host"] == slow["mlkit.host"]
+    assert abs(float(fast["mlkit.pid_start"]) - float(slow["mlkit.pid_start"])) < 0.02

@@ -148,8 +148,13 @@ def test_dry_run_creates_nothing_and_shows_the_argv(make_project, mlkit_run, sto
     assert not store_root.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
-    result = mlkit_run(str(project), "--dry-run", "--json", "--nproc-per-node", "2", fast=False)
+    result = mlkit_run(
+        str(project), "--dry-run", "--json", "--nproc-per-node", "2", "-P", "x=a=b", fast=False
+    )
     doc = json.loads(result.stdout)
+    assert doc["parameters"]["x"] == {"type": "string", "value": "a=b"}  # split at the first '='
+    assert doc["argv"][-2:] == ["--x", "a=b"]
+    del doc["argv"][-2:]
     assert doc["argv"][:3] == ["python", "-m", "torch.distributed.run"]
     assert doc["argv"][-5:] == ["train.py", "--lr", "0.1", "--tag", "hello"]
     assert doc["parameters"]["lr"] == {"type": "float", "value": "0.1"}
