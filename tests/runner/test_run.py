@@ -8,6 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
+import pytest
+
 LOGGING_PROJECT = {
     "MLproject": """
         name: tiny
@@ -274,3 +276,20 @@ def test_cuda_oom_in_the_output_is_the_failure_reason(make_project, mlkit_run, o
     run = only_run()
     assert run.info.status == "FAILED"
     assert run.data.tags["mlkit.failure_reason"] == "cuda_oom"
+
+
+@pytest.mark.mlflow
+def test_mlflow_reads_the_run(make_project, mlkit_run, only_run, store_root, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    project = make_project(LOGGING_PROJECT)
+    assert mlkit_run(str(project), "-P", "lr=0.5").returncode == 0
+    mine = only_run()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = mlflow.tracking.MlflowClient(tracking_uri=store_root.as_uri())
+    theirs = client.get_run(mine.info.run_id)
+    assert theirs.info.status == "FINISHED"
+    assert theirs.data.params == {"lr": "0.5", "tag": "hello"}
+    assert theirs.data.metrics == {"loss": 0.25, "acc": 0.9}
+    assert theirs.data.tags["mlflow.source.type"] == "PROJECT"
+    assert theirs.data.tags["mlkit.fingerprint"] == mine.data.tags["mlkit.fingerprint"]
+    assert [a.path for a in client.list_artifacts(mine.info.run_id, "logs")] == ["logs/output.log"]
