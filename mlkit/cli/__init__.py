@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 from mlkit import __version__
 
@@ -22,18 +25,22 @@ else:
     os.environ["TYPER_USE_RICH"] = _saved
 
 
-app = typer.Typer(
-    name="mlkit",
-    help="Run MLflow-format projects on your own GPU machines and track them in a file store.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
 # Each module has `register(app)`, adding its commands or sub-apps. Keep them light at import
 # time: no torch, pynvml, py-rattler or conda-lock at module level.
 COMMAND_MODULES = ("run", "runs", "compare", "experiments", "gpus", "env", "models", "gc", "report")
+
+# The modules one top-level command needs: `mlkit run ...` builds only the `run` command, which
+# keeps typer from building (and mlkit from importing) the other 30-odd commands on every run.
+_MODULES_FOR = {
+    "run": ("run",),
+    "runs": ("runs", "compare"),
+    "experiments": ("experiments",),
+    "gpus": ("gpus",),
+    "env": ("env",),
+    "models": ("models",),
+    "gc": ("gc",),
+    "report": ("report",),
+}
 
 
 def _version(value: bool) -> None:
@@ -42,7 +49,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     traceback: bool = typer.Option(
         False,
@@ -59,18 +65,33 @@ def _root(
     output.state.traceback = traceback
 
 
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"mlkit.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command group still being written
-        if exc.name != f"mlkit.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
+    """The typer app with the commands of `modules` registered (all of them by default)."""
+    app = typer.Typer(
+        name="mlkit",
+        help="Run MLflow-format projects on your own GPU machines and track them in a file store.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name in modules:
+        importlib.import_module(f"mlkit.cli.{name}").register(app)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    """`from mlkit.cli import app` gives the full app, built on first use."""
+    if name == "app":
+        globals()["app"] = build_app()
+        return globals()["app"]
+    raise AttributeError(f"module 'mlkit.cli' has no attribute {name!r}")
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: builds only the command group the arguments name."""
     from mlkit.cli.output import run_app
 
-    run_app(app)
+    command = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+    run_app(build_app(_MODULES_FOR.get(command or "", COMMAND_MODULES)))
