@@ -515,5 +515,10 @@ def _on_finish(command: str, result: RunResult, store: Any, notify: Notify) -> N
         return
     if outcome.error:
         notify(f"mlkit: {outcome.error}")
-        if outcome.output.strip():
-            notify(outcome.output.rstrip())
+    if outcome.output.strip():
+        notify(outcome.output.rstrip())
+    # Keep what the hook said beside the run's own output, so a cron job's notifications can be audited.
+    with contextlib.suppress(OSError):
+        log = Path(store.artifact_dir(result.run_id)) / "logs" / "on-finish.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(f"$ {command}\n{outcome.output}exit {outcome.exit_code}\n")

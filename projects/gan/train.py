@@ -3,14 +3,15 @@ Train a DCGAN. Default data: scikit-learn's bundled 8x8 handwritten digits (1,79
 download), bilinearly upsampled to 16x16 so the generator has two upsampling stages. Every epoch
 a grid of 64 samples from fixed noise is logged as samples/epoch_NNN.png (written without Pillow).
 
-    mlkit run projects/gan                          # digits at 16x16, 40 epochs
+    mlkit run projects/gan                          # digits at 16x16, 60 epochs
     mlkit run projects/gan -e smoke                 # a few seconds on CPU
     mlkit run projects/gan -P data=synthetic -P image_size=32 -P channels=3 -P batch_size=256
     python projects/gan/train.py --epochs 1 --dry-run
     python projects/gan/check_samples.py --run-id <run-id>   # do the samples look like digits?
 
-Expected result (default run, seed 0): grids that read as digits from about epoch 10; the digits
-classifier check recognises most samples confidently (see README.md for the measured share).
+Expected result (default run, seed 0, CPU fp32): digit-like strokes from about epoch 10; after 60
+epochs check_samples.py's digits classifier recognises 40 % of 1,000 samples with >= 0.9
+confidence (held-out real digits: 99 %), all 10 classes present. ~7 CPU-minutes (see README.md).
 """
 
 import argparse
@@ -62,7 +63,7 @@ def parse_args(argv=None):
     a("--ndf", type=int, default=32, help="discriminator width at half resolution (default: 32)")
     # optimizer: Adam with the DCGAN paper's settings; a lower beta1 keeps the two players stable
     a("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default: 64)")
-    a("--epochs", type=int, default=40, help="passes over the images (default: 40)")
+    a("--epochs", type=int, default=60, help="passes over the images (default: 60)")
     a("--lr", type=float, default=2e-4, help="Adam learning rate for both nets (default: 2e-4)")
     a("--beta1", type=float, default=0.5, help="Adam beta1 (default: 0.5)")
     a(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 PROJECT = {
     "MLproject": """
@@ -40,12 +41,15 @@ def test_on_finish_sees_the_outcome_and_never_changes_the_exit_code(
 ):
     project = make_project(PROJECT)
     out = tmp_path / "hook.txt"
-    hook = f'echo "$MLKIT_RUN_ID $MLKIT_STATUS $MLKIT_EXIT_CODE" > {out}; exit 9'
+    hook = f'echo "$MLKIT_RUN_ID $MLKIT_STATUS $MLKIT_EXIT_CODE" > {out}; echo notified; exit 9'
     result = mlkit_run(str(project), "-P", "code=4", "--on-finish", hook)
     assert result.returncode == 4  # the entry point's, not the hook's
     run = only_run()
     assert out.read_text().split() == [run.info.run_id, "FAILED", "4"]
     assert "--on-finish exited with code 9" in result.stderr
+    assert "notified" in result.stderr
+    saved = (Path(run.info.artifact_uri.removeprefix("file://")) / "logs" / "on-finish.log").read_text()
+    assert "notified" in saved and "exit 9" in saved
 
 
 def test_on_finish_from_the_environment(make_project, mlkit_run, tmp_path):
