@@ -12,8 +12,7 @@ Names are resolved lazily so that `import mlkit` stays cheap (no torch, no pynvm
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -49,13 +48,7 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("mlkit", _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -7,7 +7,14 @@ imported only inside the functions that need them.
 
 from __future__ import annotations
 
-from mlkit.env.manager import MANAGERS, PreparedEnv, env_hash, prepare_env
-from mlkit.env.ref import EnvRef
+from mlkit._lazy import lazy_exports
 
-__all__ = ["MANAGERS", "EnvRef", "PreparedEnv", "env_hash", "prepare_env"]
+_EXPORTS = {
+    "MANAGERS": "mlkit.env.manager",
+    "PreparedEnv": "mlkit.env.manager",
+    "env_hash": "mlkit.env.manager",
+    "prepare_env": "mlkit.env.manager",
+    "EnvRef": "mlkit.env.ref",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports("mlkit.env", _EXPORTS, globals())

@@ -10,8 +10,7 @@ Names load lazily; nothing here imports pynvml (it is imported inside the functi
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlkit._lazy import lazy_exports
 
 _EXPORTS = {
     "probe": "mlkit.gpu.devices",
@@ -31,10 +30,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlkit.gpu' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("mlkit.gpu", _EXPORTS, globals())

@@ -6,8 +6,7 @@ record). Names are resolved lazily so that `mlkit.runner.proc` stays cheap to im
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mlkit._lazy import lazy_exports
 
 _EXPORTS = {
     "RunPlan": "mlkit.runner.plan",
@@ -23,8 +22,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlkit.runner' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports("mlkit.runner", _EXPORTS, globals())
