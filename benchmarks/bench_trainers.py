@@ -7,9 +7,10 @@ For each trainer (projects/cnn, rnn, gan) three measurements:
   bf16-bare   a tuned loop with no mlkit: data already on the GPU, bf16 autocast, fused
               optimizer, channels_last for conv nets.
   trainer     the project's train.py itself, started as a subprocess on synthetic data with a
-              real tracked run (MLKIT_TRACKING_URI=<out>/mlruns) and its normal per-step metric
-              logging (every --log-interval steps, one log_metrics call). Its throughput is read
-              back from the samples_per_s / tokens_per_s metrics it logged, after warmup.
+              real tracked run (in a temp store; --keep-store keeps it in <out>/mlruns) and its
+              normal metric logging (every --log-interval steps, one log_metrics call). Its
+              throughput is read back from the samples_per_s / tokens_per_s metrics it logged,
+              as the median after dropping the first quarter (warmup).
 Shapes: CNN and GAN on CIFAR-sized 3x32x32 images (CNN width 64 batch 512; DCGAN nz 100,
 ngf = ndf = 64, batch 256); RNN byte LSTM (embed 64, hidden 512, 2 layers) batch 256 x 256 bytes.
 The CNN trainer runs with --shift 0 (no augmentation) because the bare loops do none.
@@ -17,8 +18,9 @@ The CNN trainer runs with --shift 0 (no augmentation) because the bare loops do 
     python benchmarks/bench_trainers.py --out benchmarks/out            # GPU: ~3 minutes
     python benchmarks/bench_trainers.py --only cnn --seconds 5
 
-Writes <out>/bench_trainers.json and <out>/bench_trainers.md. Needs torch + numpy only. On a
-machine without CUDA it runs a tiny CPU version (seconds, small shapes) and says so.
+Writes <out>/bench_trainers.json and <out>/bench_trainers.md. Needs torch, numpy and mlkit's own
+dependencies (pyyaml, psutil: the tracked runs); no scikit-learn, no network. On a machine
+without CUDA it runs a tiny CPU version (seconds, small shapes) and says so.
 """
 
 import argparse
@@ -27,9 +29,11 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -226,10 +230,9 @@ def trainer_args(name, cfg, steps):
     ], "samples_per_s"
 
 
-def run_trainer(name, cfg, dev, steps, out: Path, log_interval: int):
+def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
     """train.py as a subprocess with a real tracked run; returns its post-warmup rate and the run id."""
     args, metric = trainer_args(name, cfg, steps)
-    store = out / "mlruns"
     env = {
         **os.environ,
         "MLKIT_TRACKING_URI": str(store),
@@ -279,6 +282,11 @@ def main():
     p.add_argument(
         "--seconds", type=float, default=None, help="timed seconds per measurement (GPU 10, CPU 2)"
     )
+    p.add_argument(
+        "--keep-store",
+        action="store_true",
+        help="keep the trainers' runs (checkpoints, models) in <out>/mlruns",
+    )
     p.add_argument("--only", nargs="*", default=["cnn", "rnn", "gan"], help="trainers to measure")
     p.add_argument(
         "--log-interval", type=int, default=10, help="the trainer's metric logging interval (default: 10)"
@@ -286,6 +294,8 @@ def main():
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # the trainers' runs hold checkpoints and models (tens of MB): a temp store unless asked to keep them
+    store = out / "mlruns" if args.keep_store else Path(tempfile.mkdtemp(prefix="bench-trainers-store-"))
     gpu = torch.cuda.is_available()
     dev = torch.device("cuda" if gpu else "cpu")
     seconds = args.seconds or (10.0 if gpu else 2.0)
@@ -317,7 +327,7 @@ def main():
             per_step = (cfg["batch"] * cfg.get("seq_len", 1)) / row["bf16_bare"]
             steps = max(50, int((seconds * 1.5) / per_step))  # the first quarter is dropped as warmup
             row["trainer_rate"], row["run_id"], row["trainer_wall_s"], row["trainer_cmd"] = run_trainer(
-                name, cfg, dev, steps, out, args.log_interval
+                name, cfg, dev, steps, store, args.log_interval
             )
             row["vs_bf16_bare"] = row["trainer_rate"] / row["bf16_bare"]
             row["vs_fp32_bare"] = row["trainer_rate"] / row["fp32_bare"]
@@ -330,6 +340,8 @@ def main():
         if gpu:
             torch.cuda.empty_cache()
 
+    if not args.keep_store:
+        shutil.rmtree(store, ignore_errors=True)
     (out / "bench_trainers.json").write_text(json.dumps(dict(env=env, results=results), indent=2))
     table = render(env, results, gpu)
     (out / "bench_trainers.md").write_text(table)

@@ -9,8 +9,8 @@ Train a small CNN image classifier. Default data: scikit-learn's bundled 8x8 han
     python projects/cnn/train.py --epochs 1 --dry-run
     torchrun --standalone --nproc-per-node 2 projects/cnn/train.py   # DDP (nccl on GPU, gloo on CPU)
 
-Expected result (default run, seed 0): ~98.6 % held-out accuracy, 98.3-99.2 % over seeds 0-2,
-in ~25 s on 2 CPU cores (see README.md for the measured numbers and GPU speed).
+Expected result (default run, seed 0, CPU fp32): 99.7 % held-out accuracy (359 of 360), >= 97 %
+from epoch 4; ~10-16 s on 2 CPU cores (see README.md for the measured numbers and GPU speed).
 """
 
 import argparse
@@ -152,7 +152,8 @@ def evaluate(model, x, y, rt, batch=1024):
         loss_sum += F.cross_entropy(logits.float(), y[i : i + batch], reduction="sum")
         correct += (logits.argmax(1) == y[i : i + batch]).sum()
     model.train()
-    return loss_sum.item() / len(x), correct.item() / len(x)
+    n = max(1, len(x))  # val_fraction=0 leaves no split: report zeros, not a ZeroDivisionError
+    return loss_sum.item() / n, correct.item() / n
 
 
 def main(argv=None):

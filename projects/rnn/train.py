@@ -11,8 +11,9 @@ between Python versions. At the end it samples text and logs it as samples/sampl
     python projects/rnn/train.py --max-steps 20 --eval-interval 10
     torchrun --standalone --nproc-per-node 2 projects/rnn/train.py
 
-Expected result (default run, seed 0, Python 3.11): validation ~1.9 bits/byte against a unigram
-baseline of ~4.7 bits/byte, samples with Python keywords and indentation (see README.md).
+Expected result (default run, seed 0, Python 3.11.7, CPU fp32): validation 2.48 bits/byte
+against a unigram baseline of 4.54, samples with Python's indentation, `def`, `self.` and
+docstrings; ~9 CPU-minutes, ~20k tokens/s on 2 idle cores (see README.md).
 """
 
 import argparse
