@@ -145,7 +145,7 @@ def handle_errors(fn: F) -> F:
 def run_app(app: typer.Typer) -> None:
     """Call the typer app and leave with its exit code; errors outside commands get one line too."""
     try:
-        app()
+        app(prog_name="mlkit")
     except MlkitError as error:
         try:
             fail(error)

@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_mlkit
 
 from mlkit.tracking.store import FileStore
+
+from helpers import run_mlkit
 
 
 @pytest.fixture
