@@ -107,20 +107,35 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
 
 
 def info(message: str) -> None:
-    """A human line on stderr (never mixed into --json stdout)."""
-    err.print(message, markup=False, highlight=False)
+    """A human line on stderr (never mixed into --json stdout). Plain write: no rich on the run path."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
 
 
-def fail(error: MlkitError) -> NoReturn:
+def line(message: str) -> None:
+    """A plain result line on stdout (a run id, a path)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
+
+
+def error(message: str, hint: str | None = None) -> None:
+    """`Error: message` (red on a terminal) and the hint, on stderr; user text is never markup."""
+    if sys.stderr.isatty():
+        from rich.text import Text
+
+        err.print(Text("Error: ", style="bold red") + Text(message), highlight=False)
+    else:
+        info(f"Error: {message}")
+    if hint:
+        info(f"  hint: {hint}")
+
+
+def fail(exc: MlkitError) -> NoReturn:
     """Print one error line and its hint on stderr, then exit with the error's code."""
     if state.traceback or traceback_enabled():
-        tb.print_exception(error)
-    from rich.text import Text
-
-    err.print(Text("Error: ", style="bold red") + Text(error.message), highlight=False)
-    if error.hint:
-        err.print(f"  hint: {error.hint}", markup=False, highlight=False)
-    raise typer.Exit(int(error.exit_code))
+        tb.print_exception(exc)
+    error(exc.message, exc.hint)
+    raise typer.Exit(int(exc.exit_code))
 
 
 def handle_errors(fn: F) -> F:
@@ -133,7 +148,7 @@ def handle_errors(fn: F) -> F:
         except MlkitError as error:
             fail(error)
         except KeyboardInterrupt:
-            err.print("Interrupted.")
+            info("Interrupted.")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:  # `mlkit runs list | head`
             sys.stderr.close()

@@ -223,7 +223,7 @@ def run(
     try:
         outcome = run_project(options, notify=output.info, stdout=child_out, stderr=sys.stderr.buffer)
     except Interrupted as exc:
-        output.err.print("Interrupted.")
+        output.info("Interrupted.")
         raise typer.Exit(128 + exc.signum) from None
 
     if isinstance(outcome, DryRun):
@@ -235,7 +235,7 @@ def run(
                 {"skipped": True, "run_id": outcome.run_id, "experiment_id": outcome.experiment_id}
             )
         else:
-            output.out.print(outcome.run_id, markup=False, highlight=False)
+            output.line(outcome.run_id)
             output.info(f"mlkit: skipped: run {outcome.run_id} already FINISHED with the same fingerprint")
         return
 
@@ -245,9 +245,7 @@ def run(
             import traceback
 
             traceback.print_exception(result.error)
-        output.err.print(f"[bold red]Error:[/] {result.error.message}", highlight=False)
-        if result.error.hint:
-            output.info(f"  hint: {result.error.hint}")
+        output.error(result.error.message, result.error.hint)
     code = f"exit {result.exit_code}"
     if result.signal and result.failure_reason in ("signal", "timeout"):
         code += f", {result.signal}"
