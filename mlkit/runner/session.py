@@ -2,7 +2,8 @@
 
 1. load the project, resolve the entry point and parameters, parse the GPU request (bad input
    stops here and nothing has been created); `--dry-run` returns the plan here
-2. take `--lock`; hash the environment; `--skip-if-done` looks for a finished twin
+2. take `--lock`; hash the environment; `--skip-if-done` fingerprints the run and looks for a
+   finished twin (only then: hashing the project reads every file in it)
 3. the store: mark lost runs, pick the experiment, create the run (RUNNING, every tag), log params
 4. heartbeat; build/reuse the environment; reserve GPUs; plan; `execute` (see supervise.py)
 5. record the status (any failure after the run exists marks it FAILED with a reason), run the
@@ -299,9 +300,12 @@ def _run(
         from mlkit.env import env_hash
 
         ehash = env_hash(project.directory, project.env)
-        from mlkit.runner.fingerprint import compute_fingerprint, find_finished_run
+        # Hashing the project reads every file in it: only --skip-if-done pays for that.
+        fingerprint = None
+        if options.skip_if_done:
+            from mlkit.runner.fingerprint import compute_fingerprint
 
-        fingerprint = compute_fingerprint(project.directory, options.entry_point, command.params, ehash)
+            fingerprint = compute_fingerprint(project.directory, options.entry_point, command.params, ehash)
 
         # 3. the store, the experiment, the run
         from mlkit.tracking.store import FileStore
@@ -312,7 +316,9 @@ def _run(
         except MlkitError as exc:  # someone else's broken run must not stop ours
             notify(f"mlkit: could not check for lost runs: {exc}")
         exp_id, exp_name = _find_experiment(store, options)
-        if options.skip_if_done and exp_id is not None:
+        if fingerprint is not None and exp_id is not None:
+            from mlkit.runner.fingerprint import find_finished_run
+
             done = find_finished_run(store, exp_id, fingerprint)
             if done is not None:
                 return Skipped(done.info.run_id, exp_id, fingerprint)

@@ -40,6 +40,9 @@ def heartbeat_timeout() -> float:
 
 def process_start_time(pid: int) -> float | None:
     """Start time (epoch seconds) of a live process, or None when it is gone or a zombie."""
+    fast = _proc_start_time(pid)
+    if fast is not False:
+        return fast
     import psutil
 
     try:
@@ -51,6 +54,26 @@ def process_start_time(pid: int) -> float | None:
         return None
     except psutil.AccessDenied:
         return -1.0  # alive, but not ours to inspect
+
+
+def _proc_start_time(pid: int) -> float | None | bool:
+    """process_start_time from /proc, as psutil computes it (boot time + start ticks), without
+    importing psutil; False when /proc cannot tell (not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else False
+    except (OSError, IndexError):
+        return False
+    if fields[0] == b"Z":
+        return None
+    try:
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK") + btime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
 
 
 def ownership_tags(pid: int | None = None) -> dict[str, str]:
@@ -83,32 +106,54 @@ def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float |
     return False
 
 
-def mark_lost_runs(store: FileStore) -> list[str]:
-    """Mark every lost RUNNING run FAILED with mlkit.failure_reason=lost; return their ids."""
-    from mlkit.tracking.search_runs import indexed_runs
+def _maybe_running(meta_yaml: Path) -> bool:
+    """False when the run's meta.yaml says for sure that it is not RUNNING, without parsing YAML.
 
+    meta.yaml is written with one top-level `key: value` per line (MLflow's safe_dump), so the
+    `status:` line tells. Anything unusual (no such line, another spelling) counts as maybe."""
+    try:
+        with open(meta_yaml, "rb") as f:
+            text = f.read()
+    except OSError:
+        return False  # no meta.yaml (being created or removed): not a run to judge now
+    for line in text.splitlines():
+        if line.startswith(b"status:"):
+            value = line[len(b"status:") :].strip().strip(b"'\"")
+            return value in (b"1", RUNNING.encode())
+    return True
+
+
+def mark_lost_runs(store: FileStore) -> list[str]:
+    """Mark every lost RUNNING run FAILED with mlkit.failure_reason=lost; return their ids.
+
+    This runs before every `mlkit run`, so it is a quick scan of the run directories: only runs
+    whose meta.yaml may say RUNNING are read further (no search index, no YAML for the rest)."""
     host = socket.gethostname()
     lost: list[str] = []
-    for record in indexed_runs(store, None, attrs={"status"}):
-        info = record.info
-        if info.get("status") != RUNNING or info.get("lifecycle_stage", ACTIVE) != ACTIVE:
-            continue
-        tags = {}
-        for key in (HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG):
-            try:
-                tags[key] = files.read_value(Path(record.run_dir) / "tags" / key).strip()
-            except OSError:
+    for exp_dir in store._experiment_dirs("all"):
+        for run_dir in store._run_dirs_of(exp_dir):
+            if not _maybe_running(run_dir / "meta.yaml"):
                 continue
-        if not tags or not is_owner_gone(tags, host=host):
-            continue
-        try:
-            run = store.get_run(record.run_id)
-            if run.info.status != RUNNING:
-                continue  # it ended while we looked
-            store.set_tag(record.run_id, FAILURE_REASON_TAG, "lost")
-            beat = tags.get(HEARTBEAT_TAG, "")
-            store.set_terminated(record.run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
-        except MlkitError:
-            continue  # deleted or removed meanwhile
-        lost.append(record.run_id)
+            tags = {}
+            for key in (HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG):
+                try:
+                    tags[key] = files.read_value(run_dir / "tags" / key).strip()
+                except OSError:
+                    continue
+            if not tags or not is_owner_gone(tags, host=host):
+                continue
+            try:
+                meta = files.read_yaml(run_dir / "meta.yaml")
+                run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+                if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
+                    continue
+                run = store.get_run(run_id)
+                if run.info.status != RUNNING:
+                    continue  # it ended while we looked
+                store.set_tag(run_id, FAILURE_REASON_TAG, "lost")
+                beat = tags.get(HEARTBEAT_TAG, "")
+                store.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+            except (MlkitError, OSError):
+                continue  # deleted or removed meanwhile
+            lost.append(run_id)
     return lost

@@ -572,11 +572,18 @@ class FileStore:
             self._update_run_meta(run_dir, lambda m: m.update(run_name=str(value)))
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        """Set several tags."""
+        """Set several tags: every key is checked first, then each tag file is written once."""
         for key in tags:
             validate_key(key, "tag")
+        if not tags:
+            return
+        run_dir = self._active_run_dir(run_id)
+        tags_dir = run_dir / "tags"
         for key, value in tags.items():
-            self.set_tag(run_id, key, value)
+            self._write_tag_file(tags_dir, key, str(value))
+        if RUN_NAME_TAG in tags:
+            name = str(tags[RUN_NAME_TAG])
+            self._update_run_meta(run_dir, lambda m: m.update(run_name=name))
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove a tag; NotFoundError when the run has no such tag."""
