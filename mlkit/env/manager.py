@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlkit.env import cache
 from mlkit.env.ref import EnvRef
-from mlkit.env.spec import EnvSpec, load_spec
 from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
+
+if TYPE_CHECKING:
+    from mlkit.env.spec import EnvSpec
 
 MANAGERS = ("local", "auto", "uv", "conda")
 
@@ -27,6 +29,15 @@ class PreparedEnv:
     reused: bool
     message: str
     tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
+    """`mlkit.env.spec.load_spec`; a project without an environment file never imports it."""
+    if env_ref is None:
+        return None
+    from mlkit.env.spec import load_spec as load
+
+    return load(project_dir, env_ref)
 
 
 def env_hash(project_dir: Path, env_ref: EnvRef | None) -> str | None:
@@ -149,6 +160,8 @@ def _cached_build(
     progress: Callable[[str], None] | None,
     why: str,
 ) -> PreparedEnv:
+    from mlkit.env import cache
+
     key = env_key(spec, manager)
     path = cache.env_path(key)
     marker = _usable(cache.read_marker(path))

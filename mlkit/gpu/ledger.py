@@ -25,12 +25,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlkit import settings
 from mlkit.errors import GpuUnavailableError, GpuWaitTimeoutError
-from mlkit.gpu.devices import GpuInfo, GpuReport, probe
 from mlkit.gpu.select import GpuRequest, Selection, cuda_env, select
+
+if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
+    from mlkit.gpu.devices import GpuInfo, GpuReport
 
 LEDGER_FILE = "gpu-leases.json"
 LOCK_FILE = "gpu-leases.lock"
@@ -216,7 +218,7 @@ class GpuLease:
         self.release()
 
 
-def lease_tags(gpus: list[GpuInfo], report: GpuReport) -> dict[str, str]:
+def lease_tags(gpus: list[GpuInfo], report: GpuReport | None) -> dict[str, str]:
     """`mlkit.gpu.*` tags for the run record."""
     tags = {"mlkit.gpu.count": str(len(gpus)), "mlkit.gpu.uuids": ",".join(g.uuid for g in gpus)}
     for i, gpu in enumerate(gpus):
@@ -230,6 +232,8 @@ def lease_tags(gpus: list[GpuInfo], report: GpuReport) -> dict[str, str]:
         ):
             if value is not None:
                 tags[f"mlkit.gpu.{i}.{key}"] = str(value)
+    if report is None:  # no probe was made (--gpus none)
+        return tags
     if report.driver_version:
         tags["mlkit.gpu.driver_version"] = report.driver_version
     if report.cuda_version:
@@ -260,8 +264,10 @@ def reserve(
     """
     if request.kind == "none":
         return GpuLease(
-            env=cuda_env([]), tags=lease_tags([], GpuReport()), run_id=run_id, owner_pid=owner_pid
+            env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid
         )
+    from mlkit.gpu.devices import probe
+
     started = time.monotonic()
     deadline = started + wait if wait else None
     pid_start = process_start_time(owner_pid)

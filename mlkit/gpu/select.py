@@ -22,10 +22,13 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from mlkit.errors import UsageError
-from mlkit.gpu.devices import GpuInfo, GpuReport
 from mlkit.gpu.units import format_bytes, parse_memory
+
+if TYPE_CHECKING:  # annotations only: `--gpus none` never loads the probe
+    from mlkit.gpu.devices import GpuInfo, GpuReport
 
 _UUID_RE = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]+(/\d+/\d+)?$")
 

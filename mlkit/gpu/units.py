@@ -31,7 +31,7 @@ _MEMORY_UNITS = {
 }
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 
-_DURATION_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION_UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)")
 
 
@@ -68,7 +68,7 @@ def parse_duration(value: str | float | int, *, flag: str = "--wait") -> float:
 def _parse_duration_text(text: str, flag: str) -> float:
     bad = UsageError(
         f"{flag} {text!r}: not a duration",
-        hint="give seconds or a number with a unit: 90, 45s, 30m, 2h, 1h30m, 1d, or 'inf'",
+        hint="give seconds or a number with a unit: 90, 45s, 30m, 2h, 1h30m, 1d, 2w, or 'inf'",
     )
     if not text:
         raise bad

@@ -6,18 +6,17 @@ binary, no gitpython, a few file reads.
 
 from __future__ import annotations
 
-import configparser
 import getpass
 import hashlib
 import json
 import os
 import platform
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlkit import __version__
+from mlkit.tracking.lost import hostname
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _CREDENTIALS_RE = re.compile(r"^(\w+://)[^/@]*@")
@@ -94,6 +93,8 @@ def git_info(path: Path) -> GitInfo | None:
 def _first_remote(config_path: Path) -> str | None:
     if not config_path.is_file():
         return None
+    import configparser
+
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     try:
         parser.read(config_path)
@@ -153,7 +154,7 @@ def run_tags(
         "mlflow.project.backend": "local",
         "mlkit.argv": json.dumps(mlkit_argv),
         "mlkit.version": __version__,
-        "mlkit.host": socket.gethostname(),
+        "mlkit.host": hostname(),
         "mlkit.python": platform.python_version(),
     }
     if command is not None:
@@ -193,4 +194,4 @@ def ownership_tags() -> dict[str, str]:
         from mlkit.tracking.lost import ownership_tags as slow
 
         return slow(pid)
-    return {"mlkit.host": socket.gethostname(), "mlkit.pid": str(pid), "mlkit.pid_start": f"{start:.3f}"}
+    return {"mlkit.host": hostname(), "mlkit.pid": str(pid), "mlkit.pid_start": f"{start:.3f}"}

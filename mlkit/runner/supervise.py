@@ -10,8 +10,6 @@ group (or reparented to us) is stopped too. The run's final status and tags are 
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import logging
 import os
 import selectors
 import signal
@@ -27,7 +25,13 @@ from mlkit.errors import MlkitError
 from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
 
-log = logging.getLogger("mlkit.runner")
+
+
+def _log(level: str, message: str, *args: object) -> None:
+    """Log on the "mlkit.runner" logger; logging is imported only when something is logged."""
+    import logging
+
+    getattr(logging.getLogger("mlkit.runner"), level)(message, *args)
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -147,7 +151,7 @@ class _Tee(threading.Thread):
         try:
             os.write(self.log_fd, chunk)  # O_APPEND, unbuffered: `runs logs --follow` sees it now
         except OSError as exc:  # disk full: keep the child's output flowing to the terminal
-            log.warning("cannot write output.log: %s", exc)
+            _log("warning", "cannot write output.log: %s", exc)
         stream = self.pipes[fd]
         if stream is not None:
             try:
@@ -168,6 +172,8 @@ def _become_subreaper() -> None:
     not to init, so they can still be found and stopped. Linux only; elsewhere a no-op."""
     if not sys.platform.startswith("linux"):
         return
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
@@ -438,7 +444,7 @@ def _execute(
             notify(f"mlkit: system metrics: {exc}")
         else:
             if isinstance(summary, dict):
-                log.debug("system metrics summary: %s", summary)
+                _log("debug", "system metrics summary: %s", summary)
     if lease is not None:
         release_quietly(lease)
     store.set_tags(plan.run_id, tags)
@@ -476,7 +482,7 @@ def release_quietly(lease: Any) -> None:
     try:
         lease.release()
     except Exception as exc:
-        log.warning("releasing the GPU lease failed: %s", exc)
+        _log("warning", "releasing the GPU lease failed: %s", exc)
 
 
 def _start_sampler(

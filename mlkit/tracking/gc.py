@@ -44,25 +44,20 @@ LOCK_FILE = ".mlkit-gc.lock"
 ENDED_STATUSES = (FINISHED, FAILED, KILLED)
 ORPHAN_GRACE_S = 3600  # a run directory younger than this may be being created right now
 _RUN_DIR_RE = re.compile(r"^[0-9a-f]{32}$")
-_DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([wdhms])")
 _UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a duration like '30d', '1d12h', '90m', '1.5h' (units w, d, h, m, s)."""
-    spec = text.strip().lower().replace(" ", "")
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(spec):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if not spec or pos != len(spec):
+    from mlkit.gpu.units import parse_duration as parse
+
+    # A bare number would mean seconds: `--older-than 30` must not delete nearly everything.
+    if not text.strip() or text.strip()[-1].isdigit() or text.strip().lower() in ("inf", "forever"):
         raise UsageError(
             f"--older-than {text!r}: not a duration",
             hint="write numbers with units w, d, h, m, s, e.g. 30d, 1d12h, 90m",
         )
-    return total
+    return parse(text, flag="--older-than")
 
 
 def format_duration(seconds: float) -> str:

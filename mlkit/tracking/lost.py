@@ -8,7 +8,6 @@ count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT 
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +27,16 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
 )
 FAILURE_REASON_TAG = "mlkit.failure_reason"
 PID_START_TOLERANCE_S = 1.0
+
+
+def hostname() -> str:
+    """`socket.gethostname()` without importing socket: on POSIX both are the kernel's nodename."""
+    try:
+        return os.uname().nodename
+    except AttributeError:  # no os.uname (Windows)
+        import socket
+
+        return socket.gethostname()
 
 
 def heartbeat_timeout() -> float:
@@ -80,7 +89,7 @@ def ownership_tags(pid: int | None = None) -> dict[str, str]:
     """The mlkit.host / mlkit.pid / mlkit.pid_start tags naming `pid` (default: this process)."""
     pid = os.getpid() if pid is None else pid
     start = process_start_time(pid)
-    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    tags = {HOST_TAG: hostname(), PID_TAG: str(pid)}
     if start is not None and start >= 0:
         tags[PID_START_TAG] = f"{start:.3f}"
     return tags
@@ -88,7 +97,7 @@ def ownership_tags(pid: int | None = None) -> dict[str, str]:
 
 def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float | None = None) -> bool:
     """True when the ownership tags say the run's owner is no longer alive."""
-    host = host or socket.gethostname()
+    host = host or hostname()
     now = time.time() if now is None else now
     if tags.get(HOST_TAG) == host and tags.get(PID_TAG, "").isdigit():
         started = process_start_time(int(tags[PID_TAG]))
@@ -128,7 +137,7 @@ def mark_lost_runs(store: FileStore) -> list[str]:
 
     This runs before every `mlkit run`, so it is a quick scan of the run directories: only runs
     whose meta.yaml may say RUNNING are read further (no search index, no YAML for the rest)."""
-    host = socket.gethostname()
+    host = hostname()
     lost: list[str] = []
     for exp_dir in store._experiment_dirs("all"):
         for run_dir in store._run_dirs_of(exp_dir):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,24 +11,12 @@ from mlkit.errors import NotFoundError, UsageError
 from mlkit.tracking.entities import STATUS_TO_INT, Experiment, FileInfo, Run
 from mlkit.tracking.store import FileStore
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([wdhms])")
-_UNIT_S = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-
 
 def parse_duration(text: str) -> float:
     """'1d', '2h30m', '45s', '1.5w' -> seconds; UsageError otherwise."""
-    spec = text.strip().lower()
-    pos, total = 0, 0.0
-    for match in _DURATION_RE.finditer(spec):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_S[match.group(2)]
-        pos = match.end()
-    if pos != len(spec) or not spec:
-        raise UsageError(
-            f"--since {text!r}: not a duration", hint="use a number and a unit: 30m, 12h, 1d, 2w, 1d12h"
-        )
-    return total
+    from mlkit.gpu.units import parse_duration as parse
+
+    return parse(text, flag="--since")
 
 
 def resolve_experiment(store: FileStore, ref: str) -> Experiment:

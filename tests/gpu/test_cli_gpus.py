@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
-from helpers import run_mlkit
 
 from mlkit.gpu import GpuRequest, probe, reserve
+
+from helpers import run_mlkit
 
 
 def no_real_gpu() -> bool:

@@ -8,10 +8,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_mlkit
 
 from mlkit.gpu import GpuRequest, SystemMetricsSampler, probe, reserve
 from mlkit.tracking.store import FileStore
+
+from helpers import REPO, run_mlkit
 
 pytestmark = pytest.mark.gpu
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_mlkit
 from inspect_support import XSS_NAME, XSS_PARAM, SweepStore
 from typer.testing import CliRunner
 
@@ -19,6 +18,8 @@ from mlkit.cli import app
 from mlkit.errors import NotFoundError, UsageError
 from mlkit.report.compare import compare_runs
 from mlkit.tracking.store import FileStore
+
+from helpers import REPO, run_mlkit
 
 
 def invoke(*args: str):

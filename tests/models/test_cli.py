@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_mlkit
-
 from mlkit.errors import ExitCode
+
+from helpers import run_mlkit
 
 
 def test_register_list_show_transition_alias_history(model_run, registry):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from helpers import REPO
-
 from mlkit.project import load_project
+
+from helpers import REPO
 
 
 def test_example_loads_and_resolves(tmp_path: Path, monkeypatch) -> None:

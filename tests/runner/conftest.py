@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from helpers import run_mlkit
 
 # Flags that keep a test run fast and independent of this machine: no env build, no GPU probe,
