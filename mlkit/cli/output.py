@@ -6,7 +6,6 @@ colour codes are written (unless FORCE_COLOR is set); NO_COLOR is honoured by ri
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
@@ -25,6 +24,8 @@ from mlkit.settings import traceback_enabled
 
 @dataclasses.dataclass
 class _State:
+    """Options of the root command that the renderers need (`--traceback`)."""
+
     traceback: bool = False
 
 
@@ -81,6 +82,8 @@ def print_json(obj: Any) -> None:
 
 
 def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    import csv
+
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:

@@ -21,6 +21,8 @@ MANAGERS = ("local", "auto", "uv", "conda")
 
 @dataclass(frozen=True)
 class PreparedEnv:
+    """The environment a run gets: its interpreter, the variables the child needs, its run tags."""
+
     manager: str  # what was used: local | uv | conda
     python: Path
     env_vars: dict[str, str]  # PATH with the env's bin first, VIRTUAL_ENV / CONDA_PREFIX

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -54,6 +53,8 @@ class Lease:
 
     @property
     def is_local(self) -> bool:
+        import socket
+
         return self.host == socket.gethostname()
 
 
@@ -263,9 +264,9 @@ def reserve(
     GpuWaitTimeoutError. `on_wait(msg)` hears what it is waiting for whenever that changes.
     """
     if request.kind == "none":
-        return GpuLease(
-            env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid
-        )
+        return GpuLease(env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid)
+    import socket
+
     from mlkit.gpu.devices import probe
 
     started = time.monotonic()

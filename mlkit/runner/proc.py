@@ -8,11 +8,11 @@ argv lists only (a shell appears only when an MLproject command itself needs one
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +20,15 @@ from typing import IO, Any
 
 from mlkit.errors import LaunchError
 
-log = logging.getLogger("mlkit.proc")
+
+def _log(level: str, message: str, *args: object) -> None:
+    """Log on the "mlkit.proc" logger, importing logging only when the line can be shown."""
+    if level == "debug" and "logging" not in sys.modules:
+        return  # logging was never set up (that imports it), so nothing could show a debug line
+    import logging
+
+    getattr(logging.getLogger("mlkit.proc"), level)(message, *args)
+
 
 EnvOverrides = Mapping[str, "str | None"]
 
@@ -62,7 +70,7 @@ def spawn(
     args = [os.fspath(a) for a in argv]
     if not args:
         raise LaunchError("empty command", hint="the entry point's command resolved to nothing")
-    log.debug("spawn: %s (cwd=%s)", describe(args), cwd)
+    _log("debug", "spawn: %s (cwd=%s)", describe(args), cwd)
     try:
         return subprocess.Popen(
             args,
@@ -186,4 +194,4 @@ def terminate_group(proc: subprocess.Popen[Any], *, grace: float = 2.0) -> None:
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - an uninterruptible (D state) process
-        log.warning("process %s did not die after SIGKILL", proc.pid)
+        _log("warning", "process %s did not die after SIGKILL", proc.pid)

@@ -10,8 +10,8 @@ import getpass
 import hashlib
 import json
 import os
-import platform
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,11 +93,17 @@ def git_info(path: Path) -> GitInfo | None:
 def _first_remote(config_path: Path) -> str | None:
     if not config_path.is_file():
         return None
+    try:
+        text = config_path.read_text()
+    except OSError:
+        return None
+    if "[remote" not in text:  # no remote at all: no need to load the parser
+        return None
     import configparser
 
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     try:
-        parser.read(config_path)
+        parser.read_string(text, source=str(config_path))
     except configparser.Error:
         return None
     for section in parser.sections():
@@ -155,7 +161,7 @@ def run_tags(
         "mlkit.argv": json.dumps(mlkit_argv),
         "mlkit.version": __version__,
         "mlkit.host": hostname(),
-        "mlkit.python": platform.python_version(),
+        "mlkit.python": sys.version.split()[0],  # what platform.python_version() parses
     }
     if command is not None:
         tags["mlkit.command"] = json.dumps(command)

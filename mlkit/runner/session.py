@@ -377,10 +377,12 @@ def _supervise_run(
     lease = None
     result: RunResult | None = None
     child_started = False
+    pending: dict[str, str] = {}  # tags learnt while setting up, written together (or by _end)
     try:
         if router.received is not None:  # arrived while the run was being created
             raise Interrupted(router.received)
-        store.log_params(run_id, command.params)
+        if command.params:
+            store.log_params(run_id, command.params)
         heartbeat.start()
 
         from mlkit.env import prepare_env
@@ -397,8 +399,7 @@ def _supervise_run(
         env_tags = dict(getattr(env, "tags", {}) or {})
         if env.manager != "local":
             env_tags["mlflow.project.env"] = env.manager
-        if env_tags:
-            store.set_tags(run_id, env_tags)
+        pending.update(env_tags)
 
         from mlkit.gpu import reserve
 
@@ -409,8 +410,7 @@ def _supervise_run(
             wait=options.wait,
             on_wait=_prefixed(notify, "mlkit: "),
         )
-        if lease.tags:
-            store.set_tags(run_id, lease.tags)
+        pending.update(lease.tags or {})
         if lease.notice:
             notify(f"mlkit: {lease.notice}")
 
@@ -433,10 +433,11 @@ def _supervise_run(
         )
         import json
 
-        launch_tags = {"mlkit.command": json.dumps(plan.argv)}
+        pending["mlkit.command"] = json.dumps(plan.argv)
         if plan.rdzv_id:
-            launch_tags["mlkit.rdzv_id"] = plan.rdzv_id
-        store.set_tags(run_id, launch_tags)
+            pending["mlkit.rdzv_id"] = plan.rdzv_id
+        store.set_tags(run_id, pending)
+        pending = {}
         for notice in plan.notices:
             notify(f"mlkit: {notice}")
 
@@ -457,17 +458,18 @@ def _supervise_run(
             started_at=t0,
         )
     except MlkitError as error:
-        result = _end(
-            store, run_id, exp_id, FAILED, _failure_reason(error, child_started), int(error.exit_code), t0
-        )
+        reason = _failure_reason(error, child_started)
+        result = _end(store, run_id, exp_id, FAILED, reason, int(error.exit_code), t0, tags=pending)
         result.error = error
     except (Interrupted, KeyboardInterrupt) as exc:
         import signal as signal_mod
 
         signum = exc.signum if isinstance(exc, Interrupted) else int(signal_mod.SIGINT)
-        result = _end(store, run_id, exp_id, KILLED, "signal", 128 + signum, t0, signal=signal_name(signum))
+        name = signal_name(signum)
+        result = _end(store, run_id, exp_id, KILLED, "signal", 128 + signum, t0, signal=name, tags=pending)
     except BaseException:
-        _end(store, run_id, exp_id, FAILED, _failure_reason(RuntimeError(), child_started), 1, t0)
+        reason = _failure_reason(RuntimeError(), child_started)
+        _end(store, run_id, exp_id, FAILED, reason, 1, t0, tags=pending)
         raise
     finally:
         router.mode = "defer"
@@ -491,9 +493,10 @@ def _end(
     t0: float,
     *,
     signal: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> RunResult:
-    """Record a run that ended without its child's exit deciding it."""
-    tags = {"mlkit.failure_reason": reason}
+    """Record a run that ended without its child's exit deciding it (`tags`: not yet written ones)."""
+    tags = {**(tags or {}), "mlkit.failure_reason": reason}
     if signal:
         tags["mlkit.signal"] = signal
     with contextlib.suppress(Exception):  # the store may be the thing that failed

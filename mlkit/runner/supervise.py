@@ -26,12 +26,12 @@ from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
 
 
-
 def _log(level: str, message: str, *args: object) -> None:
     """Log on the "mlkit.runner" logger; logging is imported only when something is logged."""
     import logging
 
     getattr(logging.getLogger("mlkit.runner"), level)(message, *args)
+
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -164,6 +164,14 @@ class _Tee(threading.Thread):
             if any(marker in window for marker in OOM_MARKERS):
                 self.oom = True
             self._tails[fd] = window[-_OOM_TAIL:]
+
+
+def _close_tee(tee: _Tee, *pipes: int) -> None:
+    """Let the tee copy what is left in the pipes (up to 5 s), then close their read ends."""
+    tee.join(timeout=5)
+    for fd in pipes:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 # ----------------------------------------------------------------------------- process tree
@@ -379,21 +387,27 @@ def _execute(
         raise Interrupted(router.received)
     router.mode = "defer"  # from here a signal is handled below, never by unwinding past the child
     _become_subreaper()
-    child = proc_mod.spawn(
-        plan.argv,
-        env=plan.env,
-        cwd=plan.cwd,
-        new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert child.stdout is not None and child.stderr is not None
+    # The tee starts before the child: starting a thread waits until it runs, which is quicker
+    # while the child's own start-up is not competing for the CPU.
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    tee = _Tee({out_r: stdout, err_r: stderr}, log_fd)
+    tee.start()
+    try:
+        child = proc_mod.spawn(
+            plan.argv, env=plan.env, cwd=plan.cwd, new_session=True, stdout=out_w, stderr=err_w
+        )
+    except BaseException:  # nothing will write to the pipes: the tee ends at once
+        os.close(out_w)
+        os.close(err_w)
+        _close_tee(tee, out_r, err_r)
+        raise
+    os.close(out_w)  # the child has its own copies: the tee sees EOF when the child is done
+    os.close(err_w)
     tree = _Tree(child, plan.run_id)
     stopper = _Stopper(tree, plan.kill_grace)
     timer = None
     try:
-        tee = _Tee({child.stdout.fileno(): stdout, child.stderr.fileno(): stderr}, log_fd)
-        tee.start()
         router.on_signal = lambda signum: stopper.stop(signum, "signal")
         router.mode = "forward"
         if router.received is not None and stopper.reason is None:  # came during the spawn
@@ -407,6 +421,7 @@ def _execute(
     except BaseException:  # never leave the entry point running behind a failed supervisor
         tree.signal(signal.SIGKILL)
         child.wait()
+        _close_tee(tee, out_r, err_r)
         raise
     router.mode = "defer"
     if timer is not None:
@@ -423,10 +438,7 @@ def _execute(
             time.sleep(0.05)
     stopper.cancel()
     tree.reap()
-    tee.join(timeout=5)
-    for pipe in (child.stdout, child.stderr):
-        with contextlib.suppress(OSError):
-            pipe.close()
+    _close_tee(tee, out_r, err_r)
 
     status, exit_code, reason, sig = classify(returncode, stopper.reason, stopper.signum)
     if tee.oom and status != FINISHED:

@@ -80,6 +80,16 @@ def write_atomic(path: Path, text: str) -> None:
         raise StoreError(f"{path}: cannot write: {exc}", hint="check free space and permissions") from exc
 
 
+def write_new(path: Path, text: str) -> None:
+    """Create `path` with `text` in a single open/write/close, for a file in a directory no reader
+    looks at yet (a run being created is not a run until its meta.yaml exists): no temp file."""
+    try:
+        with open(path, "x", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write: {exc}", hint="check free space and permissions") from exc
+
+
 def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write a meta.yaml atomically."""
     write_atomic(path, dump_yaml(data))

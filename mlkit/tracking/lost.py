@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
 )
 FAILURE_REASON_TAG = "mlkit.failure_reason"
 PID_START_TOLERANCE_S = 1.0
+_META_READ = 1 << 16  # a run's meta.yaml is well under 1 KiB
 
 
 def hostname() -> str:
@@ -72,7 +74,15 @@ def _proc_start_time(pid: int) -> float | None | bool:
         with open(f"/proc/{pid}/stat", "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
     except FileNotFoundError:
-        return None if os.path.isdir("/proc/self") else False
+        if not os.path.isdir("/proc/self"):
+            return False  # no /proc here
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # gone
+        except OSError:
+            return False  # alive but hidden (/proc mounted with hidepid): psutil tells
+        return False  # it just appeared or is ending: psutil tells
     except (OSError, IndexError):
         return False
     if fields[0] == b"Z":
@@ -115,21 +125,46 @@ def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float |
     return False
 
 
-def _maybe_running(meta_yaml: Path) -> bool:
+def _run_dirs(store: FileStore) -> Iterator[str]:
+    """Every run directory of the store (experiments in the trash too), as plain path strings:
+    FileStore._run_dirs_of without building a Path for each run."""
+    from mlkit.tracking.store import RESERVED_EXPERIMENT_DIRS
+
+    for exp_dir in store._experiment_dirs("all"):
+        try:
+            entries = os.scandir(exp_dir)
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name not in RESERVED_EXPERIMENT_DIRS and not name.startswith(".") and entry.is_dir():
+                    yield entry.path
+
+
+def _maybe_running(run_dir: str) -> bool:
     """False when the run's meta.yaml says for sure that it is not RUNNING, without parsing YAML.
 
     meta.yaml is written with one top-level `key: value` per line (MLflow's safe_dump), so the
-    `status:` line tells. Anything unusual (no such line, another spelling) counts as maybe."""
+    `status:` line tells. Anything unusual (no such line, another spelling, a huge file) counts as
+    maybe. Plain os calls: this runs for every run of the store before every `mlkit run`."""
     try:
-        with open(meta_yaml, "rb") as f:
-            text = f.read()
+        fd = os.open(run_dir + "/meta.yaml", os.O_RDONLY)
     except OSError:
         return False  # no meta.yaml (being created or removed): not a run to judge now
-    for line in text.splitlines():
-        if line.startswith(b"status:"):
-            value = line[len(b"status:") :].strip().strip(b"'\"")
-            return value in (b"1", RUNNING.encode())
-    return True
+    try:
+        text = os.read(fd, _META_READ)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(text) == _META_READ:
+        return True  # not a meta.yaml mlkit or MLflow writes: let the careful path decide
+    _, found, rest = (b"\n" + text).partition(b"\nstatus:")
+    if not found:
+        return True
+    value = rest.split(b"\n", 1)[0].strip().strip(b"'\"")
+    return value in (b"1", b"RUNNING")  # MLflow writes the number (RUNNING = 1)
 
 
 def mark_lost_runs(store: FileStore) -> list[str]:
@@ -139,30 +174,30 @@ def mark_lost_runs(store: FileStore) -> list[str]:
     whose meta.yaml may say RUNNING are read further (no search index, no YAML for the rest)."""
     host = hostname()
     lost: list[str] = []
-    for exp_dir in store._experiment_dirs("all"):
-        for run_dir in store._run_dirs_of(exp_dir):
-            if not _maybe_running(run_dir / "meta.yaml"):
-                continue
-            tags = {}
-            for key in (HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG):
-                try:
-                    tags[key] = files.read_value(run_dir / "tags" / key).strip()
-                except OSError:
-                    continue
-            if not tags or not is_owner_gone(tags, host=host):
-                continue
+    for path in _run_dirs(store):
+        if not _maybe_running(path):
+            continue
+        run_dir = Path(path)
+        tags = {}
+        for key in (HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG):
             try:
-                meta = files.read_yaml(run_dir / "meta.yaml")
-                run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
-                if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
-                    continue
-                run = store.get_run(run_id)
-                if run.info.status != RUNNING:
-                    continue  # it ended while we looked
-                store.set_tag(run_id, FAILURE_REASON_TAG, "lost")
-                beat = tags.get(HEARTBEAT_TAG, "")
-                store.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
-            except (MlkitError, OSError):
-                continue  # deleted or removed meanwhile
-            lost.append(run_id)
+                tags[key] = files.read_value(run_dir / "tags" / key).strip()
+            except OSError:
+                continue
+        if not tags or not is_owner_gone(tags, host=host):
+            continue
+        try:
+            meta = files.read_yaml(run_dir / "meta.yaml")
+            run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+            if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
+                continue
+            run = store.get_run(run_id)
+            if run.info.status != RUNNING:
+                continue  # it ended while we looked
+            store.set_tag(run_id, FAILURE_REASON_TAG, "lost")
+            beat = tags.get(HEARTBEAT_TAG, "")
+            store.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+        except (MlkitError, OSError):
+            continue  # deleted or removed meanwhile
+        lost.append(run_id)
     return lost

@@ -478,8 +478,11 @@ class FileStore:
                 (run_dir / sub).mkdir()
         except OSError as exc:
             raise StoreError(f"{run_dir}: cannot create the run: {exc}", hint="check permissions") from exc
-        for key, value in tags.items():
-            self._write_tag_file(run_dir / "tags", key, value)
+        tags_dir = run_dir / "tags"
+        for key, value in tags.items():  # meta.yaml is written last: until then no reader sees the run
+            if "/" in key:
+                (tags_dir / key).parent.mkdir(parents=True, exist_ok=True)
+            files.write_new(tags_dir / key, value)
         meta = {
             "artifact_uri": f"{location}/{run_id}/artifacts",
             "end_time": None,
@@ -579,8 +582,11 @@ class FileStore:
             return
         run_dir = self._active_run_dir(run_id)
         tags_dir = run_dir / "tags"
+        tags_dir.mkdir(exist_ok=True)
         for key, value in tags.items():
-            self._write_tag_file(tags_dir, key, str(value))
+            if "/" in key:
+                (tags_dir / key).parent.mkdir(parents=True, exist_ok=True)
+            files.write_atomic(tags_dir / key, str(value))
         if RUN_NAME_TAG in tags:
             name = str(tags[RUN_NAME_TAG])
             self._update_run_meta(run_dir, lambda m: m.update(run_name=name))

@@ -36,6 +36,17 @@ def test_skip_if_done_skips_only_the_same_finished_run(make_project, mlkit_run):
     assert mlkit_run(str(project), "--skip-if-done", "-P", "code=3").returncode == 3  # FAILED is not done
 
 
+def test_only_skip_if_done_runs_are_fingerprinted(make_project, mlkit_run, store):
+    project = make_project(PROJECT)
+    plain = json.loads(mlkit_run(str(project), "--json").stdout)  # the project is not hashed
+    assert "mlkit.fingerprint" not in store.get_run(plain["run_id"]).data.tags
+    first = json.loads(mlkit_run(str(project), "--skip-if-done", "--json").stdout)
+    assert first["run_id"] != plain["run_id"]  # a run without a fingerprint never matches
+    assert len(store.get_run(first["run_id"]).data.tags["mlkit.fingerprint"]) == 64
+    again = json.loads(mlkit_run(str(project), "--skip-if-done", "--json").stdout)
+    assert again == {"skipped": True, "run_id": first["run_id"], "experiment_id": "0"}
+
+
 def test_on_finish_sees_the_outcome_and_never_changes_the_exit_code(
     make_project, mlkit_run, only_run, tmp_path
 ):

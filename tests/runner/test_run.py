@@ -65,7 +65,7 @@ def test_success_records_a_finished_run_with_metrics_params_and_tags(
     command = json.loads(tags["mlkit.command"])
     assert command[1:] == ["train.py", "--lr", "0.5", "--tag", "hello"]
     assert Path(command[0]).name.startswith("python")  # `python` swapped for the env's interpreter
-    assert len(tags["mlkit.fingerprint"]) == 64
+    assert "mlkit.fingerprint" not in tags  # only --skip-if-done hashes the project
     assert len(tags["mlkit.mlproject_hash"]) == 64
     assert tags["mlkit.pid"].isdigit() and tags["mlkit.heartbeat"].isdigit()
     assert tags["mlkit.exit_code"] == "0"
@@ -291,5 +291,5 @@ def test_mlflow_reads_the_run(make_project, mlkit_run, only_run, store_root, mon
     assert theirs.data.params == {"lr": "0.5", "tag": "hello"}
     assert theirs.data.metrics == {"loss": 0.25, "acc": 0.9}
     assert theirs.data.tags["mlflow.source.type"] == "PROJECT"
-    assert theirs.data.tags["mlkit.fingerprint"] == mine.data.tags["mlkit.fingerprint"]
+    assert theirs.data.tags["mlkit.mlproject_hash"] == mine.data.tags["mlkit.mlproject_hash"]
     assert [a.path for a in client.list_artifacts(mine.info.run_id, "logs")] == ["logs/output.log"]

@@ -29,11 +29,13 @@ DDP = {
         rank = dist.get_rank()
         t = torch.ones(1) * (rank + 1)
         dist.all_reduce(t)
-        print(f"rank {rank} pid {os.getpid()} run {os.environ['MLKIT_RUN_ID']} sum {t.item():g}", flush=True)
+        # One write per line: with PYTHONUNBUFFERED, print() writes the text and the newline
+        # apart, and the two ranks share the pipe, so their lines could interleave.
+        print(f"rank {rank} pid {os.getpid()} run {os.environ['MLKIT_RUN_ID']} sum {t.item():g}\\n", end="", flush=True)
         if rank == 0:
             mlkit.log_metric("sum", t.item())
         if sys.argv[-1] == "1":
-            print(f"rank {rank} hanging", flush=True)
+            print(f"rank {rank} hanging\\n", end="", flush=True)
             time.sleep(120)
         dist.destroy_process_group()
     """,

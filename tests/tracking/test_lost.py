@@ -57,3 +57,33 @@ def test_runs_without_ownership_tags_are_left_alone(store_root: Path) -> None:
     run_id = store.create_run("0").info.run_id  # e.g. written by MLflow: no mlkit.* tags
     assert store.mark_lost_runs() == []
     assert store.get_run(run_id).info.status == "RUNNING"
+
+
+def _dead_owner_tags() -> dict[str, str]:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return {"mlkit.host": socket.gethostname(), "mlkit.pid": str(proc.pid), "mlkit.pid_start": "1.0"}
+
+
+def test_quick_scan_reads_only_running_runs(store_root: Path) -> None:
+    """mark_lost_runs looks at the status line of each meta.yaml; only RUNNING runs go further."""
+    store = FileStore(store_root)
+    exp = store.create_experiment("other")
+    done = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+    store.set_terminated(done, "FINISHED")
+    lost = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+    no_status = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    meta = store.run_dir(no_status) / "meta.yaml"
+    meta.write_text(
+        "".join(line for line in meta.read_text().splitlines(True) if not line.startswith("status:"))
+    )
+    deleted = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    store.delete_run(deleted)
+    assert sorted(store.mark_lost_runs()) == sorted(
+        [lost, no_status]
+    )  # no status: RUNNING, as MLflow reads it
+    assert store.get_run(done).info.status == "FINISHED"
+    assert store.get_run(lost).info.status == "FAILED"
+    assert store.get_run(no_status).info.status == "FAILED"
+    assert store.get_run(deleted).info.status == "RUNNING"  # deleted runs are left alone
+    assert store.mark_lost_runs() == []

@@ -1,0 +1,46 @@
+"""The import budget of the run path: a plain local run loads only what it uses (issue 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("torch", "pynvml", "conda_lock", "rattler", "numpy", "sklearn", "mlflow", "rich")
+
+
+def test_plain_local_run_imports_only_what_it_uses(tmp_path):
+    """`mlkit run --env-manager local --gpus none` (issue 2's overhead target) skips the GPU probe,
+    the env cache, the search index, the fingerprint and a few costly stdlib modules."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "MLproject").write_text('entry_points:\n  main:\n    command: "python -c pass"\n')
+    argv = ["run", str(project), "--env-manager", "local", "--gpus", "none", "--system-metrics-interval", "0"]
+    argv += ["--store", str(tmp_path / "mlruns")]
+    code = (
+        f"import sys; sys.argv = ['mlkit', *{argv!r}]\nfrom mlkit.cli import main\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code], capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    unwanted = {
+        "mlkit.gpu.devices",
+        "mlkit.gpu.nvml",
+        "mlkit.env.cache",
+        "mlkit.env.spec",
+        "mlkit.tracking.index",
+        "mlkit.tracking.search",
+        "mlkit.tracking.search_runs",
+        "mlkit.runner.fingerprint",
+        "sqlite3",
+        "psutil",
+        "logging",
+        "socket",
+        "configparser",
+        "csv",
+        *HEAVY,
+    }
+    assert not loaded & unwanted, sorted(loaded & unwanted)
