@@ -34,7 +34,9 @@ def test_every_command_is_in_the_readme(path: tuple[str, ...]):
     group_line = next((line for line in README.splitlines() if f"`mlkit {path[0]}" in line), None)
     assert group_line is not None, f"README never shows `mlkit {path[0]}`"
     if len(path) > 1:
-        assert re.search(rf"\b{path[-1]}\b", group_line), f"README's `mlkit {path[0]}` line lacks {path[-1]!r}"
+        assert re.search(rf"\b{path[-1]}\b", group_line), (
+            f"README's `mlkit {path[0]}` line lacks {path[-1]!r}"
+        )
 
 
 @pytest.mark.parametrize("path", command_paths(), ids=" ".join)
