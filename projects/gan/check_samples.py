@@ -80,7 +80,7 @@ def main(argv=None):
     ckpt = load_checkpoint(args.checkpoint or find_checkpoint(args.run_id))
     gan_model = load_module("gan_model", HERE / "model.py")
     G = gan_model.Generator(**ckpt["model_args"]["G"])
-    G.load_state_dict(ckpt["G"])
+    G.load_state_dict(ckpt.get("G_ema", ckpt["G"]))  # the moving-average G that train.py samples with
     G.eval()
     size = ckpt["model_args"]["G"]["image_size"]
 
