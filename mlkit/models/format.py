@@ -160,15 +160,27 @@ def _found_by_installed_finder(top: str, origin: str) -> bool:
 
 
 def _class_origin(cls: type) -> str | None:
-    """The source file of a class: its module's __file__, else where its methods were compiled."""
-    origin = getattr(sys.modules.get(cls.__module__), "__file__", None)
-    if origin:
+    """The source file of a class: its module's __file__ if that module still holds this very class,
+    else where its methods were compiled (sys.modules[cls.__module__] may since have been replaced
+    by another file of the same name, e.g. three projects' `model.py`)."""
+    module = sys.modules.get(cls.__module__)
+    origin = getattr(module, "__file__", None)
+    if origin and getattr(module, cls.__qualname__.split(".")[0], None) is _outermost(cls, module):
         return str(origin)
     for value in vars(cls).values():
         code = getattr(getattr(value, "__func__", value), "__code__", None)
         if code is not None and os.path.isfile(code.co_filename):
             return str(code.co_filename)
-    return None
+    return str(origin) if origin else None
+
+
+def _outermost(cls: type, module: Any) -> Any:
+    """The module-level object a (possibly nested) class hangs from, or a sentinel if it is not there."""
+    parts = cls.__qualname__.split(".")
+    target: Any = module
+    for part in parts:
+        target = getattr(target, part, None)
+    return getattr(module, parts[0], None) if target is cls else object()
 
 
 def importable_in_fresh_interpreter(module_name: str, origin: str | None = None) -> bool:

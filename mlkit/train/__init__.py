@@ -5,7 +5,7 @@ Imports torch, so only trainers import it; `import mlkit` never does.
 """
 
 from mlkit.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint, save_checkpoint, unwrap
-from mlkit.train.runtime import Runtime, setup, teardown, wrap_ddp
+from mlkit.train.runtime import Runtime, add_system_args, setup, teardown, wrap_ddp
 from mlkit.train.tracking import MetricLogger, Tracker
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "MetricLogger",
     "Runtime",
     "Tracker",
+    "add_system_args",
     "find_checkpoint",
     "load_checkpoint",
     "save_checkpoint",

@@ -8,6 +8,7 @@ gloo on CPU. A plain `python train.py` is a world of one.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import random
@@ -69,6 +70,26 @@ class Runtime:
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def add_system_args(p: argparse.ArgumentParser, *, seeds: str, dry_run: str) -> None:
+    """The flags every trainer has that are not hyperparameters: device, precision, seed, resume..."""
+    a = p.add_argument
+    a(
+        "--device",
+        default="auto",
+        help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)",
+    )
+    a(
+        "--precision",
+        default="auto",
+        help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)",
+    )
+    a("--compile", type=int, default=0, help="1 = torch.compile the model(s) (slow first step) (default: 0)")
+    a("--seed", type=int, default=0, help=f"seeds {seeds} (default: 0)")
+    a("--log-interval", type=int, default=10, help="log losses/lr/throughput every N steps (default: 10)")
+    a("--resume", default="", help="run id whose checkpoints/last.pt to continue (default: none)")
+    a("--dry-run", action="store_true", help=f"{dry_run}, to check the wiring")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

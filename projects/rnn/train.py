@@ -33,6 +33,7 @@ from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
     Tracker,
+    add_system_args,
     find_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -82,21 +83,7 @@ def parse_args(argv=None):
         help="sampling temperature; <1 is more conservative (default: 0.8)",
     )
     # system
-    a(
-        "--device",
-        default="auto",
-        help="auto (the GPU mlkit assigned, else CPU) | cpu | cuda[:N] (default: auto)",
-    )
-    a(
-        "--precision",
-        default="auto",
-        help="auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32 (default: auto)",
-    )
-    a("--compile", type=int, default=0, help="1 = torch.compile the model (slow first step) (default: 0)")
-    a("--seed", type=int, default=0, help="seeds init, batches and sampling (default: 0)")
-    a("--log-interval", type=int, default=10, help="log loss/lr/throughput every N steps (default: 10)")
-    a("--resume", default="", help="run id whose checkpoints/last.pt to continue (default: none)")
-    a("--dry-run", action="store_true", help="one step, one tiny evaluation, to check the wiring")
+    add_system_args(p, seeds="init, batches and sampling", dry_run="one step, one tiny evaluation")
     return p.parse_args(argv)
 
 

@@ -7,6 +7,7 @@ copied `code/model.py` never shadows another model's class.
 from __future__ import annotations
 
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,14 @@ def restore_model_module():
         sys.modules["model"] = saved
 
 
-def test_project_models_round_trip_in_one_process(store_root, restore_model_module):
+def test_project_models_round_trip_in_one_process(store_root, restore_model_module, tmp_path):
+    # Another `model` module is already loaded (as after loading some other model): logging must
+    # still copy each class's own source, not whatever sys.modules["model"] now points at.
+    decoy = tmp_path / "decoy" / "model.py"
+    decoy.parent.mkdir()
+    decoy.write_text("class Decoy:\n    pass\n")
+    sys.modules["model"] = types.ModuleType("model")
+    sys.modules["model"].__file__ = str(decoy)
     expected = {}
     registry = RegistryStore()
     for project, (class_name, init_args, example) in CASES.items():
@@ -69,7 +77,8 @@ def test_project_models_round_trip_in_one_process(store_root, restore_model_modu
             expected[project] = (x, net(x))
         with mlkit.start_run():
             info = mlkit.log_model(net, "model", input_example=x.numpy(), registered_model_name=project)
-        assert info.code_module == "model" and (info.path / "code" / "model.py").is_file()
+        assert info.code_module == "model"
+        assert (info.path / "code" / "model.py").read_text() == (PROJECTS / project / "model.py").read_text()
         registry.transition_model_version_stage(project, 1, "Production")
     for project, (x, y) in expected.items():
         loaded = mlkit.load_model(f"models:/{project}/Production")
