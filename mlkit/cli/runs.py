@@ -110,10 +110,19 @@ def list_cmd(
         return
     param_keys = sorted({k for r in runs for k in r.data.params})
     metric_keys = sorted({k for r in runs for k in r.data.metrics})
+    short = not as_csv and sys.stdout.isatty()
+    hidden = 0
+    if short:  # a person reads this: the params that tell runs apart and the model's own metrics
+        shown_params = [k for k in param_keys if len({r.data.params.get(k) for r in runs}) > 1]
+        shown_metrics = [k for k in metric_keys if not k.startswith("system/")]
+        shown_metrics.sort(
+            key=lambda k: not k.startswith(("val", "test", "eval"))
+        )  # the ones to compare first
+        hidden = len(param_keys) + len(metric_keys) - len(shown_params) - len(shown_metrics)
+        param_keys, metric_keys = shown_params, shown_metrics
     columns = ["run_id", "name", "status", "start", "duration"]
     columns += [f"params.{k}" for k in param_keys] + [f"metrics.{k}" for k in metric_keys]
     rows = []
-    short = not as_csv and sys.stdout.isatty()
     for r in runs:
         i = r.info
         row = [i.run_id[:8] if short else i.run_id, i.run_name, i.status, fmt_time(i.start_time),
@@ -124,9 +133,26 @@ def list_cmd(
     if as_csv:
         output.print_csv(columns, rows)
     else:
+        if short:
+            columns, rows, cut = _fit_width(columns, rows, output.out.width)
+            hidden += cut
         output.print_table(columns, rows)
         if not runs:
             output.info("No runs match.")
+        elif hidden:
+            output.info(f"({hidden} more columns: params equal in every run, system metrics, or past the "
+                        "terminal's width; see `mlkit runs show RUN`, --csv or --json)")  # fmt: skip
+
+
+def _fit_width(columns: list[str], rows: list[list], width: int, fixed: int = 5) -> tuple[list, list, int]:
+    """Keep the first `fixed` columns and as many more as fit in `width`; return how many were cut."""
+    used, keep = 0, []
+    for i, name in enumerate(columns):
+        cell = max([len(name), *(len(str(row[i] or "")) for row in rows)])
+        used += min(cell, 24) + 3  # rich folds long cells; 3 for borders and padding
+        if i < fixed or used <= width:
+            keep.append(i)
+    return ([columns[i] for i in keep], [[row[i] for i in keep] for row in rows], len(columns) - len(keep))
 
 
 @runs_app.command("show")
