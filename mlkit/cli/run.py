@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from mlkit.cli import output
-from mlkit.errors import UsageError
+from mlkit.errors import MlkitError, UsageError
 
 # Options are grouped in --help with rich panels; the names match `mlflow run` where MLflow has one.
 _RUN = "Run"
@@ -48,7 +51,26 @@ def _memory(value: str | None) -> int | None:
     return parse_memory(value, flag="--min-free-memory")
 
 
+def _json_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """With --json, a failure before any run exists still prints one JSON document (run_id null)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MlkitError as exc:
+            if kwargs.get("json_out"):
+                output.print_json(
+                    {"run_id": None, "status": None, "exit_code": int(exc.exit_code),
+                     "error": exc.message, "hint": exc.hint}
+                )  # fmt: skip
+            raise
+
+    return wrapper
+
+
 @output.handle_errors
+@_json_on_error
 def run(
     project_dir: Path = typer.Argument(
         ..., help="Project directory (with an MLproject file, or a bare directory of scripts)."

@@ -185,6 +185,12 @@ def test_json_prints_exactly_one_document(make_project, mlkit_run, only_run):
     failed = json.loads(mlkit_run(str(project), "-e", "fail", "--json").stdout)
     assert (failed["status"], failed["exit_code"], failed["failure_reason"]) == ("FAILED", 7, "exit_code")
 
+    # mlkit's own failure before any run exists: still one document, and the usual line on stderr
+    bad = mlkit_run(str(project), "-e", "no-such-entry", "--json")
+    doc = json.loads(bad.stdout)
+    assert bad.returncode == 2 and doc["run_id"] is None and doc["exit_code"] == 2
+    assert "no-such-entry" in doc["error"] and "Error:" in bad.stderr
+
 
 HOSTILE = ["; rm -rf {victim}", "$(touch {victim})", "`touch {victim}`", "x' && touch {victim} '"]
 
