@@ -8,7 +8,17 @@ from typing import Any
 
 import typer
 
-from mlkit.cli.output import handle_errors, info, out, print_csv, print_json, print_table, to_jsonable
+from mlkit.cli.output import (
+    STORE_HELP,
+    handle_errors,
+    info,
+    open_store,
+    out,
+    print_csv,
+    print_json,
+    print_table,
+    to_jsonable,
+)
 
 PALETTE = ("cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_red")
 
@@ -67,9 +77,7 @@ def compare(
     width: int = typer.Option(
         0, "--width", help="Chart width in characters (default: fit the terminal, else 60)."
     ),
-    store: str | None = typer.Option(
-        None, "--store", metavar="DIR", help="Tracking store (default: ./mlruns)."
-    ),
+    store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
     """Compare runs: params and latest metrics in one column per run.
 
@@ -77,12 +85,11 @@ def compare(
     """
     from mlkit.errors import UsageError
     from mlkit.report.compare import compare_runs
-    from mlkit.tracking.store import FileStore
 
     if csv_out and json_out:
         raise UsageError("--csv and --json exclude each other", hint="pick one output format")
     result = compare_runs(
-        FileStore(store), runs, only_changed=only_changed, system=system, curve_metrics=metric
+        open_store(store), runs, only_changed=only_changed, system=system, curve_metrics=metric
     )
     if json_out:
         print_json(finite(to_jsonable(result)))

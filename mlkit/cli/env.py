@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
 import typer
 
+from mlkit.cli import output
 from mlkit.cli.output import handle_errors, info, print_json, print_table
 from mlkit.errors import UsageError
 
-env_app = typer.Typer(
-    help="Environments: lockfiles, building ahead of time, the cache.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _parse_age(text: str) -> float:
-    """'30d', '12h', '1d12h', '90m', '0' -> seconds."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text) * 86400 if text != "0" else 0.0
-    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f"--older-than {text!r}: not an age", hint="use e.g. 30d, 12h, 1d12h or 90m")
-    return sum(float(n) * _UNITS[u] for n, u in parts)
-
-
-def _human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+env_app = output.command_group("env", "Environments: lockfiles, building ahead of time, the cache.")
 
 
 def _ago(ts: float) -> str:
@@ -129,7 +103,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="One JSON document
             e.hash,
             e.manager + ("" if e.complete else " (incomplete)"),
             e.python_version or "",
-            _human_bytes(e.size),
+            output.human_bytes(e.size),
             _ago(e.last_used),
             e.project or "",
             e.path,
@@ -151,18 +125,19 @@ def prune(
     An env whose build is in progress (its lock is held) is never touched.
     """
     from mlkit.env.cache import prune as do_prune
+    from mlkit.gpu.units import parse_age
 
-    result = do_prune(_parse_age(older_than), dry_run=dry_run)
+    result = do_prune(parse_age(older_than), dry_run=dry_run)
     if json_out:
         print_json(result)
         return
     verb = "would remove" if dry_run else "removed"
     for env in result.removed:
-        info(f"{verb} {env.path} ({_human_bytes(env.size)}, last used {_ago(env.last_used)})")
+        info(f"{verb} {env.path} ({output.human_bytes(env.size)}, last used {_ago(env.last_used)})")
     for env in result.skipped_locked:
         info(f"kept {env.path}: a build holds its lock")
     freed = "would free" if dry_run else "freed"
-    info(f"{verb} {len(result.removed)} environment(s), {freed} {_human_bytes(result.bytes_freed)}")
+    info(f"{verb} {len(result.removed)} environment(s), {freed} {output.human_bytes(result.bytes_freed)}")
 
 
 def register(app: typer.Typer) -> None:

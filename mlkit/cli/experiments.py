@@ -9,14 +9,7 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 
-experiments_app = typer.Typer(
-    name="experiments",
-    help="List, create, delete and restore experiments.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-STORE_HELP = "Tracking store directory (default: $MLKIT_TRACKING_URI, else ./mlruns)."
+experiments_app = output.command_group("experiments", "List, create, delete and restore experiments.")
 
 
 def register(app: typer.Typer) -> None:
@@ -24,18 +17,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(experiments_app, name="experiments")
 
 
-def _store(path: str | None) -> Any:
-    from mlkit.tracking.store import FileStore
-
-    return FileStore(path)
-
-
 @experiments_app.command("list")
 @handle_errors
 def list_cmd(
     include_deleted: bool = typer.Option(False, "--all", help="Include deleted experiments."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """List experiments, newest first, with their number of runs.
 
@@ -43,7 +30,7 @@ def list_cmd(
     """
     from mlkit.cli.runs import fmt_time
 
-    store = _store(store_path)
+    store = output.open_store(store_path)
     experiments = store.list_experiments("all" if include_deleted else "active")
     counts = {e.experiment_id: store.count_runs(e.experiment_id) for e in experiments}
     if as_json:
@@ -60,13 +47,13 @@ def create_cmd(
     name: str = typer.Argument(..., help="Name of the new experiment."),
     artifact_location: str = typer.Option(None, "--artifact-location", help="Where its runs keep artifacts."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Create an experiment and print its id.
 
     Example: mlkit experiments create cnn-sweep
     """
-    experiment_id = _store(store_path).create_experiment(name, artifact_location)
+    experiment_id = output.open_store(store_path).create_experiment(name, artifact_location)
     if as_json:
         output.print_json({"experiment_id": experiment_id, "name": name})
     else:
@@ -83,13 +70,13 @@ def _resolve(store: Any, ref: str) -> Any:
 @handle_errors
 def delete_cmd(
     experiment: str = typer.Argument(..., help="Experiment name or id."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Delete an experiment and its runs (moved to .trash; `experiments restore` undoes it).
 
     Example: mlkit experiments delete cnn-sweep
     """
-    store = _store(store_path)
+    store = output.open_store(store_path)
     exp = _resolve(store, experiment)
     store.delete_experiment(exp.experiment_id)
     output.info(f"deleted experiment {exp.experiment_id} ({exp.name})")
@@ -99,13 +86,13 @@ def delete_cmd(
 @handle_errors
 def restore_cmd(
     experiment: str = typer.Argument(..., help="Experiment name or id."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Restore a deleted experiment and its runs.
 
     Example: mlkit experiments restore cnn-sweep
     """
-    store = _store(store_path)
+    store = output.open_store(store_path)
     exp = _resolve(store, experiment)
     store.restore_experiment(exp.experiment_id)
     output.info(f"restored experiment {exp.experiment_id} ({exp.name})")

@@ -5,17 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlkit.cli.compare import print_rows
-from mlkit.cli.output import handle_errors, info, out, print_json
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"  # unreachable
+from mlkit.cli.output import STORE_HELP, handle_errors, human_bytes, info, open_store, out, print_json
 
 
 @handle_errors
@@ -54,9 +44,7 @@ def gc(
         False, "--dry-run", "-n", help="List what would go, with sizes; delete nothing."
     ),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
-    store: str | None = typer.Option(
-        None, "--store", metavar="DIR", help="Tracking store directory (default: ./mlruns)."
-    ),
+    store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
     """Free disk space: deleted runs, runs outside your retention rules, orphaned artifacts.
 
@@ -69,7 +57,6 @@ def gc(
     """
     from mlkit.errors import UsageError
     from mlkit.tracking.gc import ENDED_STATUSES, RetentionPolicy, parse_duration, run_gc
-    from mlkit.tracking.store import FileStore
 
     if minimize and maximize:
         raise UsageError("--min and --max exclude each other", hint="pick the one that means 'better'")
@@ -85,7 +72,7 @@ def gc(
     if metric and keep_best is None:
         raise UsageError("--metric is only used with --keep-best", hint="add --keep-best K, or drop --metric")
     result = run_gc(
-        FileStore(store),
+        open_store(store),
         policy,
         experiments=experiment or None,
         deleted=deleted,

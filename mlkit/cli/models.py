@@ -8,16 +8,13 @@ from typing import Any
 
 import typer
 
+from mlkit.cli import output
 from mlkit.cli.output import handle_errors, info, out, print_json, print_table
 from mlkit.errors import ExitCode, UsageError
 
-models_app = typer.Typer(
-    name="models",
-    help="Register, stage, alias, promote and load models (MLflow's registry layout).",
-    no_args_is_help=True,
+models_app = output.command_group(
+    "models", "Register, stage, alias, promote and load models (MLflow's registry layout)."
 )
-
-STORE_HELP = "Tracking store directory (default: MLKIT_TRACKING_URI, else ./mlruns)."
 
 
 def register(app: typer.Typer) -> None:
@@ -63,7 +60,7 @@ def register_cmd(
     description: str | None = typer.Option(None, "--description", "-d", help="Version description."),
     tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE version tag (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Register a logged model as the next version of NAME; prints the version number.
 
@@ -83,7 +80,7 @@ def register_cmd(
 @handle_errors
 def list_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print the models as JSON."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """List registered models with their latest versions, stages and aliases.
 
@@ -123,7 +120,7 @@ def list_cmd(
 def show_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the model, versions and source runs as JSON."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Show a model's versions, stages, aliases and each source run's key metrics.
 
@@ -170,7 +167,7 @@ def transition_cmd(
         help="Move the stage's other versions to Archived (Staging/Production only).",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the version as JSON."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Move a version to a stage.
 
@@ -192,7 +189,7 @@ def alias_cmd(
     alias: str = typer.Argument(..., help="Alias, e.g. champion."),
     version: str | None = typer.Argument(None, help="Version the alias should point at."),
     delete: bool = typer.Option(False, "--delete", help="Remove the alias instead."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Point an alias at a version (or remove it with --delete).
 
@@ -221,7 +218,7 @@ def tag_cmd(
         None, "--version", "-v", help="Tag this version instead of the model."
     ),
     delete: bool = typer.Option(False, "--delete", help="Remove the tag."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Set (or --delete) a tag on a model or one of its versions.
 
@@ -252,7 +249,7 @@ def describe_cmd(
     version: str | None = typer.Option(
         None, "--version", "-v", help="Describe this version instead of the model."
     ),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Set the description of a model or a version.
 
@@ -287,7 +284,7 @@ def promote_cmd(
     ),
     artifact_path: str = typer.Option("model", "--artifact-path", help="Where the run logged its model."),
     json_out: bool = typer.Option(False, "--json", help="Print the decision as JSON."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Promote a run's model if it beats the current holder; exit 0 promoted, 3 kept.
 
@@ -319,7 +316,7 @@ def promote_cmd(
 def history_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     json_out: bool = typer.Option(False, "--json", help="Print the entries as a JSON list."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Show the audit log of a model: who changed what, when, from what to what.
 
@@ -341,7 +338,7 @@ def history_cmd(
 def delete_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str | None = typer.Argument(None, help="Delete only this version (its number is never reused)."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Delete a model (all versions) or one version. Runs and their artifacts are kept.
 
@@ -363,7 +360,7 @@ def download_cmd(
         ..., help="runs:/..., models:/NAME/VERSION|STAGE|latest or models:/NAME@ALIAS."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="New directory to copy the model into."),
-    store: Path | None = typer.Option(None, "--store", help=STORE_HELP),
+    store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Copy a model directory out of the store.
 

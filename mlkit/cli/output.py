@@ -169,3 +169,30 @@ def run_app(app: typer.Typer) -> None:
             fail(error)
         except typer.Exit as exit_:
             sys.exit(exit_.exit_code)
+
+
+def human_bytes(n: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+STORE_HELP = "Tracking store directory (default: $MLKIT_TRACKING_URI, else ./mlruns)."
+
+
+def command_group(name: str, help: str) -> typer.Typer:
+    """A `mlkit <name>` sub-app: shows its help when called bare, accepts -h."""
+    return typer.Typer(
+        name=name, help=help, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}
+    )
+
+
+def open_store(path: str | Path | None) -> Any:
+    """The FileStore at --store PATH, else at $MLKIT_TRACKING_URI, else ./mlruns."""
+    from mlkit.tracking.store import FileStore
+
+    return FileStore(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from mlkit.cli.output import handle_errors, info, out, print_json
+from mlkit.cli.output import STORE_HELP, handle_errors, info, open_store, out, print_json
 
 
 @handle_errors
@@ -27,9 +27,7 @@ def report(
     ),
     max_points: int = typer.Option(500, "--max-points", help="Thin each curve to at most this many points."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout describing the report."),
-    store: str | None = typer.Option(
-        None, "--store", metavar="DIR", help="Tracking store (default: ./mlruns)."
-    ),
+    store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
     """Write an HTML report: sortable runs table, metric and system-metric curves, image artifacts.
 
@@ -39,14 +37,13 @@ def report(
     """
     from mlkit.errors import UsageError
     from mlkit.report.html import build_report
-    from mlkit.tracking.store import FileStore
 
     if max_points < 2:
         raise UsageError(f"--max-points {max_points}: must be at least 2", hint="e.g. --max-points 500")
     if max_image_mb < 0:
         raise UsageError("--max-image-mb must not be negative", hint="0 leaves all images out")
     result = build_report(
-        FileStore(store),
+        open_store(store),
         experiment,
         output,
         run_refs=[r for chunk in runs for r in chunk.split(",") if r] or None,

@@ -110,7 +110,7 @@ def run(
     store: str | None = typer.Option(
         None,
         "--store",
-        help="Tracking store directory. Env: MLKIT_TRACKING_URI. Default ./mlruns.",
+        help=output.STORE_HELP,
         rich_help_panel=_RUN,
     ),
     timeout: str | None = typer.Option(

@@ -12,25 +12,12 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 
-runs_app = typer.Typer(
-    name="runs",
-    help="List, show, follow and delete tracked runs.",
-    no_args_is_help=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-STORE_HELP = "Tracking store directory (default: $MLKIT_TRACKING_URI, else ./mlruns)."
+runs_app = output.command_group("runs", "List, show, follow and delete tracked runs.")
 
 
 def register(app: typer.Typer) -> None:
     """Add `mlkit runs` to the root app."""
     app.add_typer(runs_app, name="runs")
-
-
-def _store(path: str | None) -> Any:
-    from mlkit.tracking.store import FileStore
-
-    return FileStore(path)
 
 
 def fmt_time(ms: int | None) -> str:
@@ -92,7 +79,7 @@ def list_cmd(
     include_deleted: bool = typer.Option(False, "--all", help="Include deleted runs and experiments."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """List runs, newest first, with params and latest metrics.
 
@@ -100,7 +87,7 @@ def list_cmd(
     """
     from mlkit.tracking.queries import list_runs
 
-    store = _store(store_path)
+    store = output.open_store(store_path)
     runs = list_runs(
         store, experiments=experiment or None, filter_string=filter_string, order_by=order_by or None,
         max_results=max_results, since=since, status=status, include_deleted=include_deleted,
@@ -160,7 +147,7 @@ def _fit_width(columns: list[str], rows: list[list], width: int, fixed: int = 5)
 def show_cmd(
     run: str = typer.Argument(..., help="Run id, or a unique prefix of at least 6 characters."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Show everything about one run: info, params, metrics, tags and artifacts.
 
@@ -168,7 +155,7 @@ def show_cmd(
     """
     from mlkit.tracking.queries import run_detail
 
-    detail = run_detail(_store(store_path), run)
+    detail = run_detail(output.open_store(store_path), run)
     r = detail.run
     if as_json:
         doc = _run_json(r)
@@ -208,7 +195,7 @@ def logs_cmd(
     interval: float = typer.Option(
         0.5, "--interval", help="Seconds between checks with --follow.", hidden=True
     ),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Print a run's output log (artifacts/logs/output.log); --follow tails it while it runs.
 
@@ -218,7 +205,7 @@ def logs_cmd(
     from mlkit.tracking.entities import RUNNING
     from mlkit.tracking.queries import log_path
 
-    store = _store(store_path)
+    store = output.open_store(store_path)
     run_id = store.resolve_run_id(run)
     path = log_path(store, run_id)
     out = sys.stdout.buffer
@@ -245,7 +232,7 @@ def logs_cmd(
 
 
 def _each_run(runs: list[str], store_path: str | None, action: str) -> None:
-    store = _store(store_path)
+    store = output.open_store(store_path)
     run_ids = [store.resolve_run_id(r) for r in runs]  # all resolve before any changes
     for run_id in run_ids:
         getattr(store, f"{action}_run")(run_id)
@@ -256,7 +243,7 @@ def _each_run(runs: list[str], store_path: str | None, action: str) -> None:
 @handle_errors
 def delete_cmd(
     runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Mark runs deleted (kept on disk until `mlkit gc`; `runs restore` undoes it).
 
@@ -269,7 +256,7 @@ def delete_cmd(
 @handle_errors
 def restore_cmd(
     runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes."),
-    store_path: str = typer.Option(None, "--store", help=STORE_HELP),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Restore deleted runs.
 

@@ -86,6 +86,26 @@ def _parse_duration_text(text: str, flag: str) -> float:
     return total
 
 
+def parse_age(value: str, *, flag: str = "--older-than") -> float:
+    """Seconds for a retention age: a duration with a unit (30d, 12h, 1d12h, 2w), or "0" for any age.
+
+    Unlike --wait, a bare number is refused: `--older-than 30` must not quietly mean 30 seconds.
+    """
+    text = str(value).strip().lower()
+    if text in ("0", "0s"):
+        return 0.0
+    bad = UsageError(
+        f"{flag} {value!r}: not an age (not a duration with a unit)",
+        hint="write numbers with units w, d, h, m, s, e.g. 30d, 1d12h, 90m",
+    )
+    if not text or text[-1].isdigit() or text in ("inf", "infinity", "forever"):
+        raise bad
+    try:
+        return parse_duration(text, flag=flag)
+    except UsageError:
+        raise bad from None
+
+
 def format_bytes(n: int | None) -> str:
     """Human MiB/GiB for tables and messages: 3.0 GiB, 512 MiB; "-" for unknown."""
     if n is None:

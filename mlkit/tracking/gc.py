@@ -48,16 +48,10 @@ _UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in a duration like '30d', '1d12h', '90m', '1.5h' (units w, d, h, m, s)."""
-    from mlkit.gpu.units import parse_duration as parse
+    """Seconds in an --older-than age like '30d', '1d12h', '90m', '1.5h' (units w, d, h, m, s)."""
+    from mlkit.gpu.units import parse_age
 
-    # A bare number would mean seconds: `--older-than 30` must not delete nearly everything.
-    if not text.strip() or text.strip()[-1].isdigit() or text.strip().lower() in ("inf", "forever"):
-        raise UsageError(
-            f"--older-than {text!r}: not a duration",
-            hint="write numbers with units w, d, h, m, s, e.g. 30d, 1d12h, 90m",
-        )
-    return parse(text, flag="--older-than")
+    return parse_age(text, flag="--older-than")
 
 
 def format_duration(seconds: float) -> str:

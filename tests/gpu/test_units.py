@@ -52,3 +52,21 @@ def test_parse_duration_rejects(text):
     with pytest.raises(UsageError) as info:
         parse_duration(text)
     assert "--wait" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "text,seconds", [("30d", 30 * 86400), ("1d12h", 129600), ("2w", 1209600), ("0", 0.0)]
+)
+def test_parse_age_takes_durations_with_units_and_zero(text, seconds):
+    from mlkit.gpu.units import parse_age
+
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30", "1.5", "", "inf", "soon", "30 days"])
+def test_parse_age_refuses_bare_numbers_and_junk(text):
+    from mlkit.errors import UsageError
+    from mlkit.gpu.units import parse_age
+
+    with pytest.raises(UsageError, match="not an age"):
+        parse_age(text, flag="--older-than")
