@@ -78,3 +78,15 @@ def test_heartbeat_is_refreshed_while_the_run_lives(make_project, mlkit_run, onl
     run = only_run()
     beat = int(run.data.tags["mlkit.heartbeat"])
     assert beat - run.info.start_time >= 500  # refreshed during the 1 s sleep, not only at creation
+
+
+def test_on_finish_runs_after_a_timeout_too(make_project, mlkit_run, only_run, tmp_path):
+    project = make_project(PROJECT)
+    out = tmp_path / "hook.txt"
+    hook = f'echo "$MLKIT_STATUS $MLKIT_EXIT_CODE" > {out}'
+    result = mlkit_run(
+        str(project), "-P", "sleep=30", "--timeout", "1s", "--on-finish", hook, env={"MLKIT_KILL_GRACE": "1"}
+    )
+    assert result.returncode == 124
+    assert only_run().data.tags["mlkit.failure_reason"] == "timeout"
+    assert out.read_text().split() == ["KILLED", "124"]
