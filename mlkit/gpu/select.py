@@ -13,8 +13,8 @@ Policy (docs/gpus.md):
   MIG), `--exclude-busy` (no process that is not an mlkit run's).
 - Preference, least loaded first: fewest processes, most free memory, lowest utilisation, then
   NVML index (PCI order) — stable for equal GPUs.
-- `auto` = one GPU that passes the filters and has no foreign processes, else the CPU with a
-  notice; it never waits.
+- `auto` = one GPU (`count` of them for a multi-rank launch) that passes the filters and has no
+  foreign processes, else the CPU with a notice; it never waits.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class GpuRequest:
     """What `--gpus` and its filter flags ask for."""
 
     kind: str  # "auto" | "none" | "all" | "count" | "list"
-    count: int = 0  # for "count"
+    count: int = 0  # for "count"; for "auto", how many (0 means 1: a multi-rank launch asks for more)
     ids: tuple[str, ...] = ()  # for "list": NVML indices ("0") and UUIDs or unique UUID prefixes
     min_free_memory: int | None = None  # bytes
     max_utilization: float | None = None  # percent
@@ -105,7 +105,8 @@ class GpuRequest:
         elif self.kind == "all":
             what = "all GPUs"
         elif self.kind == "auto":
-            what = "1 free GPU"
+            n = self.count or 1
+            what = f"{n} free GPU{'s' if n != 1 else ''}"
         else:
             what = "no GPU"
         filters = []
@@ -152,7 +153,7 @@ def select(report: GpuReport, request: GpuRequest, leased: Mapping[str, str] | C
     if request.kind == "list":
         return _select_listed(report, request, leases, head)
 
-    count = 1 if request.kind == "auto" else request.count
+    count = (request.count or 1) if request.kind == "auto" else request.count
     exclude_busy = request.exclude_busy or request.kind == "auto"
     units = _units(report, single=(count == 1 and request.kind != "all"))
     if request.kind == "all":
@@ -160,6 +161,11 @@ def select(report: GpuReport, request: GpuRequest, leased: Mapping[str, str] | C
         if not count:
             return _fatal(head, "no GPU that can be handed out whole (MIG-mode GPUs need a MIG UUID)", report)
     elif len(units) < count:
+        if request.kind == "auto":
+            return Selection(
+                ok=True,
+                notice=f"{len(units)} usable GPU{'s' if len(units) != 1 else ''} for {count} ranks: running on CPU",
+            )
         return _fatal(
             head,
             f"this machine has {len(units)} usable GPU{'s' if len(units) != 1 else ''}, {count} asked for",
@@ -180,7 +186,8 @@ def select(report: GpuReport, request: GpuRequest, leased: Mapping[str, str] | C
     if len(eligible) >= count:
         return Selection(ok=True, gpus=eligible[:count])
     if request.kind == "auto":
-        return Selection(ok=True, notice=f"no free GPU ({'; '.join(problems)}): running on CPU")
+        what = "no free GPU" if count == 1 else f"{len(eligible)} of the {count} GPUs needed free"
+        return Selection(ok=True, notice=f"{what} ({'; '.join(problems)}): running on CPU")
     return _busy(head, request, problems, have=len(eligible))
 
 

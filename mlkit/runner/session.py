@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import time
@@ -190,12 +191,22 @@ def _find_experiment(store: Any, options: RunOptions) -> tuple[str | None, str]:
 def _gpu_request(options: RunOptions) -> Any:
     from mlkit.gpu import GpuRequest
 
-    return GpuRequest.parse(
+    request = GpuRequest.parse(
         options.gpus,
         min_free_memory=options.min_free_memory,
         max_utilization=options.max_gpu_util,
         exclude_busy=options.exclude_busy,
     )
+    ranks = options.nproc_per_node or 1
+    if ranks > 1 and request.kind == "auto":  # one GPU per rank, or all ranks on the CPU
+        return dataclasses.replace(request, count=ranks)
+    named = request.count if request.kind == "count" else len(request.ids) if request.kind == "list" else None
+    if named is not None and ranks > named:
+        raise UsageError(
+            f"--nproc-per-node {ranks} with --gpus {request.spec}: each rank needs a GPU of its own",
+            hint=f"ask for --gpus {ranks}, or --gpus none to run the {ranks} ranks on the CPU",
+        )
+    return request
 
 
 class _Heartbeat(threading.Thread):
@@ -410,6 +421,12 @@ def _supervise_run(
             wait=options.wait,
             on_wait=_prefixed(notify, "mlkit: "),
         )
+        if request.kind == "all" and lease.gpus and (options.nproc_per_node or 1) > len(lease.gpus):
+            raise UsageError(
+                f"--nproc-per-node {options.nproc_per_node} with --gpus all: this machine has "
+                f"{len(lease.gpus)} GPU{'s' if len(lease.gpus) != 1 else ''}; each rank needs one",
+                hint=f"use --nproc-per-node {len(lease.gpus)}, or --gpus none to run the ranks on the CPU",
+            )
         pending.update(lease.tags or {})
         if lease.notice:
             notify(f"mlkit: {lease.notice}")

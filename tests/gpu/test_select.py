@@ -88,6 +88,22 @@ def test_auto(fake_nvml):
     assert "GPU 1 leased by run deadbeef…" in cpu.notice and "GPU 0 runs 1 other process" in cpu.notice
 
 
+def test_auto_for_several_ranks_takes_one_gpu_each_or_the_cpu(fake_nvml):
+    """`mlkit run --nproc-per-node N` with --gpus auto asks for N GPUs: all N, or every rank on the CPU."""
+    import dataclasses
+
+    auto = GpuRequest.parse("auto")
+    report = snapshot(fake_nvml, "four_idle")
+    assert picked(select(report, dataclasses.replace(auto, count=2), set())) == ["GPU 0", "GPU 1"]
+    eight = select(report, dataclasses.replace(auto, count=8), set())
+    assert eight.ok and eight.gpus == [] and eight.notice == "4 usable GPUs for 8 ranks: running on CPU"
+    report = snapshot(fake_nvml, "one_busy_foreign")
+    short = select(report, dataclasses.replace(auto, count=2), set())
+    assert short.ok and short.gpus == []
+    assert short.notice.startswith("1 of the 2 GPUs needed free (GPU 0 runs 1 other process")
+    assert dataclasses.replace(auto, count=2).describe() == "2 free GPUs"
+
+
 @pytest.mark.parametrize("scenario", ["none", "no_driver"])
 def test_no_gpus(fake_nvml, scenario):
     report = snapshot(fake_nvml, scenario)

@@ -94,6 +94,19 @@ def test_gpu_unavailable_69(make_project, mlkit_run, only_run):
     assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("FAILED", "gpu_unavailable")
 
 
+def test_more_ranks_than_gpus_asked_for_is_a_usage_error(make_project, mlkit_run, only_run):
+    """Rank 1 would look for cuda:1 and crash mid-launch; say so before anything starts."""
+    project = make_project(PROJECT)
+    result = mlkit_run(
+        str(project), "--env-manager", "local", "--gpus", "1", "--nproc-per-node", "2",
+        fast=False, env={"MLKIT_FAKE_NVML": "four_idle"},
+    )  # fmt: skip
+    assert result.returncode == ExitCode.USAGE
+    _one_line_error(result.stderr)
+    assert "--nproc-per-node 2 with --gpus 1: each rank needs a GPU of its own" in result.stderr
+    assert "hint: ask for --gpus 2, or --gpus none" in result.stderr
+
+
 def test_gpu_wait_timeout_76(make_project, mlkit_run, only_run):
     project = make_project(PROJECT)
     result = mlkit_run(

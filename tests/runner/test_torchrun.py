@@ -76,3 +76,22 @@ def test_signal_kills_every_rank(sig, make_project, start_mlkit, only_run, store
     for pid in pids:  # the ranks live in their own sessions (torchrun's doing); they still died
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert only_run().info.status == "KILLED"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "gpus_tagged"), [("four_idle", 2), ("one_busy_foreign", 0)], ids=["two-free", "one-free"]
+)
+def test_auto_gives_each_rank_a_gpu_or_runs_all_ranks_on_cpu(
+    make_project, mlkit_run, only_run, scenario, gpus_tagged
+):
+    """--nproc-per-node 2 under --gpus auto: two leased GPUs, or (only one free) CPU ranks with a notice."""
+    project = make_project(DDP)
+    result = mlkit_run(
+        "--env-manager", "local", "--system-metrics-interval", "0", str(project), "--nproc-per-node", "2",
+        fast=False, env={**ENV, "MLKIT_FAKE_NVML": scenario},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tags = only_run().data.tags
+    assert len([u for u in tags.get("mlkit.gpu.uuids", "").split(",") if u]) == gpus_tagged
+    if not gpus_tagged:
+        assert "1 of the 2 GPUs needed free (" in result.stderr and "running on CPU" in result.stderr
