@@ -12,7 +12,7 @@ a grid of 64 samples from fixed noise is logged as samples/epoch_NNN.png (writte
 Expected result (default run, seed 0, CPU fp32): digit-like strokes from about epoch 10; after 200
 epochs check_samples.py's digits classifier recognises 62 % of 1,000 samples (from the EMA
 generator) with >= 0.9 confidence (held-out real digits: 99 %), all 10 classes present.
-~9 CPU-minutes, 5 min wall on 2 cores (see README.md).
+~9 CPU-minutes, 5 min wall on 2 cores; 82 s on an H100 in bf16, 63.5 % recognised (README.md).
 """
 
 import argparse
@@ -37,6 +37,7 @@ from mlkit.train import (
     save_checkpoint,
     setup,
     teardown,
+    unwrap,
     wrap_ddp,
 )
 from mlkit.train.data import epoch_batches, load_images
@@ -105,16 +106,9 @@ def ema_update(G_ema, G, decay: float) -> None:
     """G_ema <- decay * G_ema + (1 - decay) * G. The average of the recent generators is smoother
     than any one of them (the two-player game keeps G oscillating); BatchNorm's running stats are
     copied, not averaged."""
-    for p_ema, p in zip(G_ema.parameters(), unwrap(G).parameters(), strict=True):
-        p_ema.lerp_(p, 1 - decay)
-    for b_ema, b in zip(G_ema.buffers(), unwrap(G).buffers(), strict=True):
-        b_ema.copy_(b)
-
-
-def unwrap(model):
-    """The plain module inside DDP and/or torch.compile wrappers."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+    # one multi-tensor kernel per list instead of one small kernel per parameter
+    torch._foreach_lerp_(list(G_ema.parameters()), list(unwrap(G).parameters()), 1 - decay)
+    torch._foreach_copy_(list(G_ema.buffers()), list(unwrap(G).buffers()))
 
 
 def train_one_epoch(G, D, G_ema, opt_g, opt_d, scalers, x_all, rt, args, state, logger):
