@@ -10,6 +10,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
+def trainer_env(**extra: str) -> dict[str, str]:
+    """The environment a trainer subprocess gets: this checkout first on PYTHONPATH (the rest of
+    PYTHONPATH kept), one thread per process (the CI box has 2 cores and other tests run beside us)."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, **extra}
+
+
 def run_mlkit(
     *args: str,
     cwd: Path | None = None,

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, trainer_env
 
 torch = pytest.importorskip("torch")
 
 PROJECTS = REPO / "projects"
-
-
-def trainer_env(**extra: str) -> dict[str, str]:
-    # one thread per process: the CI box has 2 cores and other tests run beside us
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
 
 
 def run_train(

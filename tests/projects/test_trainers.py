@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from helpers import REPO, run_mlkit
+from helpers import REPO, run_mlkit, trainer_env
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -22,10 +21,6 @@ from mlkit.tracking.store import FileStore  # noqa: E402
 
 PROJECTS = REPO / "projects"
 SMOKE_METRIC = {"cnn": "train_loss", "rnn": "train_loss", "gan": "loss_d"}
-
-
-def trainer_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def steps(store_root, run_id, key):
@@ -199,7 +194,7 @@ def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
         "local",
         "--nproc-per-node",
         "2",
-        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        env=trainer_env(),
         timeout=240,
     )
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
