@@ -11,12 +11,16 @@ For each trainer (projects/cnn, rnn, gan) three measurements:
               normal metric logging (every --log-interval steps, one log_metrics call). Its
               throughput is read back from the samples_per_s / tokens_per_s metrics it logged,
               as the median after dropping the first quarter (warmup).
-Shapes: CNN and GAN on CIFAR-sized 3x32x32 images (CNN width 64 batch 512; DCGAN nz 100,
-ngf = ndf = 64, batch 256); RNN byte LSTM (embed 64, hidden 512, 2 layers) batch 256 x 256 bytes.
-The CNN trainer runs with --shift 0 (no augmentation) because the bare loops do none.
+The GAN's bare loops do what its trainer does by default: hinge loss, the R1 penalty on real
+images (a double backward) and an EMA copy of G.
+Shapes (where the GPU is busy): the CNN on CIFAR-sized 3x32x32 images, width 64, batch 1024; the
+DCGAN at its native 3x64x64, nz 100, ngf = ndf = 64, batch 512; the byte LSTM with embed 64,
+hidden 1024, 2 layers, batch 256 x 256 bytes. The CNN trainer runs with --shift 0 (no
+augmentation) because the bare loops do none.
 
     python benchmarks/bench_trainers.py --out benchmarks/out            # GPU: ~3 minutes
     python benchmarks/bench_trainers.py --only cnn --seconds 5
+    python benchmarks/bench_trainers.py --set cnn.batch=512 --set gan.size=32   # other shapes
 
 Writes <out>/bench_trainers.json and <out>/bench_trainers.md. Needs torch, numpy and mlkit's own
 dependencies (pyyaml, psutil: the tracked runs); no scikit-learn, no network. On a machine
@@ -24,6 +28,7 @@ without CUDA it runs a tiny CPU version (seconds, small shapes) and says so.
 """
 
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -124,6 +129,8 @@ def bare_lm(cfg, dev, mode, seconds):
 
 
 def bare_gan(cfg, dev, mode, seconds):
+    """The trainer's algorithm, written plainly: hinge loss, the R1 penalty on real images (a double
+    backward) and an EMA copy of G, as projects/gan/train.py does by default."""
     m = load_model_module("gan")
     fast = mode == "bf16"
     G = m.Generator(nz=cfg["nz"], ngf=cfg["ngf"], channels=3, image_size=cfg["size"]).to(dev)
@@ -133,29 +140,37 @@ def bare_gan(cfg, dev, mode, seconds):
     if fast and dev.type == "cuda":
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    G_ema = copy.deepcopy(G).requires_grad_(False)
     fused = fast and dev.type == "cuda"
     opt_g = torch.optim.Adam(G.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), 2e-4, betas=(0.5, 0.999), fused=fused)
-    B = cfg["batch"]
-    ones, zeros = torch.ones(B, device=dev), torch.zeros(B, device=dev)
+    B, gamma = cfg["batch"], cfg["r1_gamma"]
 
     def step():
         idx = torch.randint(0, n, (B,), device=x.device)
-        real = x[idx] if fast else x[idx].to(dev)
+        real = (x[idx] if fast else x[idx].to(dev)).requires_grad_(gamma > 0)
         z = torch.randn(B, cfg["nz"], 1, 1, device=dev)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=fast):
             fake = G(z)
-            loss_d = F.binary_cross_entropy_with_logits(D(real), ones) + F.binary_cross_entropy_with_logits(
-                D(fake.detach()), zeros
-            )
+            d_real = D(real)
+            loss_d = F.relu(1 - d_real).mean() + F.relu(1 + D(fake.detach())).mean()
+            if gamma > 0:
+                (grad,) = torch.autograd.grad(d_real.float().sum(), real, create_graph=True)
+                loss_d = loss_d + gamma / 2 * grad.float().pow(2).sum((1, 2, 3)).mean()
         opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_d.step()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=fast):
-            loss_g = F.binary_cross_entropy_with_logits(D(fake), ones)
+            loss_g = -D(fake).float().mean()
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
+        with torch.no_grad():
+            if fast:
+                torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 0.005)
+            else:
+                for p_ema, p in zip(G_ema.parameters(), G.parameters(), strict=True):
+                    p_ema.lerp_(p, 0.005)
 
     return B / timed(step, dev, seconds, cfg["warmup"])
 
@@ -227,6 +242,8 @@ def trainer_args(name, cfg, steps):
         str(cfg["batch"]),
         "--epochs",
         str(epochs),
+        "--r1-gamma",
+        str(cfg["r1_gamma"]),
     ], "samples_per_s"
 
 
@@ -261,15 +278,18 @@ def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
 
 
 # ------------------------------------------------------------------ main
-CONFIGS = {  # GPU shapes; the CPU version shrinks them
-    "cnn": dict(size=32, width=64, batch=512, synthetic_size=50_000, warmup=20),
-    "rnn": dict(embed=64, hidden=512, layers=2, batch=256, seq_len=256, warmup=10),
-    "gan": dict(size=32, nz=100, ngf=64, ndf=64, batch=256, synthetic_size=50_000, warmup=20),
+# GPU shapes where the GPU is busy (benchmarks/README.md has the sweep that chose them: at smaller
+# ones the step is bound by kernel launches, and bf16 buys little over fp32 even in a bare loop);
+# the CPU version shrinks them. `--set trainer.key=N` changes one.
+CONFIGS = {
+    "cnn": dict(size=32, width=64, batch=1024, synthetic_size=50_000, warmup=20),
+    "rnn": dict(embed=64, hidden=1024, layers=2, batch=256, seq_len=256, warmup=10),
+    "gan": dict(size=64, nz=100, ngf=64, ndf=64, batch=512, synthetic_size=50_000, warmup=10, r1_gamma=1.0),
 }
 TINY = {
     "cnn": dict(size=16, width=8, batch=64, synthetic_size=2_000, warmup=2),
     "rnn": dict(embed=16, hidden=32, layers=1, batch=8, seq_len=32, warmup=2),
-    "gan": dict(size=16, nz=16, ngf=8, ndf=8, batch=64, synthetic_size=2_000, warmup=2),
+    "gan": dict(size=16, nz=16, ngf=8, ndf=8, batch=64, synthetic_size=2_000, warmup=2, r1_gamma=1.0),
 }
 BARE = {"cnn": bare_classifier, "rnn": bare_lm, "gan": bare_gan}
 
@@ -291,6 +311,13 @@ def main():
     p.add_argument(
         "--log-interval", type=int, default=10, help="the trainer's metric logging interval (default: 10)"
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="TRAINER.KEY=N",
+        help="change one shape, e.g. --set cnn.batch=1024 --set rnn.hidden=512 (repeatable)",
+    )
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -300,7 +327,15 @@ def main():
     dev = torch.device("cuda" if gpu else "cpu")
     seconds = args.seconds or (10.0 if gpu else 2.0)
     torch.backends.cudnn.benchmark = True  # one line every loop sets; fixed shapes
-    configs = CONFIGS if gpu else TINY
+    configs = {name: dict(cfg) for name, cfg in (CONFIGS if gpu else TINY).items()}
+    for item in args.set:
+        target, _, value = item.partition("=")
+        name, _, key = target.partition(".")
+        if name not in configs or key not in configs[name] or not value:
+            p.error(
+                f"--set {item!r}: expected TRAINER.KEY=N with a key of {sorted(configs.get(name, CONFIGS['cnn']))}"
+            )
+        configs[name][key] = type(configs[name][key])(value)
     env = dict(
         torch=torch.__version__,
         python=platform.python_version(),
