@@ -119,8 +119,25 @@ def _render(report: Any) -> None:
         return
     output.info(_header(report))
     output.print_table(COLUMNS, _rows(report))
+    for line in _waiting(report):
+        output.info(line)
     if report.reason:
         output.info(report.reason)
+
+
+def _waiting(report: Any) -> list[str]:
+    """One line per run queued for GPUs (`--wait`), oldest first: the order they will be served."""
+    import time
+
+    lines = []
+    for place, waiter in enumerate(report.waiting, 1):
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(waiter.since))
+        lines.append(
+            f"waiting #{place}: run {waiter.run_id[:8]}… (pid {waiter.pid}"
+            + (f", {waiter.user}" if waiter.user else "")
+            + f") for {waiter.describe()}, since {since}"
+        )
+    return lines
 
 
 def _watch(interval: float, as_json: bool) -> None:
@@ -145,6 +162,8 @@ def _watch(interval: float, as_json: bool) -> None:
                     sys.stdout.write(f"{stamp} no GPUs: {report.reason}\n")
                 for row in _rows(report):
                     sys.stdout.write(f"{stamp}\t" + "\t".join(row) + "\n")
+                for line in _waiting(report):
+                    sys.stdout.write(f"{stamp}\t{line}\n")
             sys.stdout.flush()
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
     except KeyboardInterrupt:
@@ -166,6 +185,9 @@ def _live(interval: float) -> None:
             tab.add_column(column, overflow="fold")
         for row in _rows(report):
             tab.add_row(*row)
+        waiting = _waiting(report)
+        if waiting:
+            tab.caption = "\n".join(waiting)
         return tab
 
     with Live(table(), console=Console(highlight=False), auto_refresh=False) as live:

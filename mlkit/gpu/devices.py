@@ -19,6 +19,7 @@ from mlkit.gpu.nvml import query
 
 if TYPE_CHECKING:
     from mlkit.gpu.ledger import Lease
+    from mlkit.gpu.queue import Waiter
 
 _NO_ID = 0xFFFFFFFF  # NVML's "not a MIG process" gpuInstanceId
 
@@ -86,6 +87,7 @@ class GpuReport:
     cuda_version: str | None = None  # the CUDA version the driver supports, "13.0"
     reason: str | None = None  # set when gpus is empty (or NVML could not start)
     leases: list[Lease] = field(default_factory=list)  # mlkit leases alive on this host
+    waiting: list[Waiter] = field(default_factory=list)  # runs queued for GPUs, oldest first
 
     def by_uuid(self) -> dict[str, GpuInfo]:
         """Every selectable unit (GPUs and MIG instances) by UUID."""
@@ -101,13 +103,14 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
     """Read every GPU through NVML. Never raises for a missing driver or an unreadable field.
 
     `leases` are the live mlkit leases to mark on the GPUs and their processes; `None` reads
-    them from the host's lease ledger.
+    them, and the runs waiting for GPUs, from the host's lease ledger.
     """
+    waiting: list[Waiter] = []
     if leases is None:
-        from mlkit.gpu.ledger import read_leases
+        from mlkit.gpu.ledger import read_state
 
         try:
-            leases = read_leases()
+            leases, waiting = read_state()
         except OSError:
             leases = []
     try:
@@ -116,7 +119,7 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
         return GpuReport(reason=f"nvidia-ml-py is not installed ({exc}); pip install nvidia-ml-py")
     reason = _init(nv)
     if reason:
-        return GpuReport(reason=reason, leases=leases)
+        return GpuReport(reason=reason, leases=leases, waiting=waiting)
     try:
         report = _read_all(nv)
     finally:
@@ -124,7 +127,7 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
             nv.nvmlShutdown()
         except nv.NVMLError:
             pass
-    report.leases = leases
+    report.leases, report.waiting = leases, waiting
     _mark_leases(report, leases)
     return report
 

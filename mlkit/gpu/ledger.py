@@ -7,8 +7,10 @@ process is gone (or whose pid now belongs to a process started at another time) 
 every read, so a SIGKILLed supervisor never strands a GPU.
 
 `reserve()` = lock, read leases, probe, select excluding leased GPUs, write, unlock. Runs started
-in the same second therefore never share a GPU. With `wait`, it polls (every
-MLKIT_GPU_POLL_INTERVAL s, default 2, with jitter) until the request can be met.
+in the same second therefore never share a GPU. With `wait`, the run joins the ledger's wait queue
+(`waiters`, mlkit.gpu.queue) and polls (every MLKIT_GPU_POLL_INTERVAL s, default 2, with jitter)
+until the request can be met; runs that have waited longer are served first. A waiter whose
+process is gone is dropped like a dead lease.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlkit import settings
 from mlkit.errors import GpuUnavailableError, GpuWaitTimeoutError
+from mlkit.gpu.queue import Waiter, holds
 from mlkit.gpu.select import GpuRequest, Selection, cuda_env, select
 
 if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
@@ -74,9 +77,11 @@ def process_start_time(pid: int) -> float | None:
         return None
 
 
-def lease_alive(lease: Lease) -> bool:
-    """Is the lease's owner still running? Leases of other hosts are trusted (shared state dirs)."""
-    if not lease.is_local:
+def lease_alive(lease: Lease | Waiter) -> bool:
+    """Is the lease's (or waiter's) owner still running? Other hosts' are trusted (shared state dirs)."""
+    import socket
+
+    if lease.host != socket.gethostname():
         return True
     import psutil
 
@@ -120,24 +125,31 @@ def _share(path: Path) -> None:
         pass
 
 
-def _load(path: Path) -> list[Lease]:
+def _load(path: Path) -> tuple[list[Lease], list[Waiter]]:
+    """The leases and the wait queue (oldest first)."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return []
+        return [], []
     try:
         data = json.loads(raw) if raw.strip() else {}
-        return [Lease(**item) for item in data.get("leases", [])]
+        leases = [Lease(**item) for item in data.get("leases", [])]
+        waiters = [Waiter(**item) for item in data.get("waiters", [])]
     except (ValueError, TypeError, AttributeError):
         # A torn in-place write (see _store); the kernel released the dead writer's lock. Starting
-        # empty is the only way forward; live runs' GPUs are still guarded by their processes.
-        return []
+        # empty is the only way forward; live runs' GPUs are still guarded by their processes,
+        # and waiting runs re-join the queue on their next poll.
+        return [], []
+    return leases, sorted(waiters, key=lambda w: w.since)
 
 
-def _store(path: Path, leases: list[Lease]) -> None:
+def _store(path: Path, leases: list[Lease], waiters: list[Waiter] | tuple[()] = ()) -> None:
     """Write atomically: a temp file renamed over the ledger. In a sticky directory another user's
     ledger cannot be renamed over; then rewrite it in place (we hold the lock)."""
-    payload = json.dumps({"version": 1, "leases": [asdict(lease) for lease in leases]}, indent=1) + "\n"
+    state = {"version": 1, "leases": [asdict(lease) for lease in leases]}
+    if waiters:
+        state["waiters"] = [asdict(waiter) for waiter in waiters]
+    payload = json.dumps(state, indent=1) + "\n"
     fd, tmp = tempfile.mkstemp(prefix=".gpu-leases.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -156,19 +168,28 @@ def _store(path: Path, leases: list[Lease]) -> None:
         fh.write(payload)
 
 
-def _live(path: Path) -> list[Lease]:
-    """Read under the lock, dropping (and writing back) leases whose owner is gone."""
-    leases = _load(path)
+def _live(path: Path) -> tuple[list[Lease], list[Waiter]]:
+    """Read under the lock, dropping (and writing back) leases and waiters whose owner is gone."""
+    leases, waiters = _load(path)
     alive = [lease for lease in leases if lease_alive(lease)]
-    if len(alive) != len(leases):
-        _store(path, alive)
-    return alive
+    waiting = [waiter for waiter in waiters if lease_alive(waiter)]
+    if len(alive) != len(leases) or len(waiting) != len(waiters):
+        _store(path, alive, waiting)
+    return alive, waiting
 
 
 def read_leases() -> list[Lease]:
     """The live leases on this host (dead owners' leases are reclaimed on the way)."""
     if not settings.host_state_dir().exists():
         return []
+    with locked() as path:
+        return _live(path)[0]
+
+
+def read_state() -> tuple[list[Lease], list[Waiter]]:
+    """The live leases and the runs waiting for GPUs (oldest first) on this host."""
+    if not settings.host_state_dir().exists():
+        return [], []
     with locked() as path:
         return _live(path)
 
@@ -203,14 +224,14 @@ class GpuLease:
             return
         mine = set(self.uuids)
         with locked() as path:
-            leases = _load(path)
+            leases, waiters = _load(path)
             kept = [
                 lease
                 for lease in leases
                 if not (lease.uuid in mine and lease.run_id == self.run_id and lease.pid == self.owner_pid)
             ]
             if len(kept) != len(leases):
-                _store(path, kept)
+                _store(path, kept, waiters)
 
     def __enter__(self) -> GpuLease:
         return self
@@ -273,37 +294,64 @@ def reserve(
     deadline = started + wait if wait else None
     pid_start = process_start_time(owner_pid)
     host, user = socket.gethostname(), _user()
+    queued = False  # in the ledger's wait queue (removed again however this ends)
+    since: float | None = None  # when we joined it: our place in it
     last_message = None
-    while True:
-        with locked() as path:
-            leases = _live(path)
-            report = probe(leases=leases)
-            selection = select(report, request, {lease.uuid: lease.run_id for lease in leases})
-            if selection.ok:
-                now = time.time()
-                new = [Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user) for g in selection.gpus]
-                if new:
-                    _store(path, leases + new)
-                return GpuLease(
-                    gpus=selection.gpus,
-                    env=cuda_env(selection.gpus),
-                    tags=lease_tags(selection.gpus, report),
-                    notice=selection.notice,
-                    run_id=run_id,
-                    owner_pid=owner_pid,
-                )
-        if selection.fatal or deadline is None:
-            raise GpuUnavailableError(selection.message or "no GPU available", hint=selection.hint)
-        now = time.monotonic()
-        if now >= deadline:
-            raise _timeout(request, selection, wait, now - started)
-        message = f"waiting for {request.describe()}: {selection.why}"
-        if on_wait is not None and message != last_message:
-            with contextlib.suppress(Exception):  # a broken callback must not break the wait
-                on_wait(message)
-        last_message = message
-        interval = poll_interval() * random.uniform(0.75, 1.25)
-        time.sleep(max(0.0, min(interval, deadline - now)))
+    try:
+        while True:
+            with locked() as path:
+                leases, waiters = _live(path)
+                place = next((i for i, w in enumerate(waiters) if _is(w, run_id, owner_pid)), len(waiters))
+                report = probe(leases=leases)
+                taken = {lease.uuid: lease.run_id for lease in leases}
+                held = holds(report, waiters[:place], taken)  # for the runs that have waited longer
+                selection = select(report, request, {**taken, **held})
+                if selection.ok:
+                    now = time.time()
+                    new = [
+                        Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user) for g in selection.gpus
+                    ]
+                    if new or queued:
+                        _store(path, leases + new, [w for w in waiters if not _is(w, run_id, owner_pid)])
+                    queued = False
+                    return GpuLease(
+                        gpus=selection.gpus,
+                        env=cuda_env(selection.gpus),
+                        tags=lease_tags(selection.gpus, report),
+                        notice=selection.notice,
+                        run_id=run_id,
+                        owner_pid=owner_pid,
+                    )
+                if not selection.fatal and deadline is not None and place == len(waiters):
+                    # join the queue (or re-join it, in our old place, if a torn ledger lost it)
+                    since = since or time.time()
+                    waiter = Waiter.of(
+                        request, run_id=run_id, pid=owner_pid, pid_start=pid_start, host=host,
+                        since=since, user=user,
+                    )  # fmt: skip
+                    _store(path, leases, sorted([*waiters, waiter], key=lambda w: w.since))
+                    queued = True
+            if selection.fatal or deadline is None:
+                raise GpuUnavailableError(selection.message or "no GPU available", hint=selection.hint)
+            now = time.monotonic()
+            if now >= deadline:
+                raise _timeout(request, selection, wait, now - started)
+            message = f"waiting for {request.describe()}: {selection.why}"
+            if on_wait is not None and message != last_message:
+                with contextlib.suppress(Exception):  # a broken callback must not break the wait
+                    on_wait(message)
+            last_message = message
+            interval = poll_interval() * random.uniform(0.75, 1.25)
+            time.sleep(max(0.0, min(interval, deadline - now)))
+    finally:
+        if queued:  # gave up, timed out or was interrupted: leave the queue
+            with locked() as path:
+                leases, waiters = _load(path)
+                _store(path, leases, [w for w in waiters if not _is(w, run_id, owner_pid)])
+
+
+def _is(waiter: Waiter, run_id: str, pid: int) -> bool:
+    return waiter.run_id == run_id and waiter.pid == pid
 
 
 def _timeout(

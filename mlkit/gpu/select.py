@@ -119,6 +119,11 @@ class GpuRequest:
         return what + (" with " + ", ".join(filters) if filters else "")
 
 
+class Held(str):
+    """The run id of a waiting run that a GPU is set aside for (in a leases map passed to `select`):
+    runs that have waited longer are served first (mlkit.gpu.queue)."""
+
+
 @dataclass
 class Selection:
     """What `select` decided. `ok` with no GPUs is a CPU run (`notice` says why, for auto)."""
@@ -255,6 +260,8 @@ def why_not(
     for uuid in (unit.uuid, unit.parent_uuid):
         if uuid is not None and uuid in leases:
             run = leases[uuid]
+            if isinstance(run, Held):
+                return f"is held for run {run[:8]}…, which has waited longer"
             return f"leased by run {run[:8]}…" if run else "leased by another mlkit run"
     if request.min_free_memory is not None:
         if unit.memory_free is None:
@@ -270,6 +277,31 @@ def why_not(
             who = ", ".join(f"pid {p.pid}" + (f" ({p.user})" if p.user else "") for p in foreign[:3])
             return f"runs {len(foreign)} other process{'es' if len(foreign) != 1 else ''}: {who}"
     return None
+
+
+def claimable(report: GpuReport, request: GpuRequest, leased: Mapping[str, str]) -> list[GpuInfo]:
+    """The GPUs a request that cannot be met yet could use now, at most as many as it needs, best
+    first: what the wait queue sets aside for it, so that later requests cannot keep taking them."""
+    if request.kind in ("none", "auto"):
+        return []
+    if request.kind == "list":
+        wanted = [i.lower() for i in request.ids]
+        units = [
+            u
+            for u in _units(report, single=len(wanted) == 1)
+            if str(u.index) in wanted
+            and not u.is_mig_instance
+            or any(u.uuid.lower().startswith(i) for i in wanted)
+        ]
+        return [u for u in units if not why_not(u, request, leased, exclude_busy=request.exclude_busy)]
+    single = request.kind == "count" and request.count == 1
+    free = [
+        u
+        for u in _units(report, single=single)
+        if not why_not(u, request, leased, exclude_busy=request.exclude_busy)
+    ]
+    free.sort(key=preference)
+    return free if request.kind == "all" else free[: request.count]
 
 
 def preference(unit: GpuInfo) -> tuple:
