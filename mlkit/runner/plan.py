@@ -72,6 +72,7 @@ def plan_run(
     command: ResolvedCommand | None = None,
     artifact_dir: Path | None = None,
     env_manager: str | None = None,
+    stderr_tty: bool = False,
     nproc_per_node: int | None = None,
     nnodes: int | None = None,
     node_rank: int | None = None,
@@ -144,6 +145,8 @@ def plan_run(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if stderr_tty:  # the pipe ends on a terminal: progress lines may rewrite themselves there
+        child_env["MLKIT_STDERR_TTY"] = "1"
     manager = env_manager or (getattr(env, "manager", None) if env is not None else None) or "local"
     return RunPlan(
         run_id=run_id,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -188,6 +189,13 @@ def _find_experiment(store: Any, options: RunOptions) -> tuple[str | None, str]:
     return "0", store.get_experiment("0").name
 
 
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
 def _gpu_request(options: RunOptions) -> Any:
     from mlkit.gpu import GpuRequest
 
@@ -282,6 +290,7 @@ def _run(
         "rdzv_endpoint": options.rdzv_endpoint,
         "timeout": options.timeout,
         "kill_grace": grace,
+        "stderr_tty": _stderr_is_tty(),
     }
     if options.dry_run:
         plan = plan_run(

@@ -122,6 +122,7 @@ class _Tee(threading.Thread):
         self.log_fd = log_fd
         self.oom = False
         self._tails: dict[int, bytes] = dict.fromkeys(pipes, b"")
+        self._log_at_line_start = True
 
     def run(self) -> None:
         sel = selectors.DefaultSelector()
@@ -148,8 +149,9 @@ class _Tee(threading.Thread):
             sel.close()
 
     def _write(self, fd: int, chunk: bytes) -> None:
-        try:
-            os.write(self.log_fd, chunk)  # O_APPEND, unbuffered: `runs logs --follow` sees it now
+        logged, self._log_at_line_start = as_log_lines(chunk, self._log_at_line_start)
+        try:  # O_APPEND, unbuffered: `runs logs --follow` sees it now
+            os.write(self.log_fd, logged)
         except OSError as exc:  # disk full: keep the child's output flowing to the terminal
             _log("warning", "cannot write output.log: %s", exc)
         stream = self.pipes[fd]
@@ -164,6 +166,30 @@ class _Tee(threading.Thread):
             if any(marker in window for marker in OOM_MARKERS):
                 self.oom = True
             self._tails[fd] = window[-_OOM_TAIL:]
+
+
+REWRITE = b"\r\x1b[K"  # carriage return + erase line: "redraw this line" (the trainers' status line)
+
+
+def as_log_lines(chunk: bytes, at_line_start: bool = True) -> tuple[bytes, bool]:
+    """What output.log keeps of the child's bytes, and whether the log then ends a line.
+
+    The bytes as written, except that a status line redrawn in place on a terminal (`\\r ESC[K`)
+    becomes one line per update, so the log reads like the output of a run without a terminal;
+    a redraw at the start of a line adds no empty line. Any other byte, a lone `\\r` included,
+    is kept as it is.
+    """
+    if REWRITE not in chunk:
+        return chunk, chunk.endswith(b"\n") if chunk else at_line_start
+    out = bytearray()
+    for i, piece in enumerate(chunk.split(REWRITE)):
+        if i and not at_line_start:  # a redraw in mid-line ends that line
+            out += b"\n"
+            at_line_start = True
+        if piece:
+            out += piece
+            at_line_start = piece.endswith(b"\n")
+    return bytes(out), at_line_start
 
 
 def _close_tee(tee: _Tee, *pipes: int) -> None:

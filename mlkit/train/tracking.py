@@ -9,6 +9,7 @@ writes one `log_metrics` call and a progress line.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,8 @@ class MetricLogger:
     ):
         self.tracker, self.rt = tracker, tracker.rt
         self.interval, self.unit, self.total_steps = max(1, interval), unit, total_steps
-        self.tty = sys.stderr.isatty()
+        # under `mlkit run` stderr is a pipe to the supervisor, which says when it ends on a terminal
+        self.tty = sys.stderr.isatty() or os.environ.get("MLKIT_STDERR_TTY") == "1"
         self._count = 0
         self._t0 = time.perf_counter()
         self.last: dict[str, float] = {}

@@ -48,6 +48,27 @@ def test_metric_logger_logs_every_interval_in_one_call(store_root, monkeypatch):
     assert FileStore(store_root).get_run(tracker.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.parametrize(("told", "expected"), [("1", "\r\x1b[Kstep 5: "), (None, "step 5: ")])
+def test_status_line_rewrites_itself_when_mlkit_says_stderr_is_a_terminal(
+    store_root, monkeypatch, capsys, told, expected
+):
+    """Under `mlkit run` stderr is a pipe; MLKIT_STDERR_TTY=1 says it ends on the user's terminal."""
+    if told:
+        monkeypatch.setenv("MLKIT_STDERR_TTY", told)
+    else:
+        monkeypatch.delenv("MLKIT_STDERR_TTY", raising=False)
+    rt = setup("cpu", "fp32", seed=0)
+    tracker = Tracker(rt)
+    tracker.start({})
+    logger = MetricLogger(tracker, interval=5, unit="samples", total_steps=None)
+    for step in range(1, 6):
+        logger.step(step, 8, train_loss=torch.tensor(1.0))
+    tracker.end()
+    err = capsys.readouterr().err
+    assert err.startswith(expected)
+    assert ("\n" not in err) if told else err.endswith("\n")  # rewritten in place vs one plain line
+
+
 def test_non_zero_ranks_never_touch_the_store(store_root):
     rt = setup("cpu", "fp32", seed=0)
     rt.rank = 1
