@@ -31,7 +31,12 @@ def dump_yaml(data: dict[str, Any]) -> str:
 
 
 def load_yaml_text(text: str) -> Any:
-    """Parse YAML text with the C loader when available."""
+    """Parse YAML text: a flat meta.yaml by the fast path, anything else with PyYAML's C loader."""
+    from mlkit.tracking.flatyaml import parse_flat
+
+    flat = parse_flat(text)
+    if flat is not None:
+        return flat
     yaml = _yaml()
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     return yaml.load(text, Loader=loader)
@@ -115,7 +120,7 @@ def create_exclusive(path: Path, text: str) -> bool:
             pass
 
 
-def read_value(path: Path) -> str:
+def read_value(path: str | os.PathLike[str]) -> str:
     """The whole content of a param or tag file (no trailing newline is added or removed)."""
     with open(path, encoding="utf-8") as fh:
         return fh.read()
@@ -158,7 +163,7 @@ def format_metric_line(value: float, timestamp: int, step: int) -> bytes:
     return f"{timestamp} {value!r} {step}\n".encode()
 
 
-def parse_metric_lines(data: bytes, key: str, path: Path | None = None) -> tuple[list[Metric], int]:
+def parse_metric_lines(data: bytes, key: str, path: str | os.PathLike[str] | None = None) -> tuple[list[Metric], int]:
     """Parse metric file bytes; skip a torn last line. Returns (metrics, bytes consumed)."""
     end = data.rfind(b"\n") + 1  # everything after the last newline is a torn (partial) line
     metrics: list[Metric] = []

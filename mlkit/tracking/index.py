@@ -157,7 +157,7 @@ def _read_metric(
             data = fh.read(max(0, st.st_size - start))
     except OSError:
         return None
-    metrics, consumed = files.parse_metric_lines(data, key, Path(path))
+    metrics, consumed = files.parse_metric_lines(data, key, path)
     for m in metrics:
         cand = (m.step, m.timestamp, m.value)
         if best is None or cand > best:
@@ -186,7 +186,7 @@ def read_run(run_dir: str, run_id: str, exp_id: str, old: dict[tuple[str, str], 
             else:
                 sig = _stored_sig(path, now_ns)
                 try:
-                    entry = (files.read_value(Path(path)), sig, "")
+                    entry = (files.read_value(path), sig, "")  # a str path: no pathlib per file
                 except OSError:
                     entry = None
             if entry is not None:
