@@ -128,13 +128,19 @@ class IndexedRun:
     )  # (kind,key)->(value,sig,extra)
     complete: bool = False  # values holds every key of the run, checked against the files
 
-    def data(self, kind: str) -> dict[str, Any]:
-        """{key: value} of one kind (metric values as floats)."""
-        if not self.values:
-            return {}
-        if kind == "metric":
-            return {k: float(v[0]) for (t, k), v in self.values.items() if t == kind and v[0] != ""}
-        return {k: v[0] for (t, k), v in self.values.items() if t == kind}
+    def split(self) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
+        """(params, tags, metrics) in one pass over the values (metric values as floats)."""
+        params: dict[str, str] = {}
+        tags: dict[str, str] = {}
+        metrics: dict[str, float] = {}
+        for (kind, key), (value, _sig, _extra) in self.values.items():
+            if kind == "param":
+                params[key] = value
+            elif kind == "tag":
+                tags[key] = value
+            elif value != "":
+                metrics[key] = float(value)
+        return params, tags, metrics
 
 
 def _read_metric(

@@ -61,7 +61,8 @@ def indexed_runs(
 
 
 def _row(run: IndexedRun) -> RunRow:
-    return RunRow(run.info, run.data("param"), run.data("tag"), run.data("metric"), {"run": run})
+    params, tags, metrics = run.split()
+    return RunRow(run.info, params, tags, metrics, {"run": run})
 
 
 def run_of(store: FileStore, run: IndexedRun) -> Run:
@@ -80,7 +81,8 @@ def run_of(store: FileStore, run: IndexedRun) -> Run:
         artifact_uri=uri,
         lifecycle_stage=str(info.get("lifecycle_stage") or ACTIVE),
     )
-    return Run(run_info, RunData(run.data("param"), run.data("metric"), run.data("tag")))
+    params, tags, metrics = run.split()
+    return Run(run_info, RunData(params, metrics, tags))
 
 
 def search_rows(
