@@ -289,8 +289,7 @@ def claimable(report: GpuReport, request: GpuRequest, leased: Mapping[str, str])
         units = [
             u
             for u in _units(report, single=len(wanted) == 1)
-            if str(u.index) in wanted
-            and not u.is_mig_instance
+            if (str(u.index) in wanted and not u.is_mig_instance)
             or any(u.uuid.lower().startswith(i) for i in wanted)
         ]
         return [u for u in units if not why_not(u, request, leased, exclude_busy=request.exclude_busy)]

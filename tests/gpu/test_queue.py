@@ -52,6 +52,18 @@ def test_gpus_no_earlier_waiter_can_use_stay_free_for_later_runs(fake_nvml):
     assert [g.index for g in select(report, GpuRequest.parse("1"), {}).gpus] == [1]
 
 
+def test_a_waiter_for_named_gpus_holds_the_named_one_that_is_free(fake_nvml):
+    fake_nvml("four_idle")
+    report = probe(leases=[])
+    uuids = [g.uuid for g in report.gpus]
+    held = holds(report, [waiter("named", "2,3", 1.0)], {uuids[2]: "other"})
+    assert held == {uuids[3]: "named"}
+    assert [g.index for g in select(report, GpuRequest.parse("2"), {uuids[2]: "other", **held}).gpus] == [
+        0,
+        1,
+    ]
+
+
 def test_earlier_waiters_that_can_be_served_take_their_share_first(fake_nvml):
     fake_nvml("four_idle")
     report = probe(leases=[])
