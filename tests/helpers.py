@@ -35,3 +35,28 @@ def run_mlkit(
         timeout=timeout,
         input=input,
     )
+
+
+def run_on_a_terminal(argv: list[str], *, env: dict[str, str] | None = None, stdout_too: bool = True,
+                      timeout: float = 60) -> tuple[int, bytes]:  # fmt: skip
+    """Run `argv` with its stderr (and stdout, unless `stdout_too` is False: then a pipe) on a fresh
+    pseudo-terminal; (exit code, everything the terminal showed)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.run(
+        argv, stdin=subprocess.DEVNULL, stdout=follower if stdout_too else subprocess.PIPE,
+        stderr=follower, env=env, timeout=timeout,
+    )  # fmt: skip
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the follower side is closed and drained
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    return proc.returncode, screen

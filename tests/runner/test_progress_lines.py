@@ -3,13 +3,12 @@ output.log, and the child told (MLKIT_STDERR_TTY) when mlkit's stderr is a termi
 
 from __future__ import annotations
 
-import os
-import pty
-import subprocess
 import sys
 from pathlib import Path
 
 from mlkit.runner.supervise import as_log_lines
+
+from helpers import run_on_a_terminal
 
 PROGRESS = {
     "MLproject": """
@@ -62,21 +61,9 @@ def test_output_log_of_a_run_without_a_terminal(make_project, mlkit_run, store_r
 
 def test_the_child_hears_that_mlkits_stderr_is_a_terminal(make_project, store_root):
     project = make_project(PROGRESS)
-    leader, follower = pty.openpty()
     argv = [sys.executable, "-m", "mlkit", "run", "--env-manager", "local", "--gpus", "none",
             "--system-metrics-interval", "0", str(project)]  # fmt: skip
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, timeout=60)
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(leader)
-    assert proc.returncode == 0, screen.decode(errors="replace")
+    code, screen = run_on_a_terminal(argv, stdout_too=False)
+    assert code == 0, screen.decode(errors="replace")
     assert b"tty=1" in screen and b"\x1b[Kstep 3/3" in screen  # drawn in place on the terminal
     assert "tty=1\nstep 1/3\n" in log_of(store_root)

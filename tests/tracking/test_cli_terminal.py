@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import pty
-import subprocess
 import sys
 
 from mlkit.cli.runs import _fit_width
 from mlkit.tracking.store import FileStore
+
+from helpers import run_on_a_terminal
 
 
 def test_fit_width_keeps_the_fixed_columns_and_cuts_the_rest():
@@ -28,23 +28,10 @@ def test_runs_list_on_a_terminal_shows_what_tells_runs_apart(store_root):
         store.log_metrics(run_id, {"val_acc": 0.9, "loss": 0.2, "system/gpu_0_power_usage_watts": 70.0})
         store.set_terminated(run_id, "FINISHED")
 
-    leader, follower = pty.openpty()
     env = {**os.environ, "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
-    proc = subprocess.run([sys.executable, "-m", "mlkit", "runs", "list"], stdin=follower, stdout=follower,
-                          stderr=follower, env=env, timeout=60)  # fmt: skip
-    os.close(follower)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        screen += chunk
-    os.close(leader)
+    code, screen = run_on_a_terminal([sys.executable, "-m", "mlkit", "runs", "list"], env=env)
     text = screen.decode(errors="replace")
-    assert proc.returncode == 0
+    assert code == 0
     assert "params.lr" in text and "metrics.val_acc" in text  # differs across runs / the model's metric
     assert "params.p0" not in text and "system/" not in text  # equal everywhere / system metrics
     assert "more columns" in text
