@@ -176,75 +176,28 @@ def bare_gan(cfg, dev, mode, seconds):
 
 
 # ------------------------------------------------------------------ the trainer, for real
+def _argv(**flags) -> list[str]:
+    """`--flag value` pairs from keyword arguments (underscores become dashes)."""
+    return [item for key, value in flags.items() for item in (f"--{key.replace('_', '-')}", str(value))]
+
+
 def trainer_args(name, cfg, steps):
-    if name == "cnn":
-        epochs = math.ceil(steps * cfg["batch"] / (0.8 * cfg["synthetic_size"]))
-        return [
-            "--data",
-            "synthetic",
-            "--image-size",
-            str(cfg["size"]),
-            "--channels",
-            "3",
-            "--synthetic-size",
-            str(cfg["synthetic_size"]),
-            "--width",
-            str(cfg["width"]),
-            "--shift",
-            "0",
-            "--batch-size",
-            str(cfg["batch"]),
-            "--epochs",
-            str(epochs),
-        ], "samples_per_s"
+    """train.py's flags for this shape and about `steps` steps; the throughput metric it logs."""
     if name == "rnn":
-        return [
-            "--data",
-            "synthetic",
-            "--synthetic-size",
-            "4000000",
-            "--embed",
-            str(cfg["embed"]),
-            "--hidden",
-            str(cfg["hidden"]),
-            "--layers",
-            str(cfg["layers"]),
-            "--batch-size",
-            str(cfg["batch"]),
-            "--seq-len",
-            str(cfg["seq_len"]),
-            "--max-steps",
-            str(steps),
-            "--eval-interval",
-            str(steps),
-            "--eval-batches",
-            "2",
-            "--sample-length",
-            "50",
-        ], "tokens_per_s"
+        return _argv(
+            data="synthetic", synthetic_size=4_000_000, embed=cfg["embed"], hidden=cfg["hidden"],
+            layers=cfg["layers"], batch_size=cfg["batch"], seq_len=cfg["seq_len"], max_steps=steps,
+            eval_interval=steps, eval_batches=2, sample_length=50,
+        ), "tokens_per_s"  # fmt: skip
+    images = dict(data="synthetic", image_size=cfg["size"], channels=3,
+                  synthetic_size=cfg["synthetic_size"], batch_size=cfg["batch"])  # fmt: skip
+    if name == "cnn":  # 80 % of the images are the training split
+        epochs = math.ceil(steps * cfg["batch"] / (0.8 * cfg["synthetic_size"]))
+        return _argv(**images, width=cfg["width"], shift=0, epochs=epochs), "samples_per_s"
     epochs = math.ceil(steps * cfg["batch"] / cfg["synthetic_size"])
-    return [
-        "--data",
-        "synthetic",
-        "--image-size",
-        str(cfg["size"]),
-        "--channels",
-        "3",
-        "--synthetic-size",
-        str(cfg["synthetic_size"]),
-        "--nz",
-        str(cfg["nz"]),
-        "--ngf",
-        str(cfg["ngf"]),
-        "--ndf",
-        str(cfg["ndf"]),
-        "--batch-size",
-        str(cfg["batch"]),
-        "--epochs",
-        str(epochs),
-        "--r1-gamma",
-        str(cfg["r1_gamma"]),
-    ], "samples_per_s"
+    return _argv(
+        **images, nz=cfg["nz"], ngf=cfg["ngf"], ndf=cfg["ndf"], epochs=epochs, r1_gamma=cfg["r1_gamma"]
+    ), "samples_per_s"
 
 
 def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
