@@ -197,6 +197,22 @@ def select(report: GpuReport, request: GpuRequest, leased: Mapping[str, str] | C
 
 
 def _select_listed(report: GpuReport, request: GpuRequest, leases: dict[str, str], head: str) -> Selection:
+    chosen = _named_units(report, request, head)
+    if isinstance(chosen, Selection):
+        return chosen
+    problems = []
+    for unit in chosen:
+        problem = why_not(unit, request, leases, exclude_busy=request.exclude_busy)
+        if problem:
+            problems.append(f"{unit.label} {problem}")
+    if problems:
+        return _busy(head, request, problems)
+    return Selection(ok=True, gpus=chosen)
+
+
+def _named_units(report: GpuReport, request: GpuRequest, head: str) -> list[GpuInfo] | Selection:
+    """The units a list request names (indices or UUID prefixes), or the fatal Selection saying
+    why they cannot be had; UsageError for a request that can never be valid."""
     chosen: list[GpuInfo] = []
     units = report.by_uuid()
     for ident in request.ids:
@@ -227,14 +243,7 @@ def _select_listed(report: GpuReport, request: GpuRequest, leases: dict[str, str
         )
     if len({u.uuid for u in chosen}) != len(chosen):
         raise UsageError(f"{head}: a GPU is named twice (by index and by UUID)", hint="name each GPU once")
-    problems = []
-    for unit in chosen:
-        problem = why_not(unit, request, leases, exclude_busy=request.exclude_busy)
-        if problem:
-            problems.append(f"{unit.label} {problem}")
-    if problems:
-        return _busy(head, request, problems)
-    return Selection(ok=True, gpus=chosen)
+    return chosen
 
 
 def _units(report: GpuReport, *, single: bool) -> list[GpuInfo]:
@@ -285,14 +294,13 @@ def claimable(report: GpuReport, request: GpuRequest, leased: Mapping[str, str])
     if request.kind in ("none", "auto"):
         return []
     if request.kind == "list":
-        wanted = [i.lower() for i in request.ids]
-        units = [
-            u
-            for u in _units(report, single=len(wanted) == 1)
-            if (str(u.index) in wanted and not u.is_mig_instance)
-            or any(u.uuid.lower().startswith(i) for i in wanted)
-        ]
-        return [u for u in units if not why_not(u, request, leased, exclude_busy=request.exclude_busy)]
+        try:
+            named = _named_units(report, request, f"--gpus {request.spec}")
+        except UsageError:
+            return []
+        if isinstance(named, Selection):
+            return []
+        return [u for u in named if not why_not(u, request, leased, exclude_busy=request.exclude_busy)]
     single = request.kind == "count" and request.count == 1
     free = [
         u

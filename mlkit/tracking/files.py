@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from mlkit.errors import StoreError
 from mlkit.tracking.entities import Metric
+from mlkit.tracking.flatyaml import parse_flat
 
 
 def _yaml() -> Any:
@@ -32,8 +33,6 @@ def dump_yaml(data: dict[str, Any]) -> str:
 
 def load_yaml_text(text: str) -> Any:
     """Parse YAML text: a flat meta.yaml by the fast path, anything else with PyYAML's C loader."""
-    from mlkit.tracking.flatyaml import parse_flat
-
     flat = parse_flat(text)
     if flat is not None:
         return flat
@@ -65,9 +64,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _temp_beside(path: Path) -> Path:
+    """A temp file name in path's directory: hidden, unique per process and call, `.tmp` (readers skip it)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` through a temp file in the same directory and os.replace."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = _temp_beside(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -102,7 +106,7 @@ def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
 
 def create_exclusive(path: Path, text: str) -> bool:
     """Create `path` with `text` atomically unless it exists; False when it already existed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp = _temp_beside(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -163,7 +167,9 @@ def format_metric_line(value: float, timestamp: int, step: int) -> bytes:
     return f"{timestamp} {value!r} {step}\n".encode()
 
 
-def parse_metric_lines(data: bytes, key: str, path: str | os.PathLike[str] | None = None) -> tuple[list[Metric], int]:
+def parse_metric_lines(
+    data: bytes, key: str, path: str | os.PathLike[str] | None = None
+) -> tuple[list[Metric], int]:
     """Parse metric file bytes; skip a torn last line. Returns (metrics, bytes consumed)."""
     end = data.rfind(b"\n") + 1  # everything after the last newline is a torn (partial) line
     metrics: list[Metric] = []
