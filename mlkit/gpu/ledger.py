@@ -56,9 +56,13 @@ class Lease:
 
     @property
     def is_local(self) -> bool:
-        import socket
+        return _on_this_host(self.host)
 
-        return self.host == socket.gethostname()
+
+def _on_this_host(host: str) -> bool:
+    import socket
+
+    return host == socket.gethostname()
 
 
 def ledger_path() -> Path:
@@ -79,9 +83,7 @@ def process_start_time(pid: int) -> float | None:
 
 def lease_alive(lease: Lease | Waiter) -> bool:
     """Is the lease's (or waiter's) owner still running? Other hosts' are trusted (shared state dirs)."""
-    import socket
-
-    if lease.host != socket.gethostname():
+    if not _on_this_host(lease.host):
         return True
     import psutil
 
