@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     GPU_UNAVAILABLE = 69  # not enough free GPUs and no --wait (EX_UNAVAILABLE)
     ENV_FAILED = 73  # the environment could not be built (EX_CANTCREAT)
     LOCKED = 75  # --lock NAME is held by a live run (EX_TEMPFAIL: try again later)
+    NO_PERMISSION = 77  # `mlkit gpus --release` of another user's live run, not as root (EX_NOPERM)
     GPU_WAIT_TIMEOUT = 76  # --wait ran out before enough GPUs were free
     TIMEOUT = 124  # --timeout killed the run (as timeout(1) does)
     INTERRUPTED = 130  # Ctrl-C (SIGINT); SIGTERM/SIGHUP give 128 + the signal number
@@ -66,6 +67,13 @@ class EnvBuildError(MlkitError):
 
 class StoreError(MlkitError):
     """The tracking store could not be read or written."""
+
+    exit_code = ExitCode.FAILURE
+
+
+class UnsafeStateError(MlkitError):
+    """A shared state path (state dir, ledger, lock file) is not safe to use: a link, a FIFO,
+    another user's directory. mlkit refuses it rather than write through it."""
 
     exit_code = ExitCode.FAILURE
 
