@@ -6,11 +6,13 @@ them all at a temporary directory with environment variables.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from mlkit.errors import UsageError
+from mlkit.errors import UnsafeStateError, UsageError
 
 
 def tracking_root(flag: str | os.PathLike[str] | None = None) -> Path:
@@ -54,22 +56,51 @@ def env_dir() -> Path:
 def host_state_dir() -> Path:
     """Host-wide state every mlkit process on this machine shares (GPU leases, run locks).
 
-    MLKIT_STATE_DIR > /tmp/mlkit-state. The default is shared between users so two users of one box
-    never get the same GPU; it is created world-writable with the sticky bit, like /tmp.
+    MLKIT_STATE_DIR > /tmp/mlkit-state. Open it with `open_state_dir`, never by path: another user
+    may have planted something there (docs/gpus.md, "Shared state: threat model").
     """
     if os.environ.get("MLKIT_STATE_DIR"):
         return Path(os.environ["MLKIT_STATE_DIR"]).expanduser()
     return Path("/tmp/mlkit-state")  # not $TMPDIR: schedulers set it per job, and leases must be host-wide
 
 
+LOCKS_DIR = "locks"  # `mlkit run --lock NAME` files, in the state dir
+
+
+def open_state_dir(*, create: bool = True) -> int:
+    """Open and check the host state dir (fsio.open_dir); returns its descriptor (caller closes).
+
+    Refused (UnsafeStateError) when it is a link or not a directory, is owned by another non-root
+    user, or is group/world-writable without the sticky bit. Made when missing: by root, shared
+    (mode 1777, like /tmp, with `locks/` beside it so no user owns that); by anyone else, private
+    (0700: a single-user box; other users are refused and told to ask an admin for a shared one).
+    """
+    from mlkit import fsio
+
+    path = host_state_dir()
+    root = os.geteuid() == 0
+    new = create and root and not os.path.lexists(path)
+    fd = fsio.open_dir(path, create=create, shared=root)
+    if new and state_file_mode(fd) == 0o666:
+        with contextlib.suppress(UnsafeStateError, OSError):
+            os.close(fsio.open_dir(LOCKS_DIR, dir_fd=fd, create=True, shared=True))
+    return fd
+
+
+def state_file_mode(dir_fd: int) -> int:
+    """The mode of files in a state dir: shared by its users (0666, 0660) in a sticky
+    group/world-writable directory, else private (0600)."""
+    dir_mode = os.fstat(dir_fd).st_mode
+    if not dir_mode & stat.S_ISVTX:
+        return 0o600
+    return 0o600 | (0o060 if dir_mode & 0o020 else 0) | (0o006 if dir_mode & 0o002 else 0)
+
+
 def ensure_shared_dir(path: Path) -> Path:
-    """Create a directory that every user of the host may write to (mode 1777), if missing."""
-    if not path.exists():
-        path.mkdir(parents=True, exist_ok=True)
-        try:
-            path.chmod(0o1777)
-        except OSError:  # not ours to change (another user created it first): fine
-            pass
+    """Make and check a state dir as `open_state_dir` does (fsio.open_dir); returns `path`."""
+    from mlkit import fsio
+
+    os.close(fsio.open_dir(path, create=True, shared=os.geteuid() == 0))
     return path
 
 

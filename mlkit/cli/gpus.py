@@ -36,13 +36,25 @@ def gpus(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (includes `reason`)."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Refresh until Ctrl-C."),
     interval: float = typer.Option(2.0, "--interval", "-n", min=0.1, help="Seconds between refreshes."),
+    release: str | None = typer.Option(
+        None,
+        "--release",
+        metavar="RUN|UUID",
+        help="Remove the ledger's leases of run RUN (6+ characters of its id) or on GPU UUID: stale, "
+        "foreign or your own. Another user's live run is refused unless you are root (exit 77).",
+    ),
 ) -> None:
     """List the GPUs NVML sees: memory, utilisation, power, clocks, MIG, processes and leases.
 
     With no NVIDIA driver it says why and exits 0.
+
+    Example: mlkit gpus --watch -n 5
     """
     from mlkit.gpu.devices import probe
 
+    if release is not None:
+        _release(release, as_json)
+        return
     if watch:
         _watch(interval, as_json)
         return
@@ -94,7 +106,7 @@ def _row(gpu: Any, fmt: Any, mig: bool = False) -> list[str]:
         gpu.compute_capability or "-",
         mig_text,
         procs or "-",
-        gpu.leased_by or "-",
+        gpu.leased_by or gpu.not_free or "-",
     ]
 
 
@@ -119,7 +131,7 @@ def _render(report: Any) -> None:
         return
     output.info(_header(report))
     output.print_table(COLUMNS, _rows(report))
-    for line in _waiting(report):
+    for line in _waiting(report) + _ignored(report):
         output.info(line)
     if report.reason:
         output.info(report.reason)
@@ -138,6 +150,32 @@ def _waiting(report: Any) -> list[str]:
             + f") for {waiter.describe()}, since {since}"
         )
     return lines
+
+
+def _ignored(report: Any) -> list[str]:
+    """One line per ledger record mlkit does not honour (another host's, a pid that is not the
+    mlkit process that took it), with how to clear it."""
+    lines = []
+    for item in report.ignored:
+        what = f"lease of {item['uuid']}" if item["kind"] == "lease" else "waiter"
+        lines.append(
+            f"ignored {what} by run {item['run_id']} ({item['state']}): {item['why']}; "
+            f"clear it with `{item['clear']}`"
+        )
+    return lines
+
+
+def _release(target: str, as_json: bool) -> None:
+    from mlkit.gpu.ledger import release_leases
+
+    removed = release_leases(target)
+    if as_json:
+        output.print_json({"released": [{"run_id": r.run_id, "uuid": r.uuid} for r in removed]})
+        return
+    for lease in removed:
+        output.info(f"released {lease.uuid} (run {lease.run_id})")
+    if not removed:
+        output.info(f"released the wait-queue entry of {target}")
 
 
 def _watch(interval: float, as_json: bool) -> None:

@@ -18,8 +18,8 @@ next deletes it and builds again. A build that fails is deleted before the lock 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -27,7 +27,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlkit import settings
+from mlkit import fsio, settings
+from mlkit.errors import EnvBuildError
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
@@ -68,12 +69,13 @@ def kill_orphans(key: str, env: Path) -> list[int]:
         pids = [int(x) for x in children_path(key).read_text().split() if x.isdigit()]
     except OSError:
         return killed
+    from mlkit import procid
+
     for pid in pids:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+        args = procid.cmdline_of(pid)
+        if args is None:
             continue
-        if str(env) in cmdline:
+        if str(env) in " ".join(args):
             with contextlib.suppress(OSError):
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -90,9 +92,7 @@ def read_marker(path: Path) -> dict | None:
 
 
 def write_marker(path: Path, info: dict) -> None:
-    tmp = path / f"{MARKER}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path / MARKER)
+    fsio.atomic_write(path / MARKER, json.dumps(info, indent=2, sort_keys=True), error=EnvBuildError)
     touch_last_used(path)
 
 
@@ -114,37 +114,41 @@ def last_used(path: Path) -> float:
 
 @contextlib.contextmanager
 def build_lock(key: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-    """Exclusive per-key lock (fcntl.flock: released by the kernel when the holder dies)."""
-    path = lock_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait(f"waiting for another mlkit process building environment {key}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+    """Exclusive per-key lock (flock: released by the kernel when the holder dies), waited for as
+    long as the build it waits for takes; `on_wait` hears who builds, then every 30 s."""
+    path = _lock_dir(key)
+    with fsio.locked(
+        path,
+        wait=math.inf,
+        what=f"environment {key} (another mlkit process is building it)",
+        hint="",
+        mode=0o644,
+        on_wait=on_wait,
+    ) as fd:
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fsio.write_all(fd, f"{os.getpid()}\n".encode())
         yield
-    finally:
-        os.close(fd)  # closing releases the flock
 
 
 def is_locked(key: str) -> bool:
     """True while some process holds the build lock of `key`."""
-    path = lock_path(key)
-    if not path.exists():
-        return False
-    fd = os.open(path, os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        fd = fsio.open_file(lock_path(key))
+    except FileNotFoundError:
+        return False
+    try:
+        if not fsio.try_lock(fd):
+            return True
     finally:
-        os.close(fd)
+        os.close(fd)  # closing releases the flock
     return False
+
+
+def _lock_dir(key: str) -> Path:
+    """The lock file's path, its directory made."""
+    path = lock_path(key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def remove_tree(path: Path) -> None:
@@ -264,12 +268,8 @@ def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = Non
 
 
 def _try_lock(key: str) -> int | None:
-    path = lock_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    fd = fsio.open_file(_lock_dir(key), write=True, create=True, mode=0o644)
+    if not fsio.try_lock(fd):
         os.close(fd)
         return None
     return fd

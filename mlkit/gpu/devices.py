@@ -32,7 +32,8 @@ class GpuProcess:
     used_memory: int | None  # bytes; None where NVML cannot say (WDDM, no permission)
     name: str | None = None  # from psutil; None when the pid is not visible here
     user: str | None = None
-    mlkit_run_id: str | None = None  # the mlkit run whose lease this process belongs to
+    mlkit_run_id: str | None = None  # the mlkit run this process belongs to
+    unaccounted: str | None = None  # why no live lease accounts for it, when it may be an mlkit run's
     gpu_instance_id: int | None = None  # MIG only
 
 
@@ -63,6 +64,7 @@ class GpuInfo:
     parent_uuid: str | None = None  # for a MIG instance: its GPU
     gpu_instance_id: int | None = None  # for a MIG instance
     leased_by: str | None = None  # run id of the mlkit lease on this UUID
+    not_free: str | None = None  # set when a process no live lease accounts for runs on it
     lost: bool = False
     error: str | None = None  # why the GPU could not be read (lost)
 
@@ -88,6 +90,7 @@ class GpuReport:
     reason: str | None = None  # set when gpus is empty (or NVML could not start)
     leases: list[Lease] = field(default_factory=list)  # mlkit leases alive on this host
     waiting: list[Waiter] = field(default_factory=list)  # runs queued for GPUs, oldest first
+    ignored: list[dict[str, Any]] = field(default_factory=list)  # ledger records not honoured, and why
 
     def by_uuid(self) -> dict[str, GpuInfo]:
         """Every selectable unit (GPUs and MIG instances) by UUID."""
@@ -106,13 +109,17 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
     them, and the runs waiting for GPUs, from the host's lease ledger.
     """
     waiting: list[Waiter] = []
+    ignored: list[dict[str, Any]] = []
     if leases is None:
-        from mlkit.gpu.ledger import read_state
+        from mlkit.gpu.ledger import read_survey
 
         try:
-            leases, waiting = read_state()
+            survey = read_survey()
         except OSError:
             leases = []
+        else:
+            leases, waiting = survey.leases, survey.waiters
+            ignored = [_ignored(record, state, why) for record, state, why in survey.ignored]
     try:
         nv = nvml.load()
     except nvml.NvmlMissing as exc:
@@ -127,9 +134,23 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
             nv.nvmlShutdown()
         except nv.NVMLError:
             pass
-    report.leases, report.waiting = leases, waiting
+    report.leases, report.waiting, report.ignored = leases, waiting, ignored
     _mark_leases(report, leases)
     return report
+
+
+def _ignored(record: Any, state: str, why: str) -> dict[str, Any]:
+    return {
+        "kind": "lease" if hasattr(record, "uuid") else "waiter",
+        "run_id": record.run_id,
+        "uuid": getattr(record, "uuid", None),
+        "pid": record.pid,
+        "host": record.host,
+        "user": record.user,
+        "state": state,
+        "why": why,
+        "clear": f"mlkit gpus --release {record.run_id}",
+    }
 
 
 def _init(nv: ModuleType) -> str | None:
@@ -272,18 +293,47 @@ def _mig_instances(nv: ModuleType, handle: Any, parent: GpuInfo) -> list[GpuInfo
 
 
 def _mark_leases(report: GpuReport, leases: list[Lease]) -> None:
-    """Set `leased_by` on leased GPUs and `mlkit_run_id` on processes of leased runs."""
+    """Set `leased_by` on leased GPUs and `mlkit_run_id` on processes of mlkit runs; a GPU running
+    a process that may be an mlkit run's and that no live lease on it accounts for is `not_free`
+    (NVML's process list is the second source of truth beside the ledger)."""
     by_uuid = {lease.uuid: lease for lease in leases}
     owner_run = {lease.pid: lease.run_id for lease in leases if lease.is_local}
-    for unit in report.by_uuid().values():
-        lease = by_uuid.get(unit.uuid)
-        unit.leased_by = lease.run_id if lease else None
+    for lease in leases:
+        for pid, _ in lease.procs:
+            owner_run.setdefault(int(pid), lease.run_id)
+    units = report.by_uuid()
+    for unit in units.values():
+        lease = by_uuid.get(unit.uuid) or (by_uuid.get(unit.parent_uuid) if unit.parent_uuid else None)
+        unit.leased_by = by_uuid[unit.uuid].run_id if unit.uuid in by_uuid else None
+        if unit.mig_mode and unit.mig_instances:
+            continue  # its processes are its instances' (judged there)
+        leased_runs = {lease.run_id} if lease else set()
         for proc in unit.processes:
             _describe_process(proc, owner_run)
+            if proc.mlkit_run_id is not None and proc.mlkit_run_id in leased_runs:
+                continue
+            if proc.mlkit_run_id is not None:
+                proc.unaccounted = (
+                    f"pid {proc.pid} of mlkit run {proc.mlkit_run_id[:8]}… holds no lease on it"
+                )
+            elif proc.name is None:
+                proc.unaccounted = f"pid {proc.pid} (not visible here) and no lease accounts for it"
+        stray = [p.unaccounted for p in unit.processes if p.unaccounted]
+        if stray and unit.leased_by is None:
+            unit.not_free = "not free: " + "; ".join(stray[:3])
+    for gpu in report.gpus:  # a MIG instance's stray process keeps its whole card from whole-GPU runs
+        if gpu.not_free is None and gpu.mig_instances:
+            stray = [m.not_free for m in gpu.mig_instances if m.not_free]
+            if stray:
+                gpu.not_free = stray[0]
 
 
 def _describe_process(proc: GpuProcess, owner_run: dict[int, str]) -> None:
+    """Name, user and mlkit run of a GPU process: the run from the ledger's processes (it or an
+    ancestor holds a lease) or from its environment (MLKIT_RUN_ID, where we may read it)."""
     import psutil
+
+    from mlkit import procid
 
     try:
         p = psutil.Process(proc.pid)
@@ -300,6 +350,9 @@ def _describe_process(proc: GpuProcess, owner_run: dict[int, str]) -> None:
         if pid in owner_run:
             proc.mlkit_run_id = owner_run[pid]
             return
+    env = procid.environ_of(proc.pid)
+    if env and env.get("MLKIT_RUN_ID"):
+        proc.mlkit_run_id = env["MLKIT_RUN_ID"]
 
 
 def to_dict(report: GpuReport) -> dict[str, Any]:

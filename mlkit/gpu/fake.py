@@ -11,6 +11,8 @@ Scenarios (named after what they reproduce):
 - `mig`               GPU 0 is an A100 in MIG mode with 3 instances (one busy), GPU 1 a plain A100.
 - `field_raises`      2 GPUs whose power/temperature/clock/energy/utilisation getters raise
                       NotSupported or NoPermission (consumer cards, containers without rights).
+- `unaccounted`       4 H100s; GPU 2 runs a compute process (20 GiB) that no lease accounts for and
+                      that is not visible here (a run whose lease the ledger lost, another container).
 - `gpu_lost`          3 GPUs; GPU 1 fell off the bus (every query raises GpuIsLost).
 - `none`              a driver, zero GPUs.
 - `no_driver`         nvmlInit raises LibraryNotFound (as this machine's real pynvml does).
@@ -45,6 +47,7 @@ SCENARIO_ENV = "MLKIT_FAKE_NVML"
 STATE_ENV = "MLKIT_FAKE_NVML_STATE"
 GiB = 1024**3
 MiB = 1024**2
+UNSEEN_PID = 0x7FFFFF00  # above any pid_max (2**22): a process this host's /proc never shows
 _ENERGY_EPOCH = 1_700_000_000.0  # the energy counter counts from here at the GPU's power draw
 
 _ERRORS = {
@@ -157,6 +160,10 @@ def scenario(name: str) -> dict[str, Any]:
             _gpu(0, name="NVIDIA GeForce RTX 4090", raises=dict(_NOT_SUPPORTED_FIELDS)),
             _gpu(1, name="NVIDIA GeForce RTX 4090", raises=no_permission),
         ]
+    elif name == "unaccounted":
+        stray = {"pid": UNSEEN_PID, "used_memory": 20 * GiB, "gi": None, "ci": None}
+        base["gpus"] = [_gpu(i) for i in range(4)]
+        base["gpus"][2] = _gpu(2, memory_used=20 * GiB, util_gpu=80, processes=[stray])
     elif name == "gpu_lost":
         base["gpus"] = [_gpu(0), _gpu(1, lost=True), _gpu(2)]
     elif name == "none":
@@ -175,6 +182,7 @@ SCENARIOS = (
     "one_busy_foreign",
     "mig",
     "field_raises",
+    "unaccounted",
     "gpu_lost",
     "none",
     "no_driver",

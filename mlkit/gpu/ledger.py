@@ -1,7 +1,9 @@
 """The host's GPU lease ledger: which mlkit run holds which GPU, shared by every mlkit process.
 
-`<host_state_dir>/gpu-leases.json` (mode 0666 in a 1777 directory, so every user's runs see the
-same leases), guarded by an `fcntl.flock` on `gpu-leases.lock`. A lease names the GPU UUID, the
+`<host_state_dir>/gpu-leases.json` (mode 0666 in a shared 1777 directory, so every user's runs see
+the same leases; 0600 in a private one), guarded by an `flock` on `gpu-leases.lock` that is taken
+with a deadline. Both are opened through mlkit.fsio relative to the checked state dir's descriptor:
+no link is followed, nothing blocks on a FIFO (docs/gpus.md, "Shared state"). A lease names the GPU UUID, the
 run id, the supervisor's pid and that pid's start time, the host and when it began. A lease whose
 process is gone (or whose pid now belongs to a process started at another time) is dropped on
 every read, so a SIGKILLed supervisor never strands a GPU.
@@ -16,20 +18,20 @@ process is gone is dropped like a dead lease.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
 import random
-import tempfile
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlkit import settings
-from mlkit.errors import GpuUnavailableError, GpuWaitTimeoutError
+from mlkit import fsio, procid, settings
+from mlkit.errors import ExitCode, GpuUnavailableError, GpuWaitTimeoutError, LockedError, MlkitError
+from mlkit.gpu import trust
 from mlkit.gpu.queue import Waiter, holds
 from mlkit.gpu.select import GpuRequest, Selection, cuda_env, select
 
@@ -39,12 +41,14 @@ if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
 LEDGER_FILE = "gpu-leases.json"
 LOCK_FILE = "gpu-leases.lock"
 POLL_ENV = "MLKIT_GPU_POLL_INTERVAL"
-_START_TOLERANCE_S = 1.0  # psutil create_time is derived from boot time + jiffies: allow drift
+LOCK_WAIT_S = 10.0  # the ledger lock's deadline without --wait: `mlkit gpus`, gc, release, --gpus N
+_LEAVE_QUEUE_WAIT_S = 1.0  # leaving the wait queue on the way out (a dead waiter is dropped anyway)
+_MAX_LEDGER_BYTES = 16 * 1024 * 1024  # read no more than this (a planted huge file is not ours)
 
 
 @dataclass
 class Lease:
-    """One GPU held by one run."""
+    """One GPU held by one run (every field is checked when read back: mlkit.gpu.trust)."""
 
     uuid: str
     run_id: str
@@ -53,6 +57,9 @@ class Lease:
     host: str
     since: float  # epoch s
     user: str | None = None
+    uid: int | None = None  # the supervisor's real uid
+    procs: list[list[float]] = field(default_factory=list)  # [pid, start] of the run's entry point
+    pgid: int | None = None  # the entry point's process group (it leads its own session)
 
     @property
     def is_local(self) -> bool:
@@ -69,130 +76,224 @@ def ledger_path() -> Path:
     return settings.host_state_dir() / LEDGER_FILE
 
 
-def process_start_time(pid: int) -> float | None:
-    """A process's start time (epoch s), None if it does not exist."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        return None
-    except psutil.AccessDenied:
-        return None
+def lease_alive(lease: Lease | Waiter, proof: trust.Proof | None = None) -> bool:
+    """Is the lease (or waiter) honoured: its supervisor is the mlkit process that took it, or a
+    process of its run lives? Leases naming another host or a process that is not mlkit's are not."""
+    return trust.judge(lease, proof or trust.gather(None))[0] == trust.LIVE
 
 
-def lease_alive(lease: Lease | Waiter) -> bool:
-    """Is the lease's (or waiter's) owner still running? Other hosts' are trusted (shared state dirs)."""
-    if not _on_this_host(lease.host):
-        return True
-    import psutil
+@dataclass
+class Ledger:
+    """The open, checked state dir while the ledger lock is held (what `locked()` yields)."""
 
-    try:
-        proc = psutil.Process(lease.pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        started = proc.create_time()
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.AccessDenied:  # another user's live process
-        return True
-    if lease.pid_start is None:
-        return True
-    return abs(started - lease.pid_start) <= _START_TOLERANCE_S
+    dir_fd: int
+    directory: Path
+    mode: int  # state files' mode: 0666 in a shared (sticky, world-writable) dir, else 0600
+
+    @property
+    def path(self) -> Path:
+        return self.directory / LEDGER_FILE
 
 
 @contextlib.contextmanager
-def locked() -> Iterator[Path]:
-    """Hold the ledger's exclusive file lock; yields the ledger's path."""
-    directory = settings.ensure_shared_dir(settings.host_state_dir())
-    lock_path = directory / LOCK_FILE
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+def locked(
+    wait: float = LOCK_WAIT_S,
+    *,
+    error: type[MlkitError] = LockedError,
+    why: str = "",
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Ledger]:
+    """Hold the ledger's exclusive file lock, waiting at most `wait` s (then `error`, naming the
+    holder, its message starting with `why`). Yields the checked state dir's handle."""
+    directory = settings.host_state_dir()
+    dir_fd = settings.open_state_dir()
     try:
-        _share(lock_path)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield directory / LEDGER_FILE
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        mode = settings.state_file_mode(dir_fd)
+        lock = directory / LOCK_FILE
+        with fsio.locked(
+            LOCK_FILE,
+            dir_fd=dir_fd,
+            mode=mode,
+            other_owners=True,  # every user's mlkit takes it
+            display=lock,
+            wait=wait,
+            what=f"{why}the GPU lease ledger's lock {lock}",
+            hint="try again later (or with a longer --wait); a holder that is stuck can be stopped by its user or root",
+            error=error,
+            on_wait=on_wait,
+        ):
+            yield Ledger(dir_fd, directory, mode)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _opened(target: Ledger | Path) -> Iterator[Ledger]:
+    """`target` itself, or (a ledger path, as tests pass) its directory opened and checked."""
+    if isinstance(target, Ledger):
+        yield target
+        return
+    dir_fd = fsio.open_dir(Path(target).parent)
+    try:
+        yield Ledger(dir_fd, Path(target).parent, settings.state_file_mode(dir_fd))
+    finally:
+        os.close(dir_fd)
+
+
+def _read(ledger: Ledger) -> str:
+    """The ledger's text ('' when there is none), read through a checked descriptor: a link, a
+    FIFO, a directory or a hard link at its path is refused (UnsafeStateError), never followed."""
+    try:
+        fd = fsio.open_file(LEDGER_FILE, dir_fd=ledger.dir_fd, other_owners=True, display=ledger.path)
+    except FileNotFoundError:
+        return ""
+    try:
+        chunks, size = [], 0
+        while size <= _MAX_LEDGER_BYTES and (chunk := os.read(fd, 1 << 20)):
+            chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
+    return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-def _share(path: Path) -> None:
-    """Mode 0666 so other users' mlkit can use the file (umask would take it away)."""
-    try:
-        if path.stat().st_mode & 0o777 != 0o666:
-            path.chmod(0o666)
-    except OSError:  # another user's file: they already made it shared
-        pass
+def _load(path: Ledger | Path) -> tuple[list[Lease], list[Waiter]]:
+    """The leases and the wait queue (oldest first); bad records dropped with a warning."""
+    leases, waiters, _ = _load_checked(path)
+    return leases, waiters
 
 
-def _load(path: Path) -> tuple[list[Lease], list[Waiter]]:
-    """The leases and the wait queue (oldest first)."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return [], []
-    try:
-        data = json.loads(raw) if raw.strip() else {}
-        leases = [Lease(**item) for item in data.get("leases", [])]
-        waiters = [Waiter(**item) for item in data.get("waiters", [])]
-    except (ValueError, TypeError, AttributeError):
-        # A torn in-place write (see _store); the kernel released the dead writer's lock. Starting
-        # empty is the only way forward; live runs' GPUs are still guarded by their processes,
-        # and waiting runs re-join the queue on their next poll.
-        return [], []
-    return leases, sorted(waiters, key=lambda w: w.since)
+def _load_checked(path: Ledger | Path) -> tuple[list[Lease], list[Waiter], bool]:
+    """`_load`, and whether the text was a ledger at all (False: garbage, a torn write)."""
+    with _opened(path) as ledger:
+        raw = _read(ledger)
+        where = str(ledger.path)
+    # Every record is checked (mlkit.gpu.trust); text that is no ledger gives nothing, and the
+    # leases are rebuilt from the live run processes (_survey), never read as "all free".
+    leases, waiters, readable = trust.parse(raw, where)
+    return leases, sorted(waiters, key=lambda w: w.since), readable
 
 
-def _store(path: Path, leases: list[Lease], waiters: list[Waiter] | tuple[()] = ()) -> None:
-    """Write atomically: a temp file renamed over the ledger. In a sticky directory another user's
-    ledger cannot be renamed over; then rewrite it in place (we hold the lock)."""
+def _store(path: Ledger | Path, leases: list[Lease], waiters: list[Waiter] | tuple[()] = ()) -> None:
+    """Write atomically: a temp file in the state dir renamed over the ledger. In a sticky directory
+    another user's ledger cannot be renamed over; then rewrite it in place, through a descriptor
+    checked like every other (we hold the lock)."""
     state = {"version": 1, "leases": [asdict(lease) for lease in leases]}
     if waiters:
         state["waiters"] = [asdict(waiter) for waiter in waiters]
-    payload = json.dumps(state, indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".gpu-leases.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(payload)
-        os.chmod(tmp, 0o666)
-        try:
-            os.replace(tmp, path)
+    payload = (json.dumps(state, indent=1) + "\n").encode("utf-8")
+    with _opened(path) as ledger:
+        if _can_replace(ledger):
+            fsio.atomic_write(
+                LEDGER_FILE, payload, mode=ledger.mode, dir_fd=ledger.dir_fd, display=ledger.path
+            )
             return
-        except PermissionError:
-            pass
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-    with open(path, "r+", encoding="utf-8") as fh:
-        fh.truncate(0)
-        fh.write(payload)
+        fd = fsio.open_file(
+            LEDGER_FILE,
+            dir_fd=ledger.dir_fd,
+            write=True,
+            mode=ledger.mode,
+            other_owners=True,
+            display=ledger.path,
+        )
+        try:
+            fsio.write_all(fd, payload)
+            os.ftruncate(fd, len(payload))
+        except OSError as exc:
+            raise fsio.write_error(ledger.path, exc) from exc
+        finally:
+            os.close(fd)
 
 
-def _live(path: Path) -> tuple[list[Lease], list[Waiter]]:
-    """Read under the lock, dropping (and writing back) leases and waiters whose owner is gone."""
-    leases, waiters = _load(path)
-    alive = [lease for lease in leases if lease_alive(lease)]
-    waiting = [waiter for waiter in waiters if lease_alive(waiter)]
-    if len(alive) != len(leases) or len(waiting) != len(waiters):
-        _store(path, alive, waiting)
-    return alive, waiting
+def _can_replace(ledger: Ledger) -> bool:
+    """May we rename over the ledger? Not in a sticky dir when another user owns it and the dir."""
+    me = os.geteuid()
+    try:
+        st = os.stat(LEDGER_FILE, dir_fd=ledger.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return True
+    directory = os.fstat(ledger.dir_fd)
+    return me in (0, st.st_uid, directory.st_uid) or not directory.st_mode & stat.S_ISVTX
 
 
-def read_leases() -> list[Lease]:
+@dataclass
+class Survey:
+    """The ledger as judged now: honoured leases and waiters, and the records that are not."""
+
+    leases: list[Lease] = field(default_factory=list)
+    waiters: list[Waiter] = field(default_factory=list)
+    ignored: list[tuple[Lease | Waiter, str, str]] = field(default_factory=list)  # (record, state, why)
+
+
+def _survey(path: Ledger | Path) -> Survey:
+    """Read under the lock and judge every record (mlkit.gpu.trust): dead ones are dropped, leases
+    of live run processes that the ledger lost are put back, foreign and impostor records are kept
+    (shown by `mlkit gpus`, cleared by `--release`) but not honoured. Writes back what changed."""
+    leases, waiters, readable = _load_checked(path)
+    proof = trust.gather(path.dir_fd if isinstance(path, Ledger) else None)
+    survey = Survey()
+    kept_leases: list[Lease] = []
+    kept_waiters: list[Waiter] = []
+    for records, live, kept in (
+        (leases, survey.leases, kept_leases),
+        (waiters, survey.waiters, kept_waiters),
+    ):
+        for record in records:
+            state, why = trust.judge(record, proof)
+            if state == trust.LIVE:
+                live.append(record)  # type: ignore[arg-type]
+            elif state == trust.DEAD:
+                continue
+            else:
+                survey.ignored.append((record, state, why))
+                trust.warn(_ignored_line(record, state, why))
+            kept.append(record)  # type: ignore[arg-type]
+    proven = trust.proven_leases(proof.runs, survey.leases, proof.host)
+    survey.leases.extend(proven)
+    kept_leases.extend(proven)
+    if (
+        not readable
+        or proven
+        or len(kept_leases) != len(leases) + len(proven)
+        or len(kept_waiters) != len(waiters)
+    ):
+        _store(path, kept_leases, kept_waiters)
+    return survey
+
+
+def _ignored_line(record: Lease | Waiter, state: str, why: str) -> str:
+    what = f"lease of {record.uuid}" if isinstance(record, Lease) else "waiter"
+    return (
+        f"GPU ledger: {what} by run {record.run_id} ignored ({state}): {why}; "
+        f"clear it with `mlkit gpus --release {record.run_id}`"
+    )
+
+
+def _live(path: Ledger | Path) -> tuple[list[Lease], list[Waiter]]:
+    """Read under the lock: the honoured leases and waiters (see `_survey`)."""
+    survey = _survey(path)
+    return survey.leases, survey.waiters
+
+
+def read_survey(wait: float = LOCK_WAIT_S) -> Survey:
+    """The ledger as judged now (for `mlkit gpus`)."""
+    if not os.path.lexists(settings.host_state_dir()):
+        return Survey()
+    with locked(wait) as path:
+        return _survey(path)
+
+
+def read_leases(wait: float = LOCK_WAIT_S) -> list[Lease]:
     """The live leases on this host (dead owners' leases are reclaimed on the way)."""
-    if not settings.host_state_dir().exists():
-        return []
-    with locked() as path:
-        return _live(path)[0]
+    return read_state(wait)[0]
 
 
-def read_state() -> tuple[list[Lease], list[Waiter]]:
-    """The live leases and the runs waiting for GPUs (oldest first) on this host."""
-    if not settings.host_state_dir().exists():
+def read_state(wait: float = LOCK_WAIT_S) -> tuple[list[Lease], list[Waiter]]:
+    """The live leases and the runs waiting for GPUs (oldest first) on this host. LockedError
+    (naming the holder) when the ledger's lock is not free within `wait` s."""
+    if not os.path.lexists(settings.host_state_dir()):
         return [], []
-    with locked() as path:
+    with locked(wait) as path:
         return _live(path)
 
 
@@ -212,16 +313,37 @@ class GpuLease:
     run_id: str | None = None
     owner_pid: int | None = None
     released: bool = False
+    _held_fd: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def uuids(self) -> list[str]:
         return [gpu.uuid for gpu in self.gpus]
+
+    def track(self, pid: int) -> None:
+        """Record the run's entry point (`pid`, leading its own process group) in the lease: the
+        lease then lasts while it or its group lives, also if the supervisor is killed first."""
+        if self.released or not self.gpus:
+            return
+        start = procid.start_time(pid)
+        if start is None or start == procid.HIDDEN:
+            return
+        mine = set(self.uuids)
+        with locked() as path:
+            leases, waiters = _load(path)
+            for lease in leases:
+                if lease.uuid in mine and lease.run_id == self.run_id and lease.pid == self.owner_pid:
+                    lease.procs = [[pid, start]]
+                    lease.pgid = pid
+            _store(path, leases, waiters)
 
     def release(self) -> None:
         """Give the GPUs back. Idempotent; a no-op for a CPU lease."""
         if self.released:
             return
         self.released = True
+        if self._held_fd is not None:
+            os.close(self._held_fd)
+            self._held_fd = None
         if not self.gpus:
             return
         mine = set(self.uuids)
@@ -240,6 +362,56 @@ class GpuLease:
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
+
+
+def release_leases(target: str) -> list[Lease]:
+    """`mlkit gpus --release RUN|UUID`: remove the ledger's leases and waiters of run `target` (a
+    run id or a prefix of 6+ characters) or on GPU `target` (a UUID); returns the leases removed.
+
+    NotFoundError when nothing matches. Refused (ReleaseRefusedError) for a run that is alive
+    and another user's, unless we are root: only stale, foreign or impostor records, or our own.
+    """
+    from mlkit.errors import NotFoundError
+
+    target = target.strip()
+    if len(target) < 6:
+        from mlkit.errors import UsageError
+
+        raise UsageError(
+            f"--release {target!r}: give a run id (6+ characters) or a GPU UUID",
+            hint="`mlkit gpus` lists the leases with their run ids and GPU UUIDs",
+        )
+    with locked() as path:
+        leases, waiters, _ = _load_checked(path)
+        proof = trust.gather(path.dir_fd)
+
+        def match(record: Lease | Waiter) -> bool:
+            return record.run_id.startswith(target) or getattr(record, "uuid", None) == target
+
+        hits = [r for r in [*leases, *waiters] if match(r)]
+        if not hits:
+            raise NotFoundError(
+                f"--release {target}: no lease or waiter of that run or GPU in {path.path}",
+                hint="`mlkit gpus` lists the leases with their run ids and GPU UUIDs",
+            )
+        me = os.getuid()
+        for record in hits:
+            state, why = trust.judge(record, proof)
+            owner = procid.uid_of(record.pid) if state == trust.LIVE else None
+            if state == trust.LIVE and me != 0 and owner is not None and owner != me:
+                raise ReleaseRefusedError(
+                    f"--release {target}: run {record.run_id} is alive ({why}) and belongs to "
+                    f"{procid.user_name(owner)}",
+                    hint="ask its user to stop the run, or ask root to release it",
+                )
+        _store(path, [r for r in leases if not match(r)], [w for w in waiters if not match(w)])
+    return [r for r in hits if isinstance(r, Lease)]
+
+
+class ReleaseRefusedError(MlkitError):
+    """`mlkit gpus --release` of a live run of another user, not as root."""
+
+    exit_code = ExitCode.NO_PERMISSION
 
 
 def lease_tags(gpus: list[GpuInfo], report: GpuReport | None) -> dict[str, str]:
@@ -294,29 +466,36 @@ def reserve(
 
     started = time.monotonic()
     deadline = started + wait if wait else None
-    pid_start = process_start_time(owner_pid)
-    host, user = socket.gethostname(), _user()
+    pid_start = procid.start_time(owner_pid)
+    pid_start = None if pid_start == procid.HIDDEN else pid_start
+    host, user, uid = socket.gethostname(), _user(), procid.uid_of(owner_pid)
+    held_fd = _hold() if owner_pid == os.getpid() else None  # proof that we are an mlkit process
     queued = False  # in the ledger's wait queue (removed again however this ends)
     since: float | None = None  # when we joined it: our place in it
     last_message = None
     try:
         while True:
-            with locked() as path:
-                leases, waiters = _live(path)
+            with _lock_until(deadline, wait, on_wait) as path:
+                survey = _survey(path)
+                waiters = survey.waiters
                 place = next((i for i, w in enumerate(waiters) if _is(w, run_id, owner_pid)), len(waiters))
-                report = probe(leases=leases)
+                report = probe(leases=survey.leases)
+                leases = _known(survey.leases, report)
+                report.leases = leases
+                kept = leases + [r for r, _, _ in survey.ignored if isinstance(r, Lease)]
                 taken = {lease.uuid: lease.run_id for lease in leases}
                 held = holds(report, waiters[:place], taken)  # for the runs that have waited longer
                 selection = select(report, request, {**taken, **held})
                 if selection.ok:
                     now = time.time()
                     new = [
-                        Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user) for g in selection.gpus
+                        Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user, uid)
+                        for g in selection.gpus
                     ]
-                    if new or queued:
-                        _store(path, leases + new, [w for w in waiters if not _is(w, run_id, owner_pid)])
+                    if new or queued or len(leases) != len(survey.leases):
+                        _store(path, kept + new, _kept_waiters(survey, run_id, owner_pid))
                     queued = False
-                    return GpuLease(
+                    lease = GpuLease(
                         gpus=selection.gpus,
                         env=cuda_env(selection.gpus),
                         tags=lease_tags(selection.gpus, report),
@@ -324,14 +503,18 @@ def reserve(
                         run_id=run_id,
                         owner_pid=owner_pid,
                     )
+                    if new:
+                        lease._held_fd, held_fd = held_fd, None
+                    return lease
                 if not selection.fatal and deadline is not None and place == len(waiters):
                     # join the queue (or re-join it, in our old place, if a torn ledger lost it)
                     since = since or time.time()
                     waiter = Waiter.of(
                         request, run_id=run_id, pid=owner_pid, pid_start=pid_start, host=host,
-                        since=since, user=user,
+                        since=since, user=user, uid=uid,
                     )  # fmt: skip
-                    _store(path, leases, sorted([*waiters, waiter], key=lambda w: w.since))
+                    queue = sorted([*_kept_waiters(survey, run_id, owner_pid), waiter], key=lambda w: w.since)
+                    _store(path, kept, queue)
                     queued = True
             if selection.fatal or deadline is None:
                 raise GpuUnavailableError(selection.message or "no GPU available", hint=selection.hint)
@@ -346,10 +529,76 @@ def reserve(
             interval = poll_interval() * random.uniform(0.75, 1.25)
             time.sleep(max(0.0, min(interval, deadline - now)))
     finally:
+        if held_fd is not None:
+            os.close(held_fd)
         if queued:  # gave up, timed out or was interrupted: leave the queue
-            with locked() as path:
+            with contextlib.suppress(MlkitError), locked(_LEAVE_QUEUE_WAIT_S) as path:
                 leases, waiters = _load(path)
                 _store(path, leases, [w for w in waiters if not _is(w, run_id, owner_pid)])
+
+
+def _lock_until(
+    deadline: float | None, wait: float | None, on_wait: Callable[[str], None] | None
+) -> contextlib.AbstractContextManager[Ledger]:
+    """The ledger lock for `reserve`: within what is left of --wait (then GpuWaitTimeoutError naming
+    the holder), or LOCK_WAIT_S without --wait (then LockedError). Only a wait that lasts (30 s)
+    is reported to `on_wait`: other runs hold the lock for moments all the time."""
+    started = time.monotonic()
+
+    def lasting(message: str) -> None:
+        if on_wait is not None and time.monotonic() - started > 1.0:
+            with contextlib.suppress(Exception):  # a broken callback must not break the wait
+                on_wait(message)
+
+    if deadline is None:
+        return locked(LOCK_WAIT_S, on_wait=lasting)
+    limit = "forever" if wait is None or math.isinf(wait) else f"{wait:g}s"
+    left = max(0.0, deadline - started)
+    return locked(left, error=GpuWaitTimeoutError, why=f"--wait {limit} ran out: ", on_wait=lasting)
+
+
+def _known(leases: list[Lease], report: GpuReport) -> list[Lease]:
+    """The leases whose GPU the probe knows; while NVML sees every GPU, a lease of an unknown
+    UUID is dropped with a warning (it can only be a bad record: no run could use that GPU)."""
+    units = report.by_uuid()
+    if not report.gpus or any(gpu.lost for gpu in report.gpus):
+        return leases
+    for lease in leases:
+        if lease.uuid not in units:
+            trust.warn(f"GPU ledger: lease by run {lease.run_id} dropped: no GPU {lease.uuid!r} on this host")
+    return [lease for lease in leases if lease.uuid in units]
+
+
+def _kept_waiters(survey: Survey, run_id: str, pid: int) -> list[Waiter]:
+    """The queue to write back: honoured waiters and ignored ones (shown, not served), not us."""
+    ignored = [r for r, _, _ in survey.ignored if isinstance(r, Waiter)]
+    return [w for w in [*survey.waiters, *ignored] if not _is(w, run_id, pid)]
+
+
+def _hold() -> int | None:
+    """A shared flock on the state dir's `gpu-leases.held`, kept while we wait or hold GPUs:
+    /proc/locks then shows that this pid is an mlkit process (trust.judge). None when it cannot
+    be had (a planted file, a stuck exclusive holder): then our `mlkit` command line tells."""
+    import fcntl
+
+    try:
+        dir_fd = settings.open_state_dir()
+    except (MlkitError, OSError):
+        return None
+    try:
+        mode = settings.state_file_mode(dir_fd)
+        fd = fsio.open_file(trust.HELD_FILE, dir_fd=dir_fd, create=True, mode=mode, other_owners=True)
+    except (MlkitError, OSError) as exc:
+        trust.warn(f"GPU ledger: {trust.HELD_FILE}: {exc}")
+        return None
+    finally:
+        os.close(dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _is(waiter: Waiter, run_id: str, pid: int) -> bool:

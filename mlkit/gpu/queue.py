@@ -1,6 +1,7 @@
 """The wait queue: runs that wait for GPUs (`--wait`) are served in the order they began waiting.
 
-A waiting run is recorded in the lease ledger beside the leases (`Waiter`). Before any run takes
+A waiting run is recorded in the lease ledger beside the leases (`Waiter`); like a lease, a waiter
+read back is checked field by field (mlkit.gpu.trust) and counts only while its process lives. Before any run takes
 GPUs, `holds()` walks the runs that have waited longer, oldest first, and sets aside for each the
 GPUs it could use now: all it asked for if it can be served, else the free ones it could use
 towards its request. A later run — waiting or not — can take only what is left, so a run asking for
@@ -34,6 +35,7 @@ class Waiter:
     since: float  # epoch s: the queue's order
     request: dict[str, Any] = field(default_factory=dict)  # GpuRequest's fields
     user: str | None = None
+    uid: int | None = None  # the waiting process's real uid
 
     @classmethod
     def of(cls, request: GpuRequest, **fields: Any) -> Waiter:

@@ -8,7 +8,8 @@ Policy (docs/gpus.md):
 - A unit is a whole GPU, or one MIG instance of a GPU in MIG mode (the MIG-mode parent itself is
   never handed out). MIG instances are only picked for single-GPU requests: CUDA shows a process
   at most one MIG device.
-- Never: lost GPUs, GPUs leased by another mlkit run.
+- Never: lost GPUs, GPUs leased by another mlkit run, GPUs running a process that may be an mlkit
+  run's and that no live lease accounts for (`GpuInfo.not_free`: a ledger that lost a lease).
 - Filters: `--min-free-memory` (free >= X), `--max-gpu-util` (util <= X %; unknown passes, as on
   MIG), `--exclude-busy` (no process that is not an mlkit run's).
 - Preference, least loaded first: fewest processes, most free memory, lowest utilisation, then
@@ -272,6 +273,8 @@ def why_not(
             if isinstance(run, Held):
                 return f"is held for run {run[:8]}…, which has waited longer"
             return f"leased by run {run[:8]}…" if run else "leased by another mlkit run"
+    if unit.not_free:  # a process no live lease accounts for (NVML's list, devices._mark_leases)
+        return f"is {unit.not_free}"
     if request.min_free_memory is not None:
         if unit.memory_free is None:
             return "has unknown free memory"

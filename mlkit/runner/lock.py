@@ -1,15 +1,17 @@
 """Named run locks (`mlkit run --lock NAME`): one holder per name on this host, via flock(2).
 
 The lock file lives in `settings.host_state_dir()/locks/<name>.lock`, shared by every user of the
-host. The kernel drops a flock when its holder dies, however it dies, so a lock is never left
-behind by a crashed or SIGKILLed run. The holder writes who it is (pid, host, user, start time,
-run id) into the file so a contender can say who holds it.
+host. It is opened through mlkit.fsio relative to the checked state dir and `locks/` descriptors:
+no link is followed, nothing blocks on a FIFO, another user's planted file is refused (docs/gpus.md,
+"Shared state"). The kernel drops a flock when its holder dies, however it dies, so a lock is never
+left behind by a crashed or SIGKILLed run. The holder writes who it is (pid, host, user, start time,
+run id) into the file so a contender can say which run holds it; who holds it comes from the kernel
+(/proc/locks), so a holder that wrote nothing (or something else) is named too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import os
@@ -20,12 +22,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlkit import settings
+from mlkit import fsio, settings
 from mlkit.errors import LockedError, UsageError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-_POLL_S = 0.2
-_STATUS_EVERY_S = 30.0
 
 
 @dataclass
@@ -51,16 +51,26 @@ def lock_path(name: str) -> Path:
             f"--lock {name!r}: a lock name may hold only letters, digits, '.', '_' and '-' (at most 100, not starting with '.' or '-')",
             hint="e.g. --lock nightly-train",
         )
-    root = settings.ensure_shared_dir(settings.host_state_dir())
-    return settings.ensure_shared_dir(root / "locks") / f"{name}.lock"
+    return settings.host_state_dir() / settings.LOCKS_DIR / f"{name}.lock"
 
 
 def _open(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    with contextlib.suppress(OSError):  # not ours (another user made it): they made it 0666 already
-        if os.fstat(fd).st_uid == os.getuid():
-            os.fchmod(fd, 0o666)
-    return fd
+    """Open (creating) the lock file at `path` through the checked state dir and `locks/`."""
+    state_fd = settings.open_state_dir()
+    try:
+        mode = settings.state_file_mode(state_fd)
+        locks_fd = fsio.open_dir(
+            settings.LOCKS_DIR, dir_fd=state_fd, create=True, shared=mode == 0o666, display=path.parent
+        )
+    finally:
+        os.close(state_fd)
+    try:
+        mode = settings.state_file_mode(locks_fd)
+        return fsio.open_file(
+            path.name, dir_fd=locks_fd, write=True, create=True, mode=mode, other_owners=True, display=path
+        )
+    finally:
+        os.close(locks_fd)
 
 
 def _write_holder(lock: RunLock) -> None:
@@ -83,26 +93,24 @@ def _user() -> str:
         return str(os.getuid())
 
 
-def describe_holder(path: Path) -> str:
-    """One line about who holds the lock at `path`, from what the holder wrote into it."""
+def describe_holder(fd: int) -> str:
+    """One line about who holds the lock open at `fd`: the kernel's holder (/proc/locks), with the
+    run and start time the holder wrote into the file when that is the same process."""
+    kernel = fsio.lock_holder(fd)
     try:
-        first = path.read_text(encoding="utf-8", errors="replace").split("\n", 1)[0]
-        info = json.loads(first)
-    except (OSError, ValueError):
-        return "another process (it has not written its details yet)"
-    since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(info.get("since", 0))))
-    run = f" (run {info['run_id']})" if info.get("run_id") else ""
-    host = f" on {info['host']}" if info.get("host") and info["host"] != socket.gethostname() else ""
-    user = f" of user {info['user']}" if info.get("user") and info["user"] != _user() else ""
-    return f"pid {info.get('pid', '?')}{host}{user}{run} since {since}"
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        info = json.loads(os.pread(fd, 4096, 0).decode("utf-8", errors="replace").split("\n", 1)[0])
+        pid = int(info["pid"])
+        since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(info.get("since", 0))))
+    except (OSError, ValueError, TypeError, KeyError, OverflowError):
+        return kernel or "another process (it has not written its details yet)"
+    if kernel is not None and kernel.split()[:2] != ["pid", str(pid)]:
+        return kernel  # what the file says is stale, or not the holder's own
+    run = f" (run {info['run_id']})" if isinstance(info.get("run_id"), str) else ""
+    host = info.get("host")
+    host = f" on {host}" if isinstance(host, str) and host != socket.gethostname() else ""
+    user = info.get("user")
+    user = f" of user {user}" if isinstance(user, str) and user != _user() else ""
+    return f"pid {pid}{host}{user}{run} since {since}"
 
 
 @contextlib.contextmanager
@@ -117,39 +125,33 @@ def run_lock(
     path = lock_path(name)
     fd = _open(path)
     try:
-        if not _try_lock(fd):
-            _wait_for(fd, name, path, wait, on_wait)
+        _wait_for(fd, name, wait, on_wait)
         lock = RunLock(name, path, fd, time.time())
         _write_holder(lock)
         try:
             yield lock
         finally:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
+                os.ftruncate(fd, 0)  # the details go first, then closing releases the lock
     finally:
         os.close(fd)
 
 
-def _wait_for(
-    fd: int, name: str, path: Path, wait: float | None, on_wait: Callable[[str], None] | None
-) -> None:
-    hint = "wait for that run to finish, or pass --lock-wait DURATION (e.g. 30m) to wait for it (a dead holder's lock is freed by itself)"
-    if not wait or wait <= 0:
-        raise LockedError(f"lock {name!r} is held by {describe_holder(path)}", hint=hint)
-    start = time.monotonic()
-    next_status = start
-    while True:
-        now = time.monotonic()
-        if now - start >= wait:
-            raise LockedError(
-                f"lock {name!r} is still held by {describe_holder(path)} after waiting {wait:g}s",
-                hint="raise --lock-wait, or check why the run holding the lock takes so long",
-            )
-        if on_wait is not None and now >= next_status:
-            left = "" if wait == float("inf") else f", up to {wait - (now - start):.0f}s more"
-            on_wait(f"waiting for lock {name!r}, held by {describe_holder(path)}{left}")
-            next_status = now + _STATUS_EVERY_S
-        time.sleep(min(_POLL_S, max(0.0, wait - (now - start))))
-        if _try_lock(fd):
-            return
+def _wait_for(fd: int, name: str, wait: float | None, on_wait: Callable[[str], None] | None) -> None:
+    wait = wait if wait and wait > 0 else 0.0
+    try:
+        fsio.wait_lock(
+            fd,
+            wait=wait,
+            what=f"lock {name!r}",
+            hint="wait for that run to finish, or pass --lock-wait DURATION (e.g. 30m) to wait for it (a dead holder's lock is freed by itself)",
+            on_wait=on_wait,
+            describe=lambda: describe_holder(fd),
+        )
+    except LockedError:
+        if not wait:
+            raise
+        raise LockedError(
+            f"lock {name!r} is still held by {describe_holder(fd)} after waiting {wait:g}s",
+            hint="raise --lock-wait, or check why the run holding the lock takes so long",
+        ) from None

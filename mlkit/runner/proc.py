@@ -62,10 +62,14 @@ def spawn(
     stdin: int | IO[Any] | None = None,
     stdout: int | IO[Any] | None = None,
     stderr: int | IO[Any] | None = None,
+    die_with_parent: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start `argv` (binary pipes) and return the Popen; `new_session` puts it in its own group.
 
-    Raises `LaunchError` when the program does not exist or cannot be executed.
+    `die_with_parent`: the kernel SIGKILLs the child when the thread that started it dies
+    (PR_SET_PDEATHSIG; Linux), so it never outlives a supervisor that was killed; start it from a
+    thread that lives as long as the child. Raises `LaunchError` when the program does not exist or
+    cannot be executed.
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -81,6 +85,7 @@ def spawn(
             stderr=stderr,
             start_new_session=new_session,
             close_fds=True,
+            preexec_fn=_pdeathsig() if die_with_parent else None,
         )
     except FileNotFoundError as exc:
         missing = exc.filename or args[0]
@@ -101,6 +106,28 @@ def spawn(
         raise LaunchError(
             f"cannot start {args[0]}: {exc}", hint=f"the command was: {describe(args)}"
         ) from exc
+
+
+def _pdeathsig() -> Any:
+    """A preexec_fn that sets PR_SET_PDEATHSIG=SIGKILL in the child; None off Linux. Everything
+    it calls is bound before the fork: the child runs one libc call and getppid, nothing that could
+    wait on a lock another thread held at the fork."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, getppid, exit_now = os.getpid(), os.getppid, os._exit
+
+    def set_pdeathsig() -> None:
+        prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+        if getppid() != parent:  # the parent died before the prctl: follow it now
+            exit_now(137)
+
+    return set_pdeathsig
 
 
 def run(

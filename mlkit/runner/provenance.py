@@ -183,21 +183,8 @@ def run_tags(
 
 
 def ownership_tags() -> dict[str, str]:
-    """mlkit.host / mlkit.pid / mlkit.pid_start for this process.
+    """mlkit.host / mlkit.pid / mlkit.pid_start for this process (mlkit.procid reads the start
+    time the way `mlkit.tracking.lost` compares it)."""
+    from mlkit.tracking.lost import ownership_tags as tags_of
 
-    The start time is read from /proc the way psutil computes `create_time()` (boot time + start
-    ticks), so `mlkit.tracking.lost` compares like with like, without the cost of importing psutil
-    on every run. Elsewhere it falls back to the tracking package's psutil-based helper.
-    """
-    pid = os.getpid()
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        start = int(fields[19]) / os.sysconf("SC_CLK_TCK") + btime
-    except (OSError, ValueError, IndexError, StopIteration):
-        from mlkit.tracking.lost import ownership_tags as slow
-
-        return slow(pid)
-    return {"mlkit.host": hostname(), "mlkit.pid": str(pid), "mlkit.pid_start": f"{start:.3f}"}
+    return tags_of(os.getpid())

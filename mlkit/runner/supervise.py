@@ -4,7 +4,8 @@ The child's stdout and stderr are teed, chunk by chunk as they arrive, to the te
 `<run>/artifacts/logs/output.log`. SIGINT/SIGTERM/SIGHUP that reach the supervisor are forwarded to
 the child's whole group, followed by SIGKILL after a grace period (a second signal: at once);
 `--timeout` stops the run the same way. When the child is gone, anything it left behind in its
-group (or reparented to us) is stopped too. The run's final status and tags are written here.
+group or anywhere below us (we are a child subreaper: setsid and double forks reparent to us) is
+stopped too, and the entry point dies with a SIGKILLed supervisor (PR_SET_PDEATHSIG). The run's final status and tags are written here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from mlkit import procid
 from mlkit.errors import MlkitError
 from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
@@ -215,91 +217,44 @@ def _become_subreaper() -> None:
         pass
 
 
-def _proc_children(pid: int) -> list[int] | None:
-    """Direct children of `pid` from /proc/<pid>/task/*/children (Linux); None when unavailable."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    kids: list[int] = []
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.extend(int(x) for x in f.read().split())
-        except FileNotFoundError:  # a thread that just ended, or a kernel without the file
-            if tid == str(pid):
-                return None
-        except OSError:
-            continue
-    return kids
-
-
 def _descendants() -> list[int]:
     """Every process below this one (cheap on Linux: no scan of all of /proc)."""
-    found: list[int] = []
-    todo = [os.getpid()]
-    while todo:
-        kids = _proc_children(todo.pop())
-        if kids is None:
-            import psutil
-
-            try:
-                return [p.pid for p in psutil.Process().children(recursive=True)]
-            except psutil.Error:
-                return found
-        found.extend(kids)
-        todo.extend(kids)
-    return found
-
-
-def _state(pid: int) -> str | None:
-    """The process state letter ('Z' for a zombie), or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except (OSError, IndexError):
+    if procid.children_of(os.getpid()) is None:
         import psutil
 
         try:
-            return "Z" if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE else "R"
+            return [p.pid for p in psutil.Process().children(recursive=True)]
         except psutil.Error:
-            return None
+            return []
+    return procid.descendants_of(os.getpid())
 
 
-def _has_run_id(pid: int, run_id: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"MLKIT_RUN_ID={run_id}".encode() in f.read().split(b"\0")
-    except OSError:
-        import psutil
-
-        try:
-            return psutil.Process(pid).environ().get("MLKIT_RUN_ID") == run_id
-        except psutil.Error:
-            return False
+def _living(pid: int) -> bool:
+    """Alive and not a zombie."""
+    return procid.start_time(pid) is not None
 
 
 class _Tree:
-    """The child, its process group, and every descendant that carries this run's id.
+    """Every process the run started: the child, its group, and every descendant of the supervisor
+    that was not there before the child started.
 
-    The ranks torchrun starts live in sessions of their own, so the group alone is not enough;
-    they inherit MLKIT_RUN_ID, and as we are a subreaper they stay our descendants even when
-    their parent dies first.
+    The supervisor is a child subreaper, so whatever the run starts stays its descendant: ranks in
+    sessions of their own (torchrun), `setsid` and double-forked daemons, processes that cleared
+    their environment (`env -i`). Processes that were our descendants before the run (`before`,
+    by pid and start time) are not the run's and are left alone.
     """
 
-    def __init__(self, child: subprocess.Popen[bytes], run_id: str):
+    def __init__(self, child: subprocess.Popen[bytes], run_id: str, before: set[procid.ProcessRef]):
         self.child = child
         self.pgid = child.pid
         self.run_id = run_id
+        self.before = before
 
     def members(self) -> list[int]:
         found = []
         for pid in _descendants():
-            try:
-                if pid == self.child.pid or os.getpgid(pid) == self.pgid or _has_run_id(pid, self.run_id):
-                    found.append(pid)
-            except OSError:
-                continue
+            if pid == self.child.pid or not _existed(pid, self.before):
+                found.append(pid)
         return found
 
     def signal(self, sig: int) -> None:
@@ -315,15 +270,24 @@ class _Tree:
         self.reap()
         if proc_mod.group_alive(self.pgid):
             return True
-        return any(pid != self.child.pid and _state(pid) not in (None, "Z") for pid in self.members())
+        return any(pid != self.child.pid and _living(pid) for pid in self.members())
 
     def reap(self) -> None:
         """Collect the exit status of members that were reparented to us (we are a subreaper)."""
-        mine = set(_proc_children(os.getpid()) or [])
+        mine = set(procid.children_of(os.getpid()) or [])
         for pid in self.members():
-            if pid != self.child.pid and pid in mine and _state(pid) == "Z":
+            if pid != self.child.pid and pid in mine and not _living(pid):
                 with contextlib.suppress(OSError):
                     os.waitpid(pid, os.WNOHANG)
+
+
+def _existed(pid: int, before: set[procid.ProcessRef]) -> bool:
+    return any(ref.pid == pid and procid.is_same(ref) for ref in before)
+
+
+def _snapshot() -> set[procid.ProcessRef]:
+    """Our descendants now (pid + start time): not the run's processes."""
+    return {procid.ProcessRef(pid, procid.start_time(pid)) for pid in _descendants()}
 
 
 class _Stopper:
@@ -419,10 +383,14 @@ def _execute(
     err_r, err_w = os.pipe()
     tee = _Tee({out_r: stdout, err_r: stderr}, log_fd)
     tee.start()
+    before = _snapshot()
     try:
+        # die_with_parent: a SIGKILLed supervisor takes the entry point with it (it cannot stop
+        # it any more); we fork from the thread that waits for the child, so it lives as long.
         child = proc_mod.spawn(
-            plan.argv, env=plan.env, cwd=plan.cwd, new_session=True, stdout=out_w, stderr=err_w
-        )
+            plan.argv, env=plan.env, cwd=plan.cwd, new_session=True, stdout=out_w, stderr=err_w,
+            die_with_parent=True,
+        )  # fmt: skip
     except BaseException:  # nothing will write to the pipes: the tee ends at once
         os.close(out_w)
         os.close(err_w)
@@ -430,10 +398,15 @@ def _execute(
         raise
     os.close(out_w)  # the child has its own copies: the tee sees EOF when the child is done
     os.close(err_w)
-    tree = _Tree(child, plan.run_id)
+    tree = _Tree(child, plan.run_id, before)
     stopper = _Stopper(tree, plan.kill_grace)
     timer = None
     try:
+        if lease is not None and hasattr(lease, "track"):
+            try:  # the lease now lasts as long as the entry point's process group
+                lease.track(child.pid)
+            except Exception as exc:  # the supervisor still holds it; the run goes on
+                _log("warning", "recording the entry point in the GPU lease failed: %s", exc)
         router.on_signal = lambda signum: stopper.stop(signum, "signal")
         router.mode = "forward"
         if router.received is not None and stopper.reason is None:  # came during the spawn
@@ -453,13 +426,15 @@ def _execute(
     if timer is not None:
         timer.cancel()
 
-    # Whatever the entry point left running in its group (or orphaned to us) goes too.
+    # Whatever the entry point left running (in its group, or orphaned to us: setsid, double
+    # forks, env -i) goes too: nothing the run started outlives it.
     if tree.alive():
         tree.signal(signal.SIGTERM)
         deadline = time.monotonic() + min(plan.kill_grace, 5.0)
         while time.monotonic() < deadline and tree.alive():
             time.sleep(0.05)
-        if tree.alive():
+        deadline = time.monotonic() + 5.0  # SIGKILL until none is left (a forking one may race us)
+        while tree.alive() and time.monotonic() < deadline:
             tree.signal(signal.SIGKILL)
             time.sleep(0.05)
     stopper.cancel()
@@ -485,8 +460,17 @@ def _execute(
                 _log("debug", "system metrics summary: %s", summary)
     if lease is not None:
         release_quietly(lease)
-    store.set_tags(plan.run_id, tags)
-    store.set_terminated(plan.run_id, status)
+    # The entry point's outcome is decided: a store that cannot record it (a full disk) is said,
+    # never allowed to turn it into another exit code. set_terminated retries and, on a full
+    # disk, rewrites meta.yaml in place, so the status lands whenever it can.
+    for record in (
+        lambda: store.set_tags(plan.run_id, tags),
+        lambda: store.set_terminated(plan.run_id, status),
+    ):
+        try:
+            record()
+        except MlkitError as exc:
+            notify(f"mlkit: could not record the run's end: {exc}")
     return RunResult(
         run_id=plan.run_id,
         status=status,

@@ -8,11 +8,12 @@ a half-written `last.pt` behind.
 
 from __future__ import annotations
 
-import os
+import io
 from pathlib import Path
 
 import torch
 
+from mlkit import fsio
 from mlkit.errors import NotFoundError
 
 CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
@@ -21,9 +22,9 @@ CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
 def save_checkpoint(path: str | Path, state: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fsio.atomic_write(path, buffer.getbuffer())  # a full disk is said plainly; no .tmp is left
     return path
 
 

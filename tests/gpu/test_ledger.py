@@ -92,14 +92,22 @@ def test_reused_pid_is_not_the_owner(fake_nvml):
     assert json.loads(ledger_path().read_text())["leases"] == []  # written back
 
 
-def test_other_hosts_leases_are_kept(fake_nvml):
+def test_other_hosts_leases_are_kept_but_not_honoured(fake_nvml):
+    """The state dir is this host's own: a lease naming another host holds no GPU here; it stays
+    in the ledger (shown by `mlkit gpus`, cleared by `--release`)."""
+    from mlkit.gpu.ledger import read_survey
+
     fake_nvml("four_idle")
     uuid = probe(leases=[]).gpus[0].uuid
     directory = settings.ensure_shared_dir(settings.host_state_dir())
-    _store(directory / LEDGER_FILE, [Lease(uuid, "remote", 1234, None, "other-host.invalid", time.time())])
-    assert leased_run_ids() == {"remote"}
-    with reserve(GpuRequest.parse("1"), run_id="me", owner_pid=os.getpid()) as lease:
-        assert lease.gpus[0].uuid != uuid
+    _store(
+        directory / LEDGER_FILE, [Lease(uuid, "remote", 1234, time.time(), "other-host.invalid", time.time())]
+    )
+    assert leased_run_ids() == set()
+    assert [(r.run_id, state) for r, state, _ in read_survey().ignored] == [("remote", "foreign")]
+    with reserve(GpuRequest.parse("0,"), run_id="me", owner_pid=os.getpid()) as lease:
+        assert lease.gpus[0].uuid == uuid
+    assert [r.run_id for r, _, _ in read_survey().ignored] == ["remote"]
 
 
 def test_ledger_file_is_shared(fake_nvml):

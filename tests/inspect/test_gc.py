@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def finished(store: FileStore, exp: str, name: str, start: int, *, loss: float, 
 
 
 @pytest.fixture
-def scenario(store_root: Path, tmp_path: Path, sleeper, dead_pid, monkeypatch) -> Scenario:
+def scenario(store_root: Path, tmp_path: Path, sleeper, dead_pid, monkeypatch, request) -> Scenario:
     monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
     store = FileStore(store_root)
     now = int(time.time() * 1000)
@@ -98,7 +99,13 @@ def scenario(store_root: Path, tmp_path: Path, sleeper, dead_pid, monkeypatch) -
     ids["leased"] = finished(store, exp, "leased", old + 6 * DAY_MS, loss=0.7)
     store.delete_run(ids["leased"])  # deleted by its user, but its supervisor still holds the GPU
     backdate(store.run_dir(ids["leased"]) / "meta.yaml", deleted_time=old + 10 * DAY_MS)
-    reserve(GpuRequest.parse("1"), run_id=ids["leased"], owner_pid=sleeper.pid)
+    # The lease's holder must be provably that run's mlkit process: a process carrying its run id.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)"],
+        env={**os.environ, "MLKIT_RUN_ID": ids["leased"]},
+    )
+    request.addfinalizer(lambda: (holder.kill(), holder.wait()))
+    reserve(GpuRequest.parse("1"), run_id=ids["leased"], owner_pid=holder.pid)
     live = store.create_run(exp, run_name="live", start_time=old, tags=ownership_tags(sleeper.pid))
     ids["live"] = live.info.run_id
     stale_tags = {"mlkit.host": socket.gethostname(), "mlkit.pid": str(dead_pid), "mlkit.pid_start": "1.0"}
