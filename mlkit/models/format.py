@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import platform
+import posixpath
 import shutil
 import site
 import sys
@@ -107,6 +108,8 @@ def _stable_dirs() -> list[str]:
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         if paths.get(key):
             dirs.add(paths[key])
+    if paths.get("platstdlib"):
+        dirs.add(os.path.join(paths["platstdlib"], "lib-dynload"))  # the stdlib's extension modules
     site_dirs = list(getattr(site, "getsitepackages", lambda: [])())
     try:
         site_dirs.append(site.getusersitepackages())
@@ -192,8 +195,12 @@ def importable_in_fresh_interpreter(module_name: str, origin: str | None = None)
     if not origin:
         return module_name.split(".")[0] in sys.builtin_module_names
     origin = os.path.realpath(origin)
-    if any(origin.startswith(d + os.sep) for d in _stable_dirs()):
-        return True
+    top = module_name.split(".")[0]
+    for d in _stable_dirs():
+        # Under a sys.path directory, and found there by that name: a .pth entry such as an
+        # editable checkout's root holds other files too (tests/, scripts) that no import reaches.
+        if origin.startswith(d + os.sep) and origin[len(d) + 1 :].split(os.sep)[0].split(".")[0] == top:
+            return True
     return _found_by_installed_finder(module_name.split(".")[0], origin)
 
 
@@ -525,9 +532,13 @@ def log_model(
 
         run_id = (fluent.active_run() or fluent.start_run()).info.run_id
     store = FileStore()
-    base = store.artifact_dir(run_id)
-    target = base / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
+    parent, name = posixpath.split(rel)
+    target = store.artifact_subdir(run_id, parent) / name  # each level checked: no link leads out
+    if os.path.islink(target):
+        raise InvalidInputError(
+            f"{target}: is a symbolic link; mlkit never writes a model through a link in a run's artifacts",
+            hint="remove the link, or log the model under another artifact path",
+        )
     mlmodel = save_model(
         model,
         target,

@@ -1,18 +1,22 @@
 """Low-level file I/O of the store: YAML meta files, value files, metric lines.
 
-Metadata is written to a temp file in the same directory, then `os.replace`d (atomic). Metric
-lines are appended with one `write` each, so a crash leaves at most a torn last line, which
-`parse_metric_lines` skips.
+Metadata, params and tags are written to a temp file and renamed (or linked) into place
+(fsio.atomic_write); a param's or tag's temp file lies in the run directory, never in `params/`
+or `tags/` where readers list keys. Metric lines are appended whole or not at all
+(`append_whole`); a torn last line left by older writers is skipped by `parse_metric_lines`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from mlkit import fsio
 from mlkit.errors import StoreError
 from mlkit.tracking.entities import Metric
 from mlkit.tracking.flatyaml import parse_flat
@@ -64,64 +68,104 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _temp_beside(path: Path) -> Path:
-    """A temp file name in path's directory: hidden, unique per process and call, `.tmp` (readers skip it)."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same directory and os.replace."""
-    tmp = _temp_beside(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        try:
-            mode = path.stat().st_mode & 0o777
-            os.chmod(tmp, mode)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise StoreError(f"{path}: cannot write: {exc}", hint="check free space and permissions") from exc
+def write_atomic(path: Path, text: str, tmp_dir: Path | None = None) -> None:
+    """Replace `path` with `text` atomically (fsio.atomic_write): the temp file is written in
+    `tmp_dir` (same filesystem, where no reader lists keys: the run or experiment directory for a
+    param or tag) or beside `path`; a full disk leaves `path` as it was and says so."""
+    fsio.atomic_write(path, text, tmp_dir=tmp_dir)
 
 
 def write_new(path: Path, text: str) -> None:
     """Create `path` with `text` in a single open/write/close, for a file in a directory no reader
     looks at yet (a run being created is not a run until its meta.yaml exists): no temp file."""
     try:
-        with open(path, "x", encoding="utf-8") as fh:
-            fh.write(text)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fsio.write_all(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise StoreError(f"{path}: cannot write: {exc}", hint="check free space and permissions") from exc
+        raise fsio.write_error(path, exc) from exc
 
 
-def write_yaml_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_yaml_atomic(path: Path, data: dict[str, Any], tmp_dir: Path | None = None) -> None:
     """Write a meta.yaml atomically."""
-    write_atomic(path, dump_yaml(data))
+    write_atomic(path, dump_yaml(data), tmp_dir)
 
 
-def create_exclusive(path: Path, text: str) -> bool:
-    """Create `path` with `text` atomically unless it exists; False when it already existed."""
-    tmp = _temp_beside(path)
+def rewrite_in_place(path: Path, text: str) -> None:
+    """Overwrite `path` with `text` in the blocks it already has, for when the disk is too full for
+    a temp file: padded with newlines to the old length so the file never shrinks (YAML ignores
+    them), one pwrite. Not atomic (MLflow writes a run's meta.yaml this way every time)."""
+    data = text.encode("utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            old = os.fstat(fd).st_size
+            data += b"\n" * max(0, old - len(data))
+            view = memoryview(data)
+            offset = 0
+            while offset < len(data):
+                n = os.pwrite(fd, view[offset:], offset)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                offset += n
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise fsio.write_error(path, exc) from exc
+
+
+def create_exclusive(path: Path, text: str, tmp_dir: Path | None = None) -> bool:
+    """Create `path` with `text` atomically unless it exists; False when it already existed.
+
+    The whole text goes to a temp file (in `tmp_dir`, away from readers, or beside `path`) that
+    is then hard-linked to `path`: two writers can never both win."""
+    tmp = fsio.temp_name(path, tmp_dir)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        try:
+            fsio.write_all(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
         try:
             os.link(tmp, path)
             return True
         except FileExistsError:
             return False
     except OSError as exc:
-        raise StoreError(f"{path}: cannot write: {exc}", hint="check free space and permissions") from exc
+        raise fsio.write_error(path, exc) from exc
     finally:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def append_whole(fd: int, data: bytes) -> None:
+    """Append `data` (whole lines) to an O_APPEND file: all of it, or none of it.
+
+    One write in the common case. A short write is continued (fsio.write_all); if that fails the
+    file is cut back to where it was, so no torn line is left for the next value to glue onto.
+    Raises the OSError (the caller names the file: fsio.write_error)."""
+    n = os.write(fd, data)  # a failing write(2) writes nothing: only a short one needs undoing
+    if n != len(data):
+        finish_append(fd, data, n)
+
+
+def finish_append(fd: int, data: bytes, n: int) -> None:
+    """Continue an append after a short write of `n` bytes of `data`; on failure cut the file
+    back to where it was before the append, then raise."""
+    before = os.fstat(fd).st_size - n
+    try:
+        fsio.write_all(fd, data[n:])
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, before)
+        raise
+
+
+def is_temp_name(name: str) -> bool:
+    """True for a writer's temp file name (`.<name>.<pid>.<ns>.tmp`, fsio.temp_name)."""
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def read_value(path: str | os.PathLike[str]) -> str:

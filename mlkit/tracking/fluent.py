@@ -266,9 +266,7 @@ def log_artifacts(local_dir: str | os.PathLike[str], artifact_path: str | None =
 def log_text(text: str, artifact_file: str) -> None:
     """Write text to an artifact file of the active run."""
     store, run_id = _target()
-    path = store.artifact_file(run_id, artifact_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    store.write_artifact(run_id, artifact_file, text)
 
 
 def log_dict(dictionary: dict[str, Any], artifact_file: str) -> None:

@@ -8,6 +8,7 @@ count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
     "mlkit.heartbeat",
 )
 FAILURE_REASON_TAG = "mlkit.failure_reason"
-PID_START_TOLERANCE_S = 1.0
+PID_START_TOLERANCE_S = 1.0  # as mlkit.procid.START_TOLERANCE_S
 _META_READ = 1 << 16  # a run's meta.yaml is well under 1 KiB
 
 
@@ -50,49 +51,11 @@ def heartbeat_timeout() -> float:
 
 
 def process_start_time(pid: int) -> float | None:
-    """Start time (epoch seconds) of a live process, or None when it is gone or a zombie."""
-    fast = _proc_start_time(pid)
-    if fast is not False:
-        return fast
-    import psutil
+    """Start time (epoch seconds) of a live process, None when it is gone or a zombie, -1.0 when
+    it is alive but not ours to inspect (mlkit.procid.start_time)."""
+    from mlkit import procid
 
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except psutil.NoSuchProcess:
-        return None
-    except psutil.AccessDenied:
-        return -1.0  # alive, but not ours to inspect
-
-
-def _proc_start_time(pid: int) -> float | None | bool:
-    """process_start_time from /proc, as psutil computes it (boot time + start ticks), without
-    importing psutil; False when /proc cannot tell (not Linux)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except FileNotFoundError:
-        if not os.path.isdir("/proc/self"):
-            return False  # no /proc here
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None  # gone
-        except OSError:
-            return False  # alive but hidden (/proc mounted with hidepid): psutil tells
-        return False  # it just appeared or is ending: psutil tells
-    except (OSError, IndexError):
-        return False
-    if fields[0] == b"Z":
-        return None
-    try:
-        with open("/proc/stat", "rb") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
-        return int(fields[19]) / os.sysconf("SC_CLK_TCK") + btime
-    except (OSError, ValueError, IndexError, StopIteration):
-        return False
+    return procid.start_time(pid)
 
 
 def ownership_tags(pid: int | None = None) -> dict[str, str]:
@@ -201,3 +164,74 @@ def mark_lost_runs(store: FileStore) -> list[str]:
             continue  # deleted or removed meanwhile
         lost.append(run_id)
     return lost
+
+
+# ------------------------------------------------------------------------ leftover temp files
+TEMP_GRACE_S = 60.0  # a temp file is written in moments: one untouched this long is left over
+_TEMP_NAME_RE = re.compile(r"\..+\.(\d+)\.\d+\.tmp")  # fsio.temp_name: .<name>.<pid>.<ns>.tmp
+_RUN_TEMP_TREES = ("params", "tags", "metrics", "artifacts")  # older writers left theirs there
+
+
+def _is_stale_temp(entry: os.DirEntry[str], now: float) -> bool:
+    match = _TEMP_NAME_RE.fullmatch(entry.name)
+    if match is None:
+        return False
+    try:
+        age = now - entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return False
+    if age > TEMP_GRACE_S:
+        return True
+    from mlkit.procid import start_time
+
+    # its writer is gone (a moment's grace: a pid from another host or container means nothing here)
+    return age > 2.0 and start_time(int(match.group(1))) is None
+
+
+def stale_temp_files(
+    directory: Path | str, *, recursive: bool = False, now: float | None = None
+) -> list[Path]:
+    """Temp files (and temp directories) under `directory` that a writer left behind: named as
+    fsio.temp_name names them, untouched for TEMP_GRACE_S or written by a process that is gone."""
+    now = time.time() if now is None else now
+    found: list[Path] = []
+    stack = [str(directory)]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            if _is_stale_temp(entry, now):
+                found.append(Path(entry.path))
+            elif recursive and entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return found
+
+
+def run_temp_files(run_dir: Path | str, *, now: float | None = None) -> list[Path]:
+    """A run's leftover temp files: in the run directory itself and in its params/, tags/,
+    metrics/ and artifacts/ trees."""
+    found = stale_temp_files(run_dir, now=now)
+    for sub in _RUN_TEMP_TREES:
+        found += stale_temp_files(Path(run_dir) / sub, recursive=True, now=now)
+    return found
+
+
+def remove_temp_files(paths: list[Path]) -> int:
+    """Remove leftover temp files (a temp directory with what is in it); how many went."""
+    import shutil
+
+    removed = 0
+    for path in paths:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            continue
+        except OSError:
+            continue  # not ours to remove (another user's store): gc reports the rest
+    return removed

@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlkit import settings
+from mlkit import fsio, settings
 from mlkit.errors import InvalidInputError, NotFoundError, StoreError
 from mlkit.tracking import files
 from mlkit.tracking.validation import validate_key
@@ -48,6 +48,7 @@ MAX_NAME_LENGTH = 250
 _ALIAS_RE = re.compile(r"^[\w\-]*$")
 _VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
 _VERSION_DIR_RE = re.compile(r"^version-(\d+)$")
+LOCK_WAIT_S = 120.0  # a model's lock: changes take moments, so a longer hold is a stuck process
 _HELD = threading.local()  # lock files this thread holds -> depth
 
 
@@ -153,6 +154,11 @@ def validate_model_name(name: str) -> str:
             f"invalid model name {name!r}: names cannot contain {bad[0]!r} ('/', ':', '%', '\\' and NUL are not allowed)",
             hint="use letters, digits, '-', '_', '.' or spaces, e.g. 'cnn-classifier'",
         )
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise InvalidInputError(
+            f"invalid model name {name!r}: names cannot contain control characters (newline, tab, ...)",
+            hint="e.g. 'cnn-classifier'",
+        )
     if name.startswith(".") or name != name.strip():
         raise InvalidInputError(
             f"invalid model name {name!r}: names cannot start with '.' or start/end with spaces",
@@ -185,7 +191,7 @@ def validate_alias(alias: str, *, reserved_ok: bool = False) -> str:
     """MLflow's alias rules: [\\w-]+, at most 255 characters, 'latest' and 'v<digits>' reserved."""
     if not isinstance(alias, str) or not alias:
         raise InvalidInputError("alias name cannot be empty", hint="e.g. 'champion'")
-    if not _ALIAS_RE.match(alias):
+    if not _ALIAS_RE.fullmatch(alias):
         raise InvalidInputError(
             f"invalid alias {alias!r}: aliases may only contain letters, digits, '_' and '-'",
             hint="e.g. 'champion' or 'challenger-2'",
@@ -194,7 +200,7 @@ def validate_alias(alias: str, *, reserved_ok: bool = False) -> str:
         raise InvalidInputError(
             f"alias is {len(alias)} characters, more than {MAX_ALIAS_LENGTH}", hint="use a shorter alias"
         )
-    if not reserved_ok and (alias.lower() == "latest" or _VERSION_ALIAS_RE.match(alias)):
+    if not reserved_ok and (alias.lower() == "latest" or _VERSION_ALIAS_RE.fullmatch(alias)):
         raise InvalidInputError(
             f"alias {alias!r} is reserved ('latest' and 'v<number>' name versions already)",
             hint="pick another alias, e.g. 'champion'",
@@ -265,9 +271,8 @@ class RegistryStore:
 
     @contextmanager
     def lock(self, name: str) -> Iterator[None]:
-        """Hold the model's fcntl lock (re-entrant within a thread)."""
-        import fcntl
-
+        """Hold the model's flock (re-entrant within a thread); LockedError naming the holder when
+        it is not free within LOCK_WAIT_S."""
         validate_model_name(name)
         # Re-entrant per thread and lock file, across RegistryStore instances: a second flock on a
         # new descriptor of the same file would wait for ourselves.
@@ -282,18 +287,23 @@ class RegistryStore:
             return
         try:
             self.models_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.models_dir / f".{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
             raise StoreError(
                 f"{self.models_dir}: cannot lock model {name!r}: {exc}", hint="check the store's permissions"
             ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with fsio.locked(
+            self.models_dir / f".{name}.lock",
+            wait=LOCK_WAIT_S,
+            what=f"model {name!r}'s lock in {self.models_dir}",
+            hint="a registry change takes moments: check what the holder is doing, then retry",
+            mode=0o644,
+            other_owners=True,  # a store shared by a team: whoever made the lock file first owns it
+        ):
             held[key] = 1
-            yield
-        finally:
-            held[key] = 0
-            os.close(fd)  # closing releases the lock
+            try:
+                yield
+            finally:
+                held[key] = 0
 
     def _record(
         self,
@@ -879,7 +889,17 @@ class RegistryStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreError(f"{path.parent}: cannot create: {exc}", hint="check permissions") from exc
-        files.write_atomic(path, value)
+        # the temp file goes beside tags/ or aliases/ (in the model or version directory, which
+        # holds meta.yaml), never among the keys that MLflow and mlkit list
+        holder = next(
+            (
+                p.parent
+                for p in path.parents
+                if p.name in ("tags", "aliases") and (p.parent / "meta.yaml").is_file()
+            ),
+            None,
+        )
+        files.write_atomic(path, value, tmp_dir=holder)
 
     @staticmethod
     def _read_optional(path: Path) -> str | None:

@@ -8,11 +8,16 @@ params/, tags/, artifacts/}`, deleted experiments under `<root>/.trash/`.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import getpass
 import os
+import posixpath
 import random
 import shutil
+import stat
 import threading
+import time
 import uuid
 import weakref
 from collections.abc import Iterator
@@ -20,8 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlkit import settings
-from mlkit.errors import InvalidInputError, NotFoundError, StoreError
+from mlkit import fsio, settings
+from mlkit.errors import InvalidInputError, MlkitError, NotFoundError, StoreError
 from mlkit.tracking import files
 from mlkit.tracking.entities import (
     ACTIVE,
@@ -38,11 +43,13 @@ from mlkit.tracking.entities import (
 )
 from mlkit.tracking.names import random_run_name
 from mlkit.tracking.validation import (
+    key_collision,
     param_value,
     validate_artifact_path,
     validate_experiment_id,
     validate_experiment_name,
     validate_key,
+    validate_keys,
     validate_run_id,
 )
 
@@ -52,6 +59,8 @@ RESERVED_ROOT_DIRS = frozenset({TRASH, "models"})
 RESERVED_EXPERIMENT_DIRS = frozenset({"tags", "datasets", "traces", "models"})
 LOCK_FILE = ".mlkit-experiments.lock"
 MAX_OPEN_METRIC_FILES = 256
+EXPERIMENT_LOCK_WAIT_S = 60.0  # creating an experiment takes moments: longer is a stuck holder
+STATUS_RETRY_DELAYS_S = (0.05, 0.2, 0.5)  # a terminal status on a full disk: retries, then in place
 RUN_NAME_TAG = "mlflow.runName"
 USER_TAG = "mlflow.user"
 
@@ -71,6 +80,56 @@ def _new_experiment_id() -> str:
     digits = str(uuid.uuid4().int)[-18:]
     stripped = digits.lstrip("0")
     return "".join(str(random.randint(1, 9)) for _ in range(len(digits) - len(stripped))) + stripped
+
+
+def _disk_full(error: MlkitError) -> bool:
+    return "disk is full" in str(error)
+
+
+def _collision_below(base: Path, key: str, kind: str) -> InvalidInputError:
+    """`base/key` is a directory (of keys `key/...`): name one of them in the error."""
+    other = f"{key}/..."
+    with contextlib.suppress(OSError, StopIteration):
+        dirpath, _dirs, names = next((d, s, n) for d, s, n in os.walk(base / key) if n)
+        other = os.path.relpath(os.path.join(dirpath, names[0]), base)
+    return key_collision(kind, key, other)
+
+
+def _check_key_paths(base: Path, keys: Any, kind: str) -> None:
+    """Refuse keys that collide with files already there: 'a/b' when the file 'a' exists, or 'a'
+    when the directory 'a/' (of keys 'a/...') does. Stat calls only; nothing is written."""
+    for key in keys:
+        parts = key.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if os.path.isfile(base / prefix):
+                raise key_collision(kind, key, prefix)
+        if os.path.isdir(base / key):
+            raise _collision_below(base, key, kind)
+
+
+def _key_path(base: Path, key: str, kind: str) -> Path:
+    """The file of `key` under `base` with its directories made; a collision with another key
+    (a file where a directory is needed) is an InvalidInputError."""
+    path = base / key
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        _check_key_paths(base, [key], kind)
+        raise
+    except OSError as exc:
+        raise fsio.write_error(path, exc) from exc
+    if os.path.isdir(path):
+        raise _collision_below(base, key, kind)
+    return path
+
+
+def _artifact_link(path: Path, base: Path) -> InvalidInputError:
+    return InvalidInputError(
+        f"artifact path {path} is a symbolic link (or not a directory); mlkit never writes through "
+        f"links in a run's artifacts, so nothing can land outside {base}",
+        hint=f"remove the link {path}, or log under another artifact path",
+    )
 
 
 def _current_user() -> str:
@@ -93,38 +152,45 @@ class FileStore:
 
     # ------------------------------------------------------------------ root and experiments
     def _init_root(self) -> None:
-        if not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir())):
+        """Make the store usable: a new store gets its Default experiment `0/`, whole.
+
+        `0/` is built completely (meta.yaml included) in a hidden temp directory and renamed into
+        place, so it either does not exist or is whole; of several processes creating a store at
+        once, the first rename wins and the others drop theirs. Nothing else marks a store as
+        initialised: `0/meta.yaml` exists or it does not.
+        """
+        root = self.root
+        if not (root / DEFAULT_EXPERIMENT_ID / "meta.yaml").is_file():
+            if root.exists() and not root.is_dir():
+                raise StoreError(
+                    f"{root}: the tracking store path exists but is not a directory",
+                    hint="pass --store or set MLKIT_TRACKING_URI to a directory",
+                )
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
+                root.mkdir(parents=True, exist_ok=True)
+                names = os.listdir(root)
             except OSError as exc:
                 raise StoreError(
-                    f"{self.root}: cannot create the tracking store: {exc}",
+                    f"{root}: cannot create the tracking store: {exc.strerror or exc}",
                     hint="pass --store or set MLKIT_TRACKING_URI to a writable directory",
                 ) from exc
-            with self._experiment_lock():
-                if not (self.root / DEFAULT_EXPERIMENT_ID / "meta.yaml").exists():
-                    self._write_new_experiment(DEFAULT_EXPERIMENT_ID, "Default", None, None)
-        elif not self.root.is_dir():
-            raise StoreError(
-                f"{self.root}: the tracking store path exists but is not a directory",
-                hint="pass --store or set MLKIT_TRACKING_URI to a directory",
-            )
-        try:
-            (self.root / TRASH).mkdir(exist_ok=True)
-        except OSError:
-            pass  # a read-only store is still readable
+            if DEFAULT_EXPERIMENT_ID not in names and all(n.startswith(".") for n in names):
+                self._publish_experiment(DEFAULT_EXPERIMENT_ID, "Default", None, None, exist_ok=True)
+        with contextlib.suppress(OSError):  # a read-only store is still readable
+            (root / TRASH).mkdir(exist_ok=True)
 
     @contextmanager
     def _experiment_lock(self) -> Iterator[None]:
-        import fcntl
-
-        path = self.root / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        """Hold the store's experiment lock (flock with a deadline that names the holder)."""
+        with fsio.locked(
+            self.root / LOCK_FILE,
+            wait=EXPERIMENT_LOCK_WAIT_S,
+            what=f"the experiment lock of {self.root}",
+            hint="creating an experiment takes moments: check what the holder is doing, then retry",
+            mode=0o664,
+            other_owners=True,
+        ):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def _experiment_dir(self, experiment_id: str) -> Path:
         experiment_id = validate_experiment_id(experiment_id)
@@ -201,11 +267,19 @@ class FileStore:
                 return exp
         return None
 
-    def _write_new_experiment(
-        self, experiment_id: str, name: str, artifact_location: str | None, tags: dict[str, Any] | None
+    def _publish_experiment(
+        self,
+        experiment_id: str,
+        name: str,
+        artifact_location: str | None,
+        tags: dict[str, Any] | None,
+        *,
+        exist_ok: bool = False,
     ) -> None:
+        """Create experiment directory `<root>/<id>` whole: built in a hidden temp directory
+        (meta.yaml, tags) and renamed into place. With `exist_ok`, losing the race to another
+        process that created it first is fine."""
         exp_dir = self.root / experiment_id
-        exp_dir.mkdir(parents=True, exist_ok=experiment_id == DEFAULT_EXPERIMENT_ID)
         if artifact_location:
             local = files.path_from_uri(artifact_location)
             if local is not None and not local.is_absolute():
@@ -219,15 +293,30 @@ class FileStore:
             "lifecycle_stage": ACTIVE,
             "name": name,
         }
-        for key, value in (tags or {}).items():
-            self._write_tag_file(exp_dir / "tags", validate_key(key, "experiment tag"), str(value))
-        files.write_yaml_atomic(exp_dir / "meta.yaml", meta)
+        checked = {k: str(v) for k, v in (tags or {}).items()}
+        validate_keys(list(checked), "experiment tag")
+        staging = fsio.temp_name(exp_dir)
+        try:
+            try:
+                staging.mkdir()
+                for key, value in checked.items():
+                    self._write_tag_file(staging / "tags", key, value, "experiment tag")
+                files.write_yaml_atomic(staging / "meta.yaml", meta)
+                os.rename(staging, exp_dir)
+            except OSError as exc:
+                if exist_ok and exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    return  # another process made it first: theirs is whole too
+                raise fsio.write_error(exp_dir, exc) from exc
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def create_experiment(
         self, name: str, artifact_location: str | None = None, tags: dict[str, Any] | None = None
     ) -> str:
         """Create an experiment; InvalidInputError if the name is taken (active or deleted)."""
         validate_experiment_name(name)
+        validate_keys([str(k) for k in (tags or {})], "experiment tag")
         with self._experiment_lock():
             return self._create_experiment_locked(name, artifact_location, tags)
 
@@ -246,7 +335,7 @@ class FileStore:
             experiment_id = _new_experiment_id()
             if not (self.root / experiment_id).exists() and not (self.root / TRASH / experiment_id).exists():
                 break
-        self._write_new_experiment(experiment_id, name, artifact_location, tags)
+        self._publish_experiment(experiment_id, name, artifact_location, tags)
         return experiment_id
 
     def get_or_create_experiment(self, name: str) -> str:
@@ -268,8 +357,9 @@ class FileStore:
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         """Set a tag on an experiment."""
+        validate_key(key, "experiment tag")
         exp_dir = self._experiment_dir(str(experiment_id))
-        self._write_tag_file(exp_dir / "tags", validate_key(key, "experiment tag"), str(value))
+        self._write_tag_file(exp_dir / "tags", key, str(value), "experiment tag")
 
     def delete_experiment(self, experiment_id: str) -> None:
         """Mark an experiment and its active runs deleted and move it to .trash (not '0')."""
@@ -384,11 +474,28 @@ class FileStore:
         except FileNotFoundError as exc:
             raise NotFoundError(f"{run_dir / 'meta.yaml'}: run metadata is missing", hint="") from exc
 
-    def _update_run_meta(self, run_dir: Path, change: Any) -> None:
+    def _update_run_meta(self, run_dir: Path, change: Any, *, must_land: bool = False) -> None:
+        """Rewrite a run's meta.yaml atomically. `must_land` (a terminal status): on a full disk,
+        retry a few times, then rewrite it in the blocks it already has, so a run never stays
+        RUNNING because its disk filled up."""
         meta = self._read_run_meta(run_dir)
         if change(meta) is False:
             return
-        files.write_yaml_atomic(run_dir / "meta.yaml", meta)
+        path = run_dir / "meta.yaml"
+        for delay in STATUS_RETRY_DELAYS_S if must_land else ():
+            try:
+                files.write_yaml_atomic(path, meta)
+                return
+            except StoreError as exc:
+                if not _disk_full(exc):
+                    raise
+                time.sleep(delay)
+        try:
+            files.write_yaml_atomic(path, meta)
+        except StoreError as exc:
+            if not (must_land and _disk_full(exc)):
+                raise
+            files.rewrite_in_place(path, files.dump_yaml(meta))
 
     def _run_info(self, run_dir: Path, meta: dict[str, Any], tags: dict[str, str] | None = None) -> RunInfo:
         run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
@@ -457,8 +564,7 @@ class FileStore:
                 hint="restore the experiment or pick another one",
             )
         tags = {str(k): str(v) for k, v in (tags or {}).items()}
-        for key in tags:
-            validate_key(key, "tag")
+        validate_keys(list(tags), "tag")
         tag_name = tags.get(RUN_NAME_TAG)
         if run_name and tag_name and run_name != tag_name:
             raise InvalidInputError(
@@ -477,7 +583,7 @@ class FileStore:
             for sub in ("metrics", "params", "tags", "artifacts"):
                 (run_dir / sub).mkdir()
         except OSError as exc:
-            raise StoreError(f"{run_dir}: cannot create the run: {exc}", hint="check permissions") from exc
+            raise fsio.write_error(run_dir, exc) from exc
         tags_dir = run_dir / "tags"
         for key, value in tags.items():  # meta.yaml is written last: until then no reader sees the run
             if "/" in key:
@@ -500,7 +606,7 @@ class FileStore:
             "tags": [],
             "user_id": user_id,
         }
-        files.write_yaml_atomic(run_dir / "meta.yaml", meta)
+        files.write_yaml_atomic(run_dir / "meta.yaml", meta)  # now it is a run
         self._run_dirs[run_id] = run_dir
         return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
 
@@ -539,20 +645,21 @@ class FileStore:
     # ------------------------------------------------------------------ runs: log
     def log_param(self, run_id: str, key: str, value: Any) -> None:
         """Log a param; logging a different value for a logged key is an error (as MLflow)."""
-        run_dir = self._active_run_dir(run_id)
-        self._write_param(run_dir, run_id, validate_key(key, "param"), param_value(value))
+        self.log_params(run_id, {key: value})
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        """Log several params."""
+        """Log several params: every key is checked (name, collisions) before any is written."""
+        checked = dict(
+            zip(validate_keys(list(params), "param"), map(param_value, params.values()), strict=True)
+        )
         run_dir = self._active_run_dir(run_id)
-        checked = {validate_key(k, "param"): param_value(v) for k, v in params.items()}
+        _check_key_paths(run_dir / "params", checked, "param")
         for key, value in checked.items():
             self._write_param(run_dir, run_id, key, value)
 
     def _write_param(self, run_dir: Path, run_id: str, key: str, value: str) -> None:
-        path = run_dir / "params" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if files.create_exclusive(path, value):
+        path = _key_path(run_dir / "params", key, "param")
+        if files.create_exclusive(path, value, tmp_dir=run_dir):
             return
         old = files.read_value(path)
         if old != value:
@@ -562,31 +669,26 @@ class FileStore:
                 hint="params are immutable; log the new value under another key or start a new run",
             )
 
-    def _write_tag_file(self, tags_dir: Path, key: str, value: str) -> None:
-        path = tags_dir / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        files.write_atomic(path, value)
+    @staticmethod
+    def _write_tag_file(tags_dir: Path, key: str, value: str, kind: str = "tag") -> None:
+        """Write one tag file; its temp file lies in the run (or experiment) directory above
+        `tags/`, where neither MLflow nor mlkit lists keys."""
+        files.write_atomic(_key_path(tags_dir, key, kind), value, tmp_dir=tags_dir.parent)
 
     def set_tag(self, run_id: str, key: str, value: Any) -> None:
         """Set (or overwrite) a tag; `mlflow.runName` also renames the run in meta.yaml."""
-        run_dir = self._active_run_dir(run_id)
-        self._write_tag_file(run_dir / "tags", validate_key(key, "tag"), str(value))
-        if key == RUN_NAME_TAG:
-            self._update_run_meta(run_dir, lambda m: m.update(run_name=str(value)))
+        self.set_tags(run_id, {key: value})
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        """Set several tags: every key is checked first, then each tag file is written once."""
-        for key in tags:
-            validate_key(key, "tag")
+        """Set several tags: every key is checked (name, collisions) first, then each tag file is
+        written once."""
+        validate_keys(list(tags), "tag")
         if not tags:
             return
         run_dir = self._active_run_dir(run_id)
-        tags_dir = run_dir / "tags"
-        tags_dir.mkdir(exist_ok=True)
+        _check_key_paths(run_dir / "tags", tags, "tag")
         for key, value in tags.items():
-            if "/" in key:
-                (tags_dir / key).parent.mkdir(parents=True, exist_ok=True)
-            files.write_atomic(tags_dir / key, str(value))
+            self._write_tag_file(run_dir / "tags", key, str(value))
         if RUN_NAME_TAG in tags:
             name = str(tags[RUN_NAME_TAG])
             self._update_run_meta(run_dir, lambda m: m.update(run_name=name))
@@ -617,15 +719,33 @@ class FileStore:
             fd = self._metric_fds.get((run_id, key))
             if fd is None:
                 fd = self._open_metric(run_id, key)
-            os.write(fd, line)
+            try:  # the whole line or, on any error, nothing (files.append_whole, inlined: hot path)
+                written = os.write(fd, line)
+                if written != len(line):
+                    files.finish_append(fd, line, written)
+            except OSError as exc:
+                raise fsio.write_error(self._metric_path(run_id, key), exc) from None
 
     def log_metrics(
         self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None
     ) -> None:
-        """Append one value for each metric, with one timestamp."""
+        """Append one value for each metric, with one timestamp; every key is checked first."""
         timestamp = files.now_ms() if timestamp is None else timestamp
+        new = [key for key in metrics if (run_id, key) not in self._metric_fds]
+        if new:
+            validate_keys(list(metrics), "metric")
+            _check_key_paths(self._active_run_dir(run_id) / "metrics", new, "metric")
+        for key, value in metrics.items():
+            if type(value) is not float:
+                self._metric_value(key, value)
         for key, value in metrics.items():
             self.log_metric(run_id, key, value, step=step, timestamp=timestamp)
+
+    def _metric_path(self, run_id: str, key: str) -> Path:
+        try:
+            return self.run_dir(run_id) / "metrics" / key
+        except MlkitError:
+            return Path(key)
 
     @staticmethod
     def _metric_value(key: str, value: Any) -> float:
@@ -657,12 +777,20 @@ class FileStore:
     def _open_metric(self, run_id: str, key: str) -> int:
         validate_key(key, "metric")
         run_dir = self._active_run_dir(run_id)
-        path = run_dir / "metrics" / key
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = _key_path(run_dir / "metrics", key, "metric")
         if len(self._metric_fds) >= MAX_OPEN_METRIC_FILES:
             self.close()
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-        self._repair_torn_tail(fd)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except IsADirectoryError:
+            raise _collision_below(run_dir / "metrics", key, "metric") from None
+        except OSError as exc:
+            raise fsio.write_error(path, exc) from exc
+        try:
+            self._repair_torn_tail(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise fsio.write_error(path, exc) from exc
         self._metric_fds[(run_id, key)] = fd
         return fd
 
@@ -704,7 +832,9 @@ class FileStore:
         self.close_run_files(run_id)
         run_dir = self._active_run_dir(run_id)
         end = int(end_time) if end_time is not None else files.now_ms()
-        self._update_run_meta(run_dir, lambda m: m.update(status=STATUS_TO_INT[status], end_time=end))
+        self._update_run_meta(
+            run_dir, lambda m: m.update(status=STATUS_TO_INT[status], end_time=end), must_land=True
+        )
 
     def update_run_status(self, run_id: str, status: str) -> None:
         """Set a run's status without touching its end time (e.g. SCHEDULED -> RUNNING)."""
@@ -746,26 +876,22 @@ class FileStore:
     def log_artifact(
         self, run_id: str, local_path: str | os.PathLike[str], artifact_path: str | None = None
     ) -> None:
-        """Copy a local file (or a directory's content) into the run's artifacts."""
+        """Copy a local file (or a directory's content) into the run's artifacts.
+
+        Every destination stays inside the run: directories are opened one by one without
+        following links (a link on the way is refused), and each file is written to a temp file
+        and renamed over its name (a link there is replaced, never written through)."""
         source = Path(local_path)
         if not source.exists():
             raise NotFoundError(
                 f"{source}: no such file or directory to log as an artifact", hint="check the path"
             )
         sub = validate_artifact_path(artifact_path)
-        base = self.artifact_dir(run_id)
-        target_dir = base / sub if sub else base
-        self._check_inside(base, target_dir)
-        try:
-            target_dir.mkdir(parents=True, exist_ok=True)
-            if source.is_dir():
-                shutil.copytree(source, target_dir, dirs_exist_ok=True)
-            else:
-                shutil.copy2(source, target_dir / source.name)
-        except OSError as exc:
-            raise StoreError(
-                f"{target_dir}: cannot copy artifact {source}: {exc}", hint="check space"
-            ) from exc
+        if source.is_dir():
+            self._copy_tree_in(run_id, source, sub, set())
+            return
+        with self._artifact_dir_fd(run_id, sub) as (dir_fd, shown):
+            self._write_artifact_at(dir_fd, source.name, shown, source=source)
 
     def log_artifacts(
         self, run_id: str, local_dir: str | os.PathLike[str], artifact_path: str | None = None
@@ -774,6 +900,105 @@ class FileStore:
         if not Path(local_dir).is_dir():
             raise NotFoundError(f"{local_dir}: not a directory", hint="pass a directory")
         self.log_artifact(run_id, local_dir, artifact_path)
+
+    def write_artifact(self, run_id: str, artifact_file: str, data: bytes | str) -> None:
+        """Write `data` to an artifact file of the run (log_text, log_dict), safely as log_artifact."""
+        rel = validate_artifact_path(artifact_file)
+        if not rel:
+            raise InvalidInputError("empty artifact file name", hint="e.g. 'config.json'")
+        parent, name = posixpath.split(rel)
+        with self._artifact_dir_fd(run_id, parent) as (dir_fd, shown):
+            self._write_artifact_at(
+                dir_fd, name, shown, data=data.encode("utf-8") if isinstance(data, str) else data
+            )
+
+    def artifact_subdir(self, run_id: str, artifact_path: str) -> Path:
+        """Make the artifact directory `artifact_path` of the run (each level checked: no links)
+        and return its path, for writers that fill a directory themselves (log_model)."""
+        rel = validate_artifact_path(artifact_path)
+        with self._artifact_dir_fd(run_id, rel):
+            pass
+        base = self.artifact_dir(run_id)
+        return base / rel if rel else base
+
+    def _copy_tree_in(self, run_id: str, source: Path, sub: str, seen: set[tuple[int, int]]) -> None:
+        st = source.stat()
+        if (st.st_dev, st.st_ino) in seen:  # a link loop in the source
+            return
+        seen.add((st.st_dev, st.st_ino))
+        entries = sorted(os.scandir(source), key=lambda e: e.name)
+        with self._artifact_dir_fd(run_id, sub) as (dir_fd, shown):
+            for entry in entries:
+                if entry.is_file():
+                    self._write_artifact_at(dir_fd, entry.name, shown, source=Path(entry.path))
+        for entry in entries:
+            if entry.is_dir():
+                self._copy_tree_in(
+                    run_id, Path(entry.path), posixpath.join(sub, entry.name) if sub else entry.name, seen
+                )
+
+    @contextmanager
+    def _artifact_dir_fd(self, run_id: str, rel: str) -> Iterator[tuple[int, Path]]:
+        """An open descriptor of artifact directory `rel` (made if missing), reached from the
+        run's artifact root one level at a time without following a link."""
+        base = self.artifact_dir(run_id)
+        shown = base
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise fsio.write_error(base, exc) from exc
+        try:
+            for part in rel.split("/") if rel else ():
+                shown = shown / part
+                try:
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass  # a directory already, or a link: the open below tells
+                except OSError as exc:
+                    raise fsio.write_error(shown, exc) from exc
+                try:
+                    child = os.open(
+                        part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                    )
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise _artifact_link(shown, base) from None
+                    raise fsio.write_error(shown, exc) from exc
+                os.close(fd)
+                fd = child
+            yield fd, shown
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _write_artifact_at(
+        dir_fd: int, name: str, shown: Path, *, source: Path | None = None, data: bytes = b""
+    ) -> None:
+        """Write file `name` in the open directory: a temp file renamed over the name, so a link
+        there is replaced, never written through. From `source` (mode and times kept) or `data`."""
+        target = shown / name
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                raise InvalidInputError(
+                    f"artifact {target}: a directory of that name is there", hint="log it under another name"
+                )
+        if source is None:
+            fsio.atomic_write(name, data, dir_fd=dir_fd, display=target)
+            return
+        try:
+            src = open(source, "rb")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise StoreError(f"{source}: cannot read: {exc.strerror}", hint="check the file") from exc
+        with src:
+            st = os.fstat(src.fileno())
+
+            def copy(fd: int) -> None:
+                while chunk := src.read(1 << 20):
+                    fsio.write_all(fd, chunk)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+            fsio.atomic_write(name, copy, mode=stat.S_IMODE(st.st_mode), dir_fd=dir_fd, display=target)
 
     def artifact_file(self, run_id: str, artifact_file: str) -> Path:
         """The path an artifact file of this run has (validated to stay inside the artifacts)."""
@@ -827,6 +1052,10 @@ class FileStore:
 
     def mark_lost_runs(self) -> list[str]:
         """Mark RUNNING runs whose owner is gone FAILED (tag mlkit.failure_reason=lost)."""
-        from mlkit.tracking.lost import mark_lost_runs
+        from mlkit.tracking.lost import mark_lost_runs, remove_temp_files, run_temp_files
 
-        return mark_lost_runs(self)
+        lost = mark_lost_runs(self)
+        for run_id in lost:  # what its dead writers left half-written goes too
+            with contextlib.suppress(MlkitError, OSError):
+                remove_temp_files(run_temp_files(self.run_dir(run_id)))
+        return lost

@@ -1,4 +1,9 @@
-"""Key, value and path checks, as MLflow's FileStore does them (mlflow-compat.md 4.7)."""
+"""Key, value and path checks, as MLflow's FileStore does them (mlflow-compat.md 4.7), and more.
+
+MLflow 3.18's rules (`fullmatch` of `[/\\w.\\- :]*`, the path-safety rule, 250 characters), plus
+what MLflow would take but not read back: a component longer than a file name may be (255 bytes)
+and a name shaped like the store's own temp files (`.<name>.<pid>.<ns>.tmp`, which gc removes).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,12 @@ MAX_KEY_LENGTH = 250
 MAX_PARAM_VALUE_LENGTH = 6000
 MAX_EXPERIMENT_NAME_LENGTH = 500
 
-_KEY_RE = re.compile(r"^[/\w.\- :]*$")
-_RUN_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
-_EXPERIMENT_ID_RE = re.compile(r"^[a-zA-Z0-9][\w\-]{0,63}$")
+MAX_NAME_BYTES = 255  # one path component (NAME_MAX on Linux and macOS)
+
+_KEY_RE = re.compile(r"[/\w.\- :]*")  # always fullmatch: `$` would let a trailing "\n" through
+_TEMP_RE = re.compile(r"\..*\.\d+\.\d+\.tmp")  # fsio.temp_name's shape
+_RUN_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}")
+_EXPERIMENT_ID_RE = re.compile(r"[a-zA-Z0-9][\w\-]{0,63}")
 
 _KNOWN_KEYS: set[tuple[str, str]] = set()  # (kind, key) already validated: log_metric is hot
 
@@ -26,7 +34,7 @@ def validate_key(key: str, kind: str = "metric") -> str:
         raise InvalidInputError(
             f"{kind} key {key!r} is not a string", hint="pass the key as a str, e.g. 'loss'"
         )
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise InvalidInputError(
             f"invalid {kind} key {key!r}: names may only contain alphanumerics, underscores (_), "
             "dashes (-), periods (.), spaces ( ), colon (:) and slashes (/)",
@@ -44,14 +52,50 @@ def validate_key(key: str, kind: str = "metric") -> str:
             f"{kind} key {key[:40]!r}... is {len(key)} characters, more than {MAX_KEY_LENGTH}",
             hint="use a shorter key",
         )
+    for part in key.split("/"):
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise InvalidInputError(
+                f"{kind} key {key[:40]!r}...: the part {part[:20]!r}... is {len(part.encode())} bytes in "
+                f"UTF-8, more than a file name may be ({MAX_NAME_BYTES})",
+                hint="use a shorter key, or split it with '/'",
+            )
+        if _TEMP_RE.fullmatch(part):
+            raise InvalidInputError(
+                f"invalid {kind} key {key!r}: {part!r} has the shape of the store's temp files",
+                hint="rename the key (not '.<name>.<number>.<number>.tmp')",
+            )
     if len(_KNOWN_KEYS) < 100_000:
         _KNOWN_KEYS.add((kind, key))
     return key
 
 
+def validate_keys(keys: list[str] | tuple[str, ...], kind: str) -> list[str]:
+    """Validate a batch of keys before any is written: each as `validate_key`, and no key may be
+    a directory of another ('a' and 'a/b' cannot both be files)."""
+    checked = [validate_key(key, kind) for key in keys]
+    if len(checked) > 1:
+        names = set(checked)
+        for key in checked:
+            parts = key.split("/")
+            for i in range(1, len(parts)):
+                prefix = "/".join(parts[:i])
+                if prefix in names:
+                    raise key_collision(kind, key, prefix)
+    return checked
+
+
+def key_collision(kind: str, key: str, other: str) -> InvalidInputError:
+    """The error for two keys that cannot both be files ('a' and 'a/b')."""
+    return InvalidInputError(
+        f"{kind} key {key!r} collides with {kind} key {other!r}: a key cannot also be a "
+        "directory of other keys ('a' and 'a/b' cannot both exist)",
+        hint=f"rename one of them, e.g. {other.replace('/', '_')!r}",
+    )
+
+
 def validate_run_id(run_id: str) -> str:
     """Raise InvalidInputError unless `run_id` looks like a run id (no path tricks)."""
-    if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
+    if not isinstance(run_id, str) or not _RUN_ID_RE.fullmatch(run_id):
         raise InvalidInputError(
             f"invalid run id {run_id!r}", hint="a run id is 32 hex characters, e.g. from `mlkit runs list`"
         )
@@ -61,7 +105,7 @@ def validate_run_id(run_id: str) -> str:
 def validate_experiment_id(experiment_id: str) -> str:
     """Raise InvalidInputError unless `experiment_id` is a valid experiment id."""
     experiment_id = str(experiment_id)
-    if not _EXPERIMENT_ID_RE.match(experiment_id):
+    if not _EXPERIMENT_ID_RE.fullmatch(experiment_id):
         raise InvalidInputError(
             f"invalid experiment id {experiment_id!r}",
             hint="experiment ids are digits, e.g. '0'; see `mlkit experiments list`",
