@@ -85,9 +85,13 @@ def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
     path = Path(env_ref.path)
     if not path.is_absolute():
         path = Path(project_dir) / path
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except (OSError, ValueError):
+        found = False
+    if not found:
         raise EnvSpecError(
-            f"{path.name}: file not found ({path})",
+            f"{path.name[:80]}: file not found ({str(path)[:200]})",
             hint="create it or fix the conda_env / python_env entry in MLproject",
         )
     data = _read_yaml(path)
@@ -99,19 +103,9 @@ def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
 
 
 def _read_yaml(path: Path) -> object:
-    import yaml
+    from mlkit.yamlsafe import load_yaml
 
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise EnvSpecError(f"{path.name}: cannot be read: {exc.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise EnvSpecError(f"{path.name}: not valid YAML{where}: {problem}") from None
+    return load_yaml(path, path.name, EnvSpecError)
 
 
 # ----------------------------------------------------------------------------------- python_env
@@ -220,7 +214,7 @@ def _match_spec(text: str, where: str) -> tuple[str, str | None]:
     try:
         spec = rattler.MatchSpec(text)
     except Exception as exc:  # rattler raises its own InvalidMatchSpecError
-        detail = str(exc)
+        detail = (str(exc).splitlines() or [type(exc).__name__])[0]
         what = "a valid version spec" if "version" in detail else "a valid conda package spec"
         raise EnvSpecError(
             f"{where}: {text!r} is not {what} ({detail})",
@@ -271,16 +265,9 @@ def _pip_lines(items: list[str], where: str, base: Path, seen: frozenset[Path] =
             option = next((o for o in ("-r", "-c") if item.startswith(o) and len(item) > 2), None)
         if option is not None:
             target = item[len(option) :].strip().lstrip("=").strip()
-            file = (base / target).resolve()
+            content, file = _read_requirements(base, target, f"{here}: {item[:200]!r}")
             if file in seen:
                 continue
-            try:
-                content = file.read_text(encoding="utf-8")
-            except OSError:
-                raise EnvSpecError(
-                    f"{here}: {item!r}: file not found ({file})",
-                    hint="paths in -r/-c lines are relative to the project directory",
-                ) from None
             sub = _join_continuations(content)
             nested = _pip_lines(sub, f"{file.name}: line", file.parent, seen | {file})
             constraint = option in ("-c", "--constraint")
@@ -293,6 +280,31 @@ def _pip_lines(items: list[str], where: str, base: Path, seen: frozenset[Path] =
             req = _parse_requirement(item, here)
             lines.append(PipLine(str(req), canonicalize_name(req.name)))
     return tuple(lines)
+
+
+MAX_REQUIREMENTS_BYTES = 1 << 20
+
+
+def _read_requirements(base: Path, target: str, where: str) -> tuple[str, Path]:
+    """The text of a `-r`/`-c` file: a regular UTF-8 file of at most 1 MiB, else one line."""
+    from mlkit.yamlsafe import decode_text, read_bounded
+
+    if "\x00" in target or len(target) > 1024:
+        what = "contains a NUL byte" if "\x00" in target else f"is {len(target)} characters long"
+        raise EnvSpecError(f"{where}: the file name {what}", hint="name a requirements file in the project")
+    try:
+        file = (base / target).resolve()
+        exists = file.exists()
+    except (OSError, ValueError):
+        exists = False
+        file = base / target
+    if not exists:
+        raise EnvSpecError(
+            f"{where}: file not found ({str(file)[:200]})",
+            hint="paths in -r/-c lines are relative to the project directory",
+        )
+    data = read_bounded(file, where, EnvSpecError, MAX_REQUIREMENTS_BYTES)
+    return decode_text(data, where, EnvSpecError), file
 
 
 def _join_continuations(content: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from mlkit.project.command import shell_argv
-from mlkit.project.load import find_mlproject, load_project
+from mlkit.project.command import check_undeclared, shell_argv
+from mlkit.project.load import find_mlproject, load_project, survey_project
 from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project, ResolvedCommand
 
 __all__ = [
@@ -12,7 +12,9 @@ __all__ = [
     "Parameter",
     "Project",
     "ResolvedCommand",
+    "check_undeclared",
     "find_mlproject",
     "load_project",
     "shell_argv",
+    "survey_project",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -11,36 +12,94 @@ from typing import Any
 from mlkit.env.ref import EnvRef
 from mlkit.errors import ProjectError
 from mlkit.project.command import check_template, valid_param_name
-from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project, display_path
+from mlkit.project.model import (
+    PARAM_TYPES,
+    EntryPoint,
+    Parameter,
+    Project,
+    clip,
+    display_path,
+    problems_error,
+)
 from mlkit.project.values import check_value
 
 TOP_KEYS = ("name", "conda_env", "python_env", "docker_env", "entry_points")
 ENTRY_KEYS = ("command", "parameters")
 PARAM_KEYS = ("type", "default")
+DOC_KEYS = ("description",)  # documentation: read by people, ignored by MLflow and mlkit
 DOCKER_KEYS = ("image", "volumes", "environment")
+# Other tools' keys seen in real MLproject files: MLflow ignores them, so mlkit warns and goes on.
+OTHER_TOOLS = (
+    "hooks", "signature", "target", "meta_data", "user_options", "adapters", "renv_env", "kubernetes_env",
+    "docker_env.build_context", "docker_env.namespace", "docker_env.registry", "docker_env.run_args",
+)  # fmt: skip
+TYPE_ALIASES = {"str": "string"}  # MLflow's own Projects guide writes `type: str`
+# Types MLflow does not list but real files use: MLflow passes the value as text, so does mlkit.
+_FOREIGN_TYPE = re.compile(
+    r"(bool|boolean|integer|number|double|long|text|choice|json|list|dict|tuple|array|any|object|"
+    r"(list|dict|tuple|set|array|optional|sequence)\[.*\])",
+    re.IGNORECASE,
+)
 SCRIPT_RUNNERS = {".py": "python", ".sh": None}  # None: $SHELL, else bash (as MLflow)
+Problem = tuple[str, str, str]  # (key path, what is wrong, how to fix it)
 
 
 class _Problems:
-    """Collects every problem in one document so the user sees them all in one go."""
+    """Problems (errors) and warnings of one part of a document: the top level or one entry point."""
 
     def __init__(self, label: str):
         self.label = label
-        self.items: list[tuple[str, str]] = []
+        self.items: list[Problem] = []
+        self.warnings: list[str] = []
 
     def add(self, key: str, what: str, hint: str) -> None:
-        self.items.append((f"{self.label}: {key}: {what}" if key else f"{self.label}: {what}", hint))
+        self.items.append((key, what, hint))
 
-    def raise_if_any(self) -> None:
-        if not self.items:
-            return
-        hints = list(dict.fromkeys(hint for _, hint in self.items))
-        raise ProjectError("; ".join(m for m, _ in self.items), hint="; ".join(hints))
+    def warn(self, key: str, what: str) -> None:
+        self.warnings.append(clip(f"{self.label}: {key}: {what}" if key else f"{self.label}: {what}"))
+
+
+def _distance(a: str, b: str) -> int:
+    """Edit distance with adjacent transpositions (optimal string alignment)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, prev2[j - 2] + 1)
+            row.append(cost)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def typo_of(word: str, known: tuple[str, ...] | list[str]) -> str | None:
+    """The known key `word` is a close misspelling of (case, `-` for `_`, one or two letters off,
+    a truncation such as `conda` for `conda_env`), or None when it is simply another word."""
+    w = word.lower().replace("-", "_").replace(" ", "_")
+    for key in known:
+        if w == key or (len(w) >= 4 and key.startswith(w)) or (len(key) >= 4 and w.startswith(key)):
+            return key
+    best = min(known, key=lambda k: _distance(w, k))
+    return best if _distance(w, best) <= (1 if len(best) <= 4 else 2) else None
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = typo_of(word, choices) or next(iter(difflib.get_close_matches(word, list(choices), n=1)), None)
+    return f" (did you mean {close!r}?)" if close else ""
+
+
+def _unknown_key(problems: _Problems, key: str, name: str, known: tuple[str, ...], where: str) -> None:
+    """An unknown key: a typo of a known key is an error (MLflow would silently drop what it
+    holds), any other word a warning (MLflow ignores it, and so does mlkit)."""
+    typo = typo_of(name, known)
+    if typo is not None:
+        problems.add(key, f"unknown key (did you mean {typo!r}?)", f"{where} keys are: {', '.join(known)}")
+    elif f"{key.split('.', 1)[0]}.{name}" in OTHER_TOOLS or name in OTHER_TOOLS:
+        problems.warn(key, "another tool's key, ignored (as MLflow does)")
+    else:
+        problems.warn(key, f"unknown key, ignored (as MLflow does; {where} keys are: {', '.join(known)})")
 
 
 def find_mlproject(directory: Path) -> Path | None:
@@ -52,38 +111,44 @@ def find_mlproject(directory: Path) -> Path | None:
 
 
 def _read_yaml(path: Path, label: str) -> Any:
-    import yaml
+    from mlkit.yamlsafe import load_yaml
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProjectError(
-            f"{label}: cannot read the file: {exc}", hint="check its permissions and encoding (UTF-8)"
-        ) from exc
-    try:
-        return yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        raise ProjectError(
-            f"{label}: {where}invalid YAML: {detail}",
-            hint="fix the YAML at that line (indent with spaces, quote values that contain ': ' or '#')",
-        ) from exc
+    return load_yaml(path, label, ProjectError)
 
 
-def load_project(path: Path | str) -> Project:
-    """Load the project in directory `path`; a directory without an MLproject is a valid project."""
+def load_project(path: Path | str, entry_point: str | None = None) -> Project:
+    """Load the project in directory `path`; a directory without an MLproject is a valid project.
+
+    The file's top level must be valid. With `entry_point=None` every entry point must be valid
+    too; with a name, only that one: the others' problems become warnings and selecting one of
+    them raises its error (MLflow fails only the entry point that is broken)."""
+    return _load(path, entry_point, strict=entry_point is None)
+
+
+def survey_project(path: Path | str) -> Project:
+    """Load the project, raising only for problems at the file's top level; entry points that
+    cannot run are in `Project.broken` (with the error that selecting them raises)."""
+    return _load(path, None, strict=False)
+
+
+def _load(path: Path | str, entry_point: str | None, strict: bool) -> Project:
     directory = Path(path).absolute()
     if directory.is_file() and directory.name.lower() == "mlproject":  # the MLproject file itself
         directory = directory.parent
+    if not directory.exists():  # exit 66 like every "does not exist" (docs/exit-codes.md)
+        from mlkit.errors import NotFoundError
+
+        raise NotFoundError(
+            f"{display_path(directory)}: no such directory",
+            hint="pass the project directory (the one holding MLproject), e.g. mlkit run projects/cnn",
+        )
     if not directory.is_dir():
+        script = directory.suffix in SCRIPT_RUNNERS
         raise ProjectError(
             f"{display_path(directory)}: not a directory",
-            hint="pass the project directory (the one holding MLproject), e.g. mlkit run projects/cnn",
+            hint=f"a script is an entry point of its folder: mlkit run {display_path(directory.parent)} -e {directory.name}"
+            if script
+            else "pass the project directory (the one holding MLproject), e.g. mlkit run projects/cnn",
         )
     file = find_mlproject(directory)
     if file is None:
@@ -97,27 +162,56 @@ def load_project(path: Path | str) -> Project:
             f"{label}: the file must be a YAML mapping (name:, entry_points:, ...), not a {type(doc).__name__}",
             hint="see MLproject.example at the root of the mlkit repository",
         )
-    problems = _Problems(label)
+    top = _Problems(label)
     for key in doc:
         if key == "databricks_spark_job":
-            problems.add(
+            top.add(
                 str(key),
                 "Databricks jobs are not supported by mlkit",
                 "remove the key and declare entry_points",
             )
         elif key not in TOP_KEYS:
-            problems.add(
-                str(key),
-                f"unknown key{_did_you_mean(str(key), TOP_KEYS)}",
-                f"top-level keys are: {', '.join(TOP_KEYS)}",
-            )
+            _unknown_key(top, _short(str(key)), str(key), TOP_KEYS, "top-level")
     name = doc.get("name")
     if name is not None and not isinstance(name, (str, int, float)):
-        problems.add("name", f"must be a string, not a {type(name).__name__}", "write name: my-project")
-    env = _parse_env(doc, directory, problems)
-    entry_points = _parse_entry_points(doc.get("entry_points"), directory, label, problems)
-    problems.raise_if_any()
-    return Project(str(name) if name is not None else directory.name, directory, file, env, entry_points)
+        top.add("name", f"must be a string, not a {type(name).__name__}", "write name: my-project")
+    env = _parse_env(doc, directory, top)
+    raw = doc.get("entry_points")
+    if raw is not None and not isinstance(raw, dict):
+        top.add(
+            "entry_points",
+            "must be a mapping of entry point names",
+            "write entry_points: {main: {command: python train.py}}",
+        )
+        raw = None
+    entry_points: dict[str, EntryPoint] = {}
+    entry_warnings: dict[str, tuple[str, ...]] = {}
+    broken: dict[str, ProjectError] = {}
+    fatal = list(top.items)  # the top level, plus every entry point that must be valid
+    for ep_name, spec in (raw or {}).items():
+        ep_name = str(ep_name)
+        problems = _Problems(label)
+        entry = _parse_entry_point(ep_name, spec, directory, label, problems)
+        entry_warnings[ep_name] = tuple(problems.warnings)
+        if problems.items:
+            what = f" in entry point {_short(ep_name)!r}"
+            broken[ep_name] = problems_error(label, problems.items, what)
+            if strict or ep_name == entry_point:
+                fatal += problems.items
+        elif entry is not None:
+            entry_points[ep_name] = entry
+    if fatal:
+        raise problems_error(label, fatal)
+    return Project(
+        str(name) if name is not None else directory.name,
+        directory,
+        file,
+        env,
+        entry_points,
+        warnings=tuple(top.warnings),
+        entry_warnings=entry_warnings,
+        broken=broken,
+    )
 
 
 def _default_env(directory: Path) -> EnvRef | None:
@@ -136,7 +230,7 @@ def _parse_env(doc: dict, directory: Path, problems: _Problems) -> EnvRef | None
             "keep exactly one of conda_env, python_env, docker_env",
         )
         return None
-    if not present:
+    if not present or doc[present[0]] in (None, ""):  # `conda_env: ~`: none named, look as MLflow does
         return _default_env(directory)
     key = present[0]
     value = doc[key]
@@ -145,9 +239,21 @@ def _parse_env(doc: dict, directory: Path, problems: _Problems) -> EnvRef | None
     if not isinstance(value, str) or not value.strip():
         problems.add(key, "must be a file name relative to the project directory", f"write {key}: conda.yaml")
         return None
-    env_path = (directory / value).resolve()
-    if not env_path.is_file():
-        problems.add(key, f"file {value!r} not found in {directory}", f"create {value} or fix the file name")
+    if "\x00" in value or len(value) > 1024:
+        what = "contains a NUL byte" if "\x00" in value else f"is {len(value)} characters long"
+        problems.add(key, f"the file name {what}", f"write {key}: conda.yaml")
+        return None
+    try:
+        env_path = (directory / value).resolve()
+        found = env_path.is_file()
+    except (OSError, ValueError) as exc:
+        problems.add(key, f"file {value[:80]!r} cannot be used: {getattr(exc, 'strerror', None) or exc}",
+                     f"write {key}: conda.yaml")  # fmt: skip
+        return None
+    if not found:
+        problems.add(
+            key, f"file {value[:80]!r} not found in {directory}", f"create {value[:80]} or fix the file name"
+        )
         return None
     return EnvRef(kind="conda" if key == "conda_env" else "python", path=env_path)
 
@@ -158,22 +264,15 @@ def _parse_docker(value: Any, problems: _Problems) -> EnvRef | None:
             "docker_env", "must be a mapping with an image", "write docker_env: {image: my-image:tag}"
         )
         return None
-    ok = True
+    before = len(problems.items)
     for key in value:
         if key not in DOCKER_KEYS:
-            ok = False
-            problems.add(
-                f"docker_env.{key}",
-                f"unknown key{_did_you_mean(str(key), DOCKER_KEYS)}",
-                f"docker_env keys are: {', '.join(DOCKER_KEYS)}",
-            )
+            _unknown_key(problems, f"docker_env.{key}", str(key), DOCKER_KEYS, "docker_env")
     image = value.get("image")
     if not isinstance(image, str) or not image:
-        ok = False
         problems.add("docker_env.image", "missing or empty", "write docker_env: {image: my-image:tag}")
     volumes = value.get("volumes")
     if volumes and not (isinstance(volumes, list) and all(isinstance(v, str) for v in volumes)):
-        ok = False
         problems.add(
             "docker_env.volumes", "must be a list of strings", 'write volumes: ["/host/path:/container/path"]'
         )
@@ -182,70 +281,88 @@ def _parse_docker(value: Any, problems: _Problems) -> EnvRef | None:
         isinstance(environment, list)
         and all(isinstance(v, str) or (isinstance(v, list) and len(v) == 2) for v in environment)
     ):
-        ok = False
         problems.add(
             "docker_env.environment",
             "must be a list of variable names or [NAME, value] pairs",
             'write environment: [["NEW_VAR", "value"], "VAR_TO_COPY"]',
         )
+    ok = len(problems.items) == before
     return EnvRef(kind="docker", image=image, docker=dict(value)) if ok else None
 
 
-def _parse_entry_points(raw: Any, directory: Path, label: str, problems: _Problems) -> dict[str, EntryPoint]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
+def _parse_entry_point(
+    ep_name: str, spec: Any, directory: Path, label: str, problems: _Problems
+) -> EntryPoint | None:
+    key = f"entry_points.{ep_name}"
+    if not isinstance(spec, dict):
         problems.add(
-            "entry_points",
-            "must be a mapping of entry point names",
-            "write entry_points: {main: {command: python train.py}}",
+            key, "must be a mapping with a command", f"write {ep_name}: {{command: python train.py}}"
         )
-        return {}
-    entry_points: dict[str, EntryPoint] = {}
-    for ep_name, spec in raw.items():
-        key = f"entry_points.{ep_name}"
-        if not isinstance(spec, dict):
-            problems.add(
-                key, "must be a mapping with a command", f"write {ep_name}: {{command: python train.py}}"
-            )
-            continue
-        for ep_key in spec:
-            if ep_key not in ENTRY_KEYS:
-                problems.add(
-                    f"{key}.{ep_key}",
-                    f"unknown key{_did_you_mean(str(ep_key), ENTRY_KEYS)}",
-                    "entry point keys are: command, parameters",
-                )
-        command = spec.get("command")
-        if not isinstance(command, str) or not command.strip():
-            problems.add(
-                f"{key}.command", "missing or not a string", 'write command: "python train.py --lr {lr}"'
-            )
-            continue
-        parameters = _parse_parameters(spec.get("parameters"), key, problems)
-        for where, what, hint in check_template(command, parameters):
-            problems.add(f"{key}.command", what if not where else f"{where}: {what}", hint)
-        entry_points[str(ep_name)] = EntryPoint(str(ep_name), command, parameters, directory, label)
-    return entry_points
+        return None
+    for ep_key in spec:
+        if ep_key not in ENTRY_KEYS and ep_key not in DOC_KEYS:
+            _unknown_key(problems, f"{key}.{ep_key}", str(ep_key), ENTRY_KEYS, "entry point")
+    command = spec.get("command")
+    parameters, declared = _parse_parameters(spec.get("parameters"), key, problems)
+    if not isinstance(command, str) or not command.strip():
+        problems.add(
+            f"{key}.command", "missing or not a string", 'write command: "python train.py --lr {lr}"'
+        )
+        return None
+    # A parameter already reported as broken is declared: do not report its use again.
+    for where, what, hint in check_template(command, parameters, declared=declared):
+        problems.add(f"{key}.command", what if not where else f"{where}: {what}", hint)
+    return EntryPoint(ep_name, command, parameters, directory, label)
 
 
-def _parse_parameters(raw: Any, key: str, problems: _Problems) -> dict[str, Parameter]:
-    if raw is None:
-        return {}
+def _parse_parameters(raw: Any, key: str, problems: _Problems) -> tuple[dict[str, Parameter], set[str]]:
+    if raw is None:  # `parameters:` left empty: none (MLflow crashes on it)
+        return {}, set()
     if not isinstance(raw, dict):
         problems.add(
             f"{key}.parameters",
             "must be a mapping of parameter names",
             "write parameters: {lr: {type: float, default: 0.1}}",
         )
-        return {}
+        return {}, set()
     params: dict[str, Parameter] = {}
     for name, spec in raw.items():
-        pkey = f"{key}.parameters.{name}"
+        pkey = f"{key}.parameters.{_short(str(name))}"
         param = _parse_parameter(str(name), spec, pkey, problems)
         if param is not None:
             params[str(name)] = param
-    return params
+    return params, {str(n) for n in raw}
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _param_type(ptype: Any, pkey: str, problems: _Problems, shorthand: bool) -> str | None:
+    """The parameter type `ptype` names, a warning for a type MLflow does not list (run as a
+    string, as MLflow does), or None after an error (a typo of a type, a default written as a type)."""
+    if isinstance(ptype, str) and ptype in PARAM_TYPES:
+        return ptype
+    if isinstance(ptype, str) and ptype in TYPE_ALIASES:
+        return TYPE_ALIASES[ptype]
+    shown = _short(repr(ptype), 40)
+    typo = typo_of(ptype, PARAM_TYPES) if isinstance(ptype, str) and ptype.isidentifier() else None
+    if isinstance(ptype, str) and typo is None and (not shorthand or _FOREIGN_TYPE.fullmatch(ptype.strip())):
+        problems.warn(pkey, f"type {shown} is not an MLflow type: the value is passed as text, unchecked")
+        return "string"
+    if typo is not None:
+        problems.add(
+            pkey, f"unknown type {shown} (did you mean {typo!r}?)", f"use one of {', '.join(PARAM_TYPES)}"
+        )
+    elif shorthand:  # `who: world`: MLflow reads 'world' as a type and drops the default
+        problems.add(
+            pkey,
+            f"unknown type {shown} (to give a default write {{default: ...}})",
+            f"write {{type: string, default: {_short(str(ptype), 40)}}}, or use one of {', '.join(PARAM_TYPES)}",
+        )
+    else:
+        problems.add(pkey, f"type must be a type name, not {shown}", f"use one of {', '.join(PARAM_TYPES)}")
+    return None
 
 
 def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Parameter | None:
@@ -256,25 +373,39 @@ def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Pa
             "use letters, digits, _ - . / : and spaces",
         )
         return None
+    if spec is None and ":" in name:  # `{lr:0.1}`: YAML reads one key, MLflow a required string
+        problems.add(
+            pkey,
+            "missing space after ':' (YAML reads this as one name with no value)",
+            f"write {name.split(':', 1)[0]}: {name.split(':', 1)[1]}",
+        )
+        return None
     if spec is None:  # `lr:` with nothing after it: a required string
         return Parameter(name)
     if isinstance(spec, str):  # `lr: float` -- the type, required
-        ptype, default = spec, None
+        ptype, default, shorthand = spec, None, True
     elif isinstance(spec, bool):
-        ptype, default = "string", spec
+        ptype, default, shorthand = "string", spec, False
     elif isinstance(spec, int):  # a bare default: `epochs: 10`
-        ptype, default = "int", spec
+        ptype, default, shorthand = "int", spec, False
     elif isinstance(spec, float):
-        ptype, default = "float", spec
+        ptype, default, shorthand = "float", spec, False
     elif isinstance(spec, dict):
+        bad = len(problems.items)
         for k in spec:
-            if k not in PARAM_KEYS:
-                problems.add(
-                    f"{pkey}.{k}",
-                    f"unknown key{_did_you_mean(str(k), PARAM_KEYS)}",
-                    "parameter keys are: type, default",
-                )
-        ptype, default = spec.get("type", "string"), spec.get("default")
+            if k in PARAM_KEYS or k in DOC_KEYS:
+                continue
+            head, sep, rest = str(k).replace("=", ":", 1).partition(":")
+            if sep and typo_of(head.strip(), PARAM_KEYS) and spec[k] is None:
+                op = "=" if "=" in str(k)[: len(head) + 1] else ":"
+                what = "missing space after ':'" if op == ":" else "'=' where YAML needs ': '"
+                problems.add(f"{pkey}.{_short(str(k), 40)}", f"{what}: MLflow would drop this value",
+                             f"write {{{head.strip()}: {_short(rest.strip(), 40)}}}")  # fmt: skip
+            else:
+                _unknown_key(problems, f"{pkey}.{_short(str(k), 40)}", str(k), PARAM_KEYS, "parameter")
+        if len(problems.items) > bad:
+            return None
+        ptype, default, shorthand = spec.get("type", "string"), spec.get("default"), False
     else:
         problems.add(
             pkey,
@@ -282,26 +413,28 @@ def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Pa
             f"write {name}: {{type: float, default: 0.1}}",
         )
         return None
-    if not isinstance(ptype, str) or ptype not in PARAM_TYPES:
-        extra = " (to give a default write {default: ...})" if isinstance(spec, str) else ""
-        problems.add(
-            pkey,
-            f"unknown type {ptype!r}{_did_you_mean(str(ptype), PARAM_TYPES)}{extra}",
-            f"use one of {', '.join(PARAM_TYPES)}",
-        )
+    ptype = _param_type(ptype, pkey, problems, shorthand)
+    if ptype is None:
         return None
     if isinstance(default, (dict, list)):
         problems.add(
             f"{pkey}.default",
-            f"must be a single value, not a {type(default).__name__}",
-            f"write default: 0.1 (a {ptype})",
+            f"must be a single value, not a {type(default).__name__} (MLflow would pass its Python text)",
+            'write the value as text, e.g. default: "1,2", and split it in the program',
         )
         return None
     text = None if default is None else str(default)
     if text is not None and ptype in ("int", "float", "uri"):
         error = check_value(ptype, text)
+        if error and text in ("None", "none", "null", "Null", "NULL"):
+            problems.add(
+                f"{pkey}.default",
+                f"{text!r} is not a{'n' if ptype == 'int' else ''} {ptype} (YAML reads {text} as text)",
+                "remove `default:` to make the parameter required, or give a real value",
+            )
+            return None
         if error:
-            problems.add(f"{pkey}.default", error, f"make the default a valid {ptype}")
+            problems.add(f"{pkey}.default", _short(error, 120), f"make the default a valid {ptype}")
             return None
     return Parameter(name, ptype, text)
 

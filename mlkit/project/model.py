@@ -9,6 +9,44 @@ from mlkit.env.ref import EnvRef
 from mlkit.errors import ProjectError
 
 PARAM_TYPES = ("string", "float", "int", "path", "uri")
+MAX_LISTED = 10  # problems listed one per line in an error; the rest are counted
+MAX_LINE = 200  # characters in one listed problem or warning
+
+
+def clip(text: str, limit: int = MAX_LINE) -> str:
+    """`text` cut to `limit` characters (with an ellipsis), so no message grows with the input."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+class ProjectProblems(ProjectError):
+    """Several problems in one MLproject: `message` is one header line naming the file, `details`
+    one short line per problem (key path, what is wrong, how to fix it), at most MAX_LISTED."""
+
+    def __init__(self, message: str, hint: str | None, details: list[str]):
+        super().__init__(message, hint)
+        self.details = details
+
+
+def problems_error(label: str, items: list[tuple[str, str, str]], what: str = "") -> ProjectError:
+    """The error for `items` (key path, what is wrong, fix): one line with a hint when there is one
+    problem; else a header line and one line per problem (MAX_LISTED, then a count)."""
+    items = list(dict.fromkeys(items))
+    if len(items) == 1:
+        key, problem, fix = items[0]
+        return ProjectError(
+            clip(f"{label}: {key}: {problem}" if key else f"{label}: {problem}", 2 * MAX_LINE), fix
+        )
+    lines = [
+        clip(f"{key}: {problem} (fix: {fix})" if key else f"{problem} (fix: {fix})")
+        for key, problem, fix in items
+    ]
+    if len(lines) > MAX_LISTED:
+        lines = [*lines[:MAX_LISTED], f"... and {len(lines) - MAX_LISTED} more"]
+    return ProjectProblems(
+        clip(f"{label}: {len(items)} problems{what}:", 2 * MAX_LINE),
+        "fix each key listed (the format: docs/mlproject.md)",
+        lines,
+    )
 
 
 def display_path(path: Path) -> str:
@@ -78,9 +116,39 @@ class Project:
     file: Path | None
     env: EnvRef | None
     entry_points: dict[str, EntryPoint]
+    # One line each, for the user: sloppy but runnable things in the file (its top level).
+    warnings: tuple[str, ...] = ()
+    # Per entry point: its own warnings, and (for the broken ones) the error that selecting it raises.
+    entry_warnings: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    broken: dict[str, ProjectError] = field(default_factory=dict)
+
+    def warnings_for(self, name: str) -> list[str]:
+        """What to warn about when `name` runs: the file's top level, that entry point, and every
+        other entry point that cannot run (one line each)."""
+        out = list(self.warnings) + list(self.entry_warnings.get(name, ()))
+        for other, error in self.broken.items():
+            if other != name:
+                out.append(clip(f"entry point {other!r} cannot run and is skipped: {_first_problem(error)}"))
+        return out
+
+    def statuses(self) -> list[tuple[str, str, str]]:
+        """(name, "ok" | "warnings" | "error", first problem or warning) for every entry point."""
+        rows = []
+        for name in [*self.entry_points, *(n for n in self.broken if n not in self.entry_points)]:
+            if name in self.broken:
+                rows.append((name, "error", _first_problem(self.broken[name])))
+            elif self.entry_warnings.get(name):
+                warns = self.entry_warnings[name]
+                more = f" (+{len(warns) - 1} more)" if len(warns) > 1 else ""
+                rows.append((name, "warnings", clip(warns[0]) + more))
+            else:
+                rows.append((name, "ok", ""))
+        return rows
 
     def entry_point(self, name: str) -> EntryPoint:
         """The entry point called `name`, or a `.py` / `.sh` file in the project used as one."""
+        if name in self.broken:
+            raise self.broken[name]
         if name in self.entry_points:
             return self.entry_points[name]
         from mlkit.project.load import script_entry_point
@@ -88,7 +156,7 @@ class Project:
         entry = script_entry_point(self, name)
         if entry is not None:
             return entry
-        known = ", ".join(sorted(self.entry_points)) or "none"
+        known = ", ".join(sorted([*self.entry_points, *self.broken])) or "none"
         where = (
             display_path(self.file) if self.file else f"{display_path(self.directory)} (no MLproject file)"
         )
@@ -101,3 +169,10 @@ class Project:
             f"{where}: no entry point {name!r} (entry points: {known})",
             hint="pass -e with one of those names, or a .py / .sh file in the project (e.g. -e train.py)",
         )
+
+
+def _first_problem(error: ProjectError) -> str:
+    details = getattr(error, "details", None)
+    if details:
+        return f"{details[0]} (+{len(details) - 1} more)" if len(details) > 1 else details[0]
+    return error.message.split(": ", 1)[-1]

@@ -41,16 +41,22 @@ def local_path(value: str) -> str | None:
     return None
 
 
-def resolve_path(value: str, *, base: Path, index: int, storage_dir: Path | None, key: str) -> str:
-    """A `path` value made absolute (relative to `base`), or a remote one downloaded to `storage_dir`."""
+def resolve_path(
+    value: str, *, base: Path, index: int, storage_dir: Path | None, key: str, default: bool = False
+) -> str:
+    """A `path` value made absolute (relative to `base`), or a remote one downloaded to `storage_dir`.
+    `default`: the value is the MLproject's default (relative to the project), not a -P value."""
     local = local_path(value)
     if local is not None:
         full = os.path.abspath(os.path.join(base, local))
         if not os.path.exists(full):
-            raise ProjectError(
-                f"{key}: {value!r}: no such file or directory (looked for {full})",
-                hint="relative paths are taken from the directory you run mlkit in; pass an existing path",
+            hint = (
+                f"a relative default is taken from the project directory ({base}): create the file "
+                "there, fix the default, or pass -P with an existing path"
+                if default
+                else "relative -P paths are taken from the directory you run mlkit in; pass an existing path"
             )
+            raise ProjectError(f"{key}: {value!r}: no such file or directory (looked for {full})", hint=hint)
         return full
     if storage_dir is None:
         return value

@@ -65,7 +65,7 @@ def test_python_env_parsed(tmp_path, kit):
             "conda.yaml: dependencies[0].pip[0]: 'numpy>>1' is not a valid requirement",
         ),
         ("channels: conda-forge\n", "conda.yaml: channels: must be a list"),
-        ("dependencies: [a\n", "conda.yaml: not valid YAML"),
+        ("dependencies: [a\n", "conda.yaml: line 2, column 1: invalid YAML"),
         ("- just\n- a list\n", "conda.yaml: must be a mapping"),
         (
             "dependencies:\n  - pip:\n    - -r missing.txt\n",

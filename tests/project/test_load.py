@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mlkit.errors import ExitCode, ProjectError
+from mlkit.errors import ExitCode, NotFoundError, ProjectError
 from mlkit.project import EntryPoint, Parameter, load_project
 
 MAIN = """
@@ -101,10 +101,12 @@ def test_directory_without_mlproject(make_project) -> None:
 
 
 def test_not_a_directory(tmp_path: Path) -> None:
-    error = load_error(tmp_path / "missing")
-    assert "not a directory" in error.message
+    with pytest.raises(NotFoundError) as missing:  # exit 66, as docs/exit-codes.md says
+        load_project(tmp_path / "missing")
+    assert "no such directory" in missing.value.message and missing.value.hint
     (tmp_path / "train.py").write_text("")
-    assert "not a directory" in load_error(tmp_path / "train.py").message
+    error = load_error(tmp_path / "train.py")
+    assert "not a directory" in error.message and "-e train.py" in error.hint
 
 
 def test_the_mlproject_file_itself_names_its_directory(make_project) -> None:
@@ -309,11 +311,14 @@ def test_whole_document_is_validated_at_once(make_project, monkeypatch) -> None:
     )
     monkeypatch.chdir(directory)
     error = load_error(directory)
-    assert "nmae: unknown key" in error.message
-    assert "parameters.lr: unknown type 'flot'" in error.message
-    assert "parameters.n.default: 'x' is not an int" in error.message
-    assert "uses {missing}" in error.message
-    assert "use one of string, float, int, path, uri" in error.hint
+    assert error.message == "MLproject: 4 problems:"  # one header line, then one line per problem
+    lines = error.details  # type: ignore[attr-defined]
+    assert len(lines) == 4
+    assert lines[0].startswith("nmae: unknown key")
+    assert "parameters.lr: unknown type 'flot'" in lines[1]
+    assert "parameters.n.default: 'x' is not an int" in lines[2]
+    assert "uses {missing}" in lines[3]
+    assert "use one of string, float, int, path, uri" in lines[1]
 
 
 def test_unknown_type_as_shorthand_hints_at_default(make_project) -> None:
