@@ -18,6 +18,7 @@ from mlkit.cli.output import (
     print_json,
     print_table,
     to_jsonable,
+    warn,
 )
 
 PALETTE = ("cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_red")
@@ -63,7 +64,7 @@ def cell(value: object) -> str:
 @handle_errors
 def compare(
     runs: list[str] = typer.Argument(
-        ..., metavar="RUN RUN [RUN...]", help="Run ids, unique id prefixes or run names."
+        ..., metavar="RUN RUN [RUN...]", help="Run ids, unique id prefixes or unique run names."
     ),
     only_changed: bool = typer.Option(
         False, "--only-changed", help="Hide params and metrics equal in every run."
@@ -72,6 +73,13 @@ def compare(
         [], "--metric", "-m", metavar="KEY", help="Draw this metric's curves, step on x (repeatable)."
     ),
     system: bool = typer.Option(False, "--system", help="Include system/* metrics in the table."),
+    columns: list[str] = typer.Option(
+        [],
+        "--columns",
+        "-c",
+        metavar="NAMES",
+        help="Rows to show, as `runs list --columns`: params.lr, metrics.val_*, tags.KEY, a bare key or glob.",
+    ),
     csv_out: bool = typer.Option(False, "--csv", help="The table as CSV on stdout (one column per run id)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout (curves included)."),
     width: int = typer.Option(
@@ -81,16 +89,20 @@ def compare(
 ) -> None:
     """Compare runs: params and latest metrics in one column per run.
 
-    Example: mlkit runs compare 1a2b3c 4d5e6f 7a8b9c --only-changed --metric val_acc
+    Example: mlkit runs compare 1a2b3c 4d5e6f lr0.003-w32 --only-changed --metric val_accuracy
     """
     from mlkit.errors import UsageError
     from mlkit.report.compare import compare_runs
+    from mlkit.tracking.columns import split_names
 
     if csv_out and json_out:
         raise UsageError("--csv and --json exclude each other", hint="pick one output format")
     result = compare_runs(
-        open_store(store), runs, only_changed=only_changed, system=system, curve_metrics=metric
-    )
+        open_store(store), runs, only_changed=only_changed, system=system, curve_metrics=metric,
+        columns=split_names(columns),
+    )  # fmt: skip
+    for unknown in result.unknown_metrics:  # a name no run logged: said, its chart left out
+        warn(f"{unknown}" if unknown.suggestions else f"{unknown}; see `mlkit runs show RUN` for the metrics")
     if json_out:
         print_json(finite(to_jsonable(result)))
         if result.only_changed and result.hidden_rows:
@@ -109,6 +121,9 @@ def compare(
         info(f"{result.hidden_rows} row(s) equal in every run hidden (--only-changed).")
     for curves in result.curves:
         _draw(curves, width)
+    if metric and not result.curves:
+        names = ", ".join(u.name.removeprefix("metrics.") for u in result.unknown_metrics)
+        sys.stdout.write(f"\n(no chart: none of these runs logged {names})\n")
 
 
 def _draw(curves, width: int) -> None:

@@ -9,9 +9,12 @@ import typer
 
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors, info, print_json, print_table
-from mlkit.errors import UsageError
 
-env_app = output.command_group("env", "Environments: lockfiles, building ahead of time, the cache.")
+env_app = output.command_group(
+    "env",
+    "Project environments: lockfiles, building ahead of time, the cache.\n\n"
+    "Example: mlkit env lock projects/cnn -p linux-64 -p osx-arm64",
+)
 
 
 def _ago(ts: float) -> str:
@@ -24,9 +27,7 @@ def _ago(ts: float) -> str:
 
 def _env_ref(project: Path):
     """The EnvRef the project names (MLproject's conda_env / python_env, or the default files)."""
-    if not project.is_dir():
-        raise UsageError(f"{project}: not a directory", hint="give the project directory")
-    from mlkit.project import load_project
+    from mlkit.project import load_project  # says "no such directory" (66) or "not a directory" (2)
 
     return load_project(project).env
 
@@ -73,7 +74,10 @@ def create(
     ),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
 ) -> None:
-    """Build the project's environment ahead of time (or find it in the cache)."""
+    """Build the project's environment ahead of time (or find it in the cache).
+
+    Example: mlkit env create projects/cnn --env-manager uv
+    """
     from mlkit.env import prepare_env
 
     prepared = prepare_env(project, _env_ref(project), env_manager, conda_exe=conda_exe, progress=info)
@@ -88,7 +92,10 @@ def create(
 @env_app.command("list")
 @handle_errors
 def list_(json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
-    """Cached environments: hash, manager, path, size, last used, project."""
+    """List cached environments: hash, manager, path, size, last used, project.
+
+    Example: mlkit env list --json
+    """
     from mlkit.env.cache import env_root, list_envs
 
     envs = list_envs()
@@ -123,6 +130,8 @@ def prune(
     """Remove environments not used for a while (and half-built leftovers).
 
     An env whose build is in progress (its lock is held) is never touched.
+
+    Example: mlkit env prune --older-than 14d --dry-run
     """
     from mlkit.env.cache import prune as do_prune
     from mlkit.gpu.units import parse_age

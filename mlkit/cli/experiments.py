@@ -9,7 +9,10 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 
-experiments_app = output.command_group("experiments", "List, create, delete and restore experiments.")
+experiments_app = output.command_group(
+    "experiments",
+    "List, create, delete and restore experiments.\n\nExample: mlkit experiments create sweep-lr",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -53,7 +56,7 @@ def create_cmd(
 
     Example: mlkit experiments create cnn-sweep
     """
-    experiment_id = output.open_store(store_path).create_experiment(name, artifact_location)
+    experiment_id = output.open_store(store_path, create=True).create_experiment(name, artifact_location)
     if as_json:
         output.print_json({"experiment_id": experiment_id, "name": name})
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from mlkit.cli.compare import print_rows
-from mlkit.cli.output import STORE_HELP, handle_errors, human_bytes, info, open_store, out, print_json
+from mlkit.cli.output import STORE_HELP, handle_errors, human_bytes, info, open_store, out, print_json, warn
 
 
 @handle_errors
@@ -83,6 +83,8 @@ def gc(
         info(
             f"Marked {len(result.marked_lost)} stale RUNNING run(s) FAILED (lost): {', '.join(result.marked_lost)}"
         )
+    if result.unknown_metric is not None:  # only a dry run gets here with one (run_gc refuses)
+        warn(f"{result.unknown_metric} (--keep-best would keep no run by it; without --dry-run gc refuses)")
     for line in result.skipped:
         info(f"Skipped (changed since planned): {line}")
     for line in result.errors:

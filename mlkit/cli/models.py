@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from mlkit.cli.output import handle_errors, info, out, print_json, print_table
 from mlkit.errors import ExitCode, UsageError
 
 models_app = output.command_group(
-    "models", "Register, stage, alias, promote and load models (MLflow's registry layout)."
+    "models",
+    "Register, stage, alias, promote and load models (MLflow's registry layout).\n\n"
+    "Example: mlkit models register runs:/<run-id>/model cnn",
 )
 
 
@@ -59,20 +62,36 @@ def register_cmd(
     name: str = typer.Argument(..., help="Registered model name (created when missing)."),
     description: str | None = typer.Option(None, "--description", "-d", help="Version description."),
     tag: list[str] | None = typer.Option(None, "--tag", help="KEY=VALUE version tag (repeatable)."),
+    if_new: bool = typer.Option(
+        False, "--if-new", help="When a version already holds this run's model, reuse it: register nothing."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
     store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Register a logged model as the next version of NAME; prints the version number.
 
-    Example: mlkit models register runs:/3f2a.../model cnn
-    """
-    from mlkit.models.ops import register_model
+    Registering a model that a version already holds makes a new version, with a warning;
+    --if-new prints the existing version instead.
 
-    version = register_model(uri, name, tags=_parse_tags(tag), description=description, root=store)
+    Example: mlkit models register runs:/3f2a.../model cnn --if-new
+    """
+    from mlkit.models.ops import register
+
+    done = register(uri, name, if_new=if_new, tags=_parse_tags(tag), description=description, root=store)
+    version = done.version
+    earlier = ", ".join(str(n) for n in done.same_source)
+    if not done.created:
+        info(f"{uri} is already version {earlier} of {name}; nothing registered (--if-new)")
+    elif done.same_source:
+        info(
+            f"Warning: {uri} is already version {earlier} of {name}; registered it again as version "
+            f"{version.version} (--if-new reuses the existing version)"
+        )
     if json_out:
         print_json(version)
         return
-    info(f"Registered {name} version {version.version} from {version.source}")
+    if done.created:
+        info(f"Registered {name} version {version.version} from {version.source}")
     out.print(str(version.version), markup=False)
 
 
@@ -269,12 +288,12 @@ def describe_cmd(
 def promote_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     from_run: str = typer.Option(
-        ..., "--from-run", help="Run whose model is the candidate (id or 6+ char prefix)."
+        ..., "--from-run", help="Run whose model is the candidate (id, unique 6+ char prefix or unique name)."
     ),
     if_better: str = typer.Option(
         ...,
         "--if-better",
-        help="Condition, e.g. 'metrics.val_acc > champion' or 'metrics.val_loss < Production'.",
+        help="Condition, e.g. 'metrics.val_accuracy > champion' or 'metrics.val_loss < Production'.",
     ),
     alias: str | None = typer.Option(
         None, "--alias", help="Alias to move (default: the condition's reference)."
@@ -288,7 +307,7 @@ def promote_cmd(
 ) -> None:
     """Promote a run's model if it beats the current holder; exit 0 promoted, 3 kept.
 
-    Example (cron): mlkit models promote cnn --from-run $RUN --if-better 'metrics.val_acc > champion'
+    Example (cron): mlkit models promote cnn --from-run $RUN --if-better 'metrics.val_accuracy > champion'
     """
     from mlkit.models.promote import promote
 
@@ -338,19 +357,39 @@ def history_cmd(
 def delete_cmd(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str | None = typer.Argument(None, help="Delete only this version (its number is never reused)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Delete without asking (needed without a terminal)."),
     store: Path | None = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
-    """Delete a model (all versions) or one version. Runs and their artifacts are kept.
+    """Delete a model (all versions) or one version, after saying what goes. Runs and artifacts are kept.
 
-    Example: mlkit models delete cnn 2
+    On a terminal it asks first; without one it refuses unless --yes is given.
+
+    Example: mlkit models delete cnn 2 --yes
     """
-    registry = _registry(store)
-    if version is None:
-        registry.delete_registered_model(name)
-        info(f"Deleted registered model {name}")
-    else:
-        registry.delete_model_version(name, version)
-        info(f"Deleted {name} version {version}")
+    from mlkit.models.ops import delete, deletion_impact
+
+    impact = deletion_impact(name, version, root=store)
+    if not yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise UsageError(
+                f"not deleting {impact.summary()}: no terminal to ask on",
+                hint=f"add --yes to delete without asking: mlkit models delete {_quoted(name, version)} --yes",
+            )
+        info(f"This deletes {impact.summary()}. Runs and their artifacts are kept.")
+        sys.stderr.write("Delete? [y/N] ")
+        sys.stderr.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            info("Nothing deleted.")
+            raise typer.Exit(int(ExitCode.FAILURE))
+    delete(impact, root=store)
+    info(f"Deleted {impact.summary()}")
+
+
+def _quoted(name: str, version: str | None) -> str:
+    import shlex
+
+    return " ".join(shlex.quote(x) for x in (name, version) if x is not None)
 
 
 @models_app.command("download")

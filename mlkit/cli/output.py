@@ -76,8 +76,9 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    """Exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, sort_keys=False, default=str) + "\n")
+    """Exactly one JSON document on stdout: indented on a terminal, else one line (`>> log.jsonl`)."""
+    indent = 2 if sys.stdout.isatty() else None
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=indent, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
 
 
@@ -121,14 +122,17 @@ def line(message: str) -> None:
     sys.stdout.flush()
 
 
-def error(message: str, hint: str | None = None) -> None:
-    """`Error: message` (red on a terminal) and the hint, on stderr; user text is never markup."""
+def error(message: str, hint: str | None = None, details: Sequence[str] = ()) -> None:
+    """`Error: message` (red on a terminal), one indented line per detail, and the hint, on
+    stderr; user text is never markup."""
     if sys.stderr.isatty():
         from rich.text import Text
 
         err.print(Text("Error: ", style="bold red") + Text(message), highlight=False)
     else:
         info(f"Error: {message}")
+    for detail in details:
+        info(f"  {detail}")
     if hint:
         info(f"  hint: {hint}")
 
@@ -137,7 +141,7 @@ def fail(exc: MlkitError) -> NoReturn:
     """Print one error line and its hint on stderr, then exit with the error's code."""
     if state.traceback or traceback_enabled():
         tb.print_exception(exc)
-    error(exc.message, exc.hint)
+    error(exc.message, exc.hint, getattr(exc, "details", ()))
     raise typer.Exit(int(exc.exit_code))
 
 
@@ -182,6 +186,7 @@ def human_bytes(n: int) -> str:
 
 
 STORE_HELP = "Tracking store directory (default: $MLKIT_TRACKING_URI, else ./mlruns)."
+RUN_HELP = "Run id, unique id prefix (6+ characters) or unique run name."
 
 
 def command_group(name: str, help: str) -> typer.Typer:
@@ -191,8 +196,26 @@ def command_group(name: str, help: str) -> typer.Typer:
     )
 
 
-def open_store(path: str | Path | None) -> Any:
-    """The FileStore at --store PATH, else at $MLKIT_TRACKING_URI, else ./mlruns."""
-    from mlkit.tracking.store import FileStore
+def open_store(path: str | Path | None, *, create: bool = False) -> Any:
+    """The FileStore at --store PATH, else at $MLKIT_TRACKING_URI, else ./mlruns.
 
-    return FileStore(path)
+    Only a command that makes something (`create=True`) may create the store; any other gets
+    NotFoundError (exit 66) when there is none, and leaves no `mlruns/` behind.
+    """
+    if create:
+        from mlkit.tracking.store import FileStore
+
+        return FileStore(path)
+    from mlkit.tracking.queries import open_existing_store
+
+    return open_existing_store(path)
+
+
+def warn(message: str) -> None:
+    """`warning: message` on stderr (yellow on a terminal); the command still succeeds."""
+    if sys.stderr.isatty():
+        from rich.text import Text
+
+        err.print(Text("warning: ", style="bold yellow") + Text(message), highlight=False)
+    else:
+        info(f"warning: {message}")

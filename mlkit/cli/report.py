@@ -26,11 +26,19 @@ def report(
         8, "--max-images-per-run", help="Show the last N images of each run."
     ),
     max_points: int = typer.Option(500, "--max-points", help="Thin each curve to at most this many points."),
+    x_axis: str = typer.Option(
+        "step", "--x", metavar="step|epoch|time", help="The metric charts' x axis when the page opens."
+    ),
+    log_y: bool = typer.Option(False, "--log-y", help="Open with a log-scale y axis."),
+    smoothing: float = typer.Option(0.0, "--smoothing", help="Open with this EMA smoothing (0 to 0.99)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout describing the report."),
     store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
-    """Write an HTML report: sortable runs table, metric and system-metric curves, image artifacts.
+    """Write an HTML report: runs table, metric curves, param-vs-metric scatter, system metrics, each run.
 
+    The table puts the params that differ across the runs first. Curves switch between step, epoch
+    and time, log scale and smoothing in the page; system metrics are drawn against wall time.
+    Each run's name links to its section: params, tags, artifacts, log tail and model URI.
     The file is self-contained (no network): open it in any browser, mail it, archive it.
 
     Example: mlkit report --experiment cnn-sweep -o report.html --max-runs 20
@@ -51,6 +59,9 @@ def report(
         max_image_bytes=int(max_image_mb * 1024 * 1024),
         max_images_per_run=max_images_per_run,
         max_points=max_points,
+        x_axis=x_axis,
+        log_y=log_y,
+        smoothing=smoothing,
     )
     if result.skipped_images:
         info(f"{len(result.skipped_images)} image(s) not inlined (listed at the end of the report).")

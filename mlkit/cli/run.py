@@ -51,6 +51,20 @@ def _memory(value: str | None) -> int | None:
     return parse_memory(value, flag="--min-free-memory")
 
 
+def run_document(**fields: Any) -> dict[str, Any]:
+    """The `--json` document of `mlkit run`: the same keys every time (a run, a skip, an error
+    before any run), so a cron log of one document per line can be read back with one schema."""
+    doc: dict[str, Any] = {
+        "run_id": None, "experiment_id": None, "status": None, "exit_code": 0, "skipped": False,
+        "duration_s": None, "failure_reason": None, "artifact_uri": None, "metrics": {},
+        "model_uri": None, "next": [], "error": None, "problems": [], "hint": None,
+    }  # fmt: skip
+    unknown = set(fields) - set(doc)
+    assert not unknown, unknown
+    doc.update(fields)
+    return doc
+
+
 def _json_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """With --json, a failure before any run exists still prints one JSON document (run_id null)."""
 
@@ -61,8 +75,8 @@ def _json_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
         except MlkitError as exc:
             if kwargs.get("json_out"):
                 output.print_json(
-                    {"run_id": None, "status": None, "exit_code": int(exc.exit_code),
-                     "error": exc.message, "hint": exc.hint}
+                    run_document(exit_code=int(exc.exit_code), error=exc.message,
+                                 problems=list(getattr(exc, "details", ())), hint=exc.hint)
                 )  # fmt: skip
             raise
 
@@ -72,11 +86,18 @@ def _json_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 @output.handle_errors
 @_json_on_error
 def run(
+    ctx: typer.Context,
     project_dir: Path = typer.Argument(
-        ..., help="Project directory (with an MLproject file, or a bare directory of scripts)."
+        ...,
+        metavar="PROJECT_DIR",
+        help="Project directory (with an MLproject file, or a bare directory of scripts).",
     ),
-    entry_point: str = typer.Option(
-        "main", "-e", "--entry-point", help="Entry point name, or a .py / .sh file.", rich_help_panel=_RUN
+    entry_point: str | None = typer.Option(
+        None,
+        "-e",
+        "--entry-point",
+        help="Entry point name, or a .py / .sh file (default: main; --dry-run without -e also lists them all).",
+        rich_help_panel=_RUN,
     ),
     param: list[str] | None = typer.Option(
         None,
@@ -84,6 +105,12 @@ def run(
         "--param-list",
         metavar="NAME=VALUE",
         help="A parameter (repeatable).",
+        rich_help_panel=_RUN,
+    ),
+    strict_params: bool = typer.Option(
+        False,
+        "--strict-params",
+        help="Refuse -P names the entry point does not declare (default: pass them as --name value).",
         rich_help_panel=_RUN,
     ),
     experiment_name: str | None = typer.Option(
@@ -213,9 +240,19 @@ def run(
     from mlkit.runner.session import DryRun, RunOptions, Skipped, run_project
     from mlkit.runner.supervise import Interrupted
 
+    if ctx.args:
+        _refuse_extra_args(ctx.args, project_dir, [o for p in ctx.command.params for o in p.opts])
+    listing = None
+    if dry_run and entry_point is None:  # every entry point with its status, then main's plan
+        from mlkit.project import survey_project
+
+        listing = survey_project(project_dir)
+        if "main" not in listing.entry_points and "main" not in listing.broken:
+            _render_listing(listing, json_out, None)
+            return
     options = RunOptions(
         project_dir=project_dir,
-        entry_point=entry_point,
+        entry_point=entry_point or "main",
         params=parse_params(param),
         experiment_name=experiment_name,
         experiment_id=experiment_id,
@@ -240,6 +277,7 @@ def run(
         skip_if_done=skip_if_done,
         on_finish=on_finish or None,
         argv=("mlkit", *sys.argv[1:]),
+        strict_params=strict_params,
     )
     child_out = sys.stderr.buffer if json_out else sys.stdout.buffer
     try:
@@ -249,13 +287,17 @@ def run(
         raise typer.Exit(128 + exc.signum) from None
 
     if isinstance(outcome, DryRun):
-        _render_dry_run(outcome, json_out)
+        if listing is not None:
+            _render_listing(listing, json_out, outcome)
+        else:
+            _render_dry_run(outcome, json_out)
         return
     if isinstance(outcome, Skipped):
         if json_out:
             output.print_json(
-                {"skipped": True, "run_id": outcome.run_id, "experiment_id": outcome.experiment_id}
-            )
+                run_document(run_id=outcome.run_id, experiment_id=outcome.experiment_id,
+                             status="FINISHED", skipped=True, next=[f"mlkit runs show {outcome.run_id}"])
+            )  # fmt: skip
         else:
             output.line(outcome.run_id)
             output.info(f"mlkit: skipped: run {outcome.run_id} already FINISHED with the same fingerprint")
@@ -267,29 +309,111 @@ def run(
             import traceback
 
             traceback.print_exception(result.error)
-        output.error(result.error.message, result.error.hint)
+        output.error(result.error.message, result.error.hint, getattr(result.error, "details", ()))
     code = f"exit {result.exit_code}"
     if result.signal and result.failure_reason in ("signal", "timeout"):
         code += f", {result.signal}"
     if result.failure_reason and result.failure_reason not in ("exit_code", "signal"):
         code += f", {result.failure_reason}"
     output.info(f"mlkit: run {result.run_id} {result.status} in {result.duration_s:.1f}s ({code})")
+    closing = None
+    if json_out or sys.stderr.isatty():  # the store is read again only for someone to read it
+        from mlkit.runner.session import closing_summary
+        from mlkit.settings import tracking_root
+
+        closing = closing_summary(tracking_root(store), result, _project_name(project_dir))
+        if sys.stderr.isatty():
+            _render_closing(closing)
     if json_out:
-        output.print_json(result.summary())
+        summary = result.summary()
+        if result.error is not None:
+            summary.update(error=result.error.message, hint=result.error.hint,
+                           problems=list(getattr(result.error, "details", ())))  # fmt: skip
+        summary.update((k, closing[k]) for k in ("metrics", "model_uri", "next"))
+        output.print_json(run_document(**summary))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
 
-def _render_dry_run(dry: object, json_out: bool) -> None:
-    from mlkit.runner.proc import describe
+def _project_name(project_dir: Path) -> str:
+    return Path(project_dir).resolve().name or "model"
 
+
+def _render_closing(closing: dict[str, Any]) -> None:
+    """The end of a run on a terminal: key metrics, the model's URI, what to run next."""
+    rows = [(k, f"{v:.6g}") for k, v in closing["metrics"].items()]
+    if closing["model_uri"]:
+        rows.append(("model", closing["model_uri"]))
+    width = max([len(k) for k, _ in rows] + [len("next")])
+    lines = [f"  {k:<{width}}  {v}" for k, v in rows]
+    for i, command in enumerate(closing["next"]):
+        lines.append(f"  {'next' if i == 0 else '':<{width}}  {command}")
+    output.info("\n".join(lines))
+
+
+def _refuse_extra_args(args: list[str], project_dir: Path, options: list[str]) -> None:
+    """Arguments `mlkit run` does not take: an unknown flag that names a parameter of the project
+    (`--epochs 3`) is answered with the `-P` form, a misspelt flag (`--dryrun`) with the nearest
+    of `options`, anything else as click would."""
+    first = args[0]
+    if not first.startswith("-"):
+        raise UsageError(f"unexpected argument {first!r}", hint="see mlkit run --help")
+    name, _, value = first.lstrip("-").partition("=")
+    if not value and len(args) > 1 and not args[1].startswith("-"):
+        value = args[1]
+    declared: set[str] = set()
+    try:
+        from mlkit.project import survey_project
+
+        project = survey_project(project_dir)
+        declared = {p for ep in project.entry_points.values() for p in ep.parameters}
+    except MlkitError:
+        pass
+    for key in (name, name.replace("-", "_")):
+        if key in declared:
+            raise UsageError(
+                f"no such option: {first.split('=', 1)[0]}",
+                hint=f"parameters are passed with `-P {key}={value or '<value>'}`",
+            )
+    flag = first.split("=", 1)[0]
+    import difflib
+
+    near = difflib.get_close_matches(
+        flag, [o for o in options if o.startswith("--")] or options, n=2, cutoff=0.6
+    )
+    hint = f"did you mean {' or '.join(near)}? (see mlkit run --help)" if near else "see mlkit run --help"
+    raise UsageError(f"no such option: {flag}", hint=hint)
+
+
+def _render_listing(project: object, json_out: bool, dry: object | None) -> None:
+    """`--dry-run` without -e: every entry point with its status, then main's plan (if any)."""
+    rows = project.statuses()  # type: ignore[attr-defined]
+    if json_out:
+        doc = _dry_run_doc(dry) if dry is not None else {"dry_run": True}
+        doc["entry_points"] = [{"name": n, "status": st, "note": note} for n, st, note in rows]
+        output.print_json(doc)
+        return
+    lines = ["entry points:" + ("   (none)" if not rows else "")]
+    width = max((len(n) for n, _, _ in rows), default=0)
+    for name, status, note in rows:
+        lines.append(f"  {name:<{width}}  {status}{'  ' + note if note else ''}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    if dry is not None:
+        sys.stdout.write("\nmain:\n")
+        _render_dry_run(dry, False)
+    else:
+        sys.stdout.write("(dry run: nothing was created; pass -e NAME to see an entry point's plan)\n")
+
+
+def _dry_run_doc(dry: object) -> dict[str, Any]:
     plan = dry.plan  # type: ignore[attr-defined]
-    doc = {
+    return {
         "dry_run": True,
         "project": str(plan.cwd),
         "entry_point": plan.entry_point,
         "parameters": {k: {"type": plan.types.get(k, "string"), "value": v} for k, v in plan.params.items()},
         "argv": plan.argv,
+        "interpreter": plan.interpreter,
         "shell": plan.shell,
         "cwd": str(plan.cwd),
         "env_manager": dry.env_manager,  # type: ignore[attr-defined]
@@ -300,6 +424,13 @@ def _render_dry_run(dry: object, json_out: bool) -> None:
         "timeout_s": plan.timeout,
         "notices": plan.notices,
     }
+
+
+def _render_dry_run(dry: object, json_out: bool) -> None:
+    from mlkit.runner.proc import describe
+
+    plan = dry.plan  # type: ignore[attr-defined]
+    doc = _dry_run_doc(dry)
     if json_out:
         output.print_json(doc)
         return
@@ -312,6 +443,7 @@ def _render_dry_run(dry: object, json_out: bool) -> None:
         lines[-1] += "   (none)"
     lines += [
         f"command:      {describe(plan.argv)}",
+        f"interpreter:  {plan.interpreter or 'the python of the environment the run builds'}",
         f"cwd:          {plan.cwd}",
         f"env manager:  {doc['env_manager']}",
         f"store:        {doc['store']}",
@@ -327,4 +459,9 @@ def _render_dry_run(dry: object, json_out: bool) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add `mlkit run` to the app."""
-    app.command("run", no_args_is_help=True)(run)
+    app.command(
+        "run",
+        no_args_is_help=True,
+        # unknown flags reach `run`, which says how to pass a parameter (`--epochs 3` -> -P epochs=3)
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )(run)

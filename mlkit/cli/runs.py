@@ -12,7 +12,9 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 
-runs_app = output.command_group("runs", "List, show, follow and delete tracked runs.")
+runs_app = output.command_group(
+    "runs", "List, show, compare, follow and delete tracked runs.\n\nExample: mlkit runs list -x cnn -n 10"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -63,72 +65,104 @@ def _run_json(run: Any) -> dict[str, Any]:
     }
 
 
+COLUMNS_HELP = (
+    "Columns to show, comma-separated or repeated: params.lr, metrics.val_*, tags.KEY, status, "
+    "a bare key or glob (params and metrics); '*' for every param and metric."
+)
+
+
+def _short_time(ms: int | None) -> str:
+    """'12-03 15:19' for this year's times, '2025-12-03' for older ones: a terminal is narrow."""
+    if not ms:
+        return ""
+    when = datetime.fromtimestamp(ms / 1000)
+    return when.strftime("%m-%d %H:%M" if when.year == datetime.now().year else "%Y-%m-%d")
+
+
+def _cell(run: Any, column: Any, short: bool) -> str | None:
+    """One table cell, formatted for reading: times, durations, 6 significant digits."""
+    from mlkit.tracking.search import ATTRIBUTE, METRIC
+
+    info = run.info
+    if column.kind == ATTRIBUTE:
+        if column.key == "run_id":
+            return info.run_id[:8] if short else info.run_id
+        if column.key in ("start", "end"):
+            ms = info.start_time if column.key == "start" else info.end_time
+            return _short_time(ms) if short else fmt_time(ms)
+        if column.key == "duration":
+            return fmt_duration(info.start_time, info.end_time)
+    value = column.value(run)
+    if value is None:
+        return None
+    return _fmt_value(value) if column.kind == METRIC else str(value)
+
+
 @runs_app.command("list")
 @handle_errors
 def list_cmd(
     experiment: list[str] = typer.Option(
         None, "--experiment", "-x", help="Experiment name or id (repeatable)."
     ),
-    filter_string: str = typer.Option("", "--filter", "-f", help='MLflow filter, e.g. "metrics.acc > 0.9".'),
-    order_by: list[str] = typer.Option(
-        None, "--order-by", "-o", help="e.g. 'metrics.loss ASC' (repeatable)."
+    filter_string: str = typer.Option(
+        "", "--filter", "-f", help='MLflow filter, e.g. "metrics.val_accuracy > 0.9".'
     ),
+    order_by: list[str] = typer.Option(
+        None, "--order-by", "-o", help="e.g. 'metrics.val_loss ASC' (repeatable)."
+    ),
+    columns: list[str] = typer.Option(None, "--columns", "-c", metavar="NAMES", help=COLUMNS_HELP),
     max_results: int = typer.Option(100, "--max", "-n", help="At most this many runs."),
     since: str = typer.Option(None, "--since", help="Only runs started in this window: 30m, 12h, 1d, 2w."),
     status: str = typer.Option(None, "--status", help="Only runs with this status, e.g. FAILED."),
     include_deleted: bool = typer.Option(False, "--all", help="Include deleted runs and experiments."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
-    as_csv: bool = typer.Option(False, "--csv", help="Print CSV."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (every column)."),
+    as_csv: bool = typer.Option(False, "--csv", help="Print CSV (the same columns as the table)."),
     store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
-    """List runs, newest first, with params and latest metrics.
+    """List runs, newest first: the params that differ, the model's metrics, and any named column.
 
-    Example: mlkit runs list -x cnn --filter "metrics.acc > 0.9" --order-by "metrics.acc DESC"
+    The keys in --filter and --order-by are always shown. Piped or --csv, the same columns (with
+    full run ids); --columns '*' gives every param and metric, --json everything.
+
+    Example: mlkit runs list -x cnn --filter "metrics.val_accuracy > 0.9" --columns 'params.lr,metrics.val_*'
     """
-    from mlkit.tracking.queries import list_runs
+    from mlkit.tracking.columns import UnknownKey, choose_columns, keys_of, split_names, suggest
+    from mlkit.tracking.queries import find_runs
 
     store = output.open_store(store_path)
-    runs = list_runs(
+    listing = find_runs(
         store, experiments=experiment or None, filter_string=filter_string, order_by=order_by or None,
         max_results=max_results, since=since, status=status, include_deleted=include_deleted,
     )  # fmt: skip
+    runs = listing.runs
+    names = split_names(columns)
+    choice = choose_columns(runs, names, filter_string=filter_string, order_by=order_by or None)
+    for warning in listing.warnings:
+        output.warn(warning)
+    if runs and choice.unmatched:
+        known = keys_of(runs)
+        for name in choice.unmatched:
+            output.warn(str(UnknownKey("--columns", name, suggest(name, known))))
     if as_json:
         output.print_json([_run_json(r) for r in runs])
         return
-    param_keys = sorted({k for r in runs for k in r.data.params})
-    metric_keys = sorted({k for r in runs for k in r.data.metrics})
     short = not as_csv and sys.stdout.isatty()
-    hidden = 0
-    if short:  # a person reads this: the params that tell runs apart and the model's own metrics
-        shown_params = [k for k in param_keys if len({r.data.params.get(k) for r in runs}) > 1]
-        shown_metrics = [k for k in metric_keys if not k.startswith("system/")]
-        shown_metrics.sort(
-            key=lambda k: not k.startswith(("val", "test", "eval"))
-        )  # the ones to compare first
-        hidden = len(param_keys) + len(metric_keys) - len(shown_params) - len(shown_metrics)
-        param_keys, metric_keys = shown_params, shown_metrics
-    columns = ["run_id", "name", "status", "start", "duration"]
-    columns += [f"params.{k}" for k in param_keys] + [f"metrics.{k}" for k in metric_keys]
-    rows = []
-    for r in runs:
-        i = r.info
-        row = [i.run_id[:8] if short else i.run_id, i.run_name, i.status, fmt_time(i.start_time),
-               fmt_duration(i.start_time, i.end_time)]  # fmt: skip
-        row += [r.data.params.get(k) for k in param_keys]
-        row += [_fmt_value(r.data.metrics[k]) if k in r.data.metrics else None for k in metric_keys]
-        rows.append(row)
+    headers = [c.name for c in choice.columns]
+    rows = [[_cell(r, c, short) for c in choice.columns] for r in runs]
+    hidden = choice.hidden
     if as_csv:
-        output.print_csv(columns, rows)
+        output.print_csv(headers, rows)
     else:
-        if short:
-            columns, rows, cut = _fit_width(columns, rows, output.out.width)
+        if short and not names:
+            headers, rows, cut = _fit_width(headers, rows, output.out.width, fixed=choice.fixed)
             hidden += cut
-        output.print_table(columns, rows)
-        if not runs:
-            output.info("No runs match.")
-        elif hidden:
-            output.info(f"({hidden} more columns: params equal in every run, system metrics, or past the "
-                        "terminal's width; see `mlkit runs show RUN`, --csv or --json)")  # fmt: skip
+        output.print_table(headers, rows)
+    if not runs:
+        output.info("No runs match.")
+    elif hidden and not names and not as_csv and sys.stderr.isatty():
+        output.info(f"({hidden} more columns: params equal in every run, system metrics, or past the "
+                    "terminal's width; pick them with --columns, e.g. --columns '*', or see "
+                    "`mlkit runs show RUN`)")  # fmt: skip
 
 
 def _fit_width(columns: list[str], rows: list[list], width: int, fixed: int = 5) -> tuple[list, list, int]:
@@ -145,13 +179,13 @@ def _fit_width(columns: list[str], rows: list[list], width: int, fixed: int = 5)
 @runs_app.command("show")
 @handle_errors
 def show_cmd(
-    run: str = typer.Argument(..., help="Run id, or a unique prefix of at least 6 characters."),
+    run: str = typer.Argument(..., help=output.RUN_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
     store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Show everything about one run: info, params, metrics, tags and artifacts.
 
-    Example: mlkit runs show 3f9a1c
+    Example: mlkit runs show 3f9a1c   (or by name: mlkit runs show lr0.003-w32)
     """
     from mlkit.tracking.queries import run_detail
 
@@ -190,7 +224,7 @@ def show_cmd(
 @runs_app.command("logs")
 @handle_errors
 def logs_cmd(
-    run: str = typer.Argument(..., help="Run id, or a unique prefix of at least 6 characters."),
+    run: str = typer.Argument(..., help=output.RUN_HELP),
     follow: bool = typer.Option(False, "--follow", "-F", help="Keep printing until the run ends."),
     interval: float = typer.Option(
         0.5, "--interval", help="Seconds between checks with --follow.", hidden=True
@@ -204,9 +238,10 @@ def logs_cmd(
     from mlkit.errors import NotFoundError
     from mlkit.tracking.entities import RUNNING
     from mlkit.tracking.queries import log_path
+    from mlkit.tracking.resolve import resolve_run
 
     store = output.open_store(store_path)
-    run_id = store.resolve_run_id(run)
+    run_id = resolve_run(store, run)
     path = log_path(store, run_id)
     out = sys.stdout.buffer
     offset = 0
@@ -232,8 +267,10 @@ def logs_cmd(
 
 
 def _each_run(runs: list[str], store_path: str | None, action: str) -> None:
+    from mlkit.tracking.resolve import resolve_runs
+
     store = output.open_store(store_path)
-    run_ids = [store.resolve_run_id(r) for r in runs]  # all resolve before any changes
+    run_ids = resolve_runs(store, runs)  # all resolve before any changes
     for run_id in run_ids:
         getattr(store, f"{action}_run")(run_id)
         output.info(f"{action}d run {run_id}" if action != "delete" else f"deleted run {run_id}")
@@ -242,7 +279,7 @@ def _each_run(runs: list[str], store_path: str | None, action: str) -> None:
 @runs_app.command("delete")
 @handle_errors
 def delete_cmd(
-    runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes."),
+    runs: list[str] = typer.Argument(..., help="Run ids, unique id prefixes or unique run names."),
     store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Mark runs deleted (kept on disk until `mlkit gc`; `runs restore` undoes it).
@@ -255,7 +292,7 @@ def delete_cmd(
 @runs_app.command("restore")
 @handle_errors
 def restore_cmd(
-    runs: list[str] = typer.Argument(..., help="Run ids or unique prefixes."),
+    runs: list[str] = typer.Argument(..., help="Run ids, unique id prefixes or unique run names."),
     store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
 ) -> None:
     """Restore deleted runs.

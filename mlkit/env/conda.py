@@ -97,27 +97,38 @@ def _name(dep: str) -> str:
     return _dep_name(dep)
 
 
+def brief(text: str, limit: int = 300) -> str:
+    """An error's text on one line: rattler's "Caused by:" chain joined with ": ", cut at a word
+    boundary (with "…") when longer than `limit`, never in the middle of a word."""
+    parts = [" ".join(p.split()) for p in text.replace("\nCaused by:", "\n").splitlines()]
+    line = ": ".join(p for p in parts if p)
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    return (cut[: cut.rfind(" ")] if " " in cut else cut).rstrip(" :,;(") + "…"
+
+
 def _solve_error(spec: EnvSpec, exc: Exception, channels: list[str]) -> EnvBuildError:
     kind = type(exc).__name__
-    detail = " ".join(str(exc).split())
+    detail = brief(str(exc), 10_000)
     label = spec.file_label
     if kind == "SolverError":
         return EnvBuildError(
-            f"{label}: cannot be solved: {detail[:300]}",
+            f"{label}: cannot be solved: {brief(detail)}",
             hint="relax the version specs, or add the channel that has the package",
         )
     if kind in ("FetchRepoDataError", "GatewayError", "IoError", "InvalidChannelError"):
         low = detail.lower()
         if "dns" in low or "connect" in low or "network" in low or "error sending request" in low:
             return EnvBuildError(
-                f"{label}: no network: cannot fetch the channels {', '.join(channels)} ({detail[:200]})",
+                f"{label}: no network: cannot fetch the channels {', '.join(channels)} ({brief(detail, 240)})",
                 hint="use a local file:// channel, or lock on a connected machine (mlkit env lock)",
             )
         return EnvBuildError(
-            f"{label}: channel cannot be read: {detail[:300]}",
+            f"{label}: channel cannot be read: {brief(detail)}",
             hint="check the channels list; a local channel needs noarch/repodata.json (rattler-index)",
         )
-    return EnvBuildError(f"{label}: solving failed ({kind}): {detail[:300]}")
+    return EnvBuildError(f"{label}: solving failed ({kind}): {brief(detail)}")
 
 
 def install_records(records: list, prefix: Path, log: BuildLog) -> None:
@@ -137,9 +148,9 @@ def install_records(records: list, prefix: Path, log: BuildLog) -> None:
             )
         )
     except Exception as exc:
-        detail = " ".join(str(exc).split())
+        detail = brief(str(exc), 10_000)
         log.write(f"install failed: {type(exc).__name__}: {detail}")
-        raise EnvBuildError(f"installing conda packages failed: {detail[:300]}") from None
+        raise EnvBuildError(f"installing conda packages failed: {brief(detail)}") from None
 
 
 def build_prefix(

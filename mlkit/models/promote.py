@@ -1,6 +1,6 @@
 """Promote a run's model when it beats the current holder of an alias or stage (for cron jobs).
 
-    promote("cnn", from_run=RUN, if_better="metrics.val_acc > champion")
+    promote("cnn", from_run=RUN, if_better="metrics.val_accuracy > champion")
 
 The condition is `metrics.<key> (>|<|>=|<=) <reference>`. The operator gives the direction (`>`:
 higher is better). The reference is whose value the candidate must beat: a stage name (the highest
@@ -11,6 +11,7 @@ alias `champion`). Nothing is written unless the candidate is promoted.
 
 from __future__ import annotations
 
+import difflib
 import math
 import operator
 import re
@@ -21,6 +22,7 @@ from typing import Any
 from mlkit.errors import InvalidInputError, NotFoundError
 from mlkit.models.ops import register_model
 from mlkit.models.uri import resolve_model_uri
+from mlkit.tracking.columns import metric_order
 from mlkit.tracking.registry import (
     ACTIVE_STAGES,
     ModelVersion,
@@ -73,7 +75,7 @@ def parse_condition(expression: str) -> Condition:
     if not match:
         raise InvalidInputError(
             f"invalid --if-better {expression!r}: expected 'metrics.<key> (>|<|>=|<=) <champion|stage|alias>'",
-            hint="e.g. --if-better 'metrics.val_acc > champion' or 'metrics.val_loss < Production'",
+            hint="e.g. --if-better 'metrics.val_accuracy > champion' or 'metrics.val_loss < Production'",
         )
     reference = match["ref"]
     if not is_stage(reference):
@@ -111,6 +113,7 @@ def promote(
     root: Path | str | None = None,
 ) -> PromoteResult:
     """Register `from_run`'s model and move the alias/stage to it if it beats the holder."""
+    from mlkit.tracking.resolve import resolve_run
     from mlkit.tracking.store import FileStore
 
     validate_model_name(name)
@@ -132,13 +135,15 @@ def promote(
         raise InvalidInputError(f"cannot promote to stage {stage}", hint="use Staging or Production")
 
     store = FileStore(root)
-    run_id = store.resolve_run_id(from_run)
+    run_id = resolve_run(store, from_run)
     run = store.get_run(run_id)
     if condition.metric not in run.data.metrics:
-        known = ", ".join(sorted(run.data.metrics)[:8]) or "none"
+        near = difflib.get_close_matches(condition.metric, list(run.data.metrics), n=3, cutoff=0.6)
+        did = f"; did you mean {' or '.join(f'metrics.{k}' for k in near)}?" if near else ""
+        known = ", ".join(sorted(run.data.metrics, key=metric_order)[:12]) or "none"
         raise InvalidInputError(
-            f"run {run_id} has no metric {condition.metric!r} to compare (its metrics: {known})",
-            hint="log it in the trainer, or compare on a metric the run has",
+            f"--if-better: run {run_id} has no metric {condition.metric!r} to compare{did}",
+            hint=f"its metrics: {known}",
         )
     candidate = float(run.data.metrics[condition.metric])
     uri = f"runs:/{run_id}/{artifact_path}"

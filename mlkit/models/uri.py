@@ -1,6 +1,8 @@
 """Model URIs, resolved the same way in Python and on the command line.
 
-- `runs:/<run-id>/<path>`         a model directory in a run's artifacts
+- `runs:/<run>/<path>`            a model directory in a run's artifacts; <run> is a run id, a
+                                  unique id prefix or a unique run name (`runs:/lr0.003-w32/model`),
+                                  resolved by `mlkit.tracking.resolve.resolve_run`
 - `models:/<name>/<version>`      a registered version
 - `models:/<name>/<stage>`        the highest version in that stage (None/Staging/Production/Archived)
 - `models:/<name>/latest`         the highest live version
@@ -23,7 +25,7 @@ from mlkit.tracking.registry import (
     validate_alias,
     validate_model_name,
 )
-from mlkit.tracking.validation import validate_artifact_path, validate_run_id
+from mlkit.tracking.validation import validate_artifact_path
 
 MLMODEL_FILE = "MLmodel"
 
@@ -34,7 +36,7 @@ class ModelUri:
 
     uri: str
     kind: str
-    run_id: str | None = None
+    run_id: str | None = None  # for runs:/, the run as written: an id, a unique prefix or a name
     artifact_path: str | None = None
     name: str | None = None
     version: int | None = None
@@ -59,7 +61,7 @@ class ResolvedModel:
 def _bad(uri: str, why: str) -> InvalidInputError:
     return InvalidInputError(
         f"invalid model URI {uri!r}: {why}",
-        hint="use runs:/RUN_ID/model, models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS",
+        hint="use runs:/RUN/model (a run id, prefix or name), models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS",
     )
 
 
@@ -73,8 +75,9 @@ def parse_model_uri(uri: str) -> ModelUri:
         run_id, _, path = rest.partition("/")
         if not run_id:
             raise _bad(uri, "no run id after runs:/")
+        if run_id in (".", "..") or not run_id.isprintable() or run_id != run_id.strip():
+            raise _bad(uri, f"{run_id!r} is not a run id, id prefix or run name")
         try:
-            validate_run_id(run_id)
             artifact_path = validate_artifact_path(path.rstrip("/"))
         except InvalidInputError as exc:
             raise _bad(uri, exc.message) from exc
@@ -138,10 +141,11 @@ def resolve_model_uri(uri: str, *, root: Path | str | None = None, _depth: int =
     """Resolve a model URI to its local directory; NotFoundError unless an MLmodel file is there."""
     parsed = parse_model_uri(uri)
     if parsed.kind == "runs":
+        from mlkit.tracking.resolve import resolve_run
         from mlkit.tracking.store import FileStore
 
         store = FileStore(root)
-        run_id = store.resolve_run_id(parsed.run_id or "")
+        run_id = resolve_run(store, parsed.run_id or "")  # an id, a unique prefix or a unique name
         base = store.artifact_dir(run_id)
         path = base / parsed.artifact_path if parsed.artifact_path else base
         resolved = ResolvedModel(

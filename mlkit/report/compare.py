@@ -1,8 +1,10 @@
 """Runs side by side: params and latest metrics in one column per run, and metric curves.
 
-`resolve_runs` takes full ids, unique id prefixes (6+ characters) or exact run names.
-`compare_runs` builds the table; `metric_curves` reads a metric's history for plotting (the
-terminal chart and the HTML report both use it).
+`resolve_runs` takes full ids, unique id prefixes (6+ characters) or unique run names.
+`compare_runs` builds the table (its rows follow `mlkit.tracking.columns`, as `runs list` does);
+`metric_curves` reads a metric's history for plotting (the terminal chart and the HTML report
+both use it). A `--metric` no compared run logged is no error: it is listed in
+`Comparison.unknown_metrics` (with the nearest keys) and drawn as nothing.
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mlkit.errors import InvalidInputError, MlkitError, NotFoundError, UsageError
+from mlkit.errors import MlkitError, NotFoundError, UsageError
+from mlkit.tracking.columns import SYSTEM_PREFIX as SYSTEM_PREFIX  # the report imports it from here
+from mlkit.tracking.columns import (
+    Column,
+    UnknownKey,
+    keys_of,
+    match_columns,
+    ordered_keys,
+    suggest,
+    unknown_keys,
+)
 from mlkit.tracking.entities import Run
-
-SYSTEM_PREFIX = "system/"
+from mlkit.tracking.search import METRIC, PARAM, TAG
 
 
 @dataclass
@@ -62,7 +73,8 @@ class CurveSeries:
 
 @dataclass
 class MetricCurves:
-    """A metric across runs, ready to plot. `x` is 'step', or 'seconds' when every step is equal."""
+    """A metric across runs, ready to plot. `x` is 'step', or 'seconds' (wall time since each run's
+    first value) for system/* metrics and when every value was logged at the same step."""
 
     key: str
     x: str
@@ -85,39 +97,17 @@ class Comparison:
     only_changed: bool
     hidden_rows: int  # rows equal across runs that --only-changed left out
     curves: list[MetricCurves] = field(default_factory=list)
-
-
-def _by_name(store, name: str) -> list[Run]:
-    runs, token = [], None
-    while True:
-        page, token = store.search_runs(None, max_results=1000, page_token=token, run_view="all")
-        runs.extend(r for r in page if r.info.run_name == name)
-        if not token:
-            return runs
+    unknown_metrics: list[UnknownKey] = field(default_factory=list)  # --metric keys no run logged
 
 
 def resolve_runs(store, refs: list[str]) -> list[Run]:
-    """The runs named by full ids, unique id prefixes or exact run names, in the order given."""
+    """The runs named by full ids, unique id prefixes or unique run names, in the order given
+    (one resolver for every command: `mlkit.tracking.resolve`)."""
+    from mlkit.tracking.resolve import resolve_run
+
     runs: list[Run] = []
     for ref in refs:
-        try:
-            run = store.get_run(store.resolve_run_id(ref))
-        except NotFoundError as not_found:
-            named = _by_name(store, ref)
-            if len(named) > 1:
-                ids = ", ".join(r.info.run_id[:12] for r in named[:5])
-                raise InvalidInputError(
-                    f"run name {ref!r} is used by {len(named)} runs: {ids}",
-                    hint="give a run id (or a prefix) instead",
-                ) from None
-            if not named:
-                raise not_found
-            run = named[0]
-        except InvalidInputError:
-            named = _by_name(store, ref)
-            if len(named) != 1:
-                raise
-            run = named[0]
+        run = store.get_run(resolve_run(store, ref))
         if any(r.info.run_id == run.info.run_id for r in runs):
             raise UsageError(f"run {ref!r} is given twice ({run.info.run_id})", hint="name each run once")
         runs.append(run)
@@ -150,19 +140,24 @@ def compare_runs(
     only_changed: bool = False,
     system: bool = False,
     curve_metrics: list[str] | None = None,
+    columns: list[str] | None = None,
 ) -> Comparison:
-    """Params and latest metrics of 2+ runs side by side (system/* metrics only with `system`)."""
+    """Params and latest metrics of 2+ runs side by side (system/* metrics only with `system`).
+
+    `columns` picks the param/metric/tag rows by name or glob, as `runs list --columns` does
+    (`mlkit.tracking.columns.match_columns`); a name that matches nothing is an error.
+    """
     if len(refs) < 2:
         raise UsageError(
             f"compare needs at least 2 runs, got {len(refs)}", hint="e.g. mlkit runs compare 1a2b3c 4d5e6f"
         )
     runs = resolve_runs(store, refs)
-    columns = [_column(r) for r in runs]
+    run_columns = [_column(r) for r in runs]
     rows: list[CompareRow] = [
-        CompareRow("run", "run_name", [c.run_name for c in columns], False),
-        CompareRow("run", "status", [c.status for c in columns], False),
-        CompareRow("run", "experiment_id", [c.experiment_id for c in columns], False),
-        CompareRow("run", "duration_s", [c.duration_s for c in columns], False),
+        CompareRow("run", "run_name", [c.run_name for c in run_columns], False),
+        CompareRow("run", "status", [c.status for c in run_columns], False),
+        CompareRow("run", "experiment_id", [c.experiment_id for c in run_columns], False),
+        CompareRow("run", "duration_s", [c.duration_s for c in run_columns], False),
     ]
     for row in rows:
         row.changed = not _same(row.values)
@@ -170,32 +165,35 @@ def compare_runs(
     if only_changed:  # the run_name row stays: it names the columns
         kept = [row for row in rows if row.changed or row.key == "run_name"]
         hidden, rows = len(rows) - len(kept), kept
-    param_keys = sorted({k for r in runs for k in r.data.params})
-    metric_keys = sorted(
-        {k for r in runs for k in r.data.metrics if system or not k.startswith(SYSTEM_PREFIX)},
-        key=lambda k: (k.startswith(SYSTEM_PREFIX), k),
-    )
-    for section, keys, get in (
-        ("params", param_keys, lambda r, k: r.data.params.get(k)),
-        ("metrics", metric_keys, lambda r, k: r.data.metrics.get(k)),
-    ):
-        for key in keys:
-            values = [get(r, key) for r in runs]
-            changed = not _same(values)
-            if only_changed and not changed:
-                hidden += 1
-                continue
-            rows.append(CompareRow(section, key, values, changed))
-    known = known_metric_keys(runs)
-    for key in curve_metrics or []:
-        if key not in known:
-            listed = ", ".join(sorted(known)[:12]) or "none"
-            raise NotFoundError(
-                f"--metric {key!r}: none of these runs logged it",
-                hint=f"metrics they logged: {listed}",
-            )
-    curves = [metric_curves(store, runs, key) for key in (curve_metrics or [])]
-    return Comparison(columns, rows, only_changed, hidden, curves)
+    known = keys_of(runs)
+    if columns:
+        picked = []
+        for name in columns:
+            hits = [c for c in match_columns(name, known) if c.kind in (PARAM, METRIC, TAG)]
+            if not hits:
+                near = suggest(name, known)
+                raise NotFoundError(
+                    f"--columns {name!r}: none of these runs has it",
+                    hint=f"did you mean {' or '.join(near)}?" if near else "see `mlkit runs show RUN`",
+                )
+            picked += hits
+        keys = [(c.kind, c.key) for c in dict.fromkeys(picked)]
+    else:
+        param_keys, metric_keys = ordered_keys(runs, system=system)
+        keys = [(PARAM, k) for k in param_keys] + [(METRIC, k) for k in metric_keys]
+    section = {PARAM: "params", METRIC: "metrics", TAG: "tags"}
+    data = {PARAM: lambda r: r.data.params, METRIC: lambda r: r.data.metrics, TAG: lambda r: r.data.tags}
+    for kind, key in keys:
+        values = [data[kind](r).get(key) for r in runs]
+        changed = not _same(values)
+        if only_changed and not changed:
+            hidden += 1
+            continue
+        rows.append(CompareRow(section[kind], key, values, changed))
+    wanted = list(dict.fromkeys(key.removeprefix("metrics.") for key in curve_metrics or []))
+    unknown = unknown_keys("--metric", [Column(METRIC, key) for key in wanted], known)
+    curves = [metric_curves(store, runs, key) for key in wanted if key in known[METRIC]]
+    return Comparison(run_columns, rows, only_changed, hidden, curves, unknown)
 
 
 def metric_curves(store, runs: list[Run], key: str, *, max_points: int | None = None) -> MetricCurves:
@@ -223,7 +221,8 @@ def metric_curves(store, runs: list[Run], key: str, *, max_points: int | None = 
         )
     steps = {s for one in series for s in one.steps}
     many = any(len(one.steps) > 1 for one in series)
-    x = "seconds" if many and len(steps) == 1 else "step"
+    # system metrics are sampled on a clock (their step is a sample counter): time is their axis
+    x = "seconds" if key.startswith(SYSTEM_PREFIX) or (many and len(steps) == 1) else "step"
     return MetricCurves(key, x, series)
 
 

@@ -6,7 +6,8 @@ Two modes:
   so the series stay apart without colour.
 
 `render_chart` returns lines of segments `(text, series_index | None)`; the CLI colours the
-segments whose index is not None and prints the rest as it is.
+segments whose index is not None and prints the rest as it is. The x axis is labelled by its
+kind: steps as integers, time (`x_label` 'seconds' or 'time') as wall time, `0:15` or `1:02:03`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,27 @@ def format_number(value: float) -> str:
     return text
 
 
+TIME_AXES = ("seconds", "time")
+
+
+def format_step(value: float) -> str:
+    """A step on the x axis: a whole number (120000, not 1.200e+05); other values as numbers."""
+    return str(int(value)) if float(value).is_integer() else format_number(value)
+
+
+def format_clock(seconds: float, span: float | None = None) -> str:
+    """Seconds as wall time: '0:15', '12:05', '1:02:03'; tenths ('0:01.5') when `span` < 10 s."""
+    sign, seconds = ("-" if seconds < 0 else ""), abs(seconds)
+    if span is not None and span < 10:
+        minutes, rest = divmod(round(seconds, 1), 60)
+        return f"{sign}{int(minutes)}:{rest:04.1f}"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{sign}{hours}:{minutes:02d}:{secs:02d}"
+    return f"{sign}{minutes}:{secs:02d}"
+
+
 def _finite_points(series: Series) -> list[tuple[float, float]]:
     return [(x, y) for x, y in series.points if math.isfinite(x) and math.isfinite(y)]
 
@@ -101,7 +123,8 @@ def render_chart(
 ) -> Chart:
     """Draw `series` into a `width` x `height` plot area with axes and a legend.
 
-    NaN and infinite values are skipped. A series with one point is drawn as one dot.
+    NaN and infinite values are skipped. A series with one point is drawn as one dot. `x_label`
+    'step' labels the x axis with whole steps; 'seconds' or 'time' with wall time ('(time)').
     """
     width, height = max(width, 8), max(height, 3)
     finite = [_finite_points(s) for s in series]
@@ -159,13 +182,20 @@ def render_chart(
                 line.append((char, who))
         lines.append(line)
     lines.append([(" " * pad + " " + corner + axis_h * width, None)])
+    is_time, span = x_label in TIME_AXES, max(xs) - min(xs)
+
+    def x_text(x: float) -> str:
+        if is_time:
+            return format_clock(x, span)
+        return format_step(x) if x_label == "step" else format_number(x)
+
     if min(xs) < max(xs):
-        left, right = format_number(min(xs)), format_number(max(xs))
+        left, right = x_text(min(xs)), x_text(max(xs))
         gap = max(1, width - len(left) - len(right))
         x_axis = left + " " * gap + right
     else:  # one x value: it sits in the middle
-        x_axis = format_number(xs[0]).center(width).rstrip()
-    lines.append([(" " * (pad + 2) + x_axis + f"  ({x_label})", None)])
+        x_axis = x_text(xs[0]).center(width).rstrip()
+    lines.append([(" " * (pad + 2) + x_axis + f"  ({'time' if is_time else x_label})", None)])
     legend: list[Segment] = [(" " * (pad + 2), None)]
     for index, s in enumerate(series):
         symbol = "⣿⣿" if braille else marker(index)

@@ -52,6 +52,9 @@ class RunPlan:
     timeout: float | None = None
     kill_grace: float = DEFAULT_KILL_GRACE
     notices: list[str] = field(default_factory=list)
+    # The interpreter that runs the command's python/python3, when known (a dry run: None if the
+    # environment still has to be built); argv keeps the command's own word until then.
+    interpreter: str | None = None
 
     @property
     def log_file(self) -> Path:
@@ -79,14 +82,19 @@ def plan_run(
     rdzv_endpoint: str | None = None,
     timeout: float | None = None,
     kill_grace: float = DEFAULT_KILL_GRACE,
+    dry_python: str | None = None,
 ) -> RunPlan:
     """The launch plan for one run. `env` is a PreparedEnv (None: not built yet, as in --dry-run),
-    `lease` a GpuLease or None; `command` is the already resolved command (else it is resolved here)."""
+    `lease` a GpuLease or None; `command` is the already resolved command (else it is resolved here).
+    Without `env` (a dry run) the command keeps its own `python`/`python3`; `dry_python` is the
+    interpreter the run would start for it, when that is known without building anything."""
     if command is None:
         command = project.entry_point(entry_point).resolve(params)
     store_root = Path(store_root)
-    python = str(env.python) if env is not None else "python"
     notices: list[str] = []
+    word = command.argv[0] if command.argv and command.argv[0] in PYTHON_NAMES else "python"
+    python = str(env.python) if env is not None else word
+    interpreter = str(env.python) if env is not None else dry_python
 
     if command.argv is not None:
         own = list(command.argv)
@@ -169,6 +177,7 @@ def plan_run(
         timeout=timeout,
         kill_grace=kill_grace,
         notices=notices,
+        interpreter=interpreter,
     )
 
 

@@ -78,6 +78,7 @@ class RunOptions:
     skip_if_done: bool = False
     on_finish: str | None = None
     argv: tuple[str, ...] = ()  # mlkit's own command line, recorded as mlkit.argv
+    strict_params: bool = False  # refuse -P names the entry point does not declare
 
 
 @dataclass
@@ -189,6 +190,21 @@ def _find_experiment(store: Any, options: RunOptions) -> tuple[str | None, str]:
     return "0", store.get_experiment("0").name
 
 
+def _dry_python(project: Any, manager: str) -> str | None:
+    """The interpreter a run would start, when known without building anything: this one for
+    --env-manager local, without an environment file, or when `auto` finds this env satisfies it."""
+    if manager == "local" or project.env is None:
+        return sys.executable
+    if manager == "auto" and project.env.kind != "docker":
+        from mlkit.env.check import check_current
+        from mlkit.env.manager import load_spec
+
+        spec = load_spec(project.directory, project.env)
+        if spec is None or check_current(spec).satisfied:
+            return sys.executable
+    return None
+
+
 def _stderr_is_tty() -> bool:
     try:
         return sys.stderr.isatty()
@@ -277,9 +293,20 @@ def _run(
 
     # 1. validate everything before anything is created
     _validate(options)
-    project = load_project(options.project_dir)
+    from mlkit.project import check_undeclared
+
+    project = load_project(options.project_dir, options.entry_point)  # other entry points: warnings
     entry = project.entry_point(options.entry_point)
     command = entry.resolve(dict(options.params))
+    warnings = project.warnings_for(options.entry_point)
+    warnings += check_undeclared(entry, options.params, strict=options.strict_params)
+    if project.env is not None and project.env.kind == "docker" and options.env_manager != "local":
+        raise EnvSpecError(  # as prepare_env says it, but before anything exists, dry run or not
+            f"MLproject: docker_env (image {project.env.image}) is not run by mlkit",
+            hint="use --env-manager local to run the entry point in the current environment",
+        )
+    for warning in warnings:
+        notify(f"mlkit: warning: {warning}")
     request = _gpu_request(options)
     store_root = settings.tracking_root(options.store)
     grace = kill_grace()
@@ -293,6 +320,9 @@ def _run(
         "stderr_tty": _stderr_is_tty(),
     }
     if options.dry_run:
+        from mlkit.env import env_hash
+
+        env_hash(project.directory, project.env)  # read and check the env file as the run will
         plan = plan_run(
             project,
             options.entry_point,
@@ -304,6 +334,7 @@ def _run(
             experiment_id="<experiment-id>",
             command=command,
             env_manager=options.env_manager,
+            dry_python=_dry_python(project, options.env_manager),
             **plan_kwargs,
         )
         return DryRun(plan, _describe_experiment(options), store_root, options.env_manager, options.gpus)
@@ -557,3 +588,40 @@ def _on_finish(command: str, result: RunResult, store: Any, notify: Notify) -> N
         log = Path(store.artifact_dir(result.run_id)) / "logs" / "on-finish.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ {command}\n{outcome.output}exit {outcome.exit_code}\n")
+
+
+def closing_summary(store_root: Path, result: RunResult, project_name: str | None = None) -> dict[str, Any]:
+    """What the end of `mlkit run` shows besides the status: the final value of the run's key
+    metrics (model metrics, validation/test first, at most 8), the URIs of the models it logged,
+    and the commands to run next. Read from the store after the run ended (only on a terminal or
+    with --json, so a plain run never loads the column rules)."""
+    import json
+
+    from mlkit.tracking.columns import is_model_metric, metric_order
+    from mlkit.tracking.store import FileStore
+
+    run_id = result.run_id
+    metrics: dict[str, float] = {}
+    models: list[str] = []
+    with contextlib.suppress(MlkitError, OSError, ValueError):
+        run = FileStore(store_root).get_run(run_id)
+        keys = sorted((k for k in run.data.metrics if is_model_metric(k)), key=metric_order)[:8]
+        metrics = {k: run.data.metrics[k] for k in keys}
+        history = json.loads(run.data.tags.get("mlflow.log-model.history") or "[]")  # models.format
+        paths = (
+            [e.get("artifact_path") for e in history if isinstance(e, dict)]
+            if isinstance(history, list)
+            else []
+        )
+        models = [f"runs:/{run_id}/{p}" for p in dict.fromkeys(paths) if p]
+    next_commands = [f"mlkit runs show {run_id}"]
+    if result.status != "FINISHED":
+        next_commands.append(f"mlkit runs logs {run_id}")
+    elif models:
+        next_commands.append(f"mlkit models register {models[-1]} {project_name or 'NAME'}")
+    return {
+        "metrics": metrics,
+        "model_uri": models[-1] if models else None,
+        "models": models,
+        "next": next_commands,
+    }

@@ -4,12 +4,16 @@ What goes (each in one place, `plan_gc`):
 - **retention** (only when a rule is given), per experiment, over the runs that have ended
   (FINISHED, FAILED, KILLED; `statuses` narrows that): a run is *kept* if it is among the last
   `keep_last` by start time, **or** among the best `keep_best` by `metric`, **or** it ended less
-  than `older_than` ago. A run that no given rule keeps is removed.
+  than `older_than` ago. A run that no given rule keeps is removed. A `metric` that no run in
+  scope logged (a typo would keep nothing) is `GcResult.unknown_metric`, with the nearest keys:
+  shown by a dry run, refused (UsageError, nothing removed) otherwise.
 - **deleted runs** (lifecycle `deleted`, and every run of an experiment in `.trash`), as
   `mlflow gc` does; with `older_than`, only those deleted longer ago than that. A trashed
   experiment whose runs all go is removed whole.
 - **orphans**: run directories without a `meta.yaml`, artifact directories (in an experiment's
-  own artifact location) of runs that no longer exist, and leftovers of an interrupted gc.
+  own artifact location) of runs that no longer exist, leftovers of an interrupted gc, and temp
+  files an interrupted write left (`.<name>.<pid>.<ns>.tmp`, untouched for a minute or written
+  by a process that is gone; lost.stale_temp_files).
 
 What never goes: a run that is still RUNNING (or SCHEDULED) after stale runs were marked lost,
 a run a registered model version points at, a run holding a GPU lease.
@@ -35,8 +39,9 @@ from pathlib import Path
 
 from mlkit.errors import LockedError, NotFoundError, StoreError, UsageError
 from mlkit.tracking import files
+from mlkit.tracking.columns import UnknownKey, keys_of, suggest
 from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Run
-from mlkit.tracking.lost import is_owner_gone
+from mlkit.tracking.lost import is_owner_gone, run_temp_files, stale_temp_files
 
 GC_TMP_PREFIX = ".mlkit-gc-"
 TRASH = ".trash"
@@ -226,6 +231,7 @@ class GcResult:
     apparent_bytes_freed: int
     skipped: list[str] = field(default_factory=list)  # changed since planned (e.g. now registered)
     errors: list[str] = field(default_factory=list)  # could not be removed (an OSError)
+    unknown_metric: UnknownKey | None = None  # --keep-best's metric, when no run in scope logged it
 
 
 # ---------------------------------------------------------------------------------- protection
@@ -475,6 +481,7 @@ def plan_gc(
     protected: list[GcProtected] = []
     orphan_items: list[GcItem] = []
     kept = 0
+    in_scope: list[Run] = []  # the ended runs the retention rules judge
 
     def plan(run: Run, reason: str) -> bool:
         """Plan removing `run`; False when it is protected."""
@@ -532,6 +539,7 @@ def plan_gc(
                 metric = run.data.metrics.get(policy.metric) if policy.metric else None
                 candidates.append(Candidate(run.info.run_id, run.info.start_time, run.info.end_time, metric))
                 by_id[run.info.run_id] = run
+                in_scope.append(run)
         removed, kept_ids = select_retention(candidates, policy, now_ms)
         kept += len(kept_ids)
         for run_id, why in removed.items():
@@ -559,8 +567,11 @@ def plan_gc(
         elif orphans:
             orphan_items += _scan_orphans(exp_dir, exp.experiment_id, known_ids, now_ms / 1000)
             orphan_items += _scan_artifact_location(exp, exp_dir, known_ids, now_ms / 1000)
+        if orphans:
+            orphan_items += _scan_temp_files(store, exp_dir, exp.experiment_id, planned[first:])
     if orphans and not experiments:
         orphan_items += _scan_root_leftovers(store.root)
+        orphan_items += [GcItem("orphan", str(p), TEMP_REASON) for p in stale_temp_files(store.root)]
     planned += [_PlannedRun(item, [], [Path(item.path)]) for item in orphan_items]
     for p, (allocated, apparent) in zip(planned, _usage([p.paths for p in planned]), strict=True):
         p.item.bytes, p.item.apparent_bytes = allocated, apparent
@@ -573,8 +584,19 @@ def plan_gc(
         marked_lost=marked_lost,
         bytes_freed=sum(p.item.bytes for p in planned),
         apparent_bytes_freed=sum(p.item.apparent_bytes for p in planned),
+        unknown_metric=_unknown_metric(policy, in_scope),
     )
     return result, planned
+
+
+def _unknown_metric(policy: RetentionPolicy, runs: list[Run]) -> UnknownKey | None:
+    """--keep-best's metric when runs are judged but none of them logged it (else None)."""
+    if policy.keep_best is None or not policy.metric or not runs:
+        return None
+    if any(policy.metric in run.data.metrics for run in runs):
+        return None
+    keys = keys_of(runs)
+    return UnknownKey("--metric", f"metrics.{policy.metric}", suggest(policy.metric, keys))
 
 
 def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> list[GcItem]:
@@ -620,6 +642,22 @@ def _scan_artifact_location(exp, exp_dir: Path, known: set[str], now: float) -> 
     return items
 
 
+TEMP_REASON = "temp file left by an interrupted write"
+
+
+def _scan_temp_files(store, exp_dir: Path, experiment_id: str, going: list[_PlannedRun]) -> list[GcItem]:
+    """Leftover temp files in an experiment (its directory, its tags) and in its runs that stay
+    (a run that goes takes its temp files with it)."""
+    gone = {str(path) for p in going for path in p.paths}
+    if str(exp_dir) in gone:
+        return []
+    paths = stale_temp_files(exp_dir) + stale_temp_files(exp_dir / "tags", recursive=True)
+    for run_dir in store._run_dirs_of(exp_dir):
+        if str(run_dir) not in gone:
+            paths += run_temp_files(run_dir)
+    return [GcItem("orphan", str(path), TEMP_REASON, experiment_id=experiment_id) for path in paths]
+
+
 def _only_artifacts(path: Path) -> bool:
     """True when `path` holds nothing but an `artifacts/` directory (MLflow's per-run layout)."""
     try:
@@ -651,6 +689,12 @@ def remove_tree(path: Path) -> bool:
     Rename it to a dot-named temp directory beside it (atomic; readers skip dot names), remove
     its meta.yaml, then the rest. False when it was already gone (another gc took it).
     """
+    if not path.is_dir() or path.is_symlink():  # a leftover temp file
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
     if path.name.startswith(GC_TMP_PREFIX):
         tmp = path
         if not os.path.lexists(tmp):
@@ -676,18 +720,18 @@ def remove_tree(path: Path) -> bool:
 
 @contextmanager
 def gc_lock(root: Path) -> Iterator[None]:
-    """One gc at a time per store: an flock on `<root>/.mlkit-gc.lock` (a file, so MLflow ignores it)."""
-    import fcntl
+    """One gc at a time per store: an flock on `<root>/.mlkit-gc.lock` (a file, so MLflow ignores
+    it), taken without waiting: a second gc fails at once (LockedError) naming the first."""
+    from mlkit import fsio
 
-    fd = os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = fsio.open_file(root / LOCK_FILE, write=True, create=True, mode=0o644, other_owners=True)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not fsio.try_lock(fd):
+            holder = fsio.lock_holder(fd) or "another process"
             raise LockedError(
-                f"{root}: another `mlkit gc` is running on this store",
+                f"{root}: another `mlkit gc` is running on this store ({holder})",
                 hint="wait for it to finish (cron: stagger the gc jobs)",
-            ) from None
+            )
         yield
     finally:
         os.close(fd)
@@ -727,6 +771,11 @@ def run_gc(
         result, planned = plan_gc(
             store, policy, experiments=experiments, deleted=deleted, orphans=orphans, now_ms=now_ms
         )
+        if result.unknown_metric is not None:  # a typo would keep no run by the metric
+            raise UsageError(
+                f"{result.unknown_metric} (--keep-best would keep no run by it); nothing was removed",
+                hint="fix the metric name (see `mlkit runs show RUN`); --dry-run shows what would go",
+            )
         _remove(store, result, planned)
     return result
 

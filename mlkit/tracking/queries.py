@@ -1,4 +1,8 @@
-"""What the read commands ask of the store: run listings, one run in full, log files, references."""
+"""What the read commands ask of the store: run listings, one run in full, log files, references.
+
+The read commands open the store with `open_existing_store`, which never creates one: a path
+with no store is NotFoundError (exit 66) saying where it looked and how to point elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlkit import settings
 from mlkit.errors import NotFoundError, UsageError
-from mlkit.tracking.entities import STATUS_TO_INT, Experiment, FileInfo, Run
-from mlkit.tracking.store import FileStore
+from mlkit.tracking.entities import ACTIVE, STATUS_TO_INT, Experiment, FileInfo, Run
+from mlkit.tracking.store import DEFAULT_EXPERIMENT_ID, RESERVED_ROOT_DIRS, FileStore
 
 
 def parse_duration(text: str) -> float:
@@ -34,6 +39,109 @@ def resolve_experiment(store: FileStore, ref: str) -> Experiment:
     return experiment
 
 
+def _is_store(root: Path) -> bool:
+    """True when `root` holds a tracking store: an experiment, the trash or the model registry."""
+    if (root / DEFAULT_EXPERIMENT_ID / "meta.yaml").is_file():
+        return True
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False) and (
+            entry.name in RESERVED_ROOT_DIRS or os.path.isfile(os.path.join(entry.path, "meta.yaml"))
+        ):
+            return True
+    return False
+
+
+def open_existing_store(path: str | os.PathLike[str] | None = None) -> FileStore:
+    """The store at --store PATH / $MLKIT_TRACKING_URI / ./mlruns, only if one is there already.
+
+    For commands that read: they must not leave an empty `mlruns/` behind when run in the wrong
+    directory. NotFoundError (exit 66) names the path and where it came from.
+    """
+    root = settings.tracking_root(path)
+    if root.is_dir() and _is_store(root):
+        return FileStore(root)
+    if path:
+        origin = "--store"
+    elif os.environ.get("MLKIT_TRACKING_URI"):
+        origin = "MLKIT_TRACKING_URI"
+    elif os.environ.get("MLFLOW_TRACKING_URI"):
+        origin = "MLFLOW_TRACKING_URI"
+    else:
+        origin = "the default, ./mlruns"
+    what = "is not a tracking store" if root.exists() else "does not exist"
+    raise NotFoundError(
+        f"no tracking store at {root} ({origin}): the path {what}",
+        hint="point at a store with --store PATH or MLKIT_TRACKING_URI=PATH, or create one with "
+        "`mlkit run PROJECT` or `mlkit experiments create NAME`",
+    )
+
+
+@dataclass
+class RunListing:
+    """The runs a listing found, and a warning for each key it names that no run in scope has."""
+
+    runs: list[Run]
+    experiment_ids: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+
+def keys_in_scope(
+    store: FileStore, experiment_ids: list[str], run_view: str = "active"
+) -> dict[str, set[str]]:
+    """Every param, metric and tag key of the runs of these experiments (read from the files)."""
+    from mlkit.tracking import files
+    from mlkit.tracking.search import METRIC, PARAM, TAG
+    from mlkit.tracking.search_runs import indexed_runs
+
+    stages = {"active": (ACTIVE,), "deleted": ("deleted",), "all": (ACTIVE, "deleted")}[run_view]
+    keys: dict[str, set[str]] = {PARAM: set(), METRIC: set(), TAG: set()}
+    for run in indexed_runs(store, experiment_ids):
+        if run.info.get("lifecycle_stage", ACTIVE) in stages:
+            for kind, sub in ((PARAM, "params"), (METRIC, "metrics"), (TAG, "tags")):
+                keys[kind].update(files.list_keys(Path(run.run_dir) / sub))
+    return keys
+
+
+def find_runs(
+    store: FileStore,
+    *,
+    experiments: list[str] | None = None,
+    filter_string: str = "",
+    order_by: list[str] | None = None,
+    max_results: int = 100,
+    since: str | None = None,
+    status: str | None = None,
+    include_deleted: bool = False,
+) -> RunListing:
+    """`list_runs`, plus a warning ("did you mean ...") for each key of the filter or order-by
+    that no run in the experiments has: such a filter matches nothing and such an order is the
+    default order, which is otherwise silent."""
+    from mlkit.tracking.columns import Column, keys_of, unknown_keys
+    from mlkit.tracking.search import ATTRIBUTE, parse_filter, parse_order_by
+
+    store.mark_lost_runs()
+    if experiments:
+        ids = [resolve_experiment(store, ref).experiment_id for ref in experiments]
+    else:
+        ids = [e.experiment_id for e in store.list_experiments("all" if include_deleted else "active")]
+    runs = _search(store, ids, filter_string, order_by, max_results, since, status, include_deleted)
+    named = {
+        "--order-by": [Column(o.type, o.key) for o in parse_order_by(order_by) if o.type != ATTRIBUTE],
+        "--filter": [Column(c.type, c.key) for c in parse_filter(filter_string) if c.type != ATTRIBUTE],
+    }
+    listing = RunListing(runs, ids)
+    found = keys_of(runs)
+    if any(unknown_keys(flag, cols, found) for flag, cols in named.items()):
+        scope = keys_in_scope(store, ids, "all" if include_deleted else "active")
+        for flag, cols in named.items():
+            listing.warnings += [str(u) for u in unknown_keys(flag, dict.fromkeys(cols), scope)]
+    return listing
+
+
 def list_runs(
     store: FileStore,
     *,
@@ -46,11 +154,22 @@ def list_runs(
     include_deleted: bool = False,
 ) -> list[Run]:
     """Runs for `mlkit runs list` (lost runs are marked first)."""
-    store.mark_lost_runs()
-    if experiments:
-        ids = [resolve_experiment(store, ref).experiment_id for ref in experiments]
-    else:
-        ids = [e.experiment_id for e in store.list_experiments("all" if include_deleted else "active")]
+    return find_runs(
+        store, experiments=experiments, filter_string=filter_string, order_by=order_by,
+        max_results=max_results, since=since, status=status, include_deleted=include_deleted,
+    ).runs  # fmt: skip
+
+
+def _search(
+    store: FileStore,
+    ids: list[str],
+    filter_string: str,
+    order_by: list[str] | None,
+    max_results: int,
+    since: str | None,
+    status: str | None,
+    include_deleted: bool,
+) -> list[Run]:
     clauses = [filter_string] if filter_string.strip() else []
     if since:
         clauses.append(f"attributes.start_time >= {int((time.time() - parse_duration(since)) * 1000)}")
@@ -92,8 +211,10 @@ class RunDetail:
 
 
 def run_detail(store: FileStore, ref: str) -> RunDetail:
-    """One run in full, by id or unique id prefix (lost runs are marked first)."""
-    run_id = store.resolve_run_id(ref)
+    """One run in full, by id, unique id prefix or unique name (lost runs are marked first)."""
+    from mlkit.tracking.resolve import resolve_run
+
+    run_id = resolve_run(store, ref)
     store.mark_lost_runs()
     run = store.get_run(run_id)
     metrics = {}

@@ -73,7 +73,10 @@ class Runtime:
 
 
 def add_system_args(p: argparse.ArgumentParser, *, seeds: str, dry_run: str) -> None:
-    """The flags every trainer has that are not hyperparameters: device, precision, seed, resume..."""
+    """The flags every trainer has that are not hyperparameters: device, precision, seed, resume...
+    Also turns off abbreviations: an undeclared `-P widt=4` reaches the trainer as `--widt 4`,
+    which must be an error, not a silent `--width 4`."""
+    p.allow_abbrev = False
     a = p.add_argument
     a(
         "--device",

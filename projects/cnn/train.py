@@ -39,7 +39,10 @@ from mlkit.train.data import epoch_batches, load_images
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train a CNN classifier (see the module docstring).")
+    # allow_abbrev=False: `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4
+    p = argparse.ArgumentParser(
+        description="Train a CNN classifier (see the module docstring).", allow_abbrev=False
+    )
     a = p.add_argument
     # data
     a(

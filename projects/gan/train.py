@@ -45,7 +45,8 @@ from mlkit.train.png import image_grid, write_png
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description="Train a DCGAN (see the module docstring).")
+    # allow_abbrev=False: `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4
+    p = argparse.ArgumentParser(description="Train a DCGAN (see the module docstring).", allow_abbrev=False)
     a = p.add_argument
     # data
     a(

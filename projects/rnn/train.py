@@ -46,7 +46,8 @@ from mlkit.train import (
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Train a byte-level LSTM language model (see the module docstring)."
+        description="Train a byte-level LSTM language model (see the module docstring).",
+        allow_abbrev=False,  # `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4
     )
     a = p.add_argument
     # data
@@ -257,11 +258,18 @@ def main(argv=None):
         sample = raw_model.generate(b"def ", args.sample_length, args.temperature, g).decode(
             "utf-8", "replace"
         )
-        tracker.log_text(sample, "samples/sample.txt")
-        logger.print("sample:\n" + sample)
+        tracker.log_text(sample, "samples/sample.txt")  # the bytes as sampled
+        logger.print("sample:\n" + printable(sample))  # the terminal and output.log get no raw ESC
     tracker.log_model(unwrap(model).eval(), input_example=val[: args.seq_len].long().cpu().numpy()[None])
     tracker.end()
     teardown()
+
+
+def printable(text: str) -> str:
+    """`text` with every control character but newline and tab written as its Python escape
+    (`\\x1b`, `\\r`, `\\x7f`): a sample of a byte-level model may hold ESC sequences that would
+    move the cursor or clear the screen of whoever reads the log."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 if __name__ == "__main__":

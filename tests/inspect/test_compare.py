@@ -64,9 +64,13 @@ def test_compare_resolves_names_and_rejects_bad_input(sweep: SweepStore):
         compare_runs(sweep.store, [a, a[:8]])
     with pytest.raises(NotFoundError, match="no run 'nosuchrun'"):
         compare_runs(sweep.store, [a, "nosuchrun"])
-    with pytest.raises(NotFoundError, match="none of these runs logged it") as info:
-        compare_runs(sweep.store, [a, b], curve_metrics=["val_acc", "bleu"])
-    assert "train_loss" in info.value.hint
+    # a --metric no run logged is no error: it is reported (with the nearest keys) and not drawn
+    partly = compare_runs(sweep.store, [a, b], curve_metrics=["val_acc", "bleu", "trian_loss"])
+    assert [c.key for c in partly.curves] == ["val_acc"]
+    assert [(u.name, u.suggestions) for u in partly.unknown_metrics] == [
+        ("metrics.bleu", ()),
+        ("metrics.trian_loss", ("metrics.train_loss",)),
+    ]
 
 
 def test_cli_plain_table_and_chart_without_a_terminal(sweep: SweepStore):

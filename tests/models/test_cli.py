@@ -40,10 +40,10 @@ def test_register_list_show_transition_alias_history(model_run, registry):
     assert [h["what"] for h in history] == whats
     assert run_mlkit("models", "history", "cnn").stdout.count("\n") == 7  # header + 6 lines
 
-    assert run_mlkit("models", "delete", "cnn", "1").returncode == 0
+    assert run_mlkit("models", "delete", "cnn", "1", "--yes").returncode == 0
     assert registry.list_model_versions("cnn") == []
-    assert run_mlkit("models", "delete", "cnn").returncode == 0
-    gone = run_mlkit("models", "delete", "cnn")
+    assert run_mlkit("models", "delete", "cnn", "--yes").returncode == 0
+    gone = run_mlkit("models", "delete", "cnn", "--yes")
     assert gone.returncode == ExitCode.NOT_FOUND and "does not exist" in gone.stderr
 
 

@@ -26,7 +26,15 @@ def test_skip_if_done_skips_only_the_same_finished_run(make_project, mlkit_run):
     assert first["status"] == "FINISHED"
     again = mlkit_run(str(project), "--skip-if-done", "--json")
     assert again.returncode == 0
-    assert json.loads(again.stdout) == {"skipped": True, "run_id": first["run_id"], "experiment_id": "0"}
+    skip = json.loads(again.stdout)  # every key of a run's document (issue 14), these values:
+    assert skip == {
+        **skip,
+        "skipped": True,
+        "run_id": first["run_id"],
+        "experiment_id": "0",
+        "status": "FINISHED",
+        "exit_code": 0,
+    }
     plain = mlkit_run(str(project), "--skip-if-done")
     assert plain.stdout.strip() == first["run_id"]
     other = json.loads(mlkit_run(str(project), "--skip-if-done", "--json", "-P", "sleep=0.01").stdout)
@@ -44,7 +52,7 @@ def test_only_skip_if_done_runs_are_fingerprinted(make_project, mlkit_run, store
     assert first["run_id"] != plain["run_id"]  # a run without a fingerprint never matches
     assert len(store.get_run(first["run_id"]).data.tags["mlkit.fingerprint"]) == 64
     again = json.loads(mlkit_run(str(project), "--skip-if-done", "--json").stdout)
-    assert again == {"skipped": True, "run_id": first["run_id"], "experiment_id": "0"}
+    assert again == {**again, "skipped": True, "run_id": first["run_id"], "experiment_id": "0"}
 
 
 def test_on_finish_sees_the_outcome_and_never_changes_the_exit_code(
