@@ -215,9 +215,9 @@ def main() -> None:
         prepare_env(cproj, cref, "conda")
 
     solve_install, _ = timed(conda_cold, args.repeat)
-    from mlkit.env.lock import lock_project
+    from mlkit.env.solve import make_lockfile
 
-    lock_time, _ = timed(lambda: lock_project(cproj, cref), 1)
+    lock_time, _ = timed(lambda: make_lockfile(cproj, cref), 1)
     from_lock, _ = timed(conda_cold, args.repeat)
     conda_bin = shutil.which("conda") or shutil.which("mamba") or shutil.which("micromamba")
     mlflow_conda = (

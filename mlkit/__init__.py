@@ -12,6 +12,8 @@ Names are resolved lazily so that `import mlkit` stays cheap (no torch, no pynvm
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlkit._lazy import lazy_exports
 
 __version__ = "0.1.0"
@@ -44,6 +46,32 @@ _EXPORTS = {
     # errors
     "MlkitError": "mlkit.errors",
 }
+
+# The real names for type checkers (a re-export, so ruff's F401 is off for this file in
+# pyproject.toml); at run time __getattr__ below imports each on first use.
+if TYPE_CHECKING:
+    from mlkit.errors import MlkitError
+    from mlkit.models import load_model, log_model
+    from mlkit.tracking.client import MlkitClient
+    from mlkit.tracking.fluent import (
+        active_run,
+        end_run,
+        get_artifact_uri,
+        log_artifact,
+        log_artifacts,
+        log_dict,
+        log_metric,
+        log_metrics,
+        log_param,
+        log_params,
+        log_text,
+        search_runs,
+        set_experiment,
+        set_tag,
+        set_tags,
+        start_run,
+    )
+    from mlkit.tracking.store import FileStore
 
 __all__ = ["__version__", *_EXPORTS]
 

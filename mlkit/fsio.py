@@ -374,7 +374,7 @@ def atomic_write(
             if fill is not None:
                 fill(fd)
             else:
-                write_all(fd, data)  # type: ignore[arg-type]
+                write_all(fd, data)  # type: ignore[arg-type]  # data is given whenever fill is not
             if mode is not None:
                 os.fchmod(fd, mode)
             if fsync:

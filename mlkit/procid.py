@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 HIDDEN = -1.0  # start_time() of a live process whose details this user may not read
 START_TOLERANCE_S = 1.0  # boot time + jiffies drifts a little between readers
@@ -37,7 +38,7 @@ def _boot_time() -> float:
     return _btime
 
 
-def _stat_fields(pid: int) -> list[bytes] | None | bool:
+def _stat_fields(pid: int) -> list[bytes] | Literal[False] | None:
     """Fields of /proc/<pid>/stat after the command name; None when gone; False when /proc cannot tell."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -35,7 +36,7 @@ def finite(obj: Any) -> Any:
     return obj
 
 
-def print_rows(columns: list[str], rows: list[list[str]], title: str | None = None) -> None:
+def print_rows(columns: list[str], rows: Sequence[Sequence[str]], title: str | None = None) -> None:
     """A table: rich on a terminal, with every cell as literal text (a run may be named '[/x]');
     tab-separated plain lines otherwise (`output.print_table`)."""
     if not sys.stdout.isatty():

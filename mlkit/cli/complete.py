@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +175,7 @@ def versions(model: Path | None) -> list[str]:
     )
 
 
-def _items(values: list[tuple[str, str | None]], incomplete: str) -> list[Any]:
+def _items(values: Sequence[tuple[str, str | None]], incomplete: str) -> list[Any]:
     from typer._click.shell_completion import CompletionItem
 
     seen: set[str] = set()

@@ -51,9 +51,9 @@ def lock(
 
     Example: mlkit env lock . -p linux-64 -p osx-arm64 --cuda 12.4
     """
-    from mlkit.env.lock import lock_project
+    from mlkit.env.solve import make_lockfile
 
-    result = lock_project(project, _env_ref(project), platform or None, cuda=cuda, progress=info)
+    result = make_lockfile(project, _env_ref(project), platform or None, cuda=cuda, progress=info)
     if json_out:
         print_json(result)
         return

@@ -161,7 +161,7 @@ def handle_errors(fn: F) -> F:
             sys.stderr.close()
             raise typer.Exit(0) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper  # type: ignore[return-value]  # functools.wraps keeps fn's signature; mypy sees (*Any)
 
 
 def run_app(app: typer.Typer) -> None:

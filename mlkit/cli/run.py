@@ -6,12 +6,16 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from mlkit.cli import output
 from mlkit.errors import MlkitError, UsageError
+
+if TYPE_CHECKING:  # annotations only: `mlkit --help` must not load the runner
+    from mlkit.project.model import Project
+    from mlkit.runner.session import DryRun
 
 # Options are grouped in --help with rich panels; the names match `mlflow run` where MLflow has one.
 _RUN = "Run"
@@ -324,7 +328,7 @@ def run(
         closing = closing_summary(tracking_root(store), result, _project_name(project_dir))
         if sys.stderr.isatty():
             _render_closing(closing)
-    if json_out:
+    if json_out and closing is not None:  # (closing is always read for --json)
         summary = result.summary()
         if result.error is not None:
             summary.update(error=result.error.message, hint=result.error.hint,
@@ -385,11 +389,11 @@ def _refuse_extra_args(args: list[str], project_dir: Path, options: list[str]) -
     raise UsageError(f"no such option: {flag}", hint=hint)
 
 
-def _render_listing(project: object, json_out: bool, dry: object | None) -> None:
+def _render_listing(project: Project, json_out: bool, dry: DryRun | None) -> None:
     """`--dry-run` without -e: every entry point with its status, then main's plan (if any)."""
-    rows = project.statuses()  # type: ignore[attr-defined]
+    rows = project.statuses()
     if json_out:
-        doc = _dry_run_doc(dry) if dry is not None else {"dry_run": True}
+        doc: dict[str, Any] = _dry_run_doc(dry) if dry is not None else {"dry_run": True}
         doc["entry_points"] = [{"name": n, "status": st, "note": note} for n, st, note in rows]
         output.print_json(doc)
         return
@@ -405,8 +409,8 @@ def _render_listing(project: object, json_out: bool, dry: object | None) -> None
         sys.stdout.write("(dry run: nothing was created; pass -e NAME to see an entry point's plan)\n")
 
 
-def _dry_run_doc(dry: object) -> dict[str, Any]:
-    plan = dry.plan  # type: ignore[attr-defined]
+def _dry_run_doc(dry: DryRun) -> dict[str, Any]:
+    plan = dry.plan
     return {
         "dry_run": True,
         "project": str(plan.cwd),
@@ -416,20 +420,20 @@ def _dry_run_doc(dry: object) -> dict[str, Any]:
         "interpreter": plan.interpreter,
         "shell": plan.shell,
         "cwd": str(plan.cwd),
-        "env_manager": dry.env_manager,  # type: ignore[attr-defined]
-        "store": str(dry.store_root),  # type: ignore[attr-defined]
-        "experiment": dry.experiment,  # type: ignore[attr-defined]
-        "gpus": dry.gpus,  # type: ignore[attr-defined]
+        "env_manager": dry.env_manager,
+        "store": str(dry.store_root),
+        "experiment": dry.experiment,
+        "gpus": dry.gpus,
         "torchrun": plan.torchrun,
         "timeout_s": plan.timeout,
         "notices": plan.notices,
     }
 
 
-def _render_dry_run(dry: object, json_out: bool) -> None:
+def _render_dry_run(dry: DryRun, json_out: bool) -> None:
     from mlkit.runner.proc import describe
 
-    plan = dry.plan  # type: ignore[attr-defined]
+    plan = dry.plan
     doc = _dry_run_doc(dry)
     if json_out:
         output.print_json(doc)

@@ -22,13 +22,16 @@ import json
 import math
 import os
 import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlkit import fsio, settings
+from mlkit import fsio, procid, settings
 from mlkit.errors import EnvBuildError
+from mlkit.runner import proc as procs
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
@@ -62,15 +65,11 @@ def kill_orphans(key: str, env: Path) -> list[int]:
     must not keep writing into the directory the next build is about to create. A PID is only
     trusted when its command line still names the env path (so a reused PID is never killed).
     """
-    import signal
-
-    killed = []
+    killed: list[int] = []
     try:
         pids = [int(x) for x in children_path(key).read_text().split() if x.isdigit()]
     except OSError:
         return killed
-    from mlkit import procid
-
     for pid in pids:
         args = procid.cmdline_of(pid)
         if args is None:
@@ -301,10 +300,6 @@ class BuildLog:
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
         """Run a command, its output into the log; raises CommandFailed with the output's tail."""
-        import subprocess
-
-        from mlkit.runner import proc as procs
-
         self.write("$ " + procs.describe(argv))
         overrides = None if env is None else {**{k: None for k in os.environ if k not in env}, **env}
         child = procs.spawn(

@@ -76,7 +76,7 @@ def installed_distributions() -> dict[str, str | Path]:
 def _version_of(value: str | Path) -> str | None:
     if isinstance(value, str):
         return value
-    from importlib.metadata import PathDistribution
+    from importlib.metadata import PathDistribution  # the import budget: ~20 ms, only for paths
 
     try:
         return PathDistribution(value).version
@@ -86,6 +86,7 @@ def _version_of(value: str | Path) -> str | None:
 
 def check_current(spec: EnvSpec) -> CheckResult:
     """Check python, the conda deps (mapped to PyPI names) and the pip requirements."""
+    # the import budget: packaging and rattler load only when an env file is checked
     from packaging.requirements import Requirement
     from packaging.version import InvalidVersion, Version
 
@@ -99,7 +100,7 @@ def check_current(spec: EnvSpec) -> CheckResult:
     dists = installed_distributions()
 
     for dep in spec.conda_deps:
-        import rattler
+        import rattler  # the import budget (see above); loaded once, then a dict lookup
 
         ms = rattler.MatchSpec(dep)
         name = ms.name.normalized
@@ -145,8 +146,8 @@ def check_current(spec: EnvSpec) -> CheckResult:
         if not ok:
             return CheckResult(False, checked, f"{label}: {line.text!r} is not met (installed: {version})")
 
-    for line in spec.build_dependencies:
-        req = Requirement(line)
+    for build_dep in spec.build_dependencies:
+        req = Requirement(build_dep)
         checked += 1
         key = _canon(req.name)
         version = _version_of(dists[key]) if key in dists else None

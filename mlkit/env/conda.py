@@ -16,8 +16,10 @@ import tempfile
 from pathlib import Path
 
 from mlkit import settings
-from mlkit.env.cache import BuildLog
-from mlkit.env.spec import EnvSpec
+from mlkit.env.cache import BuildLog, CommandFailed
+from mlkit.env.lockfile import current_platform, locked_records, read_lockfile
+from mlkit.env.spec import EnvSpec, dep_name
+from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
 from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
 
 DEFAULT_CHANNELS = ("conda-forge",)
@@ -46,7 +48,7 @@ def channel_url(channel: str, base: Path) -> str:
 
 def detect_virtual_packages() -> list:
     """This machine's virtual packages (generic form), CONDA_OVERRIDE_* honoured."""
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only solves and installs load it
     from rattler.virtual_package import VirtualPackageOverrides
 
     try:
@@ -66,12 +68,12 @@ def cuda_of(vps: list) -> str | None:
 
 def solve(spec: EnvSpec, platform: str, virtual_packages: list) -> list:
     """Solve the spec's conda part for one platform; RepoDataRecords."""
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only solves and installs load it
 
     base = spec.source.parent
     channels = [channel_url(c, base) for c in (spec.channels or DEFAULT_CHANNELS)]
     specs = list(spec.conda_deps)
-    if spec.pip and not any(_name(d) == "python" for d in specs):
+    if spec.pip and not any(dep_name(d) == "python" for d in specs):
         raise EnvSpecError(
             f"{spec.file_label}: dependencies: a pip section needs python in the conda dependencies",
             hint="add e.g. 'python=3.11' to dependencies",
@@ -83,18 +85,12 @@ def solve(spec: EnvSpec, platform: str, virtual_packages: list) -> list:
                 channels,
                 specs,
                 gateway=gateway,
-                platforms=[platform, "noarch"],
+                platforms=[rattler.Platform(platform), rattler.Platform("noarch")],
                 virtual_packages=virtual_packages,
             )
         )
     except Exception as exc:
         raise _solve_error(spec, exc, channels) from None
-
-
-def _name(dep: str) -> str:
-    from mlkit.env.spec import _dep_name
-
-    return _dep_name(dep)
 
 
 def brief(text: str, limit: int = 300) -> str:
@@ -132,7 +128,7 @@ def _solve_error(spec: EnvSpec, exc: Exception, channels: list[str]) -> EnvBuild
 
 
 def install_records(records: list, prefix: Path, log: BuildLog) -> None:
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only solves and installs load it
 
     log.step(f"rattler install {len(records)} packages")
     for r in records:
@@ -157,8 +153,6 @@ def build_prefix(
     spec: EnvSpec, path: Path, log: BuildLog, project_dir: Path, *, conda_exe: str | None = None
 ) -> dict:
     """Create the conda env at `path` (its final place); returns marker info."""
-    from mlkit.env.lock import current_platform, locked_records, read_lockfile
-
     info: dict = {}
     platform = current_platform()
     vps = detect_virtual_packages()
@@ -188,8 +182,6 @@ def build_prefix(
         install_records(records, path, log)
     python = path / "bin" / "python"
     if python.exists():
-        from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
-
         pyinfo = interpreter_info(python)
         install_requirements(spec, python, log, project_dir)
         install_runtime(Path(pyinfo["purelib"]), path, pyinfo["version"])
@@ -221,7 +213,7 @@ def resolve_conda_exe(conda_exe: str) -> str:
 
 
 def _conda_only_yaml(spec: EnvSpec) -> str:
-    import yaml
+    import yaml  # the import budget: yaml loads only for a --conda-exe build
 
     doc = {
         "name": spec.name or "mlkit",
@@ -249,8 +241,6 @@ def _create_with_exe(
             else:
                 argv = [exe, "env", "create", "-p", str(path), "--file", str(file)]
         log.step(f"{flavour} creating the environment")
-        from mlkit.env.cache import CommandFailed
-
         try:
             log.run(argv)
         except CommandFailed as exc:

@@ -37,7 +37,7 @@ def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
     """`mlkit.env.spec.load_spec`; a project without an environment file never imports it."""
     if env_ref is None:
         return None
-    from mlkit.env.spec import load_spec as load
+    from mlkit.env.spec import load_spec as load  # the import budget: `mlkit run` without an env file
 
     return load(project_dir, env_ref)
 
@@ -82,7 +82,7 @@ def prepare_env(
 
     why = ""
     if manager == "auto":
-        from mlkit.env.check import check_current
+        from mlkit.env.check import check_current  # the import budget: only --env-manager auto
 
         result = check_current(spec)
         if result.satisfied:
@@ -100,18 +100,18 @@ def prepare_env(
             hint="use --env-manager uv (or local)",
         )
     if spec.lockfile is not None:
-        _check_lock_fresh(spec, project_dir)
+        _check_lock_fresh(spec, spec.lockfile, project_dir)
     return _cached_build(spec, manager, project_dir, conda_exe=conda_exe, progress=progress, why=why)
 
 
-def _check_lock_fresh(spec: EnvSpec, project_dir: Path) -> None:
-    from mlkit.env.lock import read_lockfile
+def _check_lock_fresh(spec: EnvSpec, lockfile: Path, project_dir: Path) -> None:
+    from mlkit.env.lockfile import read_lockfile  # the import budget: see load_spec
 
-    lock = read_lockfile(spec.lockfile)
+    lock = read_lockfile(lockfile)
     if lock.spec_hash and lock.spec_hash != spec.spec_hash:
         raise EnvSpecError(
-            f"{spec.lockfile.name}: out of date: {spec.file_label} changed since it was locked",
-            hint=f"run `mlkit env lock {project_dir}` again (or delete {spec.lockfile.name})",
+            f"{lockfile.name}: out of date: {spec.file_label} changed since it was locked",
+            hint=f"run `mlkit env lock {project_dir}` again (or delete {lockfile.name})",
         )
 
 
@@ -162,7 +162,7 @@ def _cached_build(
     progress: Callable[[str], None] | None,
     why: str,
 ) -> PreparedEnv:
-    from mlkit.env import cache
+    from mlkit.env import cache  # the import budget: a run in the current environment never loads it
 
     key = env_key(spec, manager)
     path = cache.env_path(key)
@@ -171,7 +171,7 @@ def _cached_build(
         cache.touch_last_used(path)
         return _prepared(spec, manager, path, marker, reused=True, why=why)
     if conda_exe:
-        from mlkit.env.conda import resolve_conda_exe
+        from mlkit.env.conda import resolve_conda_exe  # the import budget: only with --conda-exe
 
         resolve_conda_exe(conda_exe)  # a missing binary fails before anything is locked or made
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,12 +235,12 @@ def _usable(marker: dict | None) -> dict | None:
 
 def _build(spec, manager, path, log, project_dir, conda_exe) -> dict:
     if manager == "uv":
-        from mlkit.env.uv import build_venv
+        from mlkit.env.uv import build_venv  # the import budget: one manager's module per build
 
         if spec.kind == "conda" and spec.non_pip_conda_deps:
             log.step("uv: conda-only dependencies are not installed: " + ", ".join(spec.non_pip_conda_deps))
         return build_venv(spec, path, log, project_dir)
-    from mlkit.env.conda import build_prefix
+    from mlkit.env.conda import build_prefix  # the import budget: one manager's module per build
 
     return build_prefix(spec, path, log, project_dir, conda_exe=conda_exe)
 

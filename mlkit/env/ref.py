@@ -1,4 +1,5 @@
-"""Which environment file a project names (the MLproject's `conda_env` / `python_env` / `docker_env`)."""
+"""Which environment file a project names (the MLproject's `conda_env` / `python_env` / `docker_env`),
+and how long the hashes that name environments are."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 from typing import Literal
 
 EnvKind = Literal["conda", "python", "docker"]
+# hex characters of sha256 kept in env hashes (spec and lockfile): short paths keep shebang lines short
+HASH_LEN = 16
 
 
 @dataclass(frozen=True)

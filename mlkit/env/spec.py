@@ -11,14 +11,14 @@ import hashlib
 import json
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mlkit.env.ref import EnvRef
+from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_content_hash
+from mlkit.env.ref import HASH_LEN, EnvRef
 from mlkit.errors import EnvSpecError
+from mlkit.yamlsafe import decode_text, load_yaml, read_bounded
 
-LOCKFILE_NAME = "conda-lock.yml"
-HASH_LEN = 16  # hex characters of sha256 kept in names: short paths keep shebang lines short
 BUILD_TOOLS = ("pip", "setuptools", "wheel")
 _PIP_FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 
@@ -53,14 +53,14 @@ class EnvSpec:
     @property
     def pip_only(self) -> bool:
         """True when no conda package but python and the pip build tools is asked for."""
-        return all(_dep_name(d) in ("python", *BUILD_TOOLS) for d in self.conda_deps)
+        return all(dep_name(d) in ("python", *BUILD_TOOLS) for d in self.conda_deps)
 
     @property
     def non_pip_conda_deps(self) -> list[str]:
-        return [d for d in self.conda_deps if _dep_name(d) not in ("python", *BUILD_TOOLS)]
+        return [d for d in self.conda_deps if dep_name(d) not in ("python", *BUILD_TOOLS)]
 
     def package_count(self) -> int:
-        names = {_dep_name(d) for d in self.conda_deps} - {"pip"}
+        names = {dep_name(d) for d in self.conda_deps} - {"pip"}
         names |= {p.name for p in self.pip if p.name and not p.constraint}
         return len(names)
 
@@ -69,7 +69,7 @@ class EnvSpec:
         return self.source.name
 
 
-def _dep_name(dep: str) -> str:
+def dep_name(dep: str) -> str:
     """Name of a conda dependency string (already validated), lower-case, channel stripped."""
     text = dep.split("::", 1)[-1].strip()
     match = re.match(r"[A-Za-z0-9_.\-]+", text)
@@ -103,8 +103,6 @@ def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
 
 
 def _read_yaml(path: Path) -> object:
-    from mlkit.yamlsafe import load_yaml
-
     return load_yaml(path, path.name, EnvSpecError)
 
 
@@ -209,7 +207,7 @@ def _conda_env(path: Path, data: object, project_dir: Path) -> EnvSpec:
 
 def _match_spec(text: str, where: str) -> tuple[str, str | None]:
     """Validate a conda MatchSpec with rattler; (normalised name, version spec or None)."""
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only conda specs load it
 
     try:
         spec = rattler.MatchSpec(text)
@@ -227,7 +225,7 @@ def _match_spec(text: str, where: str) -> tuple[str, str | None]:
 
 
 def normalized_match_spec(text: str) -> str:
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only conda specs load it
 
     return str(rattler.MatchSpec(text))
 
@@ -236,6 +234,7 @@ def normalized_match_spec(text: str) -> str:
 
 
 def _parse_requirement(text: str, where: str):
+    # the import budget: only pip sections need packaging
     from packaging.requirements import InvalidRequirement, Requirement
 
     try:
@@ -252,7 +251,7 @@ def _looks_like_path_or_url(text: str) -> bool:
 
 
 def _pip_lines(items: list[str], where: str, base: Path, seen: frozenset[Path] = frozenset()) -> tuple:
-    from packaging.utils import canonicalize_name
+    from packaging.utils import canonicalize_name  # the import budget: only pip sections need packaging
 
     lines: list[PipLine] = []
     for i, raw in enumerate(items):
@@ -287,8 +286,6 @@ MAX_REQUIREMENTS_BYTES = 1 << 20
 
 def _read_requirements(base: Path, target: str, where: str) -> tuple[str, Path]:
     """The text of a `-r`/`-c` file: a regular UTF-8 file of at most 1 MiB, else one line."""
-    from mlkit.yamlsafe import decode_text, read_bounded
-
     if "\x00" in target or len(target) > 1024:
         what = "contains a NUL byte" if "\x00" in target else f"is {len(target)} characters long"
         raise EnvSpecError(f"{where}: the file name {what}", hint="name a requirements file in the project")
@@ -348,14 +345,10 @@ def spec_canonical(spec: EnvSpec) -> dict:
 
 
 def _with_hashes(spec: EnvSpec) -> EnvSpec:
-    from dataclasses import replace
-
     spec_hash = _digest(spec_canonical(spec))
     lockfile = spec.source.parent / LOCKFILE_NAME if spec.kind == "conda" else None
     lock_hash = None
     if lockfile is not None and lockfile.is_file():
-        from mlkit.env.lock import lockfile_content_hash
-
         lock_hash = lockfile_content_hash(lockfile)
     else:
         lockfile = None
@@ -373,7 +366,7 @@ def python_request(spec_python: str | None) -> str | None:
     m = re.fullmatch(r"=?=?(\d+(\.\d+)*)\.\*", text)
     if m:
         return m.group(1)
-    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet  # the import budget: rare path
 
     try:
         return str(SpecifierSet(text))
@@ -385,7 +378,7 @@ def python_matches(spec_python: str | None, version: str) -> bool:
     """Does an interpreter version (e.g. '3.11.7') satisfy the spec's python (conda semantics)?"""
     if spec_python is None:
         return True
-    import rattler
+    import rattler  # the import budget: rattler is heavy; only conda specs load it
 
     try:
         return rattler.VersionSpec(spec_python).matches(rattler.Version(version))

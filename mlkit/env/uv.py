@@ -18,6 +18,7 @@ network, and the link means source edits to mlkit are seen (like an editable ins
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -27,8 +28,10 @@ import tempfile
 from pathlib import Path
 
 from mlkit.env.cache import BuildLog, CommandFailed
+from mlkit.env.lockfile import current_platform, read_lockfile
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
+from mlkit.runner import proc as procs
 
 RUNTIME_DIR = ".mlkit-runtime"
 RUNTIME_PTH = "mlkit-runtime.pth"
@@ -39,7 +42,7 @@ RUNTIME_MODULES = ("yaml", "psutil")
 
 def find_uv() -> str:
     try:
-        import uv
+        import uv  # the PyPI package (the pinned binary's finder); optional: PATH is the fallback
 
         return uv.find_uv_bin()
     except (ImportError, FileNotFoundError):
@@ -141,8 +144,6 @@ def find_interpreter(spec_python: str) -> str | None:
 
 def interpreter_info(python: Path | str) -> dict:
     """Version and site-packages of an interpreter (one short subprocess)."""
-    from mlkit.runner import proc as procs
-
     code = (
         "import json,sys,sysconfig;print(json.dumps({'version':'%d.%d.%d'%sys.version_info[:3],"
         "'purelib':sysconfig.get_paths()['purelib'],'stdlib':sysconfig.get_paths()['stdlib'],"
@@ -162,6 +163,7 @@ def build_venv(spec: EnvSpec, path: Path, log: BuildLog, project_dir: Path) -> d
     uv = find_uv()
     env = uv_environ()
     current = ".".join(map(str, sys.version_info[:3]))
+    python_arg: str | None
     if spec.python is None or python_matches(spec.python, current):
         python_arg = sys.executable
     else:
@@ -211,8 +213,6 @@ def install_requirements(
         log.step("uv pip install (build dependencies) " + " ".join(build))
         _uv_pip_install(python, build, log, project_dir, env, label=spec.file_label)
     if spec.lockfile is not None:
-        from mlkit.env.lock import current_platform, read_lockfile
-
         locked = read_lockfile(spec.lockfile)
         pip = [p for p in locked.packages if p.manager == "pip" and p.platform == current_platform()]
         if pip:
@@ -296,8 +296,6 @@ def install_runtime(site_packages: Path, env_path: Path, python_version: str) ->
 
 def _copy_module(name: str, dest: Path, abi: str) -> None:
     """Copy a top-level module or package; extension modules only when the env can load them."""
-    import importlib.util
-
     spec = importlib.util.find_spec(name)
     if spec is None or spec.origin is None:
         return

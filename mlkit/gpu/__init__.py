@@ -10,6 +10,8 @@ Names load lazily; nothing here imports pynvml (it is imported inside the functi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlkit._lazy import lazy_exports
 
 _EXPORTS = {
@@ -26,6 +28,15 @@ _EXPORTS = {
     "parse_memory": "mlkit.gpu.units",
     "parse_duration": "mlkit.gpu.units",
 }
+
+# The real names for type checkers (a re-export, so ruff's F401 is off for this file in
+# pyproject.toml); at run time __getattr__ below imports each on first use.
+if TYPE_CHECKING:
+    from mlkit.gpu.devices import GpuInfo, GpuProcess, GpuReport, probe
+    from mlkit.gpu.ledger import GpuLease, Lease, leased_run_ids, reserve
+    from mlkit.gpu.sampler import SystemMetricsSampler
+    from mlkit.gpu.select import GpuRequest
+    from mlkit.gpu.units import parse_duration, parse_memory
 
 __all__ = sorted(_EXPORTS)
 

@@ -298,9 +298,9 @@ def _mark_leases(report: GpuReport, leases: list[Lease]) -> None:
     (NVML's process list is the second source of truth beside the ledger)."""
     by_uuid = {lease.uuid: lease for lease in leases}
     owner_run = {lease.pid: lease.run_id for lease in leases if lease.is_local}
-    for lease in leases:
-        for pid, _ in lease.procs:
-            owner_run.setdefault(int(pid), lease.run_id)
+    for held in leases:
+        for pid, _ in held.procs:
+            owner_run.setdefault(int(pid), held.run_id)
     units = report.by_uuid()
     for unit in units.values():
         lease = by_uuid.get(unit.uuid) or (by_uuid.get(unit.parent_uuid) if unit.parent_uuid else None)

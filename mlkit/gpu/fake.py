@@ -31,7 +31,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pynvml as _real
 
@@ -133,7 +133,7 @@ _NOT_SUPPORTED_FIELDS = {
 
 def scenario(name: str) -> dict[str, Any]:
     """The named scenario as plain data: driver, CUDA version and the GPUs in PCI order."""
-    base = {"driver": "580.95.05", "cuda": 13000, "init_error": None, "gpus": []}
+    base: dict[str, Any] = {"driver": "580.95.05", "cuda": 13000, "init_error": None, "gpus": []}
     if name == "four_idle":
         base["gpus"] = [_gpu(i) for i in range(4)]
     elif name == "one_busy_foreign":
@@ -226,7 +226,7 @@ def _machine() -> dict[str, Any]:
     return machine
 
 
-def _raise(name: str) -> None:
+def _raise(name: str) -> NoReturn:
     raise NVMLError(_ERRORS[name])
 
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlkit import fsio, procid, settings
 from mlkit.errors import ExitCode, GpuUnavailableError, GpuWaitTimeoutError, LockedError, MlkitError
@@ -64,6 +64,9 @@ class Lease:
     @property
     def is_local(self) -> bool:
         return _on_this_host(self.host)
+
+
+_Record = TypeVar("_Record", Lease, Waiter)  # a ledger record: a lease or a waiter
 
 
 def _on_this_host(host: str) -> bool:
@@ -234,20 +237,21 @@ def _survey(path: Ledger | Path) -> Survey:
     survey = Survey()
     kept_leases: list[Lease] = []
     kept_waiters: list[Waiter] = []
-    for records, live, kept in (
-        (leases, survey.leases, kept_leases),
-        (waiters, survey.waiters, kept_waiters),
-    ):
+
+    def triage(records: list[_Record], live: list[_Record], kept: list[_Record]) -> None:
         for record in records:
             state, why = trust.judge(record, proof)
             if state == trust.LIVE:
-                live.append(record)  # type: ignore[arg-type]
+                live.append(record)
             elif state == trust.DEAD:
                 continue
             else:
                 survey.ignored.append((record, state, why))
                 trust.warn(_ignored_line(record, state, why))
-            kept.append(record)  # type: ignore[arg-type]
+            kept.append(record)
+
+    triage(leases, survey.leases, kept_leases)
+    triage(waiters, survey.waiters, kept_waiters)
     proven = trust.proven_leases(proof.runs, survey.leases, proof.host)
     survey.leases.extend(proven)
     kept_leases.extend(proven)
@@ -386,9 +390,10 @@ def release_leases(target: str) -> list[Lease]:
         proof = trust.gather(path.dir_fd)
 
         def match(record: Lease | Waiter) -> bool:
-            return record.run_id.startswith(target) or getattr(record, "uuid", None) == target
+            return record.run_id.startswith(target) or (isinstance(record, Lease) and record.uuid == target)
 
-        hits = [r for r in [*leases, *waiters] if match(r)]
+        records: list[Lease | Waiter] = [*leases, *waiters]
+        hits = [r for r in records if match(r)]
         if not hits:
             raise NotFoundError(
                 f"--release {target}: no lease or waiter of that run or GPU in {path.path}",

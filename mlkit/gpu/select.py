@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mlkit.errors import UsageError
@@ -67,22 +67,24 @@ class GpuRequest:
                 f"--max-gpu-util {max_utilization}: must be a percentage from 0 to 100",
                 hint="e.g. --max-gpu-util 10 for GPUs at most 10 % busy",
             )
-        common = {
-            "min_free_memory": min_free_memory,
-            "max_utilization": max_utilization,
-            "exclude_busy": exclude_busy,
-            "spec": text,
-        }
+        # The filters every kind shares; each return below fills in the kind (and count or ids).
+        none = cls(
+            kind="none",
+            min_free_memory=min_free_memory,
+            max_utilization=max_utilization,
+            exclude_busy=exclude_busy,
+            spec=text,
+        )
         lowered = text.lower()
         if lowered in ("auto", "none", "all"):
-            return cls(kind=lowered, **common)
+            return replace(none, kind=lowered)
         if lowered.startswith("device="):  # docker's spelling
             text = text[len("device=") :]
             if "," not in text:
                 text += ","
         if text.isdigit():
             count = int(text)
-            return cls(kind="count", count=count, **common) if count else cls(kind="none", **common)
+            return replace(none, kind="count", count=count) if count else none
         ids = tuple(part.strip() for part in text.split(",") if part.strip())
         bad = [part for part in ids if not (part.isdigit() or _UUID_RE.match(part))]
         if not ids or bad:
@@ -95,7 +97,7 @@ class GpuRequest:
                 f"--gpus {spec!r}: a GPU is named twice",
                 hint="CUDA hides every GPU when CUDA_VISIBLE_DEVICES repeats one; name each once",
             )
-        return cls(kind="list", ids=ids, **common)
+        return replace(none, kind="list", ids=ids)
 
     def describe(self) -> str:
         """ "1 GPU with ≥20.0 GiB free, ≤10% busy" for wait and error messages."""

@@ -28,9 +28,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from mlkit import procid
 
@@ -47,6 +48,7 @@ _UUID_RE = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{1,80}(/\d{1,4}/\d{1,4})?$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _REQUEST_KINDS = ("auto", "none", "all", "count", "list")
 _warned: set[str] = set()
+_R = TypeVar("_R")
 
 
 def warn(message: str) -> None:
@@ -68,7 +70,12 @@ class _Bad(ValueError):
     """A record field that is not what the ledger holds."""
 
 
-def _int(item: dict, key: str, lo: int, hi: int, *, optional: bool = False) -> int | None:
+# Each reader returns the field's type, or also None when `optional=True` (the overloads say so).
+@overload
+def _int(item: dict[str, Any], key: str, lo: int, hi: int) -> int: ...
+@overload
+def _int(item: dict[str, Any], key: str, lo: int, hi: int, *, optional: bool) -> int | None: ...
+def _int(item: dict[str, Any], key: str, lo: int, hi: int, *, optional: bool = False) -> int | None:
     value = item.get(key)
     if value is None and optional:
         return None
@@ -77,18 +84,32 @@ def _int(item: dict, key: str, lo: int, hi: int, *, optional: bool = False) -> i
     return value
 
 
-def _time(item: dict, key: str, *, optional: bool = False) -> float | None:
+@overload
+def _time(item: dict[str, Any], key: str) -> float: ...
+@overload
+def _time(item: dict[str, Any], key: str, *, optional: bool) -> float | None: ...
+def _time(item: dict[str, Any], key: str, *, optional: bool = False) -> float | None:
     value = item.get(key)
     if value is None and optional:
         return None
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0 < value <= time.time() + 86400:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or not 0 < value <= time.time() + 86400
+    ):
         raise _Bad(f"{key!r} is {_show(value)}, not a time (epoch seconds)")
     return float(value)
 
 
+@overload
+def _str(item: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None) -> str: ...
+@overload
 def _str(
-    item: dict, key: str, pattern: re.Pattern[str] | None = None, *, optional: bool = False
+    item: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None, *, optional: bool
+) -> str | None: ...
+def _str(
+    item: dict[str, Any], key: str, pattern: re.Pattern[str] | None = None, *, optional: bool = False
 ) -> str | None:
     value = item.get(key)
     if value is None and optional:
@@ -103,11 +124,11 @@ def _show(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _procs(item: dict) -> list[list[float]]:
+def _procs(item: dict[str, Any]) -> list[list[float]]:
     value = item.get("procs", [])
     if not isinstance(value, list) or len(value) > 64:
         raise _Bad(f"'procs' is {_show(value)}, not a list of [pid, start time]")
-    procs = []
+    procs: list[list[float]] = []
     for entry in value:
         if not isinstance(entry, list) or len(entry) != 2:
             raise _Bad(f"'procs' holds {_show(entry)}, not [pid, start time]")
@@ -122,12 +143,12 @@ def _lease(item: Any) -> Lease:
     if not isinstance(item, dict):
         raise _Bad(f"is {_show(item)}, not a record")
     return Lease(
-        uuid=_str(item, "uuid", _UUID_RE),  # type: ignore[arg-type]
-        run_id=_str(item, "run_id", _RUN_ID_RE),  # type: ignore[arg-type]
-        pid=_int(item, "pid", 1, PID_MAX),  # type: ignore[arg-type]
+        uuid=_str(item, "uuid", _UUID_RE),
+        run_id=_str(item, "run_id", _RUN_ID_RE),
+        pid=_int(item, "pid", 1, PID_MAX),
         pid_start=_time(item, "pid_start"),
-        host=_str(item, "host"),  # type: ignore[arg-type]
-        since=_time(item, "since"),  # type: ignore[arg-type]
+        host=_str(item, "host"),
+        since=_time(item, "since"),
         user=_str(item, "user", optional=True),
         uid=_int(item, "uid", 0, 2**32 - 1, optional=True),
         procs=_procs(item),
@@ -141,11 +162,11 @@ def _waiter(item: Any) -> Waiter:
     if not isinstance(item, dict):
         raise _Bad(f"is {_show(item)}, not a record")
     waiter = Waiter(
-        run_id=_str(item, "run_id", _RUN_ID_RE),  # type: ignore[arg-type]
-        pid=_int(item, "pid", 1, PID_MAX),  # type: ignore[arg-type]
+        run_id=_str(item, "run_id", _RUN_ID_RE),
+        pid=_int(item, "pid", 1, PID_MAX),
         pid_start=_time(item, "pid_start"),
-        host=_str(item, "host"),  # type: ignore[arg-type]
-        since=_time(item, "since"),  # type: ignore[arg-type]
+        host=_str(item, "host"),
+        since=_time(item, "since"),
         request=_request(item.get("request")),
         user=_str(item, "user", optional=True),
         uid=_int(item, "uid", 0, 2**32 - 1, optional=True),
@@ -197,22 +218,24 @@ def parse(raw: str, where: str) -> tuple[list[Lease], list[Waiter], bool]:
     ):
         warn(f"GPU ledger {where} is not a ledger ({_show(data)}); rebuilt from the live mlkit processes")
         return [], [], False
-    leases: list[Lease] = []
-    waiters: list[Waiter] = []
-    for kind, build, out in (("lease", _lease, leases), ("waiter", _waiter, waiters)):
-        items = data.get(kind + "s", [])
-        for i, item in enumerate(items[:_MAX_RECORDS]):
-            try:
-                out.append(build(item))  # type: ignore[arg-type]
-            except _Bad as exc:
-                run = item.get("run_id") if isinstance(item, dict) else None
-                named = f" (run {_show(run)})" if run is not None else ""
-                warn(f"GPU ledger {where}: {kind} #{i + 1}{named} dropped: {exc}")
-        if len(items) > _MAX_RECORDS:
-            warn(
-                f"GPU ledger {where}: {len(items) - _MAX_RECORDS} {kind}s past the first {_MAX_RECORDS} dropped"
-            )
+    leases = _records(data.get("leases", []), _lease, "lease", where)
+    waiters = _records(data.get("waiters", []), _waiter, "waiter", where)
     return leases, waiters, True
+
+
+def _records(items: list[Any], build: Callable[[Any], _R], kind: str, where: str) -> list[_R]:
+    """The well-formed records of one list of the ledger; each bad one is dropped with a warning."""
+    out: list[_R] = []
+    for i, item in enumerate(items[:_MAX_RECORDS]):
+        try:
+            out.append(build(item))
+        except _Bad as exc:
+            run = item.get("run_id") if isinstance(item, dict) else None
+            named = f" (run {_show(run)})" if run is not None else ""
+            warn(f"GPU ledger {where}: {kind} #{i + 1}{named} dropped: {exc}")
+    if len(items) > _MAX_RECORDS:
+        warn(f"GPU ledger {where}: {len(items) - _MAX_RECORDS} {kind}s past the first {_MAX_RECORDS} dropped")
+    return out
 
 
 # ----------------------------------------------------------------------------- liveness
@@ -264,7 +287,9 @@ def run_processes() -> dict[str, list[tuple[int, float, tuple[str, ...], int | N
         if pid == me:
             continue
         env = procid.environ_of(pid)
-        run_id = env.get(RUN_ID_ENV) if env else None
+        if not env:  # gone, or not ours to read
+            continue
+        run_id = env.get(RUN_ID_ENV)
         if not run_id or not _RUN_ID_RE.match(run_id):
             continue
         if _state_dir(env) != ours:  # a run of another ledger (MLKIT_STATE_DIR): not ours to count
@@ -272,7 +297,7 @@ def run_processes() -> dict[str, list[tuple[int, float, tuple[str, ...], int | N
         start = procid.start_time(pid)
         if start is None or start == procid.HIDDEN:
             continue
-        uuids = tuple(u for u in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if is_gpu_uuid(u))  # type: ignore[union-attr]
+        uuids = tuple(u for u in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if is_gpu_uuid(u))
         runs.setdefault(run_id, []).append((pid, start, uuids, procid.uid_of(pid)))
     return runs
 
@@ -315,12 +340,13 @@ def judge(record: Lease | Waiter, proof: Proof) -> tuple[str, str]:
     owner_same = procid.is_same(owner)
     if owner_same and _looks_like_mlkit(record.pid, record.run_id, proof):
         return LIVE, f"held by mlkit pid {record.pid}"
-    procs = getattr(record, "procs", None)
-    if procs is not None:  # a lease: any process of its run keeps it
-        for pid, start in procs:
+    from mlkit.gpu.ledger import Lease  # at call time: mlkit.gpu.ledger imports this module
+
+    if isinstance(record, Lease):  # a lease: any process of its run keeps it
+        for pid, start in record.procs:
             if procid.is_same(procid.ProcessRef(int(pid), start)) and _run_process(int(pid), record, proof):
                 return LIVE, f"its entry point pid {int(pid)} is alive"
-        pgid = getattr(record, "pgid", None)
+        pgid = record.pgid
         if pgid and _group_alive(pgid, record, proof):
             return LIVE, f"its process group {pgid} is alive"
         if proof.runs.get(record.run_id):

@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from mlkit.env.ref import EnvRef
+from mlkit.env.ref import EnvKind, EnvRef
 from mlkit.errors import ProjectError
 from mlkit.project.command import check_template, valid_param_name
 from mlkit.project.model import (
@@ -215,9 +215,10 @@ def _load(path: Path | str, entry_point: str | None, strict: bool) -> Project:
 
 
 def _default_env(directory: Path) -> EnvRef | None:
-    for filename, kind in (("python_env.yaml", "python"), ("conda.yaml", "conda")):
+    defaults: tuple[tuple[str, EnvKind], ...] = (("python_env.yaml", "python"), ("conda.yaml", "conda"))
+    for filename, kind in defaults:
         if (directory / filename).is_file():
-            return EnvRef(kind=kind, path=(directory / filename).resolve())  # type: ignore[arg-type]
+            return EnvRef(kind=kind, path=(directory / filename).resolve())
     return None
 
 
@@ -382,6 +383,7 @@ def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Pa
         return None
     if spec is None:  # `lr:` with nothing after it: a required string
         return Parameter(name)
+    default: Any  # YAML's value: checked below
     if isinstance(spec, str):  # `lr: float` -- the type, required
         ptype, default, shorthand = spec, None, True
     elif isinstance(spec, bool):
@@ -413,9 +415,10 @@ def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Pa
             f"write {name}: {{type: float, default: 0.1}}",
         )
         return None
-    ptype = _param_type(ptype, pkey, problems, shorthand)
-    if ptype is None:
+    checked = _param_type(ptype, pkey, problems, shorthand)
+    if checked is None:
         return None
+    ptype = checked
     if isinstance(default, (dict, list)):
         problems.add(
             f"{pkey}.default",

@@ -535,11 +535,11 @@ def _runs_table(data: ReportData) -> str:
             sort = "" if value is None or not math.isfinite(value) else repr(value)
             cells.append(_cell(_num(value), sort, numeric=True))
         for key in changed:
-            value = run.data.params.get(key)
-            cells.append(_cell("" if value is None else value, numeric=_is_number(value)))
+            param = run.data.params.get(key)
+            cells.append(_cell("" if param is None else param, numeric=_is_number(param)))
         for key in same:
-            value = run.data.params.get(key)
-            cells.append(_cell("" if value is None else value, numeric=_is_number(value), cls="same"))
+            param = run.data.params.get(key)
+            cells.append(_cell("" if param is None else param, numeric=_is_number(param), cls="same"))
         body.append(f'<tr data-run-id="{esc(info.run_id)}">{"".join(cells)}</tr>')
     toggle = ""
     if same:
@@ -611,10 +611,13 @@ def _images_section(data: ReportData) -> str:
 def _size(n: int | None) -> str:
     if n is None:
         return ""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024  # type: ignore[assignment]
+    if n < 1024:
+        return f"{n} B"
+    size = n / 1024
+    for unit in ("KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}"
+        size /= 1024
     return ""
 
 

@@ -6,6 +6,8 @@ record). Names are resolved lazily so that `mlkit.runner.proc` stays cheap to im
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlkit._lazy import lazy_exports
 
 _EXPORTS = {
@@ -18,6 +20,13 @@ _EXPORTS = {
     "Skipped": "mlkit.runner.session",
     "run_project": "mlkit.runner.session",
 }
+
+# The real names for type checkers (a re-export, so ruff's F401 is off for this file in
+# pyproject.toml); at run time __getattr__ below imports each on first use.
+if TYPE_CHECKING:
+    from mlkit.runner.plan import RunPlan, plan_run
+    from mlkit.runner.session import DryRun, RunOptions, Skipped, run_project
+    from mlkit.runner.supervise import RunResult, execute
 
 __all__ = list(_EXPORTS)
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pathspec import GitIgnoreSpec
 
 if TYPE_CHECKING:
     from mlkit.tracking.entities import Run
@@ -39,101 +40,56 @@ SKIP_SUFFIXES = (".pyc", ".pyo")
 _CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
-class _Rule:
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-    anchored: bool  # matched against the whole relative path, not just the last name
-
-
-def _glob_to_regex(glob: str) -> str:
-    out, i = [], 0
-    while i < len(glob):
-        c = glob[i]
-        if glob.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-            continue
-        if glob.startswith("/**", i) and i + 3 == len(glob):
-            out.append("(?:/.*)?")
-            i += 3
-            continue
-        if c == "*":
-            out.append(".*" if glob.startswith("**", i) else "[^/]*")
-            i += 2 if glob.startswith("**", i) else 1
-            continue
-        if c == "?":
-            out.append("[^/]")
-        elif c == "[" and "]" in glob[i + 1 :]:
-            end = glob.index("]", i + 1)
-            body = glob[i + 1 : end].replace("\\", "\\\\")
-            out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-            i = end
-        elif c == "\\" and i + 1 < len(glob):
-            i += 1
-            out.append(re.escape(glob[i]))
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def read_gitignore(project_dir: Path) -> list[_Rule]:
-    """The rules of the project's top-level .gitignore (nested .gitignore files are not read)."""
+def _read_ignore_file(directory: Path) -> GitIgnoreSpec | None:
+    """The patterns of `directory/.gitignore`, or None when it is absent, unreadable or empty."""
     try:
-        lines = (project_dir / ".gitignore").read_text(encoding="utf-8", errors="replace").splitlines()
+        text = (directory / ".gitignore").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return []
-    rules = []
-    for line in lines:
-        line = line.rstrip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        line = line[1:] if negate else line
-        dir_only = line.endswith("/")
-        line = line.rstrip("/")
-        anchored = "/" in line
-        line = line.lstrip("/")
-        if line:
-            rules.append(_Rule(re.compile(_glob_to_regex(line)), negate, dir_only, anchored))
-    return rules
+        return None
+    spec = GitIgnoreSpec.from_lines(text.splitlines())
+    return spec if len(spec) else None
 
 
-def _ignored(rules: list[_Rule], rel: str, is_dir: bool) -> bool:
-    """gitignore's rule: the last matching pattern wins; a file under an ignored directory is ignored."""
+def _ignored(specs: dict[str, GitIgnoreSpec], rel: str, is_dir: bool) -> bool:
+    """Whether git ignores `rel`, whose parent directories are not ignored (the walk pruned those).
+
+    `specs` maps a directory ("" or "a/b/") to its .gitignore. As in git, the deepest .gitignore
+    with a matching pattern decides, and within one file the last matching pattern wins.
+    """
     parts = rel.split("/")
-    candidates = [("/".join(parts[: i + 1]), True) for i in range(len(parts) - 1)] + [(rel, is_dir)]
-    ignored = False
-    for rule in rules:
-        for path, path_is_dir in candidates:
-            if rule.dir_only and not path_is_dir:
-                continue
-            target = path if rule.anchored else path.rsplit("/", 1)[-1]
-            if rule.regex.fullmatch(target):
-                ignored = not rule.negate
-                break
-    return ignored
+    for depth in range(len(parts) - 1, -1, -1):
+        base = "".join(part + "/" for part in parts[:depth])
+        spec = specs.get(base)
+        if spec is None:
+            continue
+        verdict = spec.check_file(rel[len(base) :] + ("/" if is_dir else "")).include
+        if verdict is not None:
+            return verdict
+    return False
 
 
 def project_files(project_dir: Path) -> list[str]:
-    """The project's files that count, as sorted relative POSIX paths."""
-    rules = read_gitignore(project_dir)
-    can_prune = not any(rule.negate for rule in rules)  # with "!pattern" check every file
+    """The project's files that count, as sorted relative POSIX paths.
+
+    Those git would list as untracked and not ignored (`git ls-files --others --exclude-standard`)
+    when only the project's own .gitignore files count: each directory's .gitignore is read, an
+    ignored directory is not entered (so nothing under it can be re-included, as in git), and a
+    link to a directory is a file, hashed as a link and not walked.
+    """
+    specs: dict[str, GitIgnoreSpec] = {}
     found: list[str] = []
     for root, dirs, files in os.walk(project_dir):
         rel_root = os.path.relpath(root, project_dir).replace(os.sep, "/")
         prefix = "" if rel_root == "." else rel_root + "/"
-        kept = [
-            d for d in dirs if d not in SKIP_DIRS and not (can_prune and _ignored(rules, prefix + d, True))
-        ]
-        links = [d for d in kept if os.path.islink(os.path.join(root, d))]  # hashed as links, not walked
-        dirs[:] = sorted(d for d in kept if d not in links)
-        files = files + links
-        for name in files:
+        spec = _read_ignore_file(Path(root))
+        if spec is not None:
+            specs[prefix] = spec
+        kept = [d for d in dirs if d not in SKIP_DIRS]
+        links = [d for d in kept if os.path.islink(os.path.join(root, d))]
+        dirs[:] = sorted(d for d in kept if d not in links and not _ignored(specs, prefix + d, True))
+        for name in files + links:
             rel = prefix + name
-            if not name.endswith(SKIP_SUFFIXES) and not _ignored(rules, rel, False):
+            if not name.endswith(SKIP_SUFFIXES) and not _ignored(specs, rel, False):
                 found.append(rel)
     return sorted(found)
 

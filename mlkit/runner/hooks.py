@@ -83,8 +83,8 @@ def run_on_finish(
     code = child.returncode
     if code < 0:  # killed by a signal: report it as a shell does, 128 + the signal number
         return HookResult(command, 128 - code, _tail(raw), f"--on-finish was killed by signal {-code}")
-    error = None if code == 0 else f"--on-finish exited with code {code}"
-    return HookResult(command, code, _tail(raw), error)
+    failed = None if code == 0 else f"--on-finish exited with code {code}"
+    return HookResult(command, code, _tail(raw), failed)
 
 
 def _tail(raw: bytes) -> str:

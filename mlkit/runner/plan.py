@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 from mlkit.errors import UsageError
 
@@ -26,6 +27,39 @@ DEFAULT_KILL_GRACE = 10.0
 # Interpreter options that torchrun's own `python -u` launch makes unnecessary or that are harmless
 # to drop when the same script runs once per rank.
 _DROPPABLE_PY_FLAGS = {"-u", "-B", "-E", "-s", "-S", "-O", "-OO", "-q"}
+
+
+class PlanEnv(Protocol):
+    """What `plan_run` reads of a built environment (`mlkit.env.manager.PreparedEnv`)."""
+
+    @property
+    def python(self) -> Path: ...
+    @property
+    def env_vars(self) -> Mapping[str, str]: ...
+    @property
+    def manager(self) -> str: ...
+
+
+class PlanLease(Protocol):
+    """What `plan_run` reads of the run's GPUs (`mlkit.gpu.ledger.GpuLease`)."""
+
+    @property
+    def gpus(self) -> Sequence[object]: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """How the entry point is launched: the torchrun layout, the deadline and signals, the terminal."""
+
+    nproc_per_node: int | None = None
+    nnodes: int | None = None
+    node_rank: int | None = None
+    rdzv_endpoint: str | None = None
+    timeout: float | None = None  # seconds
+    kill_grace: float = DEFAULT_KILL_GRACE  # seconds between a forwarded signal and SIGKILL
+    stderr_tty: bool = False  # the child's stderr pipe ends on a terminal
 
 
 @dataclass(frozen=True)
@@ -67,27 +101,23 @@ def plan_run(
     entry_point: str,
     params: dict[str, str],
     *,
-    env: Any | None,
-    lease: Any | None,
+    env: PlanEnv | None,
+    lease: PlanLease | None,
     store_root: Path | str,
     run_id: str,
     experiment_id: str,
     command: ResolvedCommand | None = None,
     artifact_dir: Path | None = None,
     env_manager: str | None = None,
-    stderr_tty: bool = False,
-    nproc_per_node: int | None = None,
-    nnodes: int | None = None,
-    node_rank: int | None = None,
-    rdzv_endpoint: str | None = None,
-    timeout: float | None = None,
-    kill_grace: float = DEFAULT_KILL_GRACE,
+    launch: LaunchOptions = LaunchOptions(),
     dry_python: str | None = None,
 ) -> RunPlan:
     """The launch plan for one run. `env` is a PreparedEnv (None: not built yet, as in --dry-run),
     `lease` a GpuLease or None; `command` is the already resolved command (else it is resolved here).
     Without `env` (a dry run) the command keeps its own `python`/`python3`; `dry_python` is the
     interpreter the run would start for it, when that is known without building anything."""
+    nproc_per_node, nnodes, node_rank = launch.nproc_per_node, launch.nnodes, launch.node_rank
+    rdzv_endpoint = launch.rdzv_endpoint
     if command is None:
         command = project.entry_point(entry_point).resolve(params)
     store_root = Path(store_root)
@@ -109,7 +139,7 @@ def plan_run(
         base_argv = shell_argv(shell or "")
         own = base_argv
 
-    gpu_count = len(getattr(lease, "gpus", None) or [])
+    gpu_count = len(lease.gpus) if lease is not None else 0
     nproc = nproc_per_node if nproc_per_node is not None else (gpu_count if gpu_count > 1 else None)
     multi = (nproc is not None and nproc > 1) or (nnodes is not None and nnodes > 1)
     argv = base_argv
@@ -137,9 +167,9 @@ def plan_run(
     store_abs = store_root if store_root.is_absolute() else Path(os.path.abspath(store_root))
     child_env: dict[str, str | None] = {}
     if env is not None:
-        child_env.update(getattr(env, "env_vars", {}) or {})
+        child_env.update(env.env_vars)
     if lease is not None:
-        child_env.update(getattr(lease, "env", {}) or {})
+        child_env.update(lease.env)
     child_env.update(
         {
             "MLKIT_RUN_ID": run_id,
@@ -153,9 +183,9 @@ def plan_run(
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if stderr_tty:  # the pipe ends on a terminal: progress lines may rewrite themselves there
+    if launch.stderr_tty:  # the pipe ends on a terminal: progress lines may rewrite themselves there
         child_env["MLKIT_STDERR_TTY"] = "1"
-    manager = env_manager or (getattr(env, "manager", None) if env is not None else None) or "local"
+    manager = env_manager or (env.manager if env is not None else None) or "local"
     return RunPlan(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -174,8 +204,8 @@ def plan_run(
         nproc_per_node=(nproc or 1) if use_torchrun else None,
         nnodes=nnodes if use_torchrun else None,
         rdzv_id=rdzv_id,
-        timeout=timeout,
-        kill_grace=kill_grace,
+        timeout=launch.timeout,
+        kill_grace=launch.kill_grace,
         notices=notices,
         interpreter=interpreter,
     )

@@ -159,6 +159,8 @@ def run(
         stderr=pipe,
     )
     data = input.encode() if isinstance(input, str) else input
+    out: bytes | str | None
+    err: bytes | str | None
     try:
         out, err = proc.communicate(data, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -171,8 +173,8 @@ def run(
         terminate_group(proc, grace=grace)
         raise
     if text:
-        out = out.decode(errors="replace") if out is not None else None
-        err = err.decode(errors="replace") if err is not None else None
+        out = out.decode(errors="replace") if isinstance(out, bytes) else out
+        err = err.decode(errors="replace") if isinstance(err, bytes) else err
     result = subprocess.CompletedProcess([os.fspath(a) for a in argv], proc.returncode, out, err)
     if check and proc.returncode != 0:
         tail = ""

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mlkit import settings
 from mlkit.errors import (
@@ -33,7 +33,7 @@ from mlkit.errors import (
     MlkitError,
     UsageError,
 )
-from mlkit.runner.plan import DEFAULT_KILL_GRACE, RunPlan, plan_run, signal_name
+from mlkit.runner.plan import DEFAULT_KILL_GRACE, LaunchOptions, RunPlan, plan_run, signal_name
 from mlkit.runner.supervise import (
     FAILED,
     KILLED,
@@ -43,6 +43,13 @@ from mlkit.runner.supervise import (
     execute,
     release_quietly,
 )
+
+if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its step comes
+    from mlkit.gpu.ledger import GpuLease
+    from mlkit.gpu.select import GpuRequest
+    from mlkit.project.model import Project, ResolvedCommand
+    from mlkit.tracking.entities import Run
+    from mlkit.tracking.store import FileStore
 
 ENV_MANAGERS = ("local", "auto", "uv", "conda")
 Notify = Callable[[str], None]
@@ -176,7 +183,7 @@ def _describe_experiment(options: RunOptions) -> str:
     return f"id {exp_id}" if exp_id else "Default"
 
 
-def _find_experiment(store: Any, options: RunOptions) -> tuple[str | None, str]:
+def _find_experiment(store: FileStore, options: RunOptions) -> tuple[str | None, str]:
     """(experiment id or None when it would be created, its name) without creating anything."""
     exp_id = options.experiment_id
     name = options.experiment_name
@@ -190,7 +197,7 @@ def _find_experiment(store: Any, options: RunOptions) -> tuple[str | None, str]:
     return "0", store.get_experiment("0").name
 
 
-def _dry_python(project: Any, manager: str) -> str | None:
+def _dry_python(project: Project, manager: str) -> str | None:
     """The interpreter a run would start, when known without building anything: this one for
     --env-manager local, without an environment file, or when `auto` finds this env satisfies it."""
     if manager == "local" or project.env is None:
@@ -212,7 +219,7 @@ def _stderr_is_tty() -> bool:
         return False
 
 
-def _gpu_request(options: RunOptions) -> Any:
+def _gpu_request(options: RunOptions) -> GpuRequest:
     from mlkit.gpu import GpuRequest
 
     request = GpuRequest.parse(
@@ -236,7 +243,7 @@ def _gpu_request(options: RunOptions) -> Any:
 class _Heartbeat(threading.Thread):
     """Refreshes the run's mlkit.heartbeat tag until stopped."""
 
-    def __init__(self, store: Any, run_id: str, interval: float):
+    def __init__(self, store: FileStore, run_id: str, interval: float):
         super().__init__(name="mlkit-heartbeat", daemon=True)
         self.store, self.run_id, self.interval = store, run_id, interval
         self._stop_event = threading.Event()
@@ -310,17 +317,17 @@ def _run(
     request = _gpu_request(options)
     store_root = settings.tracking_root(options.store)
     grace = kill_grace()
-    plan_kwargs = {
-        "nproc_per_node": options.nproc_per_node,
-        "nnodes": options.nnodes,
-        "node_rank": options.node_rank,
-        "rdzv_endpoint": options.rdzv_endpoint,
-        "timeout": options.timeout,
-        "kill_grace": grace,
-        "stderr_tty": _stderr_is_tty(),
-    }
+    launch = LaunchOptions(
+        nproc_per_node=options.nproc_per_node,
+        nnodes=options.nnodes,
+        node_rank=options.node_rank,
+        rdzv_endpoint=options.rdzv_endpoint,
+        timeout=options.timeout,
+        kill_grace=grace,
+        stderr_tty=_stderr_is_tty(),
+    )
     if options.dry_run:
-        from mlkit.env import env_hash
+        from mlkit.env.manager import env_hash
 
         env_hash(project.directory, project.env)  # read and check the env file as the run will
         plan = plan_run(
@@ -335,7 +342,7 @@ def _run(
             command=command,
             env_manager=options.env_manager,
             dry_python=_dry_python(project, options.env_manager),
-            **plan_kwargs,
+            launch=launch,
         )
         return DryRun(plan, _describe_experiment(options), store_root, options.env_manager, options.gpus)
 
@@ -348,7 +355,7 @@ def _run(
             held = stack.enter_context(
                 run_lock(options.lock, wait=options.lock_wait, on_wait=_prefixed(notify, "mlkit: "))
             )
-        from mlkit.env import env_hash
+        from mlkit.env.manager import env_hash
 
         ehash = env_hash(project.directory, project.env)
         # Hashing the project reads every file in it: only --skip-if-done pays for that.
@@ -400,32 +407,41 @@ def _run(
         if held is not None:
             with contextlib.suppress(Exception):
                 held.set_run_id(run.info.run_id)
-        return _supervise_run(
-            options, project, command, request, store, run, exp_name, store_root, plan_kwargs,
-            notify, stdout, stderr, router, t0,
-        )  # fmt: skip
+        created = _Created(project, command, request, store, run, exp_name, store_root, launch, t0)
+        return _supervise_run(options, created, notify, stdout, stderr, router)
+
+
+@dataclass(frozen=True)
+class _Created:
+    """What steps 1 to 3 settled for a run that now exists in the store."""
+
+    project: Project
+    command: ResolvedCommand
+    request: GpuRequest
+    store: FileStore
+    run: Run
+    exp_name: str
+    store_root: Path
+    launch: LaunchOptions
+    t0: float  # time.monotonic() when the run was created
 
 
 def _supervise_run(
     options: RunOptions,
-    project: Any,
-    command: Any,
-    request: Any,
-    store: Any,
-    run: Any,
-    exp_name: str,
-    store_root: Path,
-    plan_kwargs: dict[str, Any],
+    created: _Created,
     notify: Notify,
     stdout: IO[bytes] | None,
     stderr: IO[bytes] | None,
     router: SignalRouter,
-    t0: float,
 ) -> RunResult:
     """Steps 4 and 5, for a run that exists: whatever happens, it ends in a terminal status."""
+    project, command, request, store, run = (
+        created.project, created.command, created.request, created.store, created.run,
+    )  # fmt: skip
+    exp_name, store_root, t0 = created.exp_name, created.store_root, created.t0
     run_id, exp_id = run.info.run_id, run.info.experiment_id
     heartbeat = _Heartbeat(store, run_id, heartbeat_interval())
-    lease = None
+    lease: GpuLease | None = None
     result: RunResult | None = None
     child_started = False
     pending: dict[str, str] = {}  # tags learnt while setting up, written together (or by _end)
@@ -436,7 +452,7 @@ def _supervise_run(
             store.log_params(run_id, command.params)
         heartbeat.start()
 
-        from mlkit.env import prepare_env
+        from mlkit.env.manager import prepare_env
 
         env = prepare_env(
             project.directory,
@@ -486,7 +502,7 @@ def _supervise_run(
             experiment_id=exp_id,
             command=command,
             artifact_dir=store.artifact_dir(run_id),
-            **plan_kwargs,
+            launch=created.launch,
         )
         import json
 
@@ -536,12 +552,12 @@ def _supervise_run(
     result.artifact_uri = run.info.artifact_uri
     result.experiment_id = exp_id
     if options.on_finish:
-        _on_finish(options.on_finish, result, store, notify)
+        _on_finish(options.on_finish, result, exp_id, store, notify)
     return result
 
 
 def _end(
-    store: Any,
+    store: FileStore,
     run_id: str,
     exp_id: str,
     status: str,
@@ -563,7 +579,7 @@ def _end(
     return RunResult(run_id, status, exit_code, time.monotonic() - t0, reason, exp_id, signal=signal)
 
 
-def _on_finish(command: str, result: RunResult, store: Any, notify: Notify) -> None:
+def _on_finish(command: str, result: RunResult, exp_id: str, store: FileStore, notify: Notify) -> None:
     """Run the --on-finish hook; its failure is reported, never fatal."""
     try:
         from mlkit.runner.hooks import run_on_finish
@@ -574,7 +590,7 @@ def _on_finish(command: str, result: RunResult, store: Any, notify: Notify) -> N
             status=result.status,
             exit_code=result.exit_code,
             run_dir=store.run_dir(result.run_id),
-            experiment_id=result.experiment_id,
+            experiment_id=exp_id,
         )
     except Exception as exc:
         notify(f"mlkit: --on-finish failed: {exc}")

@@ -20,12 +20,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from mlkit import procid
 from mlkit.errors import MlkitError
 from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
+
+if TYPE_CHECKING:  # annotations only: a run without GPUs or metrics never loads these
+    from mlkit.gpu.ledger import GpuLease
+    from mlkit.gpu.sampler import SystemMetricsSampler
+    from mlkit.tracking.store import FileStore
 
 
 def _log(level: str, message: str, *args: object) -> None:
@@ -326,9 +331,9 @@ class _Stopper:
 # ----------------------------------------------------------------------------- execute
 def execute(
     plan: RunPlan,
-    store: Any,
+    store: FileStore,
     *,
-    lease: Any | None = None,
+    lease: GpuLease | None = None,
     metrics_interval: float = 0.0,
     gpu_uuids: list[str] | None = None,
     stdout: IO[bytes] | None = None,
@@ -362,8 +367,8 @@ def execute(
 
 def _execute(
     plan: RunPlan,
-    store: Any,
-    lease: Any | None,
+    store: FileStore,
+    lease: GpuLease | None,
     metrics_interval: float,
     gpu_uuids: list[str] | None,
     stdout: IO[bytes] | None,
@@ -402,7 +407,7 @@ def _execute(
     stopper = _Stopper(tree, plan.kill_grace)
     timer = None
     try:
-        if lease is not None and hasattr(lease, "track"):
+        if lease is not None:
             try:  # the lease now lasts as long as the entry point's process group
                 lease.track(child.pid)
             except Exception as exc:  # the supervisor still holds it; the run goes on
@@ -499,7 +504,7 @@ def classify(
     return FAILED, returncode, "exit_code", None
 
 
-def release_quietly(lease: Any) -> None:
+def release_quietly(lease: GpuLease) -> None:
     """Give the GPUs back; a failure here must not hide how the run ended."""
     try:
         lease.release()
@@ -508,8 +513,8 @@ def release_quietly(lease: Any) -> None:
 
 
 def _start_sampler(
-    store: Any, run_id: str, uuids: list[str], interval: float, pid: int, notify: Notify
-) -> Any:
+    store: FileStore, run_id: str, uuids: list[str], interval: float, pid: int, notify: Notify
+) -> SystemMetricsSampler | None:
     if not interval or interval <= 0:
         return None
     try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,7 @@ class MlkitClient:
             if field not in ("name", "experiment_id", "creation_time", "last_update_time"):
                 raise InvalidInputError(f"invalid order_by {clause!r}", hint="order by name, experiment_id, "
                                         "creation_time or last_update_time")  # fmt: skip
-            experiments.sort(key=lambda e, f=field: getattr(e, f) or 0 if f.endswith("time") else getattr(e, f),
+            experiments.sort(key=functools.partial(_experiment_sort_value, field=field),
                              reverse=direction.strip().upper() == "DESC")  # fmt: skip
         return experiments[:max_results] if max_results else experiments
 
@@ -115,7 +117,7 @@ class MlkitClient:
         """Log a metric value."""
         self.store.log_metric(run_id, key, value, 0 if step is None else step, timestamp)
 
-    def log_batch(self, run_id: str, metrics: list[Metric] = (), params: dict[str, Any] | None = None,  # type: ignore[assignment]
+    def log_batch(self, run_id: str, metrics: Sequence[Metric] = (), params: dict[str, Any] | None = None,
                   tags: dict[str, Any] | None = None) -> None:  # fmt: skip
         """Log metrics, params and tags in one call."""
         if params:
@@ -178,7 +180,13 @@ class MlkitClient:
         return str(target)
 
 
-class PagedList(list):  # type: ignore[type-arg]
+def _experiment_sort_value(experiment: Experiment, field: str) -> Any:
+    """An experiment's `order_by` key: a missing time sorts as 0."""
+    value = getattr(experiment, field)
+    return value or 0 if field.endswith("time") else value
+
+
+class PagedList(list[Any]):
     """A list of results with the token of the next page (None on the last page), as MLflow's."""
 
     def __init__(self, items: list[Any], token: str | None) -> None:

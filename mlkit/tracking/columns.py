@@ -178,7 +178,7 @@ def match_columns(spec: str, keys: dict[str, set[str]]) -> list[Column]:
         else:
             hits = [pattern] if pattern in names else []
         order = metric_order if each == METRIC else str
-        found += [Column(each, k) for k in sorted(hits, key=order)]  # type: ignore[arg-type]
+        found += [Column(each, k) for k in sorted(hits, key=order)]
     return found
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from mlkit import settings
 from mlkit.errors import InvalidInputError
@@ -62,7 +62,7 @@ class ActiveRun:
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> Literal[False]:
         if exc_type is None:
             status = FINISHED
         elif issubclass(exc_type, KeyboardInterrupt):

@@ -40,7 +40,7 @@ from pathlib import Path
 from mlkit.errors import LockedError, NotFoundError, StoreError, UsageError
 from mlkit.tracking import files
 from mlkit.tracking.columns import UnknownKey, keys_of, suggest
-from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Run
+from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Experiment, Run
 from mlkit.tracking.lost import is_owner_gone, run_temp_files, stale_temp_files
 
 GC_TMP_PREFIX = ".mlkit-gc-"
@@ -153,6 +153,7 @@ def select_retention(
     if policy.keep_best is not None:
         scored = [r for r in runs if r.metric is not None and not math.isnan(r.metric)]
         sign = 1 if policy.mode == "min" else -1
+        # r.metric is not None in `scored` (filtered just above); mypy cannot see it through the lambda
         scored.sort(key=lambda r: (sign * r.metric, -(r.start_time or 0), r.run_id))  # type: ignore[operator]
         for r in scored[: policy.keep_best]:
             keep[r.run_id].append(f"among the best {policy.keep_best} by {policy.metric}")
@@ -412,7 +413,7 @@ def _old_enough(path: Path, now: float) -> bool:
 
 
 def _scan_orphans(exp_dir: Path, experiment_id: str, known: set[str], now: float) -> list[GcItem]:
-    items = []
+    items: list[GcItem] = []
     try:
         entries = list(os.scandir(exp_dir))
     except FileNotFoundError:
@@ -448,7 +449,7 @@ def _select_experiments(store, refs: list[str] | None) -> tuple[list, list]:
     everything = store.list_experiments(view="all")
     if not refs:
         return everything, everything
-    chosen = []
+    chosen: list[Experiment] = []
     for ref in refs:
         match = [e for e in everything if e.experiment_id == ref or e.name == ref]
         if not match:

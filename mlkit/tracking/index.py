@@ -436,18 +436,18 @@ class RunIndex:
                 out.append(run)
                 continue
             old = olds.get(run.run_id, {})
-            row = full_rows.get(run.run_id)
-            fresh = row is not None and not self._disabled and row[2] == run.sigs["meta"]
-            if fresh:
-                sigs = {"meta": row[2], "metric": row[3], "param": row[4], "tag": row[5]}
+            found = full_rows.get(run.run_id)
+            fresh = False
+            if found is not None and not self._disabled and found[2] == run.sigs["meta"]:
+                sigs = {"meta": found[2], "metric": found[3], "param": found[4], "tag": found[5]}
                 checked = run.values  # these files were stat'ed by query() just now
                 fresh = all(dir_sig(f"{run.run_dir}/{KIND_DIRS[k]}", sigs[k]) == sigs[k] for k in KIND_DIRS) and all(
                     kind == "param" or (kind, key) in checked
                     or file_sig(f"{run.run_dir}/{KIND_DIRS[kind]}/{key}") == v[1]
                     for (kind, key), v in old.items()
                 )  # fmt: skip
-            if fresh:
-                info = dict(zip(ATTR_COLUMNS, row[6:], strict=True))
+            if fresh and found is not None:
+                info = dict(zip(ATTR_COLUMNS, found[6:], strict=True))
                 info["run_id"] = run.run_id
                 out.append(IndexedRun(run.run_id, run.exp_id, run.run_dir, info, sigs, old, True))
                 continue

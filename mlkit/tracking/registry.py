@@ -481,6 +481,7 @@ class RegistryStore:
     # ------------------------------------------------------------------ versions: read
     def _read_version(self, version_dir: Path, aliases: dict[str, int]) -> ModelVersion:
         meta = files.read_yaml(version_dir / "meta.yaml")
+        # version_dir was listed because its name matches _VERSION_DIR_RE, so the match is never None
         number = int(meta.get("version") or _VERSION_DIR_RE.match(version_dir.name).group(1))  # type: ignore[union-attr]
         return ModelVersion(
             name=str(meta.get("name") or version_dir.parent.name),

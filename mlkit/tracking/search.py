@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import operator
@@ -141,9 +142,10 @@ def _resolve_identifier(filter_string: str, token: Token) -> tuple[str, str]:
     if prefix is None:
         entity = ATTRIBUTE
     else:
-        entity = _PREFIXES.get(prefix.lower())
-        if entity is None:
+        known = _PREFIXES.get(prefix.lower())
+        if known is None:
             raise _error(filter_string, token, f"unknown entity type {prefix!r}")
+        entity = known
     if entity == ATTRIBUTE:
         key = _ATTRIBUTE_ALIASES.get(key, key)
         if key not in STRING_ATTRIBUTES and key not in NUMERIC_ATTRIBUTES:
@@ -372,9 +374,9 @@ def sort_rows(rows: list[RunRow], order_by: Sequence[str] | None) -> list[RunRow
     rows = sorted(rows, key=lambda r: (-(r.info.get("start_time") or 0), r.info.get("run_id", "")))
     for key in reversed(keys):
         try:
-            rows.sort(key=lambda r, k=key: _sort_value(r, k), reverse=not key.ascending)
+            rows.sort(key=functools.partial(_sort_value, key=key), reverse=not key.ascending)
         except TypeError:  # mixed types (e.g. inf fill against strings): sort as text
-            rows.sort(key=lambda r, k=key: _text_sort_value(r, k), reverse=not key.ascending)
+            rows.sort(key=functools.partial(_text_sort_value, key=key), reverse=not key.ascending)
     return rows
 
 

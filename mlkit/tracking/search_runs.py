@@ -31,7 +31,7 @@ def index_of(store: FileStore) -> RunIndex:
     index = getattr(store, "_index", None)
     if index is None:
         index = RunIndex(store.root)
-        store._index = index  # type: ignore[attr-defined]
+        store._index = index  # type: ignore[attr-defined]  # a per-store cache (issue 15 moves it into FileStore)
     return index
 
 

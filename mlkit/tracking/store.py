@@ -142,7 +142,7 @@ def _current_user() -> str:
 class FileStore:
     """A tracking store rooted at a directory (MLflow's FileStore layout)."""
 
-    def __init__(self, root: Path | str | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root: Path = settings.tracking_root(root)
         self._run_dirs: dict[str, Path] = {}  # run_id -> run directory (found once, then cached)
         self._metric_fds: dict[tuple[str, str], int] = {}  # (run_id, key) -> O_APPEND fd
@@ -589,7 +589,7 @@ class FileStore:
             if "/" in key:
                 (tags_dir / key).parent.mkdir(parents=True, exist_ok=True)
             files.write_new(tags_dir / key, value)
-        meta = {
+        meta: dict[str, Any] = {
             "artifact_uri": f"{location}/{run_id}/artifacts",
             "end_time": None,
             "entry_point_name": "",
@@ -1043,7 +1043,7 @@ class FileStore:
         order_by: list[str] | None = None,
         max_results: int = 1000,
         page_token: str | None = None,
-        run_view: str = "active",
+        run_view: str | int = "active",
     ) -> tuple[list[Run], str | None]:
         """Runs matching an MLflow filter string, ordered and paged as MLflow does."""
         from mlkit.tracking.search_runs import search_runs

@@ -8,7 +8,8 @@
   /path/folder/   one sub-folder per class of image files (needs Pillow; the error says so)
 Every source comes back as floats in [-1, 1], shape (N, C, S, S), so a GAN's tanh output and a
 classifier's input share one convention. Small sets live on the GPU and batches are index
-lookups, which is what makes these trainers faster than a DataLoader loop.
+lookups, which is what makes these trainers faster than a DataLoader loop. `random_shift` is the
+translation augmentation, also on the device.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ class ImageData:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])
+        c, h, w = self.x_train.shape[1:]
+        return c, h, w
 
 
 def load_images(
@@ -162,3 +164,17 @@ def epoch_batches(
     perm = torch.randperm(n, generator=g, device=device)[rank::world_size]
     for i in range(len(perm) // batch_size):
         yield perm[i * batch_size : (i + 1) * batch_size]
+
+
+def random_shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Translate each image by its own random offset in [-pixels, pixels], on the device.
+    The border is filled with -1 (background), as a digit slid across the page would be.
+    Shared by the CNN trainer and the GAN's sample check, which trains the same classifier."""
+    B, C, H, W = x.shape
+    xp = F.pad(x, (pixels,) * 4, value=-1.0)  # (B, C, H+2p, W+2p)
+    dy = torch.randint(0, 2 * pixels + 1, (B, 1, 1), device=x.device)
+    dx = torch.randint(0, 2 * pixels + 1, (B, 1, 1), device=x.device)
+    rows = torch.arange(H, device=x.device).view(1, H, 1) + dy  # (B, H, 1)
+    cols = torch.arange(W, device=x.device).view(1, 1, W) + dx  # (B, 1, W)
+    b = torch.arange(B, device=x.device).view(B, 1, 1)
+    return xp.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)

@@ -78,6 +78,8 @@ def read_png(path: str | Path) -> np.ndarray:
         elif kind == b"IDAT":
             idat += body
         pos += 12 + length
+    if header is None:
+        raise ValueError(f"{path}: no IHDR chunk")
     w, h, _, color_type = header[:4]
     channels = 3 if color_type == 2 else 1
     raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)

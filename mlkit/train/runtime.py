@@ -134,8 +134,10 @@ def setup(device: str = "auto", precision: str = "auto", seed: int = 0) -> Runti
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest conv
     if "RANK" in os.environ and not dist.is_initialized():
         backend = "nccl" if dev.type == "cuda" else "gloo"
-        kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(backend=backend, **kwargs)
+        if dev.type == "cuda":
+            dist.init_process_group(backend=backend, device_id=dev)
+        else:
+            dist.init_process_group(backend=backend)
     seed_everything(seed + rank)  # different dropout/noise per rank, same init via DDP's broadcast
     return Runtime(dev, resolve_precision(precision, dev), rank, local_rank, world_size)
 

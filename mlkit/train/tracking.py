@@ -53,11 +53,16 @@ class Tracker:
     def log_model(self, model: torch.nn.Module, input_example=None) -> None:
         """Log the final model (the raw module, not its DDP/compiled wrapper) as `model/`."""
         if self.rt.is_main:
-            mlkit.log_model(model, "model", init_args=model.init_args, input_example=input_example)
+            # init_args is a plain attribute the model's __init__ sets (nn.Module's own __getattr__
+            # would type it as a tensor or submodule).
+            init_args = model.__dict__["init_args"]
+            mlkit.log_model(model, "model", init_args=init_args, input_example=input_example)
 
     def artifact_dir(self) -> Path:
         from mlkit.tracking.store import FileStore
 
+        if self.run_id is None:
+            raise RuntimeError("Tracker.artifact_dir() is called on the main rank after start()")
         return Path(FileStore().artifact_dir(self.run_id))
 
     def end(self, status: str = "FINISHED") -> None:

@@ -17,7 +17,7 @@ import argparse
 import math
 import sys
 import time
-from types import SimpleNamespace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from model import Net
 from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
+    Runtime,
     Tracker,
     add_system_args,
     find_checkpoint,
@@ -35,50 +36,126 @@ from mlkit.train import (
     teardown,
     wrap_ddp,
 )
-from mlkit.train.data import epoch_batches, load_images
+from mlkit.train.data import ImageData, epoch_batches, load_images, random_shift
 
 
+# -----------------------------------------------------------------------------
+# hyperparameters: one flag a line; MLproject passes `-P image_size=32` as `--image-size 32`.
+# The help text is what `--help` prints; the comments above each group say why.
+# allow_abbrev=False: `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4.
+# fmt: off
 def parse_args(argv=None):
-    # allow_abbrev=False: `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4
-    p = argparse.ArgumentParser(
-        description="Train a CNN classifier (see the module docstring).", allow_abbrev=False
-    )
+    p = argparse.ArgumentParser(description="Train a CNN classifier (see the module docstring).", allow_abbrev=False)
     a = p.add_argument
-    # data
-    a(
-        "--data",
-        default="digits",
-        help="digits | synthetic | file.npz | folder of class folders (default: digits)",
-    )
-    a("--image-size", type=int, default=0, help="resize images to SxS; 0 keeps the native size (default: 0)")
-    a("--channels", type=int, default=1, help="channels for synthetic data / folders; 3 = RGB (default: 1)")
-    a("--num-classes", type=int, default=10, help="classes of synthetic data (default: 10)")
-    a("--synthetic-size", type=int, default=10_000, help="images in synthetic mode (default: 10000)")
-    a("--val-fraction", type=float, default=0.2, help="held-out share, stratified by class (default: 0.2)")
-    a("--shift", type=int, default=1, help="random translation augmentation in pixels; 0 = off (default: 1)")
-    # model
-    a("--width", type=int, default=32, help="channels of the first conv; then 2x, 4x (default: 32)")
-    a(
-        "--dropout",
-        type=float,
-        default=0.1,
-        help="before the classifier; small data likes a little (default: 0.1)",
-    )
-    # optimizer: AdamW, linear warmup then cosine decay to 0
-    a("--batch-size", type=int, default=64, help="global batch, split over DDP ranks (default: 64)")
-    a("--epochs", type=int, default=15, help="passes over the training split (default: 15)")
-    a("--lr", type=float, default=3e-3, help="peak learning rate (default: 3e-3)")
-    a("--weight-decay", type=float, default=5e-4, help="AdamW decoupled weight decay (default: 5e-4)")
-    a(
-        "--warmup-steps",
-        type=int,
-        default=50,
-        help="linear warmup; Adam's early moments are noisy (default: 50)",
-    )
-    a("--label-smoothing", type=float, default=0.1, help="softens overconfident logits (default: 0.1)")
-    # system
+    # data: images come back as floats in [-1, 1], shape (N, C, S, S), already on the device
+    a("--data",                        default="digits", help="digits | synthetic | file.npz | folder of class folders (default: digits)")
+    a("--image-size",      type=int,   default=0,        help="resize images to SxS; 0 keeps the native size (default: 0)")
+    a("--channels",        type=int,   default=1,        help="channels for synthetic data / folders; 3 = RGB (default: 1)")
+    a("--num-classes",     type=int,   default=10,       help="classes of synthetic data (default: 10)")
+    a("--synthetic-size",  type=int,   default=10_000,   help="images in synthetic mode (default: 10000)")
+    a("--val-fraction",    type=float, default=0.2,      help="held-out share, stratified by class (default: 0.2)")
+    a("--shift",           type=int,   default=1,        help="random translation augmentation in pixels; 0 = off (default: 1)")
+    # model: three conv stages, global average pool, linear head (model.py)
+    a("--width",           type=int,   default=32,       help="channels of the first conv; then 2x, 4x (default: 32)")
+    a("--dropout",         type=float, default=0.1,      help="before the classifier; small data likes a little (default: 0.1)")
+    # optimizer: AdamW, linear warmup then cosine decay to 0 (get_lr)
+    a("--batch-size",      type=int,   default=64,       help="global batch, split over DDP ranks (default: 64)")
+    a("--epochs",          type=int,   default=15,       help="passes over the training split (default: 15)")
+    a("--lr",              type=float, default=3e-3,     help="peak learning rate (default: 3e-3)")
+    a("--weight-decay",    type=float, default=5e-4,     help="AdamW decoupled weight decay (default: 5e-4)")
+    a("--warmup-steps",    type=int,   default=50,       help="linear warmup; Adam's early moments are noisy (default: 50)")
+    a("--label-smoothing", type=float, default=0.1,      help="softens overconfident logits (default: 0.1)")
+    # system: --device --precision --compile --seed --log-interval --resume --dry-run
     add_system_args(p, seeds="init, split and batch order", dry_run="one batch of one epoch")
     return p.parse_args(argv)
+# fmt: on
+
+
+# -----------------------------------------------------------------------------
+# the training state: what a step changes and a checkpoint saves
+
+
+@dataclass
+class Training:
+    raw_model: Net  # the plain module: what is checkpointed and logged
+    model: torch.nn.Module  # raw_model, maybe compiled and DDP-wrapped: what runs forward/backward
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # a no-op unless --precision fp16
+    model_args: dict  # Net(**model_args) rebuilds the model; a resume reuses the checkpoint's
+    total_steps: int  # the length of the lr schedule (1 for --dry-run)
+    step: int = 0  # optimizer steps so far, counted on across a resume
+    epoch: int = 0  # the next epoch to run
+
+    def checkpoint(self, args) -> dict:
+        return dict(
+            model=self.raw_model.state_dict(),
+            optimizer=self.opt.state_dict(),
+            step=self.step,
+            epoch=self.epoch,
+            args=vars(args),
+            model_args=self.model_args,
+        )
+
+
+def load_data(args, rt: Runtime) -> ImageData:
+    return load_images(
+        args.data,
+        image_size=args.image_size,
+        channels=args.channels,
+        num_classes=args.num_classes,
+        synthetic_size=args.synthetic_size,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=rt.device,
+    )
+
+
+def build(args, rt: Runtime, data: ImageData) -> Training:
+    """The model and its optimizer, fresh or from the checkpoint of run --resume."""
+    C, _, _ = data.shape
+    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
+    if ckpt:  # the architecture comes from the checkpoint, not today's flags
+        model_args = ckpt["model_args"]
+    else:
+        model_args = dict(in_channels=C, num_classes=data.num_classes, width=args.width, dropout=args.dropout)
+    raw_model = Net(**model_args).to(rt.device)
+    if rt.device.type == "cuda":  # NHWC lets cuDNN use tensor-core convs in bf16/fp16
+        raw_model = raw_model.to(memory_format=torch.channels_last)
+        data.x_train = data.x_train.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(
+        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
+    )
+    # full batches only (epoch_batches drops the rest), so an epoch is N // batch steps
+    steps_per_epoch = len(data.x_train) // args.batch_size
+    total_steps = 1 if args.dry_run else args.epochs * steps_per_epoch
+    t = Training(raw_model, raw_model, opt, rt.grad_scaler(), model_args, total_steps)
+    if ckpt:
+        raw_model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        t.step, t.epoch = ckpt["step"], ckpt["epoch"]
+    t.model = wrap_ddp(torch.compile(raw_model) if args.compile else raw_model, rt)
+    return t
+
+
+def log_setup(tracker: Tracker, t: Training, data: ImageData, rt: Runtime) -> None:
+    """Params the flags do not say: what was built, and where it runs."""
+    C, S, _ = data.shape
+    tracker.log_params(
+        dict(
+            num_params=sum(p.numel() for p in t.raw_model.parameters()),
+            train_size=len(data.x_train),
+            val_size=len(data.x_val),
+            input_shape=f"{C}x{S}x{S}",
+            precision_used=rt.precision,
+            device_used=str(rt.device),
+            world_size=rt.world_size,
+            resumed_from_step=t.step,
+        )
+    )
+
+
+# -----------------------------------------------------------------------------
+# one epoch of training, and the evaluation after it
 
 
 def get_lr(step: int, total: int, args) -> float:
@@ -88,45 +165,32 @@ def get_lr(step: int, total: int, args) -> float:
     return args.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def random_shift(x: torch.Tensor, pixels: int) -> torch.Tensor:
-    """Translate each image by its own random offset in [-pixels, pixels], on the device.
-    The border is filled with -1 (background), as a digit slid across the page would be."""
-    B, C, H, W = x.shape
-    xp = F.pad(x, (pixels,) * 4, value=-1.0)  # (B, C, H+2p, W+2p)
-    dy = torch.randint(0, 2 * pixels + 1, (B, 1, 1), device=x.device)
-    dx = torch.randint(0, 2 * pixels + 1, (B, 1, 1), device=x.device)
-    rows = torch.arange(H, device=x.device).view(1, H, 1) + dy  # (B, H, 1)
-    cols = torch.arange(W, device=x.device).view(1, 1, W) + dx  # (B, 1, W)
-    b = torch.arange(B, device=x.device).view(B, 1, 1)
-    return xp.permute(0, 2, 3, 1)[b, rows, cols].permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
-
-
-def train_one_epoch(model, opt, scaler, data, rt, args, state, logger, total_steps):
-    model.train()
-    batch = args.batch_size // rt.world_size
-    for idx in epoch_batches(
-        len(data.x_train),
-        batch,
-        epoch=state.epoch,
-        seed=args.seed,
-        rank=rt.rank,
-        world_size=rt.world_size,
-        device=rt.device,
-    ):
-        x, y = data.x_train[idx], data.y_train[idx]  # a gather on the device, no host copy
+def train_one_epoch(t: Training, data: ImageData, args, rt: Runtime, logger: MetricLogger) -> None:
+    t.model.train()
+    batch = args.batch_size // rt.world_size  # this rank's share of the global batch
+    n = len(data.x_train)
+    order = epoch_batches(
+        n, batch, epoch=t.epoch, seed=args.seed, rank=rt.rank, world_size=rt.world_size, device=rt.device
+    )
+    for idx in order:  # idx: (batch,) indices into the training split, on the device
+        x, y = (
+            data.x_train[idx],
+            data.y_train[idx],
+        )  # (B, C, S, S), (B,): a gather on the device, no host copy
         if args.shift:
             x = random_shift(x, args.shift)
-        lr = get_lr(state.step, total_steps, args)
-        for group in opt.param_groups:
+        lr = get_lr(t.step, t.total_steps, args)
+        for group in t.opt.param_groups:
             group["lr"] = lr
-        with rt.autocast():
-            loss = F.cross_entropy(model(x), y, label_smoothing=args.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        state.step += 1
-        logger.step(state.step, args.batch_size, train_loss=loss.detach(), lr=lr)
+        with rt.autocast():  # forward and loss in bf16/fp16; the backward runs outside
+            loss = F.cross_entropy(t.model(x), y, label_smoothing=args.label_smoothing)  # logits (B, classes)
+        t.opt.zero_grad(set_to_none=True)
+        t.scaler.scale(loss).backward()
+        t.scaler.step(t.opt)
+        t.scaler.update()
+        t.step += 1
+        # the loss stays a tensor: the logger syncs with the GPU only every --log-interval steps
+        logger.step(t.step, args.batch_size, train_loss=loss.detach(), lr=lr)
         if args.dry_run:
             break
 
@@ -138,7 +202,7 @@ def evaluate(model, x, y, rt, batch=1024):
     loss_sum, correct = torch.zeros((), device=rt.device), torch.zeros((), device=rt.device)
     for i in range(0, len(x), batch):
         with rt.autocast():
-            logits = model(x[i : i + batch])
+            logits = model(x[i : i + batch])  # (b, classes)
         loss_sum += F.cross_entropy(logits.float(), y[i : i + batch], reduction="sum")
         correct += (logits.argmax(1) == y[i : i + batch]).sum()
     model.train()
@@ -146,101 +210,51 @@ def evaluate(model, x, y, rt, batch=1024):
     return loss_sum.item() / n, correct.item() / n
 
 
+# -----------------------------------------------------------------------------
+# checkpoints and the end of the run
+
+
+def save(t: Training, args, rt: Runtime, tracker: Tracker) -> None:
+    if rt.is_main:  # one writer; the other ranks hold the same weights (DDP)
+        save_checkpoint(tracker.artifact_dir() / CHECKPOINT, t.checkpoint(args))
+
+
+def stop_on_ctrl_c(t: Training, args, rt: Runtime, tracker: Tracker, logger: MetricLogger) -> None:
+    save(t, args, rt, tracker)  # the interrupted epoch is re-run on resume; the step count carries on
+    logger.print(f"interrupted at step {t.step}: checkpoint saved")
+    tracker.end("KILLED")
+    teardown()
+    sys.exit(130)
+
+
 def main(argv=None):
     args = parse_args(argv)
     rt = setup(args.device, args.precision, args.seed)
     tracker = Tracker(rt)
-    tracker.start(vars(args))
-
-    data = load_images(
-        args.data,
-        image_size=args.image_size,
-        channels=args.channels,
-        num_classes=args.num_classes,
-        synthetic_size=args.synthetic_size,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=rt.device,
-    )
-    C, S, _ = data.shape
-    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
-    model_args = (
-        ckpt["model_args"]
-        if ckpt
-        else dict(in_channels=C, num_classes=data.num_classes, width=args.width, dropout=args.dropout)
-    )
-    raw_model = Net(**model_args).to(rt.device)
-    if rt.device.type == "cuda":  # NHWC lets cuDNN use tensor-core convs in bf16/fp16
-        raw_model = raw_model.to(memory_format=torch.channels_last)
-        data.x_train = data.x_train.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(
-        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
-    )
-    scaler = rt.grad_scaler()
-    state = SimpleNamespace(step=0, epoch=0)
-    if ckpt:
-        raw_model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state.step, state.epoch = ckpt["step"], ckpt["epoch"]
-    model = torch.compile(raw_model) if args.compile else raw_model
-    model = wrap_ddp(model, rt)
-
-    steps_per_epoch = len(data.x_train) // args.batch_size
-    total_steps = 1 if args.dry_run else args.epochs * steps_per_epoch
-    tracker.log_params(
-        dict(
-            num_params=sum(p.numel() for p in raw_model.parameters()),
-            train_size=len(data.x_train),
-            val_size=len(data.x_val),
-            input_shape=f"{C}x{S}x{S}",
-            precision_used=rt.precision,
-            device_used=str(rt.device),
-            world_size=rt.world_size,
-            resumed_from_step=state.step,
-        )
-    )
-    logger = MetricLogger(tracker, args.log_interval, "samples", total_steps)
-
-    def checkpoint():
-        if rt.is_main:
-            save_checkpoint(
-                tracker.artifact_dir() / CHECKPOINT,
-                dict(
-                    model=raw_model.state_dict(),
-                    optimizer=opt.state_dict(),
-                    step=state.step,
-                    epoch=state.epoch,
-                    args=vars(args),
-                    model_args=model_args,
-                ),
-            )
+    tracker.start(vars(args))  # the flags as given, logged before anything else can fail
+    data = load_data(args, rt)
+    t = build(args, rt, data)
+    log_setup(tracker, t, data, rt)
+    logger = MetricLogger(tracker, args.log_interval, "samples", t.total_steps)
 
     try:
-        while state.epoch < (1 if args.dry_run else args.epochs):
+        while t.epoch < (1 if args.dry_run else args.epochs):
             t0 = time.perf_counter()
-            train_one_epoch(model, opt, scaler, data, rt, args, state, logger, total_steps)
-            val_loss, val_acc = evaluate(raw_model, data.x_val, data.y_val, rt)
-            state.epoch += 1  # the checkpoint says which epoch to run next
+            train_one_epoch(t, data, args, rt, logger)
+            val_loss, val_acc = evaluate(t.raw_model, data.x_val, data.y_val, rt)
+            t.epoch += 1  # the checkpoint says which epoch to run next
+            elapsed = time.perf_counter() - t0
             tracker.log_metrics(
-                dict(
-                    val_loss=val_loss,
-                    val_accuracy=val_acc,
-                    epoch=state.epoch,
-                    epoch_time_s=time.perf_counter() - t0,
-                ),
-                state.step,
+                dict(val_loss=val_loss, val_accuracy=val_acc, epoch=t.epoch, epoch_time_s=elapsed), t.step
             )
-            logger.print(f"epoch {state.epoch}: val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}")
-            checkpoint()
-            logger.restart_clock()
+            logger.print(f"epoch {t.epoch}: val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}")
+            save(t, args, rt, tracker)
+            logger.restart_clock()  # evaluation and checkpointing are not training throughput
     except KeyboardInterrupt:
-        checkpoint()  # the interrupted epoch is re-run on resume; the step count carries on
-        logger.print(f"interrupted at step {state.step}: checkpoint saved")
-        tracker.end("KILLED")
-        teardown()
-        sys.exit(130)
+        stop_on_ctrl_c(t, args, rt, tracker, logger)
 
-    tracker.log_model(raw_model.float().eval(), input_example=data.x_val[:4].float().cpu().numpy())
+    # the logged model runs in fp32 on any device; 4 validation images show its input
+    tracker.log_model(t.raw_model.float().eval(), input_example=data.x_val[:4].float().cpu().numpy())
     tracker.end()
     teardown()
 

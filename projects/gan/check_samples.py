@@ -13,20 +13,20 @@ Prints one JSON object; with --log it also logs the numbers as metrics of the GA
 import argparse
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mlkit.train import find_checkpoint, load_checkpoint
-from mlkit.train.data import epoch_batches, load_images
+from mlkit.train.data import epoch_batches, load_images, random_shift
 
 HERE = Path(__file__).resolve().parent
 
 
 def load_module(name: str, path: Path):
-    """Import a project file under its own name: both projects have a model.py."""
+    """Import a project's model.py under a name of its own (both projects have one), without
+    registering it in sys.modules: this script's imports stay what they were."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -36,8 +36,6 @@ def load_module(name: str, path: Path):
 def train_classifier(image_size: int, epochs: int, seed: int):
     """The CNN project's Net and augmentation, trained on 80 % of the digits at the GAN's size."""
     cnn_model = load_module("cnn_model", HERE.parent / "cnn" / "model.py")
-    sys.modules["model"] = cnn_model  # cnn/train.py does `from model import Net`
-    cnn_train = load_module("cnn_train", HERE.parent / "cnn" / "train.py")
     torch.manual_seed(seed)
     data = load_images("digits", image_size=image_size, val_fraction=0.2, seed=seed)
     net = cnn_model.Net(in_channels=1, num_classes=10)
@@ -46,7 +44,7 @@ def train_classifier(image_size: int, epochs: int, seed: int):
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
     for epoch in range(epochs):
         for idx in epoch_batches(len(data.x_train), 64, epoch=epoch, seed=seed):
-            x = cnn_train.random_shift(data.x_train[idx], image_size // 8)
+            x = random_shift(data.x_train[idx], image_size // 8)
             loss = F.cross_entropy(net(x), data.y_train[idx])  # no label smoothing: it caps confidence
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -21,6 +21,7 @@ import hashlib
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -32,6 +33,7 @@ from model import CharLM
 from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
+    Runtime,
     Tracker,
     add_system_args,
     find_checkpoint,
@@ -39,53 +41,60 @@ from mlkit.train import (
     save_checkpoint,
     setup,
     teardown,
-    unwrap,
     wrap_ddp,
 )
 
+BITS = math.log(2)  # nats per bit: a loss in nats/byte divided by this is bits/byte
 
+
+# -----------------------------------------------------------------------------
+# hyperparameters: one flag a line; MLproject passes `-P seq_len=256` as `--seq-len 256`.
+# The help text is what `--help` prints; the comments above each group say why.
+# allow_abbrev=False: `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4.
+# fmt: off
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description="Train a byte-level LSTM language model (see the module docstring).",
-        allow_abbrev=False,  # `--widt 4` (an undeclared -P widt=4) must fail, not become --width 4
-    )
+    p = argparse.ArgumentParser(description="Train a byte-level LSTM language model (see the module docstring).", allow_abbrev=False)
     a = p.add_argument
-    # data
-    a("--data", default="stdlib", help="stdlib | synthetic | path to a text file (default: stdlib)")
-    a("--max-bytes", type=int, default=5_000_000, help="cap on the corpus size in bytes (default: 5000000)")
-    a("--synthetic-size", type=int, default=1_000_000, help="bytes of synthetic text (default: 1000000)")
-    a("--val-fraction", type=float, default=0.1, help="the held-out tail of the corpus (default: 0.1)")
-    # model
-    a("--embed", type=int, default=64, help="byte embedding size (default: 64)")
-    a("--hidden", type=int, default=256, help="LSTM hidden size; 512+ on a GPU (default: 256)")
-    a("--layers", type=int, default=2, help="stacked LSTM layers (default: 2)")
-    a("--dropout", type=float, default=0.1, help="between LSTM layers and before the head (default: 0.1)")
-    # optimizer: AdamW, linear warmup then cosine decay to lr/10
-    a("--batch-size", type=int, default=32, help="sequences per step, global over DDP ranks (default: 32)")
-    a("--seq-len", type=int, default=128, help="bytes per sequence: the BPTT window (default: 128)")
-    a("--max-steps", type=int, default=500, help="optimizer steps (default: 500)")
-    a("--lr", type=float, default=4e-3, help="peak learning rate (default: 4e-3)")
-    a("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay (default: 0.01)")
-    a("--warmup-steps", type=int, default=30, help="linear warmup steps (default: 30)")
-    a(
-        "--grad-clip",
-        type=float,
-        default=1.0,
-        help="clip the gradient norm; LSTMs explode without it (default: 1.0)",
-    )
+    # data: one uint8 tensor of the whole corpus on the device; batches are random windows of it
+    a("--data",                       default="stdlib",  help="stdlib | synthetic | path to a text file (default: stdlib)")
+    a("--max-bytes",      type=int,   default=5_000_000, help="cap on the corpus size in bytes (default: 5000000)")
+    a("--synthetic-size", type=int,   default=1_000_000, help="bytes of synthetic text (default: 1000000)")
+    a("--val-fraction",   type=float, default=0.1,       help="the held-out tail of the corpus (default: 0.1)")
+    # model: byte embedding -> stacked LSTM -> linear over the 256 byte values (model.py)
+    a("--embed",          type=int,   default=64,        help="byte embedding size (default: 64)")
+    a("--hidden",         type=int,   default=256,       help="LSTM hidden size; 512+ on a GPU (default: 256)")
+    a("--layers",         type=int,   default=2,         help="stacked LSTM layers (default: 2)")
+    a("--dropout",        type=float, default=0.1,       help="between LSTM layers and before the head (default: 0.1)")
+    # optimizer: AdamW, linear warmup then cosine decay to lr/10 (get_lr)
+    a("--batch-size",     type=int,   default=32,        help="sequences per step, global over DDP ranks (default: 32)")
+    a("--seq-len",        type=int,   default=128,       help="bytes per sequence: the BPTT window (default: 128)")
+    a("--max-steps",      type=int,   default=500,       help="optimizer steps (default: 500)")
+    a("--lr",             type=float, default=4e-3,      help="peak learning rate (default: 4e-3)")
+    a("--weight-decay",   type=float, default=0.01,      help="AdamW decoupled weight decay (default: 0.01)")
+    a("--warmup-steps",   type=int,   default=30,        help="linear warmup steps (default: 30)")
+    a("--grad-clip",      type=float, default=1.0,       help="clip the gradient norm; LSTMs explode without it (default: 1.0)")
     # evaluation and sampling
-    a("--eval-interval", type=int, default=100, help="validate and checkpoint every N steps (default: 100)")
-    a("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: 20)")
-    a("--sample-length", type=int, default=600, help="bytes of text to sample at the end (default: 600)")
-    a(
-        "--temperature",
-        type=float,
-        default=0.8,
-        help="sampling temperature; <1 is more conservative (default: 0.8)",
-    )
-    # system
+    a("--eval-interval",  type=int,   default=100,       help="validate and checkpoint every N steps (default: 100)")
+    a("--eval-batches",   type=int,   default=20,        help="validation batches per evaluation (default: 20)")
+    a("--sample-length",  type=int,   default=600,       help="bytes of text to sample at the end (default: 600)")
+    a("--temperature",    type=float, default=0.8,       help="sampling temperature; <1 is more conservative (default: 0.8)")
+    # system: --device --precision --compile --seed --log-interval --resume --dry-run
     add_system_args(p, seeds="init, batches and sampling", dry_run="one step, one tiny evaluation")
     return p.parse_args(argv)
+# fmt: on
+
+
+def get_budget(args) -> SimpleNamespace:
+    """How long to train, evaluate and sample. --dry-run shrinks it here, never in `args`: args are
+    logged as params and saved in the checkpoint, and both must say what was asked for."""
+    if args.dry_run:  # one step, one evaluation of one batch, 20 sampled bytes
+        return SimpleNamespace(max_steps=1, eval_interval=1, eval_batches=1, sample_length=20)
+    keys = ("max_steps", "eval_interval", "eval_batches", "sample_length")
+    return SimpleNamespace(**{k: getattr(args, k) for k in keys})
+
+
+# -----------------------------------------------------------------------------
+# the corpus
 
 
 def stdlib_corpus() -> bytes:
@@ -115,6 +124,13 @@ def load_corpus(args) -> bytes:
     return text
 
 
+def split(text: bytes, args, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole corpus as one uint8 tensor on the device (N,), cut into train and the held-out tail."""
+    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(rt.device)
+    n_val = int(len(data) * args.val_fraction)
+    return data[:-n_val], data[-n_val:]
+
+
 def unigram_loss(train: torch.Tensor, val: torch.Tensor) -> float:
     """Cross-entropy (nats/byte) of the validation bytes under the training bytes' frequencies
     (add-one smoothed): the loss of a model that ignores context. The LSTM must beat it by a lot."""
@@ -129,140 +145,135 @@ def get_batch(data: torch.Tensor, batch: int, seq_len: int, generator=None):
     return window[:, :-1], window[:, 1:]
 
 
-def get_lr(step: int, args) -> float:
+# -----------------------------------------------------------------------------
+# the training state: what a step changes and a checkpoint saves
+
+
+@dataclass
+class Training:
+    raw_model: CharLM  # the plain module: what is checkpointed, sampled from and logged
+    model: torch.nn.Module  # raw_model, maybe compiled and DDP-wrapped: what runs forward/backward
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # a no-op unless --precision fp16
+    model_args: dict  # CharLM(**model_args) rebuilds the model; a resume reuses the checkpoint's
+    total_steps: int  # the length of the lr schedule: --max-steps (1 for --dry-run)
+    step: int = 0  # optimizer steps so far, counted on across a resume
+
+    def checkpoint(self, args, train_bytes: int) -> dict:
+        return dict(
+            model=self.raw_model.state_dict(),
+            optimizer=self.opt.state_dict(),
+            step=self.step,
+            epoch=self.step * args.batch_size * args.seq_len / train_bytes,  # passes over the corpus
+            args=vars(args),
+            model_args=self.model_args,
+        )
+
+
+def build(args, rt: Runtime, budget: SimpleNamespace) -> Training:
+    """The model and its optimizer, fresh or from the checkpoint of run --resume."""
+    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
+    if ckpt:  # the architecture comes from the checkpoint, not today's flags
+        model_args = ckpt["model_args"]
+    else:
+        model_args = dict(embed=args.embed, hidden=args.hidden, layers=args.layers, dropout=args.dropout)
+    raw_model = CharLM(**model_args).to(rt.device)
+    opt = torch.optim.AdamW(
+        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
+    )
+    t = Training(raw_model, raw_model, opt, rt.grad_scaler(), model_args, budget.max_steps)
+    if ckpt:
+        raw_model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        t.step = ckpt["step"]
+    t.model = wrap_ddp(torch.compile(raw_model) if args.compile else raw_model, rt)
+    return t
+
+
+def log_setup(tracker: Tracker, t: Training, text: bytes, unigram: float, rt: Runtime) -> None:
+    """Params the flags do not say (which corpus exactly, what was built, where it runs), and the
+    unigram baseline the validation loss is read against."""
+    tracker.log_params(
+        dict(
+            corpus_bytes=len(text),
+            corpus_sha256=hashlib.sha256(text).hexdigest(),
+            num_params=sum(p.numel() for p in t.raw_model.parameters()),
+            precision_used=rt.precision,
+            device_used=str(rt.device),
+            world_size=rt.world_size,
+            resumed_from_step=t.step,
+        )
+    )
+    tracker.log_metrics(dict(unigram_loss=unigram, unigram_bits_per_byte=unigram / BITS), t.step)
+
+
+# -----------------------------------------------------------------------------
+# one step of training, and the evaluation every --eval-interval steps
+
+
+def get_lr(step: int, total: int, args) -> float:
     if step < args.warmup_steps:
         return args.lr * (step + 1) / args.warmup_steps
-    progress = min(1.0, (step - args.warmup_steps) / max(1, args.max_steps - args.warmup_steps))
+    progress = min(1.0, (step - args.warmup_steps) / max(1, total - args.warmup_steps))
     return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def train_step(t: Training, train: torch.Tensor, args, rt: Runtime):
+    lr = get_lr(t.step, t.total_steps, args)
+    for group in t.opt.param_groups:
+        group["lr"] = lr
+    x, y = get_batch(train, args.batch_size // rt.world_size, args.seq_len)  # (B, T) each
+    with rt.autocast():  # forward and loss in bf16/fp16; the backward runs outside
+        logits = t.model(x)  # (B, T, 256)
+        loss = F.cross_entropy(logits.float().view(-1, 256), y.reshape(-1))  # over all B*T positions
+    t.opt.zero_grad(set_to_none=True)
+    t.scaler.scale(loss).backward()
+    t.scaler.unscale_(t.opt)  # clip the true gradients, not the fp16-scaled ones
+    torch.nn.utils.clip_grad_norm_(t.model.parameters(), args.grad_clip)
+    t.scaler.step(t.opt)
+    t.scaler.update()
+    t.step += 1
+    return loss.detach(), lr  # a tensor: the logger syncs with the GPU only every --log-interval steps
+
+
 @torch.no_grad()
-def evaluate(model, val, args, rt) -> float:
+def evaluate(model, val, batches: int, args, rt) -> float:
     """Mean validation loss (nats/byte) over the same fixed-seed windows every time."""
     model.eval()
     g = torch.Generator(device=rt.device).manual_seed(1234)
-    losses = torch.zeros(args.eval_batches, device=rt.device)
-    for k in range(args.eval_batches):
+    losses = torch.zeros(batches, device=rt.device)
+    for k in range(batches):
         x, y = get_batch(val, args.batch_size, args.seq_len, g)
         with rt.autocast():
-            logits = model(x)
+            logits = model(x)  # (B, T, 256)
         losses[k] = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
     model.train()
     return losses.mean().item()
 
 
-def train_step(model, opt, scaler, train, args, rt, state):
-    lr = get_lr(state.step, args)
-    for group in opt.param_groups:
-        group["lr"] = lr
-    x, y = get_batch(train, args.batch_size // rt.world_size, args.seq_len)
-    with rt.autocast():
-        logits = model(x)  # (B, T, 256)
-        loss = F.cross_entropy(logits.float().view(-1, 256), y.reshape(-1))
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)  # clip the true gradients, not the fp16-scaled ones
-    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-    scaler.step(opt)
-    scaler.update()
-    state.step += 1
-    return loss.detach(), lr
+# -----------------------------------------------------------------------------
+# checkpoints, the sample and the end of the run
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    rt = setup(args.device, args.precision, args.seed)
-    tracker = Tracker(rt)
-    tracker.start(vars(args))
+def save(t: Training, args, train_bytes: int, rt: Runtime, tracker: Tracker) -> None:
+    if rt.is_main:  # one writer; the other ranks hold the same weights (DDP)
+        save_checkpoint(tracker.artifact_dir() / CHECKPOINT, t.checkpoint(args, train_bytes))
 
-    text = load_corpus(args)
-    data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(
-        rt.device
-    )  # the whole corpus on the device
-    n_val = int(len(data) * args.val_fraction)
-    train, val = data[:-n_val], data[-n_val:]
-    if args.dry_run:
-        args.max_steps, args.eval_interval, args.eval_batches, args.sample_length = 1, 1, 1, 20
-    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
-    model_args = (
-        ckpt["model_args"]
-        if ckpt
-        else dict(embed=args.embed, hidden=args.hidden, layers=args.layers, dropout=args.dropout)
-    )
-    raw_model = CharLM(**model_args).to(rt.device)
-    opt = torch.optim.AdamW(
-        raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
-    )
-    scaler = rt.grad_scaler()
-    state = SimpleNamespace(step=0)
-    if ckpt:
-        raw_model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        state.step = ckpt["step"]
-    model = wrap_ddp(torch.compile(raw_model) if args.compile else raw_model, rt)
 
-    unigram = unigram_loss(train.cpu(), val.cpu())
-    tracker.log_params(
-        dict(
-            corpus_bytes=len(text),
-            corpus_sha256=hashlib.sha256(text).hexdigest(),
-            num_params=sum(p.numel() for p in raw_model.parameters()),
-            precision_used=rt.precision,
-            device_used=str(rt.device),
-            world_size=rt.world_size,
-            resumed_from_step=state.step,
-        )
-    )
-    tracker.log_metrics(dict(unigram_loss=unigram, unigram_bits_per_byte=unigram / math.log(2)), state.step)
-    logger = MetricLogger(tracker, args.log_interval, "tokens", args.max_steps)
-    logger.print(f"corpus {len(text):,} bytes; unigram baseline {unigram / math.log(2):.3f} bits/byte")
-
-    def checkpoint():
-        if rt.is_main:
-            save_checkpoint(
-                tracker.artifact_dir() / CHECKPOINT,
-                dict(
-                    model=raw_model.state_dict(),
-                    optimizer=opt.state_dict(),
-                    step=state.step,
-                    epoch=state.step * args.batch_size * args.seq_len / len(train),
-                    args=vars(args),
-                    model_args=model_args,
-                ),
-            )
-
-    try:
-        while state.step < args.max_steps:
-            loss, lr = train_step(model, opt, scaler, train, args, rt, state)
-            logger.step(state.step, args.batch_size * args.seq_len, train_loss=loss, lr=lr)
-            if state.step % args.eval_interval == 0 or state.step == args.max_steps:
-                val_loss = evaluate(raw_model, val, args, rt)
-                tracker.log_metrics(
-                    dict(val_loss=val_loss, val_bits_per_byte=val_loss / math.log(2)), state.step
-                )
-                logger.print(
-                    f"step {state.step}: val_loss {val_loss:.4f} ({val_loss / math.log(2):.3f} bits/byte, "
-                    f"unigram {unigram / math.log(2):.3f})"
-                )
-                checkpoint()
-                logger.restart_clock()
-    except KeyboardInterrupt:
-        checkpoint()
-        logger.print(f"interrupted at step {state.step}: checkpoint saved")
-        tracker.end("KILLED")
-        teardown()
-        sys.exit(130)
-
-    if rt.is_main:
-        g = torch.Generator(device=rt.device).manual_seed(args.seed)
-        sample = raw_model.generate(b"def ", args.sample_length, args.temperature, g).decode(
-            "utf-8", "replace"
-        )
-        tracker.log_text(sample, "samples/sample.txt")  # the bytes as sampled
-        logger.print("sample:\n" + printable(sample))  # the terminal and output.log get no raw ESC
-    tracker.log_model(unwrap(model).eval(), input_example=val[: args.seq_len].long().cpu().numpy()[None])
-    tracker.end()
+def stop_on_ctrl_c(t: Training, args, train_bytes: int, rt: Runtime, tracker, logger) -> None:
+    save(t, args, train_bytes, rt, tracker)
+    logger.print(f"interrupted at step {t.step}: checkpoint saved")
+    tracker.end("KILLED")
     teardown()
+    sys.exit(130)
+
+
+def sample_text(t: Training, length: int, args, rt: Runtime, tracker: Tracker, logger: MetricLogger) -> None:
+    """`length` bytes after the prompt "def ", seeded, so two runs of one model sample the same."""
+    g = torch.Generator(device=rt.device).manual_seed(args.seed)
+    sample = t.raw_model.generate(b"def ", length, args.temperature, g).decode("utf-8", "replace")
+    tracker.log_text(sample, "samples/sample.txt")  # the bytes as sampled
+    logger.print("sample:\n" + printable(sample))  # the terminal and output.log get no raw ESC
 
 
 def printable(text: str) -> str:
@@ -270,6 +281,44 @@ def printable(text: str) -> str:
     (`\\x1b`, `\\r`, `\\x7f`): a sample of a byte-level model may hold ESC sequences that would
     move the cursor or clear the screen of whoever reads the log."""
     return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    rt = setup(args.device, args.precision, args.seed)
+    tracker = Tracker(rt)
+    tracker.start(vars(args))  # the flags as given, logged before anything else can fail
+    budget = get_budget(args)
+    text = load_corpus(args)
+    train, val = split(text, args, rt)
+    t = build(args, rt, budget)
+    unigram = unigram_loss(train.cpu(), val.cpu())
+    log_setup(tracker, t, text, unigram, rt)
+    logger = MetricLogger(tracker, args.log_interval, "tokens", t.total_steps)
+    logger.print(f"corpus {len(text):,} bytes; unigram baseline {unigram / BITS:.3f} bits/byte")
+
+    try:
+        while t.step < t.total_steps:
+            loss, lr = train_step(t, train, args, rt)
+            logger.step(t.step, args.batch_size * args.seq_len, train_loss=loss, lr=lr)
+            if t.step % budget.eval_interval == 0 or t.step == t.total_steps:
+                val_loss = evaluate(t.raw_model, val, budget.eval_batches, args, rt)
+                tracker.log_metrics(dict(val_loss=val_loss, val_bits_per_byte=val_loss / BITS), t.step)
+                logger.print(
+                    f"step {t.step}: val_loss {val_loss:.4f} ({val_loss / BITS:.3f} bits/byte, "
+                    f"unigram {unigram / BITS:.3f})"
+                )
+                save(t, args, len(train), rt, tracker)
+                logger.restart_clock()  # evaluation and checkpointing are not training throughput
+    except KeyboardInterrupt:
+        stop_on_ctrl_c(t, args, len(train), rt, tracker, logger)
+
+    if rt.is_main:
+        sample_text(t, budget.sample_length, args, rt, tracker, logger)
+    # one window of validation bytes (1, T) shows the logged model its input
+    tracker.log_model(t.raw_model.eval(), input_example=val[: args.seq_len].long().cpu().numpy()[None])
+    tracker.end()
+    teardown()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import pytest
 
 from mlkit import settings
 from mlkit.env import EnvRef, prepare_env
-from mlkit.env.lock import current_platform, lock_project, read_lockfile
+from mlkit.env.lockfile import current_platform, read_lockfile
+from mlkit.env.solve import make_lockfile
 from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
 
 pytestmark = pytest.mark.conda
@@ -86,7 +87,7 @@ def test_lock_with_cuda_and_a_pip_part(tmp_path, kit, conda_channel, wheelhouse)
     kit.make_conda_pkg(conda_channel, "python", "3.11.7")  # metadata only: enough to lock against
     kit.index_channel(conda_channel)
     project, ref = project_with(tmp_path, kit, conda_channel, "[python=3.11, hello, {pip: [tinypkg>=1]}]")
-    result = lock_project(project, ref, ["linux-64"], cuda="12.4")
+    result = make_lockfile(project, ref, ["linux-64"], cuda="12.4")
     assert result.notes == [] and "__cuda=12.4" in result.virtual_packages["linux-64"]
     lock = read_lockfile(result.path)
     pip = lock.for_platform("linux-64", "pip")
@@ -97,7 +98,7 @@ def test_lock_with_cuda_and_a_pip_part(tmp_path, kit, conda_channel, wheelhouse)
 
 def test_stale_lockfile_is_refused(tmp_path, kit, conda_channel):
     project, ref = project_with(tmp_path, kit, conda_channel)
-    lock_project(project, ref)
+    make_lockfile(project, ref)
     ref.path.write_text(ref.path.read_text().replace("[hello]", "[hello, world]"))
     with pytest.raises(EnvSpecError, match="conda-lock.yml: out of date"):
         prepare_env(project, ref, "conda")
@@ -145,7 +146,7 @@ def test_conda_exe_is_called_with_create_prefix_file(tmp_path, kit, conda_channe
     assert "hello" in file_out.read_text() and conda_channel.as_uri() in file_out.read_text()
     assert prepared.manager == "conda" and (prepared.path / ".mlkit-complete").is_file()
 
-    lock_project(project, ref)  # with a lockfile: an @EXPLICIT file of the locked URLs
+    make_lockfile(project, ref)  # with a lockfile: an @EXPLICIT file of the locked URLs
     prepare_env(project, ref, "conda", conda_exe=str(fake))
     explicit = file_out.read_text().splitlines()
     assert explicit[0] == "@EXPLICIT" and any(
@@ -194,7 +195,7 @@ def test_conda_env_with_python_and_pip_part_runs_mlkit(tmp_path, kit, conda_chan
     assert FileStore(store_root).get_run(run_in(prepared)).data.metrics["answer"] == 42.0
 
     # locked: conda records and the pip wheel (URL + sha256), installed with no solve/resolution
-    lock_project(project, ref)
+    make_lockfile(project, ref)
     pip = read_lockfile(project / "conda-lock.yml").for_platform("linux-64", "pip")
     assert [(p.name, p.version) for p in pip] == [("tinypkg", "1.2")]
     locked = prepare_env(project, ref, "conda")

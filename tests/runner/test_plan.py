@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
 
 from mlkit.errors import UsageError
 from mlkit.project import load_project
-from mlkit.runner.plan import plan_run, rdzv_id_for
+from mlkit.runner.plan import LaunchOptions, plan_run, rdzv_id_for
 from mlkit.runner.supervise import classify
 
 
@@ -78,7 +78,8 @@ def plan(project, entry="main", params=None, **kw):
         "run_id": "r" * 32,
         "experiment_id": "7",
     }
-    return plan_run(project, entry, params or {}, **(defaults | kw))
+    launch = {f.name: kw.pop(f.name) for f in fields(LaunchOptions) if f.name in kw}
+    return plan_run(project, entry, params or {}, **(defaults | kw), launch=LaunchOptions(**launch))
 
 
 def test_plan_is_pure(project, tmp_path):
