@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mlkit.errors import LockedError, MlkitError, StoreError, UnsafeStateError
+from mlkit.procid import HIDDEN, start_time, uid_of, user_name
 
 _POLL_S = 0.05
 _POLL_MAX_S = 0.25
@@ -51,8 +52,6 @@ def _describe_type(mode: int) -> str:
 
 
 def _owner(uid: int) -> str:
-    from mlkit.procid import user_name
-
     return f"{user_name(uid)} (uid {uid})"
 
 
@@ -217,7 +216,6 @@ def lock_holder(fd: int) -> str | None:
 
 def describe_process(pid: int) -> str:
     """'pid N of user U since 2026-12-03 14:50:24' (what can be read of it)."""
-    from mlkit.procid import HIDDEN, start_time, uid_of, user_name
 
     parts = [f"pid {pid}"]
     uid = uid_of(pid)

@@ -72,6 +72,7 @@ def start_time(pid: int) -> float | None:
             return int(fields[19]) / os.sysconf("SC_CLK_TCK") + _boot_time()
         except (OSError, ValueError, IndexError, StopIteration):
             pass
+    # import budget: psutil only where /proc cannot be read (off Linux); mlkit run reads /proc
     import psutil
 
     try:
@@ -187,6 +188,7 @@ def descendants_of(pid: int) -> list[int]:
 
 def user_name(uid: int) -> str:
     """A user's login name, or the number when it has none."""
+    # import budget: pwd loads only when a uid is named
     import pwd
 
     try:

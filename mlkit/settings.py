@@ -75,6 +75,7 @@ def open_state_dir(*, create: bool = True) -> int:
     (mode 1777, like /tmp, with `locks/` beside it so no user owns that); by anyone else, private
     (0700: a single-user box; other users are refused and told to ask an admin for a shared one).
     """
+    # import budget: fsio loads only when a state dir is opened, not for mlkit --help
     from mlkit import fsio
 
     path = host_state_dir()
@@ -98,6 +99,7 @@ def state_file_mode(dir_fd: int) -> int:
 
 def ensure_shared_dir(path: Path) -> Path:
     """Make and check a state dir as `open_state_dir` does (fsio.open_dir); returns `path`."""
+    # import budget: fsio loads only when a state dir is opened, not for mlkit --help
     from mlkit import fsio
 
     os.close(fsio.open_dir(path, create=True, shared=os.geteuid() == 0))

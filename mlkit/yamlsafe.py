@@ -94,6 +94,7 @@ def load_yaml(path: Path, label: str, error: type[MlkitError]) -> object:
 
 
 def loads(text: str, label: str, error: type[MlkitError]) -> object:
+    # import budget: yaml loads only when a file is parsed; import mlkit stays without it
     import yaml
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -134,6 +135,8 @@ def _yaml_problem(exc: BaseException) -> str:
         elif context:
             context = f"{context} that starts at line {context_mark.line + 1}"
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    if "maximum nesting depth" in problem:  # PyYAML >= 6.0.4 has a limit of its own: say it as ours
+        return f"{where}nested more than {MAX_DEPTH} levels deep"
     return f"{where}invalid YAML: {problem}" + (f" ({context})" if context else "")
 
 

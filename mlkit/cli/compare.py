@@ -21,6 +21,7 @@ from mlkit.cli.output import (
     to_jsonable,
     warn,
 )
+from mlkit.errors import UsageError
 
 PALETTE = ("cyan", "magenta", "yellow", "green", "red", "blue", "bright_white", "bright_red")
 
@@ -42,6 +43,7 @@ def print_rows(columns: list[str], rows: Sequence[Sequence[str]], title: str | N
     if not sys.stdout.isatty():
         print_table(columns, rows, title=title)
         return
+    # import budget: rich loads only when a table is rendered
     from rich.table import Table
     from rich.text import Text
 
@@ -92,7 +94,7 @@ def compare(
 
     Example: mlkit runs compare 1a2b3c 4d5e6f lr0.003-w32 --only-changed --metric val_accuracy
     """
-    from mlkit.errors import UsageError
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.report.compare import compare_runs
     from mlkit.tracking.columns import split_names
 
@@ -128,6 +130,7 @@ def compare(
 
 
 def _draw(curves, width: int) -> None:
+    # import budget: the chart renderer loads only when curves are drawn
     from mlkit.report.termchart import Series, render_chart
 
     colour = out.is_terminal and out.color_system is not None
@@ -138,6 +141,7 @@ def _draw(curves, width: int) -> None:
     if not colour:
         sys.stdout.write("\n" + chart.plain() + "\n")
         return
+    # import budget: rich loads only when a chart is drawn
     from rich.text import Text
 
     out.print()
@@ -150,6 +154,7 @@ def _draw(curves, width: int) -> None:
 
 def register(app: typer.Typer) -> None:
     try:
+        # import budget: `mlkit runs` is built only when its command group is registered
         from mlkit.cli.runs import runs_app
     except ModuleNotFoundError as exc:  # `mlkit runs` not built yet
         if exc.name != "mlkit.cli.runs":

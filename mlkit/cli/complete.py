@@ -15,6 +15,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import typer.main
+from typer._click.shell_completion import (
+    CompletionItem,
+    ShellComplete,
+    _resolve_context,
+    _resolve_incomplete,
+    split_arg_string,
+)
+
+from mlkit.errors import UsageError
+from mlkit.settings import tracking_root
+
 SHELLS = ("bash", "zsh")
 VAR = "_MLKIT_COMPLETE"
 
@@ -52,7 +64,6 @@ def script(shell: str) -> str:
 
 def detect_shell() -> str:
     """bash or zsh, from $SHELL; UsageError for any other."""
-    from mlkit.errors import UsageError
 
     shell = os.path.basename(os.environ.get("SHELL", "") or "bash")
     if shell not in SHELLS:
@@ -66,6 +77,7 @@ def detect_shell() -> str:
 def install(shell: str) -> tuple[Path, Path]:
     """Write the script under ~/.local/share/mlkit and source it from the shell's rc file (once).
     Returns (script path, rc file)."""
+    # import budget: fsio loads only when completion is installed
     from mlkit.fsio import atomic_write
 
     data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "mlkit"
@@ -83,8 +95,6 @@ def install(shell: str) -> tuple[Path, Path]:
 
 # ----------------------------------------------------------------------------- the candidates
 def _store_root(ctx: Any) -> Path | None:
-    from mlkit.settings import tracking_root
-
     while ctx is not None:
         value = ctx.params.get("store") or ctx.params.get("store_path")
         if value or ctx.parent is None:
@@ -176,8 +186,6 @@ def versions(model: Path | None) -> list[str]:
 
 
 def _items(values: Sequence[tuple[str, str | None]], incomplete: str) -> list[Any]:
-    from typer._click.shell_completion import CompletionItem
-
     seen: set[str] = set()
     out = []
     for value, help in values:
@@ -230,6 +238,7 @@ def complete_model_uri(ctx: Any, param: Any, incomplete: str) -> list[Any]:
 
 
 def _project(ctx: Any) -> Any:
+    # import budget: the project parser loads only to complete entry points or params
     from mlkit.project import survey_project
 
     try:
@@ -333,19 +342,10 @@ def attach(command: Any, path: str = "") -> None:
 
 
 def _dirs(ctx: Any, param: Any, incomplete: str) -> list[Any]:
-    from typer._click.shell_completion import CompletionItem
-
     return [CompletionItem(incomplete, type="dir")]
 
 
 def _bash_class() -> type:
-    from typer._click.shell_completion import (
-        ShellComplete,
-        _resolve_context,
-        _resolve_incomplete,
-        split_arg_string,
-    )
-
     class Bash(ShellComplete):
         """COMP_LINE/COMP_POINT in; `kind,value` lines out, each value cut to replace the word bash
         completes (bash splits words at `=` and `:`, so `-P epochs=` completes after the `=`)."""
@@ -423,7 +423,6 @@ def complete_main(instruction: str, build: Callable[[list[str]], Any]) -> int:
     if action == "source":
         sys.stdout.write(script(shell))
         return 0
-    import typer.main
 
     words = (os.environ.get("COMP_LINE", "")[: int(os.environ.get("COMP_POINT") or 10**6)]).split()
     command = typer.main.get_command(build(words[1:]))

@@ -51,6 +51,7 @@ def lock(
 
     Example: mlkit env lock . -p linux-64 -p osx-arm64 --cuda 12.4
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.env.solve import make_lockfile
 
     result = make_lockfile(project, _env_ref(project), platform or None, cuda=cuda, progress=info)
@@ -78,6 +79,7 @@ def create(
 
     Example: mlkit env create projects/cnn --env-manager uv
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.env import prepare_env
 
     prepared = prepare_env(project, _env_ref(project), env_manager, conda_exe=conda_exe, progress=info)
@@ -96,6 +98,7 @@ def list_(json_out: bool = typer.Option(False, "--json", help="One JSON document
 
     Example: mlkit env list --json
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.env.cache import env_root, list_envs
 
     envs = list_envs()
@@ -133,8 +136,9 @@ def prune(
 
     Example: mlkit env prune --older-than 14d --dry-run
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.env.cache import prune as do_prune
-    from mlkit.gpu.units import parse_age
+    from mlkit.units import parse_age
 
     result = do_prune(parse_age(older_than), dry_run=dry_run)
     if json_out:

@@ -31,6 +31,7 @@ def list_cmd(
 
     Example: mlkit experiments list --json
     """
+    # import budget: the runs command module loads only when experiments are listed
     from mlkit.cli.runs import fmt_time
 
     store = output.open_store(store_path)
@@ -64,6 +65,7 @@ def create_cmd(
 
 
 def _resolve(store: Any, ref: str) -> Any:
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.queries import resolve_experiment
 
     return resolve_experiment(store, ref)

@@ -6,6 +6,7 @@ import typer
 
 from mlkit.cli.compare import print_rows
 from mlkit.cli.output import STORE_HELP, handle_errors, human_bytes, info, open_store, out, print_json, warn
+from mlkit.errors import UsageError
 
 
 @handle_errors
@@ -55,7 +56,7 @@ def gc(
 
     Example: mlkit gc --keep-last 20 --keep-best 5 --metric val_loss --min --older-than 30d --dry-run
     """
-    from mlkit.errors import UsageError
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.gc import ENDED_STATUSES, RetentionPolicy, parse_duration, run_gc
 
     if minimize and maximize:

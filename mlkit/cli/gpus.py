@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any
@@ -50,7 +51,8 @@ def gpus(
 
     Example: mlkit gpus --watch -n 5
     """
-    from mlkit.gpu.devices import probe
+    # import budget: the GPU probe (NVML) loads when the command runs, not for mlkit --help
+    from mlkit.gpu.host import probe
 
     if release is not None:
         _release(release, as_json)
@@ -66,7 +68,8 @@ def gpus(
 
 
 def _rows(report: Any) -> list[list[str]]:
-    from mlkit.gpu.units import format_bytes
+    # import budget: units loads only when rows are rendered, not for mlkit --help
+    from mlkit.units import format_bytes
 
     rows = []
     for gpu in report.gpus:
@@ -111,6 +114,7 @@ def _row(gpu: Any, fmt: Any, mig: bool = False) -> list[str]:
 
 
 def _header(report: Any) -> str:
+    # import budget: gpu.devices loads only when the header is rendered
     from mlkit.gpu.devices import fake_active
 
     parts = []
@@ -139,7 +143,6 @@ def _render(report: Any) -> None:
 
 def _waiting(report: Any) -> list[str]:
     """One line per run queued for GPUs (`--wait`), oldest first: the order they will be served."""
-    import time
 
     lines = []
     for place, waiter in enumerate(report.waiting, 1):
@@ -166,6 +169,7 @@ def _ignored(report: Any) -> list[str]:
 
 
 def _release(target: str, as_json: bool) -> None:
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.gpu.ledger import release_leases
 
     removed = release_leases(target)
@@ -180,9 +184,9 @@ def _release(target: str, as_json: bool) -> None:
 
 def _watch(interval: float, as_json: bool) -> None:
     """A live view on a terminal; plain lines (or one JSON document per line) otherwise."""
-    import json
 
-    from mlkit.gpu.devices import probe
+    # import budget: the GPU probe (NVML) loads when the command runs, not for mlkit --help
+    from mlkit.gpu.host import probe
 
     live_ok = not as_json and output.interactive()
     try:
@@ -209,11 +213,13 @@ def _watch(interval: float, as_json: bool) -> None:
 
 
 def _live(interval: float) -> None:
+    # import budget: rich and the GPU probe load only for the live view
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
-    from mlkit.gpu.devices import probe
+    # import budget: the GPU probe (NVML) loads when the command runs, not for mlkit --help
+    from mlkit.gpu.host import probe
 
     def table() -> Table:
         report = probe()

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _registry(store: Path | None) -> Any:
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.registry import RegistryStore
 
     return RegistryStore(store)
@@ -75,6 +76,7 @@ def register_cmd(
 
     Example: mlkit models register runs:/3f2a.../model cnn --if-new
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.models.ops import register
 
     done = register(uri, name, if_new=if_new, tags=_parse_tags(tag), description=description, root=store)
@@ -145,6 +147,7 @@ def show_cmd(
 
     Example: mlkit models show cnn
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.models.ops import model_overview
 
     overview = model_overview(name, root=store)
@@ -309,6 +312,7 @@ def promote_cmd(
 
     Example (cron): mlkit models promote cnn --from-run $RUN --if-better 'metrics.val_accuracy > champion'
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.models.promote import promote
 
     result = promote(
@@ -366,6 +370,7 @@ def delete_cmd(
 
     Example: mlkit models delete cnn 2 --yes
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.models.ops import delete, deletion_impact
 
     impact = deletion_impact(name, version, root=store)
@@ -387,6 +392,7 @@ def delete_cmd(
 
 
 def _quoted(name: str, version: str | None) -> str:
+    # import budget: shlex loads only when a command line is shown
     import shlex
 
     return " ".join(shlex.quote(x) for x in (name, version) if x is not None)
@@ -405,6 +411,7 @@ def download_cmd(
 
     Example: mlkit models download models:/cnn@champion -o ./cnn-model
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.models.ops import download_model
 
     path = download_model(uri, output, root=store)

@@ -41,6 +41,7 @@ class _LazyConsole:
 
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
+            # import budget: rich loads on the first print, not when mlkit.cli is imported
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
@@ -83,6 +84,7 @@ def print_json(obj: Any) -> None:
 
 
 def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    # import budget: csv loads only for --csv output; a plain mlkit run never loads it
     import csv
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -99,6 +101,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: st
         for row in rows:
             sys.stdout.write("\t".join(row) + "\n")
         return
+    # import budget: rich loads only when a table is rendered
     from rich.table import Table
     from rich.text import Text
 
@@ -126,6 +129,7 @@ def error(message: str, hint: str | None = None, details: Sequence[str] = ()) ->
     """`Error: message` (red on a terminal), one indented line per detail, and the hint, on
     stderr; user text is never markup."""
     if sys.stderr.isatty():
+        # import budget: rich loads only when a message is styled
         from rich.text import Text
 
         err.print(Text("Error: ", style="bold red") + Text(message), highlight=False)
@@ -203,9 +207,11 @@ def open_store(path: str | Path | None, *, create: bool = False) -> Any:
     NotFoundError (exit 66) when there is none, and leaves no `mlruns/` behind.
     """
     if create:
+        # import budget: the tracking store loads only when a command opens it
         from mlkit.tracking.store import FileStore
 
         return FileStore(path)
+    # import budget: the tracking store loads only when a command opens it
     from mlkit.tracking.queries import open_existing_store
 
     return open_existing_store(path)
@@ -214,6 +220,7 @@ def open_store(path: str | Path | None, *, create: bool = False) -> Any:
 def warn(message: str) -> None:
     """`warning: message` on stderr (yellow on a terminal); the command still succeeds."""
     if sys.stderr.isatty():
+        # import budget: rich loads only when a message is styled
         from rich.text import Text
 
         err.print(Text("warning: ", style="bold yellow") + Text(message), highlight=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from mlkit.cli.output import STORE_HELP, handle_errors, info, open_store, out, print_json
+from mlkit.errors import UsageError
 
 
 @handle_errors
@@ -43,7 +44,7 @@ def report(
 
     Example: mlkit report --experiment cnn-sweep -o report.html --max-runs 20
     """
-    from mlkit.errors import UsageError
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.report.html import build_report
 
     if max_points < 2:

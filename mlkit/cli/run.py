@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,10 +14,13 @@ import typer
 
 from mlkit.cli import output
 from mlkit.errors import MlkitError, UsageError
+from mlkit.settings import tracking_root
 
 if TYPE_CHECKING:  # annotations only: `mlkit --help` must not load the runner
     from mlkit.project.model import Project
-    from mlkit.runner.session import DryRun
+    from mlkit.runner.dryrun import DryRun
+    from mlkit.runner.session import Skipped
+    from mlkit.runner.supervise import RunResult
 
 # Options are grouped in --help with rich panels; the names match `mlflow run` where MLflow has one.
 _RUN = "Run"
@@ -42,7 +47,8 @@ def parse_params(values: list[str] | None) -> dict[str, str]:
 def _duration(value: str | None, flag: str) -> float | None:
     if value is None:
         return None
-    from mlkit.gpu.units import parse_duration
+    # import budget: units loads only when the flag is given
+    from mlkit.units import parse_duration
 
     return parse_duration(value, flag=flag)
 
@@ -50,7 +56,8 @@ def _duration(value: str | None, flag: str) -> float | None:
 def _memory(value: str | None) -> int | None:
     if value is None:
         return None
-    from mlkit.gpu.units import parse_memory
+    # import budget: units loads only when the flag is given
+    from mlkit.units import parse_memory
 
     return parse_memory(value, flag="--min-free-memory")
 
@@ -241,13 +248,17 @@ def run(
 
     Example: mlkit run projects/cnn -P epochs=5 --gpus 1 --timeout 2h
     """
-    from mlkit.runner.session import DryRun, RunOptions, Skipped, run_project
-    from mlkit.runner.supervise import Interrupted
+    # import budget: the runner loads when the command runs, not for mlkit run --help
+    from mlkit.runner.dryrun import DryRun
+    from mlkit.runner.options import RunOptions
+    from mlkit.runner.session import Skipped, run_project
+    from mlkit.runner.signals import Interrupted
 
     if ctx.args:
         _refuse_extra_args(ctx.args, project_dir, [o for p in ctx.command.params for o in p.opts])
     listing = None
     if dry_run and entry_point is None:  # every entry point with its status, then main's plan
+        # import budget: the project survey loads only when entry points are listed
         from mlkit.project import survey_project
 
         listing = survey_project(project_dir)
@@ -297,21 +308,29 @@ def run(
             _render_dry_run(outcome, json_out)
         return
     if isinstance(outcome, Skipped):
-        if json_out:
-            output.print_json(
-                run_document(run_id=outcome.run_id, experiment_id=outcome.experiment_id,
-                             status="FINISHED", skipped=True, next=[f"mlkit runs show {outcome.run_id}"])
-            )  # fmt: skip
-        else:
-            output.line(outcome.run_id)
-            output.info(f"mlkit: skipped: run {outcome.run_id} already FINISHED with the same fingerprint")
+        _render_skipped(outcome, json_out)
         return
+    _render_result(outcome, json_out, store, project_dir)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
 
-    result = outcome
+
+def _render_skipped(outcome: Skipped, json_out: bool) -> None:
+    """`--skip-if-done` found a finished twin: its id (and the JSON document with --json)."""
+    if json_out:
+        output.print_json(
+            run_document(run_id=outcome.run_id, experiment_id=outcome.experiment_id,
+                         status="FINISHED", skipped=True, next=[f"mlkit runs show {outcome.run_id}"])
+        )  # fmt: skip
+    else:
+        output.line(outcome.run_id)
+        output.info(f"mlkit: skipped: run {outcome.run_id} already FINISHED with the same fingerprint")
+
+
+def _render_result(result: RunResult, json_out: bool, store: str | None, project_dir: Path) -> None:
+    """How a run ended: its error, the status line, the closing summary on a terminal, --json."""
     if result.error is not None:
         if output.state.traceback:
-            import traceback
-
             traceback.print_exception(result.error)
         output.error(result.error.message, result.error.hint, getattr(result.error, "details", ()))
     code = f"exit {result.exit_code}"
@@ -322,8 +341,8 @@ def run(
     output.info(f"mlkit: run {result.run_id} {result.status} in {result.duration_s:.1f}s ({code})")
     closing = None
     if json_out or sys.stderr.isatty():  # the store is read again only for someone to read it
-        from mlkit.runner.session import closing_summary
-        from mlkit.settings import tracking_root
+        # import budget: the summary (and the column rules) load only when shown
+        from mlkit.runner.summary import closing_summary
 
         closing = closing_summary(tracking_root(store), result, _project_name(project_dir))
         if sys.stderr.isatty():
@@ -335,8 +354,6 @@ def run(
                            problems=list(getattr(result.error, "details", ())))  # fmt: skip
         summary.update((k, closing[k]) for k in ("metrics", "model_uri", "next"))
         output.print_json(run_document(**summary))
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
 
 
 def _project_name(project_dir: Path) -> str:
@@ -367,6 +384,7 @@ def _refuse_extra_args(args: list[str], project_dir: Path, options: list[str]) -
         value = args[1]
     declared: set[str] = set()
     try:
+        # import budget: the project survey loads only when extra arguments are checked
         from mlkit.project import survey_project
 
         project = survey_project(project_dir)
@@ -380,7 +398,6 @@ def _refuse_extra_args(args: list[str], project_dir: Path, options: list[str]) -
                 hint=f"parameters are passed with `-P {key}={value or '<value>'}`",
             )
     flag = first.split("=", 1)[0]
-    import difflib
 
     near = difflib.get_close_matches(
         flag, [o for o in options if o.startswith("--")] or options, n=2, cutoff=0.6
@@ -431,6 +448,7 @@ def _dry_run_doc(dry: DryRun) -> dict[str, Any]:
 
 
 def _render_dry_run(dry: DryRun, json_out: bool) -> None:
+    # import budget: proc loads only when a --dry-run plan is rendered
     from mlkit.runner.proc import describe
 
     plan = dry.plan

@@ -11,6 +11,7 @@ import typer
 
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
+from mlkit.errors import NotFoundError
 
 runs_app = output.command_group(
     "runs", "List, show, compare, follow and delete tracked runs.\n\nExample: mlkit runs list -x cnn -n 10"
@@ -81,7 +82,8 @@ def _short_time(ms: int | None) -> str:
 
 def _cell(run: Any, column: Any, short: bool) -> str | None:
     """One table cell, formatted for reading: times, durations, 6 significant digits."""
-    from mlkit.tracking.search import ATTRIBUTE, METRIC
+    # import budget: search_grammar loads only when a run's cells are rendered
+    from mlkit.tracking.search_grammar import ATTRIBUTE, METRIC
 
     info = run.info
     if column.kind == ATTRIBUTE:
@@ -126,6 +128,7 @@ def list_cmd(
 
     Example: mlkit runs list -x cnn --filter "metrics.val_accuracy > 0.9" --columns 'params.lr,metrics.val_*'
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.columns import UnknownKey, choose_columns, keys_of, split_names, suggest
     from mlkit.tracking.queries import find_runs
 
@@ -187,6 +190,7 @@ def show_cmd(
 
     Example: mlkit runs show 3f9a1c   (or by name: mlkit runs show lr0.003-w32)
     """
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.queries import run_detail
 
     detail = run_detail(output.open_store(store_path), run)
@@ -235,7 +239,7 @@ def logs_cmd(
 
     Example: mlkit runs logs 3f9a1c --follow
     """
-    from mlkit.errors import NotFoundError
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.entities import RUNNING
     from mlkit.tracking.queries import log_path
     from mlkit.tracking.resolve import resolve_run
@@ -267,6 +271,7 @@ def logs_cmd(
 
 
 def _each_run(runs: list[str], store_path: str | None, action: str) -> None:
+    # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.resolve import resolve_runs
 
     store = output.open_store(store_path)

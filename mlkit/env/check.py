@@ -86,10 +86,6 @@ def _version_of(value: str | Path) -> str | None:
 
 def check_current(spec: EnvSpec) -> CheckResult:
     """Check python, the conda deps (mapped to PyPI names) and the pip requirements."""
-    # the import budget: packaging and rattler load only when an env file is checked
-    from packaging.requirements import Requirement
-    from packaging.version import InvalidVersion, Version
-
     label = spec.file_label
     current = ".".join(map(str, sys.version_info[:3]))
     checked = 0
@@ -98,9 +94,23 @@ def check_current(spec: EnvSpec) -> CheckResult:
         if not python_matches(spec.python, current):
             return CheckResult(False, checked, f"{label} asks for python {spec.python}, this is {current}")
     dists = installed_distributions()
+    for step in (_check_conda_deps, _check_pip, _check_build_dependencies):
+        result = step(spec, dists, checked)
+        if not result.satisfied:
+            return result
+        checked = result.checked
+    return CheckResult(True, checked, "")
 
+
+# Each step below starts counting from `checked` and returns the count so far (satisfied) or the
+# first unmet requirement.
+
+
+def _check_conda_deps(spec: EnvSpec, dists: dict[str, str | Path], checked: int) -> CheckResult:
+    """The conda dependencies, mapped to PyPI names, matched with conda's version semantics."""
+    label = spec.file_label
     for dep in spec.conda_deps:
-        import rattler  # the import budget (see above); loaded once, then a dict lookup
+        import rattler  # the import budget: loaded once an env file is checked, then a dict lookup
 
         ms = rattler.MatchSpec(dep)
         name = ms.name.normalized
@@ -121,7 +131,16 @@ def check_current(spec: EnvSpec) -> CheckResult:
                 ok = False
         if not ok:
             return CheckResult(False, checked, f"{label}: {dep!r} is not met (installed: {name} {version})")
+    return CheckResult(True, checked, "")
 
+
+def _check_pip(spec: EnvSpec, dists: dict[str, str | Path], checked: int) -> CheckResult:
+    """The pip requirements (constraints count only when installed; markers are evaluated here)."""
+    # the import budget: packaging loads only when an env file is checked
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion, Version
+
+    label = spec.file_label
     for line in spec.pip:
         if line.name is None:
             if line.text.startswith("-") and not line.text.startswith(("-e", "--editable")):
@@ -145,6 +164,14 @@ def check_current(spec: EnvSpec) -> CheckResult:
             ok = False
         if not ok:
             return CheckResult(False, checked, f"{label}: {line.text!r} is not met (installed: {version})")
+    return CheckResult(True, checked, "")
+
+
+def _check_build_dependencies(spec: EnvSpec, dists: dict[str, str | Path], checked: int) -> CheckResult:
+    """python_env.yaml's build dependencies."""
+    # the import budget: packaging loads only when an env file is checked
+    from packaging.requirements import Requirement
+    from packaging.version import Version
 
     for build_dep in spec.build_dependencies:
         req = Requirement(build_dep)
@@ -152,7 +179,9 @@ def check_current(spec: EnvSpec) -> CheckResult:
         key = _canon(req.name)
         version = _version_of(dists[key]) if key in dists else None
         if version is None or not req.specifier.contains(Version(version), prereleases=True):
-            return CheckResult(False, checked, f"{label}: build dependency {line!r} is not met")
+            return CheckResult(
+                False, checked, f"{spec.file_label}: build dependency {build_dep!r} is not met"
+            )
     return CheckResult(True, checked, "")
 
 

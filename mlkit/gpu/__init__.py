@@ -15,28 +15,30 @@ from typing import TYPE_CHECKING
 from mlkit._lazy import lazy_exports
 
 _EXPORTS = {
-    "probe": "mlkit.gpu.devices",
+    "probe": "mlkit.gpu.host",
     "GpuReport": "mlkit.gpu.devices",
     "GpuInfo": "mlkit.gpu.devices",
     "GpuProcess": "mlkit.gpu.devices",
     "GpuRequest": "mlkit.gpu.select",
     "reserve": "mlkit.gpu.ledger",
     "GpuLease": "mlkit.gpu.ledger",
-    "Lease": "mlkit.gpu.ledger",
+    "Lease": "mlkit.gpu.records",
     "leased_run_ids": "mlkit.gpu.ledger",
     "SystemMetricsSampler": "mlkit.gpu.sampler",
-    "parse_memory": "mlkit.gpu.units",
-    "parse_duration": "mlkit.gpu.units",
+    "parse_memory": "mlkit.units",
+    "parse_duration": "mlkit.units",
 }
 
 # The real names for type checkers (a re-export, so ruff's F401 is off for this file in
 # pyproject.toml); at run time __getattr__ below imports each on first use.
 if TYPE_CHECKING:
-    from mlkit.gpu.devices import GpuInfo, GpuProcess, GpuReport, probe
-    from mlkit.gpu.ledger import GpuLease, Lease, leased_run_ids, reserve
+    from mlkit.gpu.devices import GpuInfo, GpuProcess, GpuReport
+    from mlkit.gpu.host import probe
+    from mlkit.gpu.ledger import GpuLease, leased_run_ids, reserve
+    from mlkit.gpu.records import Lease
     from mlkit.gpu.sampler import SystemMetricsSampler
     from mlkit.gpu.select import GpuRequest
-    from mlkit.gpu.units import parse_duration, parse_memory
+    from mlkit.units import parse_duration, parse_memory
 
 __all__ = sorted(_EXPORTS)
 

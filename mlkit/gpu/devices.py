@@ -1,6 +1,7 @@
 """What GPUs this machine has and what they are doing, read through NVML.
 
-`probe()` initialises NVML, reads every GPU and shuts NVML down again; nothing happens at import.
+`read_gpus()` initialises NVML, reads every GPU and shuts NVML down again; nothing happens at
+import. (`mlkit.gpu.probe()`, in mlkit.gpu.host, adds the ledger's leases and calls it.)
 No library, no driver or no GPU gives `GpuReport(gpus=[], reason=...)`, never an exception. A
 field NVML cannot read is `None`; a GPU that falls off the bus mid-probe is listed with
 `lost=True` and the others are still read (gpustat's `safenvml` and `InvalidGPU`).
@@ -14,12 +15,12 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from mlkit import procid
 from mlkit.gpu import nvml
 from mlkit.gpu.nvml import query
 
-if TYPE_CHECKING:
-    from mlkit.gpu.ledger import Lease
-    from mlkit.gpu.queue import Waiter
+if TYPE_CHECKING:  # annotations only: the records never load NVML, the probe reads them
+    from mlkit.gpu.records import Lease, Waiter
 
 _NO_ID = 0xFFFFFFFF  # NVML's "not a MIG process" gpuInstanceId
 
@@ -102,24 +103,19 @@ class GpuReport:
         return units
 
 
-def probe(*, leases: list[Lease] | None = None) -> GpuReport:
+def read_gpus(
+    leases: list[Lease],
+    waiting: list[Waiter] | None = None,
+    ignored: list[dict[str, Any]] | None = None,
+) -> GpuReport:
     """Read every GPU through NVML. Never raises for a missing driver or an unreadable field.
 
-    `leases` are the live mlkit leases to mark on the GPUs and their processes; `None` reads
-    them, and the runs waiting for GPUs, from the host's lease ledger.
+    `leases` are the live mlkit leases to mark on the GPUs and their processes; `waiting` and
+    `ignored` (the runs waiting for GPUs, the ledger records not honoured) are carried into the
+    report. The ledger itself is read by `mlkit.gpu.host.probe()`, which calls this.
     """
-    waiting: list[Waiter] = []
-    ignored: list[dict[str, Any]] = []
-    if leases is None:
-        from mlkit.gpu.ledger import read_survey
-
-        try:
-            survey = read_survey()
-        except OSError:
-            leases = []
-        else:
-            leases, waiting = survey.leases, survey.waiters
-            ignored = [_ignored(record, state, why) for record, state, why in survey.ignored]
+    waiting = waiting or []
+    ignored = ignored or []
     try:
         nv = nvml.load()
     except nvml.NvmlMissing as exc:
@@ -137,20 +133,6 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
     report.leases, report.waiting, report.ignored = leases, waiting, ignored
     _mark_leases(report, leases)
     return report
-
-
-def _ignored(record: Any, state: str, why: str) -> dict[str, Any]:
-    return {
-        "kind": "lease" if hasattr(record, "uuid") else "waiter",
-        "run_id": record.run_id,
-        "uuid": getattr(record, "uuid", None),
-        "pid": record.pid,
-        "host": record.host,
-        "user": record.user,
-        "state": state,
-        "why": why,
-        "clear": f"mlkit gpus --release {record.run_id}",
-    }
 
 
 def _init(nv: ModuleType) -> str | None:
@@ -331,9 +313,7 @@ def _mark_leases(report: GpuReport, leases: list[Lease]) -> None:
 def _describe_process(proc: GpuProcess, owner_run: dict[int, str]) -> None:
     """Name, user and mlkit run of a GPU process: the run from the ledger's processes (it or an
     ancestor holds a lease) or from its environment (MLKIT_RUN_ID, where we may read it)."""
-    import psutil
-
-    from mlkit import procid
+    import psutil  # import budget: `--gpus none` never loads psutil
 
     try:
         p = psutil.Process(proc.pid)

@@ -18,6 +18,7 @@ process is gone is dropped like a dead lease.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -30,9 +31,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mlkit import fsio, procid, settings
-from mlkit.errors import ExitCode, GpuUnavailableError, GpuWaitTimeoutError, LockedError, MlkitError
+from mlkit.errors import (
+    ExitCode,
+    GpuUnavailableError,
+    GpuWaitTimeoutError,
+    LockedError,
+    MlkitError,
+    NotFoundError,
+    UsageError,
+)
 from mlkit.gpu import trust
-from mlkit.gpu.queue import Waiter, holds
+from mlkit.gpu.queue import holds
+from mlkit.gpu.records import Lease, Waiter
 from mlkit.gpu.select import GpuRequest, Selection, cuda_env, select
 
 if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
@@ -46,33 +56,7 @@ _LEAVE_QUEUE_WAIT_S = 1.0  # leaving the wait queue on the way out (a dead waite
 _MAX_LEDGER_BYTES = 16 * 1024 * 1024  # read no more than this (a planted huge file is not ours)
 
 
-@dataclass
-class Lease:
-    """One GPU held by one run (every field is checked when read back: mlkit.gpu.trust)."""
-
-    uuid: str
-    run_id: str
-    pid: int  # the supervisor (mlkit run) that holds it
-    pid_start: float | None  # that pid's start time, epoch s: a reused pid is not the owner
-    host: str
-    since: float  # epoch s
-    user: str | None = None
-    uid: int | None = None  # the supervisor's real uid
-    procs: list[list[float]] = field(default_factory=list)  # [pid, start] of the run's entry point
-    pgid: int | None = None  # the entry point's process group (it leads its own session)
-
-    @property
-    def is_local(self) -> bool:
-        return _on_this_host(self.host)
-
-
 _Record = TypeVar("_Record", Lease, Waiter)  # a ledger record: a lease or a waiter
-
-
-def _on_this_host(host: str) -> bool:
-    import socket
-
-    return host == socket.gethostname()
 
 
 def ledger_path() -> Path:
@@ -333,7 +317,10 @@ class GpuLease:
             return
         mine = set(self.uuids)
         with locked() as path:
-            leases, waiters = _load(path)
+            leases, waiters, readable = _load_checked(path)
+            if not readable:  # garbage: put back what live runs prove first, never write it "all free"
+                _survey(path)
+                leases, waiters = _load(path)
             for lease in leases:
                 if lease.uuid in mine and lease.run_id == self.run_id and lease.pid == self.owner_pid:
                     lease.procs = [[pid, start]]
@@ -345,11 +332,17 @@ class GpuLease:
         if self.released:
             return
         self.released = True
-        if self._held_fd is not None:
-            os.close(self._held_fd)
-            self._held_fd = None
-        if not self.gpus:
-            return
+        try:
+            if self.gpus:
+                self._remove()
+        finally:
+            # Only now: while our lease is in the ledger, the `held` flock is what proves that
+            # our live pid is the mlkit process that took it (else it reads as an impostor's).
+            if self._held_fd is not None:
+                os.close(self._held_fd)
+                self._held_fd = None
+
+    def _remove(self) -> None:
         mine = set(self.uuids)
         with locked() as path:
             leases, waiters = _load(path)
@@ -375,12 +368,8 @@ def release_leases(target: str) -> list[Lease]:
     NotFoundError when nothing matches. Refused (ReleaseRefusedError) for a run that is alive
     and another user's, unless we are root: only stale, foreign or impostor records, or our own.
     """
-    from mlkit.errors import NotFoundError
-
     target = target.strip()
     if len(target) < 6:
-        from mlkit.errors import UsageError
-
         raise UsageError(
             f"--release {target!r}: give a run id (6+ characters) or a GPU UUID",
             hint="`mlkit gpus` lists the leases with their run ids and GPU UUIDs",
@@ -465,9 +454,9 @@ def reserve(
     """
     if request.kind == "none":
         return GpuLease(env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid)
-    import socket
+    import socket  # import budget: `--gpus none` (returned above) never loads socket
 
-    from mlkit.gpu.devices import probe
+    from mlkit.gpu.devices import read_gpus  # import budget: nor the probe (NVML)
 
     started = time.monotonic()
     deadline = started + wait if wait else None
@@ -484,7 +473,7 @@ def reserve(
                 survey = _survey(path)
                 waiters = survey.waiters
                 place = next((i for i, w in enumerate(waiters) if _is(w, run_id, owner_pid)), len(waiters))
-                report = probe(leases=survey.leases)
+                report = read_gpus(survey.leases)
                 leases = _known(survey.leases, report)
                 report.leases = leases
                 kept = leases + [r for r, _, _ in survey.ignored if isinstance(r, Lease)]
@@ -584,8 +573,6 @@ def _hold() -> int | None:
     """A shared flock on the state dir's `gpu-leases.held`, kept while we wait or hold GPUs:
     /proc/locks then shows that this pid is an mlkit process (trust.judge). None when it cannot
     be had (a planted file, a stuck exclusive holder): then our `mlkit` command line tells."""
-    import fcntl
-
     try:
         dir_fd = settings.open_state_dir()
     except (MlkitError, OSError):
@@ -622,7 +609,7 @@ def _timeout(
 
 def _user() -> str | None:
     try:
-        import getpass
+        import getpass  # import budget: only a run that takes GPUs needs its user's name
 
         return getpass.getuser()
     except (KeyError, OSError):

@@ -12,6 +12,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from mlkit.errors import UsageError
+
 FAKE_ENV = "MLKIT_FAKE_NVML"
 
 # nvmlClocksEventReasons bits (nvml.h); names as nvidia-smi prints them.
@@ -36,18 +38,16 @@ def load() -> ModuleType:
     """The NVML binding: `mlkit.gpu.fake` under MLKIT_FAKE_NVML, else `pynvml`."""
     scenario = os.environ.get(FAKE_ENV)
     if scenario:
-        from mlkit.gpu import fake
+        from mlkit.gpu import fake  # loaded only when the stand-in is asked for (it imports pynvml)
 
         if scenario not in fake.SCENARIOS:
-            from mlkit.errors import UsageError
-
             raise UsageError(
                 f"{FAKE_ENV}={scenario!r}: no such stand-in NVML scenario",
                 hint=f"use one of {', '.join(fake.SCENARIOS)}, or unset {FAKE_ENV} for the real NVML",
             )
         return fake
     try:
-        import pynvml
+        import pynvml  # import budget: never at `import mlkit.gpu`, only when GPUs are read
     except ImportError as exc:  # a broken install: nvidia-ml-py is a dependency
         raise NvmlMissing(str(exc)) from exc
     return pynvml

@@ -1,6 +1,6 @@
 """The wait queue: runs that wait for GPUs (`--wait`) are served in the order they began waiting.
 
-A waiting run is recorded in the lease ledger beside the leases (`Waiter`); like a lease, a waiter
+A waiting run is recorded in the lease ledger beside the leases (`Waiter`, in mlkit.gpu.records); like a lease, a waiter
 read back is checked field by field (mlkit.gpu.trust) and counts only while its process lives. Before any run takes
 GPUs, `holds()` walks the runs that have waited longer, oldest first, and sets aside for each the
 GPUs it could use now: all it asked for if it can be served, else the free ones it could use
@@ -15,40 +15,13 @@ Pure functions of a probe snapshot, the leases and the queue; the ledger calls t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from mlkit.gpu.select import GpuRequest, Held, claimable, select
+from mlkit.gpu.records import Waiter
+from mlkit.gpu.select import Held, claimable, select
 
 if TYPE_CHECKING:
     from mlkit.gpu.devices import GpuReport
-
-
-@dataclass
-class Waiter:
-    """One run waiting for GPUs, as the ledger stores it."""
-
-    run_id: str
-    pid: int  # the supervisor that waits
-    pid_start: float | None
-    host: str
-    since: float  # epoch s: the queue's order
-    request: dict[str, Any] = field(default_factory=dict)  # GpuRequest's fields
-    user: str | None = None
-    uid: int | None = None  # the waiting process's real uid
-
-    @classmethod
-    def of(cls, request: GpuRequest, **fields: Any) -> Waiter:
-        return cls(request=asdict(request), **fields)
-
-    @property
-    def gpu_request(self) -> GpuRequest:
-        fields = dict(self.request)
-        fields["ids"] = tuple(fields.get("ids") or ())
-        return GpuRequest(**fields)
-
-    def describe(self) -> str:
-        return self.gpu_request.describe()
 
 
 def holds(report: GpuReport, earlier: list[Waiter], leased: Mapping[str, str]) -> dict[str, Held]:

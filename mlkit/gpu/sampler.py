@@ -190,7 +190,7 @@ class SystemMetricsSampler:
         return out
 
     def _sample_host(self) -> dict[str, float]:
-        import psutil
+        import psutil  # import budget: `mlkit run` with metrics off never loads psutil
 
         vm = psutil.virtual_memory()
         out = {
@@ -215,7 +215,7 @@ class SystemMetricsSampler:
     def _sample_tree(self) -> dict[str, float]:
         """CPU % and RSS of the watched process and its descendants (Process objects cached, so
         cpu_percent measures since the previous tick)."""
-        import psutil
+        import psutil  # import budget: `mlkit run` with metrics off never loads psutil
 
         if self._pid is None:
             return {}
@@ -269,7 +269,7 @@ class SystemMetricsSampler:
             self._gpus.append(track)
 
     def _prime_host(self) -> None:
-        import psutil
+        import psutil  # import budget: `mlkit run` with metrics off never loads psutil
 
         psutil.cpu_percent(interval=None)  # the first call only sets the baseline
         net = psutil.net_io_counters()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from mlkit.errors import UsageError
-from mlkit.gpu.units import format_bytes, parse_memory
+from mlkit.units import format_bytes, parse_memory
 
 if TYPE_CHECKING:  # annotations only: `--gpus none` never loads the probe
     from mlkit.gpu.devices import GpuInfo, GpuReport

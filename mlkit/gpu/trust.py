@@ -24,6 +24,7 @@ process.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -31,13 +32,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
-from mlkit import procid
-
-if TYPE_CHECKING:
-    from mlkit.gpu.ledger import Lease
-    from mlkit.gpu.queue import Waiter
+from mlkit import procid, settings
+from mlkit.gpu.records import Lease, Waiter
 
 LIVE, DEAD, FOREIGN, IMPOSTOR = "live", "dead", "foreign", "impostor"
 HELD_FILE = "gpu-leases.held"  # every process holding a lease or waiting keeps a shared flock on it
@@ -56,7 +54,7 @@ def warn(message: str) -> None:
     if message in _warned:
         return
     _warned.add(message)
-    import logging
+    import logging  # import budget: `mlkit run` loads logging only to warn
 
     logging.getLogger("mlkit.gpu").warning("mlkit: %s", message)
 
@@ -138,8 +136,6 @@ def _procs(item: dict[str, Any]) -> list[list[float]]:
 
 
 def _lease(item: Any) -> Lease:
-    from mlkit.gpu.ledger import Lease
-
     if not isinstance(item, dict):
         raise _Bad(f"is {_show(item)}, not a record")
     return Lease(
@@ -157,8 +153,6 @@ def _lease(item: Any) -> Lease:
 
 
 def _waiter(item: Any) -> Waiter:
-    from mlkit.gpu.queue import Waiter
-
     if not isinstance(item, dict):
         raise _Bad(f"is {_show(item)}, not a record")
     waiter = Waiter(
@@ -207,8 +201,6 @@ def parse(raw: str, where: str) -> tuple[list[Lease], list[Waiter], bool]:
     if not raw.strip():
         return [], [], True
     try:
-        import json
-
         data = json.loads(raw)
     except ValueError as exc:
         warn(f"GPU ledger {where} cannot be parsed ({exc}); rebuilt from the live mlkit processes")
@@ -250,7 +242,7 @@ class Proof:
 
 def gather(dir_fd: int | None) -> Proof:
     """The host name, the holders of the ledger's `held` lock, and the live run processes."""
-    from mlkit.tracking.lost import hostname
+    from mlkit.tracking.lost import hostname  # another package: loaded when a ledger is judged
 
     return Proof(host=hostname(), held=_held_pids(dir_fd), runs=run_processes())
 
@@ -278,8 +270,6 @@ def _held_pids(dir_fd: int | None) -> set[int]:
 def run_processes() -> dict[str, list[tuple[int, float, tuple[str, ...], int | None]]]:
     """run id -> [(pid, start, GPU UUIDs in CUDA_VISIBLE_DEVICES, uid)] of every process whose
     environment this user may read and that carries MLKIT_RUN_ID (a process of an mlkit run)."""
-    from mlkit import settings
-
     runs: dict[str, list[tuple[int, float, tuple[str, ...], int | None]]] = {}
     me = os.getpid()
     ours = str(settings.host_state_dir())
@@ -340,8 +330,6 @@ def judge(record: Lease | Waiter, proof: Proof) -> tuple[str, str]:
     owner_same = procid.is_same(owner)
     if owner_same and _looks_like_mlkit(record.pid, record.run_id, proof):
         return LIVE, f"held by mlkit pid {record.pid}"
-    from mlkit.gpu.ledger import Lease  # at call time: mlkit.gpu.ledger imports this module
-
     if isinstance(record, Lease):  # a lease: any process of its run keeps it
         for pid, start in record.procs:
             if procid.is_same(procid.ProcessRef(int(pid), start)) and _run_process(int(pid), record, proof):
@@ -391,8 +379,6 @@ def proven_leases(
     host: str,
 ) -> list[Lease]:
     """Leases for GPUs that live run processes use and no lease in `leases` accounts for."""
-    from mlkit.gpu.ledger import Lease
-
     covered = {(lease.uuid, lease.run_id) for lease in leases}
     found: list[Lease] = []
     for run_id, procs in runs.items():

@@ -5,18 +5,12 @@ Nothing here imports torch at import time; `log_model` and `load_model` import i
 
 from __future__ import annotations
 
-from mlkit.models.format import (
-    ModelInfo,
-    ModelLoadError,
-    UnsafeModelError,
-    load_input_example,
-    load_model,
-    load_model_from_dir,
-    log_model,
-    save_model,
-)
+from mlkit.models.example import load_input_example
+from mlkit.models.format import ModelLoadError, UnsafeModelError
+from mlkit.models.load import load_model, load_model_from_dir
 from mlkit.models.ops import ModelOverview, VersionOverview, download_model, model_overview, register_model
 from mlkit.models.promote import PromoteResult, parse_condition, promote
+from mlkit.models.save import ModelInfo, log_model, save_model
 from mlkit.models.uri import ModelUri, ResolvedModel, parse_model_uri, resolve_model_uri
 
 __all__ = [

@@ -10,7 +10,9 @@ from typing import Any
 
 from mlkit.errors import InvalidInputError, NotFoundError, StoreError
 from mlkit.models.uri import parse_model_uri, resolve_model_uri
-from mlkit.tracking.registry import ModelVersion, RegisteredModel, RegistryStore, validate_model_name
+from mlkit.tracking.registry import RegistryStore
+from mlkit.tracking.registry_entities import ModelVersion, RegisteredModel
+from mlkit.tracking.registry_validation import validate_model_name
 
 
 @dataclass

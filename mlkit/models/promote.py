@@ -23,15 +23,10 @@ from mlkit.errors import InvalidInputError, NotFoundError
 from mlkit.models.ops import register_model
 from mlkit.models.uri import resolve_model_uri
 from mlkit.tracking.columns import metric_order
-from mlkit.tracking.registry import (
-    ACTIVE_STAGES,
-    ModelVersion,
-    RegistryStore,
-    canonical_stage,
-    is_stage,
-    validate_alias,
-    validate_model_name,
-)
+from mlkit.tracking.registry import RegistryStore
+from mlkit.tracking.registry_entities import ACTIVE_STAGES, ModelVersion
+from mlkit.tracking.registry_validation import canonical_stage, is_stage, validate_alias, validate_model_name
+from mlkit.tracking.store import FileStore
 
 CHAMPION = "champion"
 _OPS = {">": operator.gt, "<": operator.lt, ">=": operator.ge, "<=": operator.le}
@@ -101,6 +96,38 @@ def _describe(alias: str | None, stage: str | None) -> str:
     return f"alias {alias}" if alias is not None else f"stage {stage}"
 
 
+def _target(condition: Condition, alias: str | None, stage: str | None) -> tuple[str | None, str | None]:
+    """(alias, stage) to promote to: the one given, else the condition's reference (checked)."""
+    if alias is not None and stage is not None:
+        raise InvalidInputError(
+            "give either an alias or a stage to promote to, not both", hint="e.g. --alias champion"
+        )
+    if alias is not None:
+        validate_alias(alias)
+    elif stage is not None:
+        stage = canonical_stage(stage)
+    elif is_stage(condition.reference):
+        stage = condition.reference
+    else:
+        alias = condition.reference
+    if stage is not None and stage not in ACTIVE_STAGES + ("Archived", "None"):
+        raise InvalidInputError(f"cannot promote to stage {stage}", hint="use Staging or Production")
+    return alias, stage
+
+
+def _candidate_value(run_id: str, metrics: dict[str, float], metric: str) -> float:
+    """The run's value of the compared metric, or an error naming the close ones it has."""
+    if metric not in metrics:
+        near = difflib.get_close_matches(metric, list(metrics), n=3, cutoff=0.6)
+        did = f"; did you mean {' or '.join(f'metrics.{k}' for k in near)}?" if near else ""
+        known = ", ".join(sorted(metrics, key=metric_order)[:12]) or "none"
+        raise InvalidInputError(
+            f"--if-better: run {run_id} has no metric {metric!r} to compare{did}",
+            hint=f"its metrics: {known}",
+        )
+    return float(metrics[metric])
+
+
 def promote(
     name: str,
     *,
@@ -113,39 +140,18 @@ def promote(
     root: Path | str | None = None,
 ) -> PromoteResult:
     """Register `from_run`'s model and move the alias/stage to it if it beats the holder."""
+    # import budget: the run resolver loads only when a promotion runs
     from mlkit.tracking.resolve import resolve_run
-    from mlkit.tracking.store import FileStore
 
     validate_model_name(name)
     condition = parse_condition(if_better)
-    if alias is not None and stage is not None:
-        raise InvalidInputError(
-            "give either an alias or a stage to promote to, not both", hint="e.g. --alias champion"
-        )
     explicit_target = alias is not None or stage is not None
-    if alias is not None:
-        validate_alias(alias)
-    elif stage is not None:
-        stage = canonical_stage(stage)
-    elif is_stage(condition.reference):
-        stage = condition.reference
-    else:
-        alias = condition.reference
-    if stage is not None and stage not in ACTIVE_STAGES + ("Archived", "None"):
-        raise InvalidInputError(f"cannot promote to stage {stage}", hint="use Staging or Production")
+    alias, stage = _target(condition, alias, stage)
 
     store = FileStore(root)
     run_id = resolve_run(store, from_run)
     run = store.get_run(run_id)
-    if condition.metric not in run.data.metrics:
-        near = difflib.get_close_matches(condition.metric, list(run.data.metrics), n=3, cutoff=0.6)
-        did = f"; did you mean {' or '.join(f'metrics.{k}' for k in near)}?" if near else ""
-        known = ", ".join(sorted(run.data.metrics, key=metric_order)[:12]) or "none"
-        raise InvalidInputError(
-            f"--if-better: run {run_id} has no metric {condition.metric!r} to compare{did}",
-            hint=f"its metrics: {known}",
-        )
-    candidate = float(run.data.metrics[condition.metric])
+    candidate = _candidate_value(run_id, run.data.metrics, condition.metric)
     uri = f"runs:/{run_id}/{artifact_path}"
     resolve_model_uri(uri, root=root)  # NotFoundError when the run has no model there
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mlkit.models.format import load_model_from_dir
+from mlkit.models.load import load_model_from_dir
 
 
 class TorchPyfuncModel:
@@ -20,6 +20,7 @@ class TorchPyfuncModel:
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> Any:
         """Run the model under no_grad; a tuple/list input is passed as positional arguments."""
+        # import budget: torch loads only when the model predicts
         import torch
 
         items = model_input if isinstance(model_input, (tuple, list)) else (model_input,)

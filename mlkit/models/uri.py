@@ -17,14 +17,10 @@ from pathlib import Path
 
 from mlkit.errors import InvalidInputError, NotFoundError
 from mlkit.tracking import files
-from mlkit.tracking.registry import (
-    ModelVersion,
-    RegistryStore,
-    canonical_stage,
-    is_stage,
-    validate_alias,
-    validate_model_name,
-)
+from mlkit.tracking.registry import RegistryStore
+from mlkit.tracking.registry_entities import ModelVersion
+from mlkit.tracking.registry_validation import canonical_stage, is_stage, validate_alias, validate_model_name
+from mlkit.tracking.store import FileStore
 from mlkit.tracking.validation import validate_artifact_path
 
 MLMODEL_FILE = "MLmodel"
@@ -71,58 +67,68 @@ def parse_model_uri(uri: str) -> ModelUri:
         raise _bad(str(uri), "it is empty")
     uri = uri.strip()
     if uri.startswith("runs:"):
-        rest = uri[len("runs:") :].lstrip("/")
-        run_id, _, path = rest.partition("/")
-        if not run_id:
-            raise _bad(uri, "no run id after runs:/")
-        if run_id in (".", "..") or not run_id.isprintable() or run_id != run_id.strip():
-            raise _bad(uri, f"{run_id!r} is not a run id, id prefix or run name")
-        try:
-            artifact_path = validate_artifact_path(path.rstrip("/"))
-        except InvalidInputError as exc:
-            raise _bad(uri, exc.message) from exc
-        return ModelUri(uri, "runs", run_id=run_id, artifact_path=artifact_path)
+        return _parse_runs_uri(uri)
     if uri.startswith("models:"):
-        rest = uri[len("models:") :]
-        if not rest.startswith("/") or rest.startswith("//"):
-            raise _bad(uri, "expected models:/NAME/... (one slash)")
-        rest = rest[1:]
-        if "/" not in rest and "@" in rest:
-            name, _, alias = rest.rpartition("@")
-            try:
-                validate_model_name(name)
-                validate_alias(alias, reserved_ok=True)
-            except InvalidInputError as exc:
-                raise _bad(uri, exc.message) from exc
-            if alias.lower() == "latest":
-                return ModelUri(uri, "models", name=name, latest=True)
-            return ModelUri(uri, "models", name=name, alias=alias)
-        name, sep, suffix = rest.partition("/")
-        if not sep or not suffix or "/" in suffix:
-            raise _bad(
-                uri,
-                "expected models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS",
-            )
-        try:
-            validate_model_name(name)
-        except InvalidInputError as exc:
-            raise _bad(uri, exc.message) from exc
-        if suffix.isdigit():
-            if int(suffix) < 1:
-                raise _bad(uri, "versions start at 1")
-            return ModelUri(uri, "models", name=name, version=int(suffix))
-        if suffix.lower() == "latest":
-            return ModelUri(uri, "models", name=name, latest=True)
-        if is_stage(suffix):
-            return ModelUri(uri, "models", name=name, stage=canonical_stage(suffix))
-        raise _bad(
-            uri,
-            f"{suffix!r} is neither a version number, a stage (None, Staging, Production, Archived) nor 'latest'",
-        )
+        return _parse_models_uri(uri)
     local = files.path_from_uri(uri)
     if local is None:
         raise _bad(uri, "only runs:/, models:/, file:// and local paths are supported")
     return ModelUri(uri, "path", path=local.expanduser().absolute())
+
+
+def _parse_runs_uri(uri: str) -> ModelUri:
+    """runs:/RUN/PATH (RUN: an id, an id prefix or a run name)."""
+    rest = uri[len("runs:") :].lstrip("/")
+    run_id, _, path = rest.partition("/")
+    if not run_id:
+        raise _bad(uri, "no run id after runs:/")
+    if run_id in (".", "..") or not run_id.isprintable() or run_id != run_id.strip():
+        raise _bad(uri, f"{run_id!r} is not a run id, id prefix or run name")
+    try:
+        artifact_path = validate_artifact_path(path.rstrip("/"))
+    except InvalidInputError as exc:
+        raise _bad(uri, exc.message) from exc
+    return ModelUri(uri, "runs", run_id=run_id, artifact_path=artifact_path)
+
+
+def _parse_models_uri(uri: str) -> ModelUri:
+    """models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS."""
+    rest = uri[len("models:") :]
+    if not rest.startswith("/") or rest.startswith("//"):
+        raise _bad(uri, "expected models:/NAME/... (one slash)")
+    rest = rest[1:]
+    if "/" not in rest and "@" in rest:
+        name, _, alias = rest.rpartition("@")
+        try:
+            validate_model_name(name)
+            validate_alias(alias, reserved_ok=True)
+        except InvalidInputError as exc:
+            raise _bad(uri, exc.message) from exc
+        if alias.lower() == "latest":
+            return ModelUri(uri, "models", name=name, latest=True)
+        return ModelUri(uri, "models", name=name, alias=alias)
+    name, sep, suffix = rest.partition("/")
+    if not sep or not suffix or "/" in suffix:
+        raise _bad(
+            uri,
+            "expected models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME/latest or models:/NAME@ALIAS",
+        )
+    try:
+        validate_model_name(name)
+    except InvalidInputError as exc:
+        raise _bad(uri, exc.message) from exc
+    if suffix.isdigit():
+        if int(suffix) < 1:
+            raise _bad(uri, "versions start at 1")
+        return ModelUri(uri, "models", name=name, version=int(suffix))
+    if suffix.lower() == "latest":
+        return ModelUri(uri, "models", name=name, latest=True)
+    if is_stage(suffix):
+        return ModelUri(uri, "models", name=name, stage=canonical_stage(suffix))
+    raise _bad(
+        uri,
+        f"{suffix!r} is neither a version number, a stage (None, Staging, Production, Archived) nor 'latest'",
+    )
 
 
 def resolve_version(parsed: ModelUri, registry: RegistryStore) -> ModelVersion:
@@ -141,8 +147,8 @@ def resolve_model_uri(uri: str, *, root: Path | str | None = None, _depth: int =
     """Resolve a model URI to its local directory; NotFoundError unless an MLmodel file is there."""
     parsed = parse_model_uri(uri)
     if parsed.kind == "runs":
+        # import budget: the run resolver loads only for a runs:/ URI
         from mlkit.tracking.resolve import resolve_run
-        from mlkit.tracking.store import FileStore
 
         store = FileStore(root)
         run_id = resolve_run(store, parsed.run_id or "")  # an id, a unique prefix or a unique name

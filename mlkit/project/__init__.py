@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mlkit.project.command import check_undeclared, shell_argv
+from mlkit.project.command import ResolvedCommand, check_undeclared, shell_argv
 from mlkit.project.load import find_mlproject, load_project, survey_project
-from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project, ResolvedCommand
+from mlkit.project.model import PARAM_TYPES, EntryPoint, Parameter, Project
 
 __all__ = [
     "PARAM_TYPES",

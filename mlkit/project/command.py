@@ -19,10 +19,14 @@ import string
 from dataclasses import dataclass
 from dataclasses import field as _field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mlkit.errors import ProjectError
-from mlkit.project.model import EntryPoint, Parameter, ResolvedCommand
+from mlkit.errors import InvalidInputError, ProjectError
+from mlkit.project.names import typo_of
 from mlkit.project.values import check_value, resolve_path
+
+if TYPE_CHECKING:  # annotations only: mlkit.project.model's EntryPoint.resolve calls this module
+    from mlkit.project.model import EntryPoint, Parameter
 
 # Characters that mean "a shell is needed" outside quotes (globs and brace expansion included).
 _SHELL_CHARS = set("|&;<>()$`*?[]~{}\n")
@@ -104,7 +108,10 @@ def _parse(command: str) -> _Template:
     return _Template(pieces, contexts, needs_shell)
 
 
-def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:
+# A hand-written state machine over the shell's quoting rules (a stack of contexts, one branch per
+# character class): split, the states would lose the one loop that shows which character moves
+# the scanner from which context to which.
+def _scan(pieces: list[tuple[str, str | None]]) -> tuple[list[str], bool]:  # noqa: C901
     """Follow the shell's quoting through the template: the context of each placeholder, and
     whether anything in it needs a shell to run as written."""
     stack = ["plain"]
@@ -226,6 +233,24 @@ def check_template(
     return list(dict.fromkeys(problems))
 
 
+@dataclass(frozen=True)
+class ResolvedCommand:
+    """An entry point's command with the parameters filled in.
+
+    Exactly one of `argv` (run directly, every value one argv item) and `shell` (the MLproject
+    command itself uses shell syntax; values are shell-quoted) is set. `params` holds the raw
+    values to log (declared parameters in declaration order, defaults included, then extras);
+    `types` maps every name in `params` to its type (`string` for extras); `extra` lists the
+    names that the entry point does not declare, appended to the command as `--name value`.
+    """
+
+    argv: list[str] | None
+    shell: str | None
+    params: dict[str, str]
+    types: dict[str, str]
+    extra: list[str]
+
+
 def _error(ep: EntryPoint, key: str, what: str, hint: str) -> ProjectError:
     where = f"entry point {ep.name}" if ep.script else f"entry_points.{ep.name}"
     return ProjectError(f"{ep.source}: {where}{'.' + key if key else ''}: {what}", hint=hint)
@@ -269,7 +294,7 @@ def _param_values(
 
 def param_name_problem(key: str) -> str | None:
     """Why the store cannot log `key` as a param name (its key rules), or None when it can."""
-    from mlkit.errors import InvalidInputError
+    # import budget: the store's key rules (mlkit.tracking) load only when a name is checked
     from mlkit.tracking.validation import validate_key
 
     try:
@@ -522,7 +547,9 @@ class _Lexer:
             _Lexer(items, where, self.depth + 1, self.out, dialect=dialect).run()
 
     # -- the grammar (enough of it to know how each placeholder is read)
-    def commands(self, stop: str | None) -> None:
+    # The lexer's main loop: one branch per shell token (quotes, $, backslash, operators, words).
+    # Kept whole so the token grammar reads in one place, like a shell's own lexer.
+    def commands(self, stop: str | None) -> None:  # noqa: C901
         """Simple commands until `stop` (')' for $(...), '`') or the end."""
         words: list[_Word] = []
         word = _Word()
@@ -660,7 +687,9 @@ class _Lexer:
                 self.i += 1
         self.i += 1
 
-    def dollar(self, word: _Word, ctx: str) -> None:
+    # Every form a `$` starts ($x, ${...}, $(...), $((...)), $[...], $'...', $"...") is one branch:
+    # the list of forms is the point, and each branch is a few lines.
+    def dollar(self, word: _Word, ctx: str) -> None:  # noqa: C901
         nxt, nxt2 = self.peek(1), self.peek(2)
         if isinstance(nxt, int):
             self.level(nxt, ctx).special = "dollar"
@@ -746,7 +775,9 @@ class _Lexer:
             self.i += 1
 
     # -- one simple command: which words a shell reads again, which are names or numbers
-    def command(self, words: list[_Word]) -> None:
+    # One branch per builtin or wrapper that reads its words again (`[[`, `let`, `declare -i`,
+    # `sh -c`, `eval`, `ssh`, ...): the table of what each does to a placeholder, kept in one place.
+    def command(self, words: list[_Word]) -> None:  # noqa: C901
         texts = [w.static() for w in words]
         if texts[0] == "[[" and self.builtins:
             for w in words:
@@ -975,8 +1006,6 @@ def check_undeclared(ep: EntryPoint, params: dict[str, str], *, strict: bool = F
     so every name is theirs to take."""
     if ep.script:
         return []
-    from mlkit.project.load import typo_of
-
     declared = list(ep.parameters)
     warnings: list[str] = []
     for name in params:

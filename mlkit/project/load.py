@@ -5,15 +5,15 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import shlex
 from pathlib import Path
 from typing import Any
 
 from mlkit.env.ref import EnvKind, EnvRef
-from mlkit.errors import ProjectError
+from mlkit.errors import NotFoundError, ProjectError
 from mlkit.project.command import check_template, valid_param_name
 from mlkit.project.model import (
     PARAM_TYPES,
+    SCRIPT_RUNNERS,
     EntryPoint,
     Parameter,
     Project,
@@ -21,7 +21,9 @@ from mlkit.project.model import (
     display_path,
     problems_error,
 )
+from mlkit.project.names import typo_of
 from mlkit.project.values import check_value
+from mlkit.yamlsafe import load_yaml
 
 TOP_KEYS = ("name", "conda_env", "python_env", "docker_env", "entry_points")
 ENTRY_KEYS = ("command", "parameters")
@@ -40,7 +42,6 @@ _FOREIGN_TYPE = re.compile(
     r"(list|dict|tuple|set|array|optional|sequence)\[.*\])",
     re.IGNORECASE,
 )
-SCRIPT_RUNNERS = {".py": "python", ".sh": None}  # None: $SHELL, else bash (as MLflow)
 Problem = tuple[str, str, str]  # (key path, what is wrong, how to fix it)
 
 
@@ -57,32 +58,6 @@ class _Problems:
 
     def warn(self, key: str, what: str) -> None:
         self.warnings.append(clip(f"{self.label}: {key}: {what}" if key else f"{self.label}: {what}"))
-
-
-def _distance(a: str, b: str) -> int:
-    """Edit distance with adjacent transpositions (optimal string alignment)."""
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        row = [i]
-        for j, cb in enumerate(b, 1):
-            cost = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                cost = min(cost, prev2[j - 2] + 1)
-            row.append(cost)
-        prev2, prev = prev, row
-    return prev[-1]
-
-
-def typo_of(word: str, known: tuple[str, ...] | list[str]) -> str | None:
-    """The known key `word` is a close misspelling of (case, `-` for `_`, one or two letters off,
-    a truncation such as `conda` for `conda_env`), or None when it is simply another word."""
-    w = word.lower().replace("-", "_").replace(" ", "_")
-    for key in known:
-        if w == key or (len(w) >= 4 and key.startswith(w)) or (len(key) >= 4 and w.startswith(key)):
-            return key
-    best = min(known, key=lambda k: _distance(w, k))
-    return best if _distance(w, best) <= (1 if len(best) <= 4 else 2) else None
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -111,8 +86,6 @@ def find_mlproject(directory: Path) -> Path | None:
 
 
 def _read_yaml(path: Path, label: str) -> Any:
-    from mlkit.yamlsafe import load_yaml
-
     return load_yaml(path, label, ProjectError)
 
 
@@ -131,13 +104,13 @@ def survey_project(path: Path | str) -> Project:
     return _load(path, None, strict=False)
 
 
-def _load(path: Path | str, entry_point: str | None, strict: bool) -> Project:
+# The whole load in the order a reader checks a file: find it, read it, the top level, then the
+# entry points, collecting every problem before deciding which are errors for this entry point.
+def _load(path: Path | str, entry_point: str | None, strict: bool) -> Project:  # noqa: C901
     directory = Path(path).absolute()
     if directory.is_file() and directory.name.lower() == "mlproject":  # the MLproject file itself
         directory = directory.parent
     if not directory.exists():  # exit 66 like every "does not exist" (docs/exit-codes.md)
-        from mlkit.errors import NotFoundError
-
         raise NotFoundError(
             f"{display_path(directory)}: no such directory",
             hint="pass the project directory (the one holding MLproject), e.g. mlkit run projects/cnn",
@@ -366,7 +339,9 @@ def _param_type(ptype: Any, pkey: str, problems: _Problems, shorthand: bool) -> 
     return None
 
 
-def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Parameter | None:
+# One branch per form MLflow accepts for a parameter (shorthand type, mapping, flow map typos,
+# defaults of each type), each reporting its own problem once: the list of forms is the point.
+def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Parameter | None:  # noqa: C901
     if not valid_param_name(name):
         problems.add(
             pkey,
@@ -440,14 +415,3 @@ def _parse_parameter(name: str, spec: Any, pkey: str, problems: _Problems) -> Pa
             problems.add(f"{pkey}.default", _short(error, 120), f"make the default a valid {ptype}")
             return None
     return Parameter(name, ptype, text)
-
-
-def script_entry_point(project: Project, name: str) -> EntryPoint | None:
-    """A `.py` or `.sh` file in the project used as an entry point (MLflow's rule), or None."""
-    suffix = Path(name).suffix
-    if suffix not in SCRIPT_RUNNERS or not (project.directory / name).is_file():
-        return None
-    runner = SCRIPT_RUNNERS[suffix] or os.environ.get("SHELL") or "bash"
-    command = f"{shlex.quote(runner)} {shlex.quote(name)}".replace("{", "{{").replace("}", "}}")
-    source = display_path(project.file) if project.file else display_path(project.directory)
-    return EntryPoint(name, command, {}, project.directory, source, script=True)

@@ -1,14 +1,23 @@
-"""The frozen dataclasses an MLproject is parsed into."""
+"""The frozen dataclasses an MLproject is parsed into (`Project`, `EntryPoint`, `Parameter`),
+and the helpers its messages share.
+
+Above mlkit.project.command (an entry point resolves through it) and below mlkit.project.load
+(which builds these); a script entry point (`-e train.py`) is made here, from the file alone.
+"""
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlkit.env.ref import EnvRef
 from mlkit.errors import ProjectError
+from mlkit.project.command import ResolvedCommand, resolve_entry_point
 
 PARAM_TYPES = ("string", "float", "int", "path", "uri")
+SCRIPT_RUNNERS = {".py": "python", ".sh": None}  # None: $SHELL, else bash (as MLflow)
 MAX_LISTED = 10  # problems listed one per line in an error; the rest are counted
 MAX_LINE = 200  # characters in one listed problem or warning
 
@@ -72,24 +81,6 @@ class Parameter:
 
 
 @dataclass(frozen=True)
-class ResolvedCommand:
-    """An entry point's command with the parameters filled in.
-
-    Exactly one of `argv` (run directly, every value one argv item) and `shell` (the MLproject
-    command itself uses shell syntax; values are shell-quoted) is set. `params` holds the raw
-    values to log (declared parameters in declaration order, defaults included, then extras);
-    `types` maps every name in `params` to its type (`string` for extras); `extra` lists the
-    names that the entry point does not declare, appended to the command as `--name value`.
-    """
-
-    argv: list[str] | None
-    shell: str | None
-    params: dict[str, str]
-    types: dict[str, str]
-    extra: list[str]
-
-
-@dataclass(frozen=True)
 class EntryPoint:
     """A named entry point (from the MLproject) or a script entry point (`train.py`, `run.sh`)."""
 
@@ -102,8 +93,6 @@ class EntryPoint:
 
     def resolve(self, params: dict[str, str], storage_dir: Path | None = None) -> ResolvedCommand:
         """Validate `params` against the declared parameters and build the command to run."""
-        from mlkit.project.command import resolve_entry_point
-
         return resolve_entry_point(self, params, storage_dir)
 
 
@@ -151,8 +140,6 @@ class Project:
             raise self.broken[name]
         if name in self.entry_points:
             return self.entry_points[name]
-        from mlkit.project.load import script_entry_point
-
         entry = script_entry_point(self, name)
         if entry is not None:
             return entry
@@ -176,3 +163,14 @@ def _first_problem(error: ProjectError) -> str:
     if details:
         return f"{details[0]} (+{len(details) - 1} more)" if len(details) > 1 else details[0]
     return error.message.split(": ", 1)[-1]
+
+
+def script_entry_point(project: Project, name: str) -> EntryPoint | None:
+    """A `.py` or `.sh` file in the project used as an entry point (MLflow's rule), or None."""
+    suffix = Path(name).suffix
+    if suffix not in SCRIPT_RUNNERS or not (project.directory / name).is_file():
+        return None
+    runner = SCRIPT_RUNNERS[suffix] or os.environ.get("SHELL") or "bash"
+    command = f"{shlex.quote(runner)} {shlex.quote(name)}".replace("{", "{{").replace("}", "}}")
+    source = display_path(project.file) if project.file else display_path(project.directory)
+    return EntryPoint(name, command, {}, project.directory, source, script=True)

@@ -70,7 +70,7 @@ def resolve_path(
 
 
 def _download(url: str, target_dir: Path, key: str) -> str:
-    from urllib.request import urlopen
+    from urllib.request import urlopen  # import budget: http.client and ssl load only for a URI download
 
     target_dir.mkdir(parents=True, exist_ok=True)
     name = os.path.basename(unquote(urlparse(url).path)) or "download"

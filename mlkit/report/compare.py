@@ -24,7 +24,7 @@ from mlkit.tracking.columns import (
     unknown_keys,
 )
 from mlkit.tracking.entities import Run
-from mlkit.tracking.search import METRIC, PARAM, TAG
+from mlkit.tracking.search_grammar import METRIC, PARAM, TAG
 
 
 @dataclass
@@ -103,6 +103,7 @@ class Comparison:
 def resolve_runs(store, refs: list[str]) -> list[Run]:
     """The runs named by full ids, unique id prefixes or unique run names, in the order given
     (one resolver for every command: `mlkit.tracking.resolve`)."""
+    # import budget: the run resolver loads only when runs are compared
     from mlkit.tracking.resolve import resolve_run
 
     runs: list[Run] = []

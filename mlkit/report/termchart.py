@@ -112,6 +112,44 @@ def _line(x0: int, y0: int, x1: int, y1: int) -> list[tuple[int, int]]:
             y0 += sy
 
 
+def _plot(
+    grids: list[list[tuple[int, int]]], width: int, height: int, braille: bool
+) -> tuple[list[list[int]], list[list[int | None]]]:
+    """Each series' points (grid cells, in order) joined by lines: (braille dots per cell, the
+    index of the series that drew each cell last, None where none did)."""
+    bits = [[0] * width for _ in range(height)]  # braille dots per cell
+    owner: list[list[int | None]] = [[None] * width for _ in range(height)]
+    for index, grid in enumerate(grids):
+        path = grid[:1]
+        for a, b in zip(grid, grid[1:], strict=False):
+            path.extend(_line(*a, *b)[1:])
+        for gx, gy in path:
+            if braille:
+                cx, cy = gx // 2, gy // 4
+                bits[cy][cx] |= _BRAILLE_BITS[gx % 2][gy % 4]
+            else:
+                cx, cy = gx, gy
+            owner[cy][cx] = index
+    return bits, owner
+
+
+def _plot_row(axis: str, bits: list[int], owner: list[int | None], braille: bool) -> list[Segment]:
+    """One row of the plot after its axis label, runs of cells of the same series in one segment."""
+    line: list[Segment] = [(axis, None)]
+    for c, who in enumerate(owner):
+        if who is None:
+            char = " "
+        elif braille:
+            char = chr(_BRAILLE_BASE + bits[c])
+        else:
+            char = marker(who)
+        if line[-1][1] == who and len(line) > 1:
+            line[-1] = (line[-1][0] + char, who)
+        else:
+            line.append((char, who))
+    return line
+
+
 def render_chart(
     series: list[Series],
     *,
@@ -146,20 +184,7 @@ def render_chart(
         gy = round((y_hi - y) / (y_hi - y_lo) * (rows - 1))
         return gx, gy
 
-    bits = [[0] * width for _ in range(height)]  # braille dots per cell
-    owner: list[list[int | None]] = [[None] * width for _ in range(height)]
-    for index, pts in enumerate(finite):
-        grid = [to_grid(x, y) for x, y in pts]
-        path = grid[:1]
-        for a, b in zip(grid, grid[1:], strict=False):
-            path.extend(_line(*a, *b)[1:])
-        for gx, gy in path:
-            if braille:
-                cx, cy = gx // 2, gy // 4
-                bits[cy][cx] |= _BRAILLE_BITS[gx % 2][gy % 4]
-            else:
-                cx, cy = gx, gy
-            owner[cy][cx] = index
+    bits, owner = _plot([[to_grid(x, y) for x, y in pts] for pts in finite], width, height, braille)
 
     top, mid, bottom = format_number(y_hi), format_number((y_lo + y_hi) / 2), format_number(y_lo)
     pad = max(len(top), len(mid), len(bottom))
@@ -167,20 +192,7 @@ def render_chart(
     for r in range(height):
         label = top if r == 0 else bottom if r == height - 1 else mid if r == height // 2 else ""
         tick = axis_tick if label else axis_v
-        line: list[Segment] = [(f"{label:>{pad}} {tick}", None)]
-        for c in range(width):
-            who = owner[r][c]
-            if who is None:
-                char = " "
-            elif braille:
-                char = chr(_BRAILLE_BASE + bits[r][c])
-            else:
-                char = marker(who)
-            if line[-1][1] == who and len(line) > 1:
-                line[-1] = (line[-1][0] + char, who)
-            else:
-                line.append((char, who))
-        lines.append(line)
+        lines.append(_plot_row(f"{label:>{pad}} {tick}", bits[r], owner[r], braille))
     lines.append([(" " * pad + " " + corner + axis_h * width, None)])
     is_time, span = x_label in TIME_AXES, max(xs) - min(xs)
 

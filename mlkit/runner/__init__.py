@@ -15,8 +15,8 @@ _EXPORTS = {
     "plan_run": "mlkit.runner.plan",
     "RunResult": "mlkit.runner.supervise",
     "execute": "mlkit.runner.supervise",
-    "RunOptions": "mlkit.runner.session",
-    "DryRun": "mlkit.runner.session",
+    "RunOptions": "mlkit.runner.options",
+    "DryRun": "mlkit.runner.dryrun",
     "Skipped": "mlkit.runner.session",
     "run_project": "mlkit.runner.session",
 }
@@ -24,8 +24,10 @@ _EXPORTS = {
 # The real names for type checkers (a re-export, so ruff's F401 is off for this file in
 # pyproject.toml); at run time __getattr__ below imports each on first use.
 if TYPE_CHECKING:
+    from mlkit.runner.dryrun import DryRun
+    from mlkit.runner.options import RunOptions
     from mlkit.runner.plan import RunPlan, plan_run
-    from mlkit.runner.session import DryRun, RunOptions, Skipped, run_project
+    from mlkit.runner.session import Skipped, run_project
     from mlkit.runner.supervise import RunResult, execute
 
 __all__ = list(_EXPORTS)

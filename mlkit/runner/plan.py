@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 from mlkit.errors import UsageError
 
 if TYPE_CHECKING:  # only for annotations: importing them would load their packages
-    from mlkit.project.model import Project, ResolvedCommand
+    from mlkit.project.command import ResolvedCommand
+    from mlkit.project.model import Project
 
 PYTHON_NAMES = ("python", "python3")
 DEFAULT_KILL_GRACE = 10.0
@@ -133,6 +134,7 @@ def plan_run(
         shell = None
         base_argv = own
     else:
+        # import budget: loaded only for a shell command; argv commands skip it
         from mlkit.project import shell_argv
 
         shell = command.shell

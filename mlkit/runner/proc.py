@@ -25,6 +25,7 @@ def _log(level: str, message: str, *args: object) -> None:
     """Log on the "mlkit.proc" logger, importing logging only when the line can be shown."""
     if level == "debug" and "logging" not in sys.modules:
         return  # logging was never set up (that imports it), so nothing could show a debug line
+    # import budget: logging loads only when something is logged; a plain mlkit run never loads it
     import logging
 
     getattr(logging.getLogger("mlkit.proc"), level)(message, *args)
@@ -114,6 +115,7 @@ def _pdeathsig() -> Any:
     wait on a lock another thread held at the fork."""
     if not sys.platform.startswith("linux"):
         return None
+    # import budget: ctypes loads only on Linux, to set PR_SET_PDEATHSIG
     import ctypes
 
     try:

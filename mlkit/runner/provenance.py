@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlkit import __version__
 from mlkit.tracking.lost import hostname
+from mlkit.tracking.lost import ownership_tags as tags_of
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _CREDENTIALS_RE = re.compile(r"^(\w+://)[^/@]*@")
@@ -99,6 +100,7 @@ def _first_remote(config_path: Path) -> str | None:
         return None
     if "[remote" not in text:  # no remote at all: no need to load the parser
         return None
+    # import budget: configparser loads only to read a git config; a plain mlkit run never loads it
     import configparser
 
     parser = configparser.ConfigParser(strict=False, interpolation=None)
@@ -185,6 +187,5 @@ def run_tags(
 def ownership_tags() -> dict[str, str]:
     """mlkit.host / mlkit.pid / mlkit.pid_start for this process (mlkit.procid reads the start
     time the way `mlkit.tracking.lost` compares it)."""
-    from mlkit.tracking.lost import ownership_tags as tags_of
 
     return tags_of(os.getpid())

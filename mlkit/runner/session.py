@@ -8,20 +8,24 @@
 4. heartbeat; build/reuse the environment; reserve GPUs; plan; `execute` (see supervise.py)
 5. record the status (any failure after the run exists marks it FAILED with a reason), run the
    `--on-finish` hook.
+
+Beside it: `options` (RunOptions and the checks of step 1), `dryrun` (the plan `--dry-run` shows),
+`summary` (what the terminal shows when the run ended).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import json
 import os
+import signal as signal_mod
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from mlkit import settings
 from mlkit.errors import (
@@ -33,70 +37,29 @@ from mlkit.errors import (
     MlkitError,
     UsageError,
 )
-from mlkit.runner.plan import DEFAULT_KILL_GRACE, LaunchOptions, RunPlan, plan_run, signal_name
-from mlkit.runner.supervise import (
-    FAILED,
-    KILLED,
-    Interrupted,
-    RunResult,
-    SignalRouter,
-    execute,
-    release_quietly,
+from mlkit.runner.options import (
+    RunOptions,
+    experiment_from_env,
+    gpu_request,
+    heartbeat_interval,
+    kill_grace,
+    validate,
 )
+from mlkit.runner.plan import LaunchOptions, plan_run, signal_name
+from mlkit.runner.proc import describe
+from mlkit.runner.signals import Interrupted, SignalRouter
+from mlkit.runner.supervise import FAILED, KILLED, RunResult, execute, release_quietly
 
 if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its step comes
     from mlkit.gpu.ledger import GpuLease
     from mlkit.gpu.select import GpuRequest
-    from mlkit.project.model import Project, ResolvedCommand
+    from mlkit.project.command import ResolvedCommand
+    from mlkit.project.model import Project
+    from mlkit.runner.dryrun import DryRun
     from mlkit.tracking.entities import Run
     from mlkit.tracking.store import FileStore
 
-ENV_MANAGERS = ("local", "auto", "uv", "conda")
 Notify = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Everything `mlkit run` was asked to do (parsed, typed; durations in seconds)."""
-
-    project_dir: Path
-    entry_point: str = "main"
-    params: dict[str, str] = field(default_factory=dict)
-    experiment_name: str | None = None
-    experiment_id: str | None = None
-    run_name: str | None = None
-    env_manager: str = "auto"
-    conda_exe: str | None = None
-    store: str | None = None
-    timeout: float | None = None
-    dry_run: bool = False
-    gpus: str = "auto"
-    min_free_memory: int | None = None
-    max_gpu_util: float | None = None
-    exclude_busy: bool = False
-    wait: float | None = None
-    system_metrics_interval: float = 5.0
-    nnodes: int | None = None
-    node_rank: int | None = None
-    rdzv_endpoint: str | None = None
-    nproc_per_node: int | None = None
-    lock: str | None = None
-    lock_wait: float | None = None
-    skip_if_done: bool = False
-    on_finish: str | None = None
-    argv: tuple[str, ...] = ()  # mlkit's own command line, recorded as mlkit.argv
-    strict_params: bool = False  # refuse -P names the entry point does not declare
-
-
-@dataclass
-class DryRun:
-    """What `--dry-run` shows: the resolved plan; nothing was created."""
-
-    plan: RunPlan
-    experiment: str  # "name" or "id <x>" as it would be picked
-    store_root: Path
-    env_manager: str
-    gpus: str
 
 
 @dataclass
@@ -108,87 +71,12 @@ class Skipped:
     fingerprint: str
 
 
-def kill_grace() -> float:
-    """Seconds between forwarding a signal and SIGKILL: MLKIT_KILL_GRACE, default 10."""
-    try:
-        return max(0.0, float(os.environ.get("MLKIT_KILL_GRACE", DEFAULT_KILL_GRACE)))
-    except ValueError:
-        return DEFAULT_KILL_GRACE
-
-
-def heartbeat_interval() -> float:
-    """Seconds between heartbeats: MLKIT_HEARTBEAT_INTERVAL, default 10."""
-    try:
-        return max(0.05, float(os.environ.get("MLKIT_HEARTBEAT_INTERVAL", "10")))
-    except ValueError:
-        return 10.0
-
-
-def _validate(options: RunOptions) -> None:
-    if options.env_manager not in ENV_MANAGERS:
-        raise UsageError(
-            f"--env-manager {options.env_manager!r}: unknown manager",
-            hint=f"use one of {', '.join(ENV_MANAGERS)}",
-        )
-    if options.experiment_name is not None and options.experiment_id is not None:
-        raise UsageError(
-            "--experiment-name and --experiment-id were both given",
-            hint="specify only one of them",
-        )
-    if options.timeout is not None and options.timeout <= 0:
-        raise UsageError(
-            f"--timeout {options.timeout:g}: must be more than 0 seconds", hint="e.g. --timeout 3h"
-        )
-    if options.system_metrics_interval < 0:
-        raise UsageError(
-            "--system-metrics-interval: cannot be negative",
-            hint="seconds between samples; 0 turns sampling off",
-        )
-    if options.nproc_per_node is not None and options.nproc_per_node < 1:
-        raise UsageError("--nproc-per-node: must be 1 or more", hint="e.g. --nproc-per-node 2")
-    if options.nnodes is not None:
-        if options.nnodes < 1:
-            raise UsageError("--nnodes: must be 1 or more", hint="e.g. --nnodes 2")
-        if options.nnodes > 1 and not options.rdzv_endpoint:
-            raise UsageError(
-                f"--nnodes {options.nnodes} needs --rdzv-endpoint HOST[:PORT]",
-                hint="run the same command on every node with --rdzv-endpoint node0:29400 and its --node-rank",
-            )
-    if options.node_rank is not None:
-        if options.node_rank < 0 or options.node_rank >= (options.nnodes or 1):
-            raise UsageError(
-                f"--node-rank {options.node_rank}: must be from 0 to {(options.nnodes or 1) - 1}",
-                hint="give --nnodes first; node ranks count from 0",
-            )
-    if options.lock is not None and not options.lock.strip():
-        raise UsageError("--lock: the lock name is empty", hint="e.g. --lock nightly-train")
-
-
-def _experiment_from_env() -> tuple[str | None, str | None]:
-    name = os.environ.get("MLKIT_EXPERIMENT_NAME") or os.environ.get("MLFLOW_EXPERIMENT_NAME")
-    if name:
-        return name, None
-    exp_id = os.environ.get("MLKIT_EXPERIMENT_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID")
-    return None, exp_id or None
-
-
-def _describe_experiment(options: RunOptions) -> str:
-    if options.experiment_id is not None:
-        return f"id {options.experiment_id}"
-    if options.experiment_name is not None:
-        return options.experiment_name
-    name, exp_id = _experiment_from_env()
-    if name:
-        return name
-    return f"id {exp_id}" if exp_id else "Default"
-
-
 def _find_experiment(store: FileStore, options: RunOptions) -> tuple[str | None, str]:
     """(experiment id or None when it would be created, its name) without creating anything."""
     exp_id = options.experiment_id
     name = options.experiment_name
     if exp_id is None and name is None:
-        name, exp_id = _experiment_from_env()
+        name, exp_id = experiment_from_env()
     if exp_id is not None:
         return exp_id, store.get_experiment(exp_id).name  # NotFoundError (66) when missing
     if name is not None:
@@ -197,47 +85,11 @@ def _find_experiment(store: FileStore, options: RunOptions) -> tuple[str | None,
     return "0", store.get_experiment("0").name
 
 
-def _dry_python(project: Project, manager: str) -> str | None:
-    """The interpreter a run would start, when known without building anything: this one for
-    --env-manager local, without an environment file, or when `auto` finds this env satisfies it."""
-    if manager == "local" or project.env is None:
-        return sys.executable
-    if manager == "auto" and project.env.kind != "docker":
-        from mlkit.env.check import check_current
-        from mlkit.env.manager import load_spec
-
-        spec = load_spec(project.directory, project.env)
-        if spec is None or check_current(spec).satisfied:
-            return sys.executable
-    return None
-
-
 def _stderr_is_tty() -> bool:
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # replaced or closed stderr
         return False
-
-
-def _gpu_request(options: RunOptions) -> GpuRequest:
-    from mlkit.gpu import GpuRequest
-
-    request = GpuRequest.parse(
-        options.gpus,
-        min_free_memory=options.min_free_memory,
-        max_utilization=options.max_gpu_util,
-        exclude_busy=options.exclude_busy,
-    )
-    ranks = options.nproc_per_node or 1
-    if ranks > 1 and request.kind == "auto":  # one GPU per rank, or all ranks on the CPU
-        return dataclasses.replace(request, count=ranks)
-    named = request.count if request.kind == "count" else len(request.ids) if request.kind == "list" else None
-    if named is not None and ranks > named:
-        raise UsageError(
-            f"--nproc-per-node {ranks} with --gpus {request.spec}: each rank needs a GPU of its own",
-            hint=f"ask for --gpus {ranks}, or --gpus none to run the {ranks} ranks on the CPU",
-        )
-    return request
 
 
 class _Heartbeat(threading.Thread):
@@ -296,10 +148,12 @@ def _run(
     stderr: IO[bytes] | None,
     router: SignalRouter,
 ) -> DryRun | Skipped | RunResult:
+    # import budget: mlkit run loads each step's module when that step comes
     from mlkit.project import load_project
 
     # 1. validate everything before anything is created
-    _validate(options)
+    validate(options)
+    # import budget: mlkit run loads each step's module when that step comes
     from mlkit.project import check_undeclared
 
     project = load_project(options.project_dir, options.entry_point)  # other entry points: warnings
@@ -314,7 +168,7 @@ def _run(
         )
     for warning in warnings:
         notify(f"mlkit: warning: {warning}")
-    request = _gpu_request(options)
+    request = gpu_request(options)
     store_root = settings.tracking_root(options.store)
     grace = kill_grace()
     launch = LaunchOptions(
@@ -327,40 +181,29 @@ def _run(
         stderr_tty=_stderr_is_tty(),
     )
     if options.dry_run:
-        from mlkit.env.manager import env_hash
+        # import budget: dryrun loads only for --dry-run
+        from mlkit.runner.dryrun import dry_run
 
-        env_hash(project.directory, project.env)  # read and check the env file as the run will
-        plan = plan_run(
-            project,
-            options.entry_point,
-            dict(options.params),
-            env=None,
-            lease=None,
-            store_root=store_root,
-            run_id="<run-id>",
-            experiment_id="<experiment-id>",
-            command=command,
-            env_manager=options.env_manager,
-            dry_python=_dry_python(project, options.env_manager),
-            launch=launch,
-        )
-        return DryRun(plan, _describe_experiment(options), store_root, options.env_manager, options.gpus)
+        return dry_run(project, options, command, store_root, launch)
 
     with contextlib.ExitStack() as stack:
         # 2. lock, env hash, skip-if-done
         held = None
         if options.lock:
+            # import budget: mlkit run loads each step's module when that step comes
             from mlkit.runner.lock import run_lock
 
             held = stack.enter_context(
                 run_lock(options.lock, wait=options.lock_wait, on_wait=_prefixed(notify, "mlkit: "))
             )
+        # import budget: mlkit run loads each step's module when that step comes
         from mlkit.env.manager import env_hash
 
         ehash = env_hash(project.directory, project.env)
         # Hashing the project reads every file in it: only --skip-if-done pays for that.
         fingerprint = None
         if options.skip_if_done:
+            # import budget: fingerprint loads only with --skip-if-done
             from mlkit.runner.fingerprint import compute_fingerprint
 
             fingerprint = compute_fingerprint(project.directory, options.entry_point, command.params, ehash)
@@ -375,6 +218,7 @@ def _run(
             notify(f"mlkit: could not check for lost runs: {exc}")
         exp_id, exp_name = _find_experiment(store, options)
         if fingerprint is not None and exp_id is not None:
+            # import budget: fingerprint loads only with --skip-if-done
             from mlkit.runner.fingerprint import find_finished_run
 
             done = find_finished_run(store, exp_id, fingerprint)
@@ -383,6 +227,7 @@ def _run(
         if exp_id is None:
             exp_id = store.get_or_create_experiment(exp_name)
 
+        # import budget: mlkit run loads each step's module when that step comes
         from mlkit.runner.provenance import current_user, ownership_tags, run_tags
 
         user = current_user()
@@ -452,6 +297,7 @@ def _supervise_run(
             store.log_params(run_id, command.params)
         heartbeat.start()
 
+        # import budget: mlkit run loads each step's module when that step comes
         from mlkit.env.manager import prepare_env
 
         env = prepare_env(
@@ -468,6 +314,7 @@ def _supervise_run(
             env_tags["mlflow.project.env"] = env.manager
         pending.update(env_tags)
 
+        # import budget: mlkit run loads each step's module when that step comes
         from mlkit.gpu import reserve
 
         lease = reserve(
@@ -504,7 +351,6 @@ def _supervise_run(
             artifact_dir=store.artifact_dir(run_id),
             launch=created.launch,
         )
-        import json
 
         pending["mlkit.command"] = json.dumps(plan.argv)
         if plan.rdzv_id:
@@ -513,8 +359,6 @@ def _supervise_run(
         pending = {}
         for notice in plan.notices:
             notify(f"mlkit: {notice}")
-
-        from mlkit.runner.proc import describe
 
         notify(f"mlkit: run {run_id} (experiment {exp_name}) started: {describe(plan.argv)}")
         child_started = True
@@ -535,8 +379,6 @@ def _supervise_run(
         result = _end(store, run_id, exp_id, FAILED, reason, int(error.exit_code), t0, tags=pending)
         result.error = error
     except (Interrupted, KeyboardInterrupt) as exc:
-        import signal as signal_mod
-
         signum = exc.signum if isinstance(exc, Interrupted) else int(signal_mod.SIGINT)
         name = signal_name(signum)
         result = _end(store, run_id, exp_id, KILLED, "signal", 128 + signum, t0, signal=name, tags=pending)
@@ -582,6 +424,7 @@ def _end(
 def _on_finish(command: str, result: RunResult, exp_id: str, store: FileStore, notify: Notify) -> None:
     """Run the --on-finish hook; its failure is reported, never fatal."""
     try:
+        # import budget: mlkit run loads each step's module when that step comes
         from mlkit.runner.hooks import run_on_finish
 
         outcome = run_on_finish(
@@ -604,40 +447,3 @@ def _on_finish(command: str, result: RunResult, exp_id: str, store: FileStore, n
         log = Path(store.artifact_dir(result.run_id)) / "logs" / "on-finish.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text(f"$ {command}\n{outcome.output}exit {outcome.exit_code}\n")
-
-
-def closing_summary(store_root: Path, result: RunResult, project_name: str | None = None) -> dict[str, Any]:
-    """What the end of `mlkit run` shows besides the status: the final value of the run's key
-    metrics (model metrics, validation/test first, at most 8), the URIs of the models it logged,
-    and the commands to run next. Read from the store after the run ended (only on a terminal or
-    with --json, so a plain run never loads the column rules)."""
-    import json
-
-    from mlkit.tracking.columns import is_model_metric, metric_order
-    from mlkit.tracking.store import FileStore
-
-    run_id = result.run_id
-    metrics: dict[str, float] = {}
-    models: list[str] = []
-    with contextlib.suppress(MlkitError, OSError, ValueError):
-        run = FileStore(store_root).get_run(run_id)
-        keys = sorted((k for k in run.data.metrics if is_model_metric(k)), key=metric_order)[:8]
-        metrics = {k: run.data.metrics[k] for k in keys}
-        history = json.loads(run.data.tags.get("mlflow.log-model.history") or "[]")  # models.format
-        paths = (
-            [e.get("artifact_path") for e in history if isinstance(e, dict)]
-            if isinstance(history, list)
-            else []
-        )
-        models = [f"runs:/{run_id}/{p}" for p in dict.fromkeys(paths) if p]
-    next_commands = [f"mlkit runs show {run_id}"]
-    if result.status != "FINISHED":
-        next_commands.append(f"mlkit runs logs {run_id}")
-    elif models:
-        next_commands.append(f"mlkit models register {models[-1]} {project_name or 'NAME'}")
-    return {
-        "metrics": metrics,
-        "model_uri": models[-1] if models else None,
-        "models": models,
-        "next": next_commands,
-    }

@@ -5,27 +5,30 @@ The child's stdout and stderr are teed, chunk by chunk as they arrive, to the te
 the child's whole group, followed by SIGKILL after a grace period (a second signal: at once);
 `--timeout` stops the run the same way. When the child is gone, anything it left behind in its
 group or anywhere below us (we are a child subreaper: setsid and double forks reparent to us) is
-stopped too, and the entry point dies with a SIGKILLed supervisor (PR_SET_PDEATHSIG). The run's final status and tags are written here.
+stopped too, and the entry point dies with a SIGKILLed supervisor (PR_SET_PDEATHSIG). The run's
+final status and tags are written here.
+
+The pieces: `signals` (SignalRouter), `tee` (the output copy and output.log), `tree` (the run's
+processes and stopping them); this module runs the steps in order and records the outcome.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-from mlkit import procid
 from mlkit.errors import MlkitError
 from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
+from mlkit.runner.signals import Interrupted, SignalRouter
+from mlkit.runner.tee import Tee, close_tee
+from mlkit.runner.tree import RunTree, Stopper, become_subreaper, snapshot
 
 if TYPE_CHECKING:  # annotations only: a run without GPUs or metrics never loads these
     from mlkit.gpu.ledger import GpuLease
@@ -35,15 +38,13 @@ if TYPE_CHECKING:  # annotations only: a run without GPUs or metrics never loads
 
 def _log(level: str, message: str, *args: object) -> None:
     """Log on the "mlkit.runner" logger; logging is imported only when something is logged."""
+    # import budget: logging loads only when something is logged; a plain mlkit run never loads it
     import logging
 
     getattr(logging.getLogger("mlkit.runner"), level)(message, *args)
 
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-OOM_MARKERS = (b"CUDA out of memory", b"OutOfMemoryError")
-_OOM_TAIL = max(len(m) for m in OOM_MARKERS)
 
 Notify = Callable[[str], None]
 
@@ -73,259 +74,6 @@ class RunResult:
             "failure_reason": self.failure_reason,
             "artifact_uri": self.artifact_uri,
         }
-
-
-# ----------------------------------------------------------------------------- signal routing
-class SignalRouter:
-    """Owns SIGINT/SIGTERM/SIGHUP for the supervisor's lifetime (main thread only).
-
-    Before the child starts, a signal raises `Interrupted` (so setup unwinds and the run is marked
-    KILLED); while a child runs it goes to `on_signal`; while the run is being recorded it is only
-    remembered, so the bookkeeping is never cut in half.
-    """
-
-    def __init__(self) -> None:
-        self.active = threading.current_thread() is threading.main_thread()
-        self._previous: dict[int, Any] = {}
-        self.mode = "raise"
-        self.on_signal: Callable[[int], None] | None = None
-        self.received: int | None = None
-
-    def __enter__(self) -> SignalRouter:
-        if self.active:
-            for sig in FORWARDED_SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.received is None:
-            self.received = signum
-        if self.mode == "forward" and self.on_signal is not None:
-            self.on_signal(signum)
-        elif self.mode == "raise":
-            raise Interrupted(signum)
-
-
-class Interrupted(BaseException):
-    """The supervisor got SIGINT/SIGTERM/SIGHUP before the child started."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal_name(signum))
-        self.signum = signum
-
-
-# ----------------------------------------------------------------------------- output tee
-class _Tee(threading.Thread):
-    """Copies the child's stdout/stderr pipes to the terminal streams and to one log file."""
-
-    def __init__(self, pipes: dict[int, IO[bytes] | None], log_fd: int):
-        super().__init__(name="mlkit-tee", daemon=True)
-        self.pipes = pipes  # pipe fd -> where its bytes go on our side (None: log only)
-        self.log_fd = log_fd
-        self.oom = False
-        self._tails: dict[int, bytes] = dict.fromkeys(pipes, b"")
-        self._log_at_line_start = True
-
-    def run(self) -> None:
-        sel = selectors.DefaultSelector()
-        for fd in self.pipes:
-            os.set_blocking(fd, False)
-            sel.register(fd, selectors.EVENT_READ)
-        open_fds = set(self.pipes)
-        try:
-            while open_fds:
-                for key, _ in sel.select():
-                    fd = key.fd
-                    try:
-                        chunk = os.read(fd, 65536)
-                    except BlockingIOError:
-                        continue
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        sel.unregister(fd)
-                        open_fds.discard(fd)
-                        continue
-                    self._write(fd, chunk)
-        finally:
-            sel.close()
-
-    def _write(self, fd: int, chunk: bytes) -> None:
-        logged, self._log_at_line_start = as_log_lines(chunk, self._log_at_line_start)
-        try:  # O_APPEND, unbuffered: `runs logs --follow` sees it now
-            os.write(self.log_fd, logged)
-        except OSError as exc:  # disk full: keep the child's output flowing to the terminal
-            _log("warning", "cannot write output.log: %s", exc)
-        stream = self.pipes[fd]
-        if stream is not None:
-            try:
-                stream.write(chunk)
-                stream.flush()
-            except (OSError, ValueError):  # terminal gone (`| head`, closed ssh): log file only
-                self.pipes[fd] = None
-        if not self.oom:
-            window = self._tails[fd] + chunk
-            if any(marker in window for marker in OOM_MARKERS):
-                self.oom = True
-            self._tails[fd] = window[-_OOM_TAIL:]
-
-
-REWRITE = b"\r\x1b[K"  # carriage return + erase line: "redraw this line" (the trainers' status line)
-
-
-def as_log_lines(chunk: bytes, at_line_start: bool = True) -> tuple[bytes, bool]:
-    """What output.log keeps of the child's bytes, and whether the log then ends a line.
-
-    The bytes as written, except that a status line redrawn in place on a terminal (`\\r ESC[K`)
-    becomes one line per update, so the log reads like the output of a run without a terminal;
-    a redraw at the start of a line adds no empty line. Any other byte, a lone `\\r` included,
-    is kept as it is.
-    """
-    if REWRITE not in chunk:
-        return chunk, chunk.endswith(b"\n") if chunk else at_line_start
-    out = bytearray()
-    for i, piece in enumerate(chunk.split(REWRITE)):
-        if i and not at_line_start:  # a redraw in mid-line ends that line
-            out += b"\n"
-            at_line_start = True
-        if piece:
-            out += piece
-            at_line_start = piece.endswith(b"\n")
-    return bytes(out), at_line_start
-
-
-def _close_tee(tee: _Tee, *pipes: int) -> None:
-    """Let the tee copy what is left in the pipes (up to 5 s), then close their read ends."""
-    tee.join(timeout=5)
-    for fd in pipes:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-# ----------------------------------------------------------------------------- process tree
-def _become_subreaper() -> None:
-    """Orphans of the child (double forks, torchrun workers whose agent died) reparent to us,
-    not to init, so they can still be found and stopped. Linux only; elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _descendants() -> list[int]:
-    """Every process below this one (cheap on Linux: no scan of all of /proc)."""
-    if procid.children_of(os.getpid()) is None:
-        import psutil
-
-        try:
-            return [p.pid for p in psutil.Process().children(recursive=True)]
-        except psutil.Error:
-            return []
-    return procid.descendants_of(os.getpid())
-
-
-def _living(pid: int) -> bool:
-    """Alive and not a zombie."""
-    return procid.start_time(pid) is not None
-
-
-class _Tree:
-    """Every process the run started: the child, its group, and every descendant of the supervisor
-    that was not there before the child started.
-
-    The supervisor is a child subreaper, so whatever the run starts stays its descendant: ranks in
-    sessions of their own (torchrun), `setsid` and double-forked daemons, processes that cleared
-    their environment (`env -i`). Processes that were our descendants before the run (`before`,
-    by pid and start time) are not the run's and are left alone.
-    """
-
-    def __init__(self, child: subprocess.Popen[bytes], run_id: str, before: set[procid.ProcessRef]):
-        self.child = child
-        self.pgid = child.pid
-        self.run_id = run_id
-        self.before = before
-
-    def members(self) -> list[int]:
-        found = []
-        for pid in _descendants():
-            if pid == self.child.pid or not _existed(pid, self.before):
-                found.append(pid)
-        return found
-
-    def signal(self, sig: int) -> None:
-        """`sig` to the group and to every member outside it (torchrun's workers have their own)."""
-        members = self.members()
-        proc_mod.signal_group(self.pgid, sig)
-        for pid in members:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-
-    def alive(self) -> bool:
-        """True while a process of the group, or a non-zombie member outside it, is left."""
-        self.reap()
-        if proc_mod.group_alive(self.pgid):
-            return True
-        return any(pid != self.child.pid and _living(pid) for pid in self.members())
-
-    def reap(self) -> None:
-        """Collect the exit status of members that were reparented to us (we are a subreaper)."""
-        mine = set(procid.children_of(os.getpid()) or [])
-        for pid in self.members():
-            if pid != self.child.pid and pid in mine and not _living(pid):
-                with contextlib.suppress(OSError):
-                    os.waitpid(pid, os.WNOHANG)
-
-
-def _existed(pid: int, before: set[procid.ProcessRef]) -> bool:
-    return any(ref.pid == pid and procid.is_same(ref) for ref in before)
-
-
-def _snapshot() -> set[procid.ProcessRef]:
-    """Our descendants now (pid + start time): not the run's processes."""
-    return {procid.ProcessRef(pid, procid.start_time(pid)) for pid in _descendants()}
-
-
-class _Stopper:
-    """Stops the child: the signal to the group, SIGKILL after the grace period; at most once each."""
-
-    def __init__(self, tree: _Tree, grace: float):
-        self.tree = tree
-        self.grace = grace
-        self.reason: str | None = None  # "signal" or "timeout"
-        self.signum: int | None = None
-        self.hard = False
-        self._lock = threading.RLock()
-        self._timer: threading.Timer | None = None
-
-    def stop(self, signum: int, reason: str) -> None:
-        with self._lock:
-            if self.reason is not None:  # a second signal: no more waiting
-                self.kill()
-                return
-            self.reason, self.signum = reason, signum
-            self.tree.signal(signum)
-            self._timer = threading.Timer(self.grace, self.kill)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def kill(self) -> None:
-        with self._lock:
-            self.hard = True
-            self.tree.signal(signal.SIGKILL)
-
-    def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
 
 
 # ----------------------------------------------------------------------------- execute
@@ -378,17 +126,52 @@ def _execute(
     log_fd: int,
     t0: float,
 ) -> RunResult:
+    """Launch, wait, stop whatever is left, record: the steps of `execute` in order."""
     if router.received is not None:  # a signal came in just before the launch
         raise Interrupted(router.received)
     router.mode = "defer"  # from here a signal is handled below, never by unwinding past the child
-    _become_subreaper()
+    become_subreaper()
+    launched = _launch(plan, stdout, stderr, log_fd)
+    stopper = Stopper(launched.tree, plan.kill_grace)
+    try:
+        returncode, sampler = _wait(
+            plan, store, lease, gpu_uuids, metrics_interval, notify, router, launched, stopper
+        )
+    except BaseException:  # never leave the entry point running behind a failed supervisor
+        launched.tree.signal(signal.SIGKILL)
+        launched.child.wait()
+        launched.close_output()
+        raise
+    _stop_leftovers(launched.tree, plan.kill_grace)
+    stopper.cancel()
+    launched.tree.reap()
+    launched.close_output()
+    return _record_end(plan, store, lease, notify, t0, returncode, stopper, launched.tee.oom, sampler)
+
+
+@dataclass
+class _Launched:
+    """The started entry point: its process, its tree, and the tee reading its output pipes."""
+
+    child: subprocess.Popen[bytes]
+    tree: RunTree
+    tee: Tee
+    out_r: int
+    err_r: int
+
+    def close_output(self) -> None:
+        close_tee(self.tee, self.out_r, self.err_r)
+
+
+def _launch(plan: RunPlan, stdout: IO[bytes] | None, stderr: IO[bytes] | None, log_fd: int) -> _Launched:
+    """Start the tee, then the entry point in a new session with its output piped to the tee."""
     # The tee starts before the child: starting a thread waits until it runs, which is quicker
     # while the child's own start-up is not competing for the CPU.
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    tee = _Tee({out_r: stdout, err_r: stderr}, log_fd)
+    tee = Tee({out_r: stdout, err_r: stderr}, log_fd)
     tee.start()
-    before = _snapshot()
+    before = snapshot()
     try:
         # die_with_parent: a SIGKILLed supervisor takes the entry point with it (it cannot stop
         # it any more); we fork from the thread that waits for the child, so it lives as long.
@@ -399,55 +182,76 @@ def _execute(
     except BaseException:  # nothing will write to the pipes: the tee ends at once
         os.close(out_w)
         os.close(err_w)
-        _close_tee(tee, out_r, err_r)
+        close_tee(tee, out_r, err_r)
         raise
     os.close(out_w)  # the child has its own copies: the tee sees EOF when the child is done
     os.close(err_w)
-    tree = _Tree(child, plan.run_id, before)
-    stopper = _Stopper(tree, plan.kill_grace)
+    return _Launched(child, RunTree(child, plan.run_id, before), tee, out_r, err_r)
+
+
+def _wait(
+    plan: RunPlan,
+    store: FileStore,
+    lease: GpuLease | None,
+    gpu_uuids: list[str] | None,
+    metrics_interval: float,
+    notify: Notify,
+    router: SignalRouter,
+    launched: _Launched,
+    stopper: Stopper,
+) -> tuple[int, SystemMetricsSampler | None]:
+    """Wait for the entry point, forwarding signals and enforcing --timeout; (returncode, sampler)."""
+    child = launched.child
+    if lease is not None:
+        try:  # the lease now lasts as long as the entry point's process group
+            lease.track(child.pid)
+        except Exception as exc:  # the supervisor still holds it; the run goes on
+            _log("warning", "recording the entry point in the GPU lease failed: %s", exc)
+    router.on_signal = lambda signum: stopper.stop(signum, "signal")
+    router.mode = "forward"
+    if router.received is not None and stopper.reason is None:  # came during the spawn
+        stopper.stop(router.received, "signal")
     timer = None
-    try:
-        if lease is not None:
-            try:  # the lease now lasts as long as the entry point's process group
-                lease.track(child.pid)
-            except Exception as exc:  # the supervisor still holds it; the run goes on
-                _log("warning", "recording the entry point in the GPU lease failed: %s", exc)
-        router.on_signal = lambda signum: stopper.stop(signum, "signal")
-        router.mode = "forward"
-        if router.received is not None and stopper.reason is None:  # came during the spawn
-            stopper.stop(router.received, "signal")
-        if plan.timeout:
-            timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
-            timer.daemon = True
-            timer.start()
-        sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
-        returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
-    except BaseException:  # never leave the entry point running behind a failed supervisor
-        tree.signal(signal.SIGKILL)
-        child.wait()
-        _close_tee(tee, out_r, err_r)
-        raise
+    if plan.timeout:
+        timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
+        timer.daemon = True
+        timer.start()
+    sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
+    returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
     router.mode = "defer"
     if timer is not None:
         timer.cancel()
+    return returncode, sampler
 
-    # Whatever the entry point left running (in its group, or orphaned to us: setsid, double
-    # forks, env -i) goes too: nothing the run started outlives it.
+
+def _stop_leftovers(tree: RunTree, kill_grace: float) -> None:
+    """Whatever the entry point left running (in its group, or orphaned to us: setsid, double
+    forks, env -i) goes too: nothing the run started outlives it."""
     if tree.alive():
         tree.signal(signal.SIGTERM)
-        deadline = time.monotonic() + min(plan.kill_grace, 5.0)
+        deadline = time.monotonic() + min(kill_grace, 5.0)
         while time.monotonic() < deadline and tree.alive():
             time.sleep(0.05)
         deadline = time.monotonic() + 5.0  # SIGKILL until none is left (a forking one may race us)
         while tree.alive() and time.monotonic() < deadline:
             tree.signal(signal.SIGKILL)
             time.sleep(0.05)
-    stopper.cancel()
-    tree.reap()
-    _close_tee(tee, out_r, err_r)
 
+
+def _record_end(
+    plan: RunPlan,
+    store: FileStore,
+    lease: GpuLease | None,
+    notify: Notify,
+    t0: float,
+    returncode: int,
+    stopper: Stopper,
+    oom: bool,
+    sampler: SystemMetricsSampler | None,
+) -> RunResult:
+    """Classify how the entry point ended, stop the sampler, give the GPUs back, write the status."""
     status, exit_code, reason, sig = classify(returncode, stopper.reason, stopper.signum)
-    if tee.oom and status != FINISHED:
+    if oom and status != FINISHED:
         reason = "cuda_oom"
 
     tags: dict[str, str] = {"mlkit.exit_code": str(returncode if returncode >= 0 else 128 - returncode)}
@@ -518,6 +322,7 @@ def _start_sampler(
     if not interval or interval <= 0:
         return None
     try:
+        # import budget: the sampler (and NVML) load only when system metrics are sampled
         from mlkit.gpu import SystemMetricsSampler
 
         sampler = SystemMetricsSampler(store, run_id, uuids, interval)

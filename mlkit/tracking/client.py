@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from mlkit.errors import InvalidInputError
 from mlkit.tracking.entities import FINISHED, Experiment, FileInfo, Metric, Run
+from mlkit.tracking.search_grammar import like_to_regex, tokenize
 from mlkit.tracking.store import FileStore
 
 
@@ -43,8 +46,6 @@ class MlkitClient:
         order_by: list[str] | None = None,
     ) -> list[Experiment]:  # fmt: skip
         """Experiments, filtered by `name` (= != LIKE ILIKE), newest first as MLflow orders them."""
-        from mlkit.tracking.search import like_to_regex, tokenize
-
         experiments = self.store.list_experiments(view_type)
         if filter_string:
             tokens = tokenize(filter_string)
@@ -54,8 +55,6 @@ class MlkitClient:
                     hint="mlkit supports \"name = 'x'\", \"name != 'x'\", \"name LIKE 'x%'\" and ILIKE",
                 )
             op, value = tokens[1].text.upper(), tokens[2].text[1:-1]
-            import re
-
             if op in ("LIKE", "ILIKE"):
                 rx = re.compile(like_to_regex(value), re.IGNORECASE if op == "ILIKE" else 0)
                 experiments = [e for e in experiments if rx.match(e.name)]
@@ -169,8 +168,6 @@ class MlkitClient:
         source = self.store.artifact_file(run_id, path)
         if dst_path is None:
             return str(source)
-        import shutil
-
         target = Path(dst_path) / source.name
         if source.is_dir():
             shutil.copytree(source, target, dirs_exist_ok=True)

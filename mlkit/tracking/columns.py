@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlkit.tracking.entities import Run
-from mlkit.tracking.search import ATTRIBUTE, METRIC, PARAM, TAG, parse_filter, parse_order_by
+from mlkit.tracking.search_grammar import ATTRIBUTE, METRIC, PARAM, TAG, parse_filter, parse_order_by
 
 SYSTEM_PREFIX = "system/"
 SECTION = {PARAM: "params", METRIC: "metrics", TAG: "tags"}
@@ -52,7 +52,7 @@ _QUALITY_PREFIXES = ("val", "test", "eval", "valid")
 class Column:
     """One column: an attribute of the run, or a param, metric or tag key."""
 
-    kind: str  # ATTRIBUTE, PARAM, METRIC or TAG (mlkit.tracking.search)
+    kind: str  # ATTRIBUTE, PARAM, METRIC or TAG (mlkit.tracking.search_grammar)
     key: str
 
     @property

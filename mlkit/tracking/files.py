@@ -265,6 +265,21 @@ def path_to_uri(path: Path) -> str:
     return Path(path).absolute().as_uri()
 
 
+def resolve_artifact_uri(run_dir: Path, uri: str) -> str:
+    """The run's artifact URI as stored, or its `artifacts/` beside the data when the stored local
+    path is gone (the store was moved); a remote URI as it is."""
+    if uri.startswith("file://") and uri.endswith(f"{run_dir}/artifacts"):
+        if uri == path_to_uri(run_dir / "artifacts"):
+            return uri  # where the run is now: no need to look
+    stored = path_from_uri(uri)
+    if stored is not None and stored.exists():
+        return uri
+    local = run_dir / "artifacts"
+    if stored is None and uri:
+        return uri  # a remote artifact store: not ours to resolve
+    return path_to_uri(local)
+
+
 def now_ms() -> int:
     """Milliseconds since the epoch."""
     return int(time.time() * 1000)

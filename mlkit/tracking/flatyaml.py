@@ -68,7 +68,7 @@ def _resolve(raw: str) -> str:
     """The tag PyYAML's safe loader gives this plain scalar (str, int, float, bool, null, timestamp)."""
     global _resolver
     if _resolver is None:
-        import yaml
+        import yaml  # lazily: `import mlkit` must not import yaml (tests/test_imports.py)
 
         _resolver = yaml.resolver.Resolver()
         _resolver.scalar_node = yaml.nodes.ScalarNode

@@ -7,6 +7,7 @@ attaches to that run, and ending it leaves its status alone: the supervisor owns
 from __future__ import annotations
 
 import atexit
+import getpass
 import json
 import os
 import sys
@@ -18,6 +19,7 @@ from typing import Any, Literal
 from mlkit import settings
 from mlkit.errors import InvalidInputError
 from mlkit.tracking.entities import FAILED, FINISHED, KILLED, RUNNING, Experiment, Run, RunData, RunInfo
+from mlkit.tracking.files import dump_yaml
 from mlkit.tracking.lost import ownership_tags
 from mlkit.tracking.store import FileStore
 
@@ -117,8 +119,6 @@ def _default_experiment_id(store: FileStore) -> str:
 
 
 def _creation_tags(extra: dict[str, Any] | None) -> dict[str, str]:
-    import getpass
-
     try:
         user = getpass.getuser()
     except Exception:
@@ -272,8 +272,6 @@ def log_text(text: str, artifact_file: str) -> None:
 def log_dict(dictionary: dict[str, Any], artifact_file: str) -> None:
     """Write a dict as JSON, or YAML for .yaml/.yml files, to an artifact of the active run."""
     if artifact_file.endswith((".yaml", ".yml")):
-        from mlkit.tracking.files import dump_yaml
-
         text = dump_yaml(dictionary)
     else:
         text = json.dumps(dictionary, indent=2)
@@ -315,7 +313,8 @@ def search_runs(
     experiment_names: list[str] | None = None,
 ) -> list[Run]:
     """Runs matching an MLflow filter (a list of Run, not a DataFrame)."""
-    from mlkit.tracking.search_runs import complete_runs, search_rows
+    # imported here: the search index (sqlite3) loads only when a trainer searches
+    from mlkit.tracking.search import complete_runs, search_rows
 
     store = _store()
     if experiment_names:

@@ -37,14 +37,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlkit import fsio
 from mlkit.errors import LockedError, NotFoundError, StoreError, UsageError
 from mlkit.tracking import files
 from mlkit.tracking.columns import UnknownKey, keys_of, suggest
 from mlkit.tracking.entities import DELETED, FAILED, FINISHED, KILLED, Experiment, Run
+from mlkit.tracking.layout import TRASH
 from mlkit.tracking.lost import is_owner_gone, run_temp_files, stale_temp_files
+from mlkit.units import parse_age
 
 GC_TMP_PREFIX = ".mlkit-gc-"
-TRASH = ".trash"
 LOCK_FILE = ".mlkit-gc.lock"
 ENDED_STATUSES = (FINISHED, FAILED, KILLED)
 ORPHAN_GRACE_S = 3600  # a run directory younger than this may be being created right now
@@ -54,8 +56,6 @@ _UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 
 def parse_duration(text: str) -> float:
     """Seconds in an --older-than age like '30d', '1d12h', '90m', '1.5h' (units w, d, h, m, s)."""
-    from mlkit.gpu.units import parse_age
-
     return parse_age(text, flag="--older-than")
 
 
@@ -270,7 +270,7 @@ def registered_run_ids(store_root: Path) -> dict[str, str]:
 def leased_run_ids() -> set[str]:
     """Runs holding a GPU lease now (mlkit.gpu.ledger)."""
     try:
-        from mlkit.gpu import ledger
+        from mlkit.gpu import ledger  # here: only gc reads leases, and it works without mlkit.gpu
     except ModuleNotFoundError as exc:
         if exc.name in ("mlkit.gpu.ledger", "mlkit.gpu"):
             return set()  # no ledger in this build: no run can hold a lease
@@ -461,7 +461,10 @@ def _select_experiments(store, refs: list[str] | None) -> tuple[list, list]:
     return everything, chosen
 
 
-def plan_gc(
+# One pass over the experiments in scope, applying every rule (deleted runs, retention, orphans)
+# to each run once against shared state (what is planned, protected, kept): the rules read in the
+# order gc applies them, and splitting them would thread that state through every step.
+def plan_gc(  # noqa: C901
     store,
     policy: RetentionPolicy,
     *,
@@ -653,7 +656,7 @@ def _scan_temp_files(store, exp_dir: Path, experiment_id: str, going: list[_Plan
     if str(exp_dir) in gone:
         return []
     paths = stale_temp_files(exp_dir) + stale_temp_files(exp_dir / "tags", recursive=True)
-    for run_dir in store._run_dirs_of(exp_dir):
+    for run_dir in store.run_dirs_of(exp_dir):
         if str(run_dir) not in gone:
             paths += run_temp_files(run_dir)
     return [GcItem("orphan", str(path), TEMP_REASON, experiment_id=experiment_id) for path in paths]
@@ -723,8 +726,6 @@ def remove_tree(path: Path) -> bool:
 def gc_lock(root: Path) -> Iterator[None]:
     """One gc at a time per store: an flock on `<root>/.mlkit-gc.lock` (a file, so MLflow ignores
     it), taken without waiting: a second gc fails at once (LockedError) naming the first."""
-    from mlkit import fsio
-
     fd = fsio.open_file(root / LOCK_FILE, write=True, create=True, mode=0o644, other_owners=True)
     try:
         if not fsio.try_lock(fd):

@@ -28,6 +28,7 @@ from typing import Any
 from mlkit.errors import StoreError
 from mlkit.tracking import files
 from mlkit.tracking.entities import INT_TO_STATUS
+from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
 
 INDEX_FILE = ".mlkit-index.sqlite"
 SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key)
@@ -343,8 +344,6 @@ class RunIndex:
         `info` holds run_id, lifecycle_stage, start_time and the attributes named in `attrs`
         (fewer columns read is most of the speed); `complete()` fills in the rest.
         """
-        from mlkit.tracking.store import RESERVED_EXPERIMENT_DIRS
-
         now_ns = time.time_ns()
         exp_ids = [d.name for d in exp_dirs]
         if not exp_ids:

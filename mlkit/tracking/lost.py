@@ -2,24 +2,22 @@
 
 On this host the owner is `mlkit.pid` started at `mlkit.pid_start` (so a reused PID does not
 count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT seconds (default
-120). Runs without ownership tags (e.g. written by MLflow) are never touched.
+120). Runs without ownership tags (e.g. written by MLflow) are never touched. This module finds
+them (and the temp files dead writers left); FileStore.mark_lost_runs marks them.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mlkit.errors import MlkitError
+from mlkit import procid
 from mlkit.tracking import files
-from mlkit.tracking.entities import ACTIVE, FAILED, RUNNING
-
-if TYPE_CHECKING:
-    from mlkit.tracking.store import FileStore
+from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
 
 HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
     "mlkit.host",
@@ -37,7 +35,7 @@ def hostname() -> str:
     try:
         return os.uname().nodename
     except AttributeError:  # no os.uname (Windows)
-        import socket
+        import socket  # only without os.uname: socket stays out of `mlkit run`
 
         return socket.gethostname()
 
@@ -53,8 +51,6 @@ def heartbeat_timeout() -> float:
 def process_start_time(pid: int) -> float | None:
     """Start time (epoch seconds) of a live process, None when it is gone or a zombie, -1.0 when
     it is alive but not ours to inspect (mlkit.procid.start_time)."""
-    from mlkit import procid
-
     return procid.start_time(pid)
 
 
@@ -88,12 +84,10 @@ def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float |
     return False
 
 
-def _run_dirs(store: FileStore) -> Iterator[str]:
-    """Every run directory of the store (experiments in the trash too), as plain path strings:
-    FileStore._run_dirs_of without building a Path for each run."""
-    from mlkit.tracking.store import RESERVED_EXPERIMENT_DIRS
-
-    for exp_dir in store._experiment_dirs("all"):
+def _run_dirs(exp_dirs: Iterable[Path]) -> Iterator[str]:
+    """Every run directory of these experiments, as plain path strings: FileStore.run_dirs_of
+    without building a Path for each run."""
+    for exp_dir in exp_dirs:
         try:
             entries = os.scandir(exp_dir)
         except OSError:
@@ -130,14 +124,15 @@ def _maybe_running(run_dir: str) -> bool:
     return value in (b"1", b"RUNNING")  # MLflow writes the number (RUNNING = 1)
 
 
-def mark_lost_runs(store: FileStore) -> list[str]:
-    """Mark every lost RUNNING run FAILED with mlkit.failure_reason=lost; return their ids.
+def lost_runs(exp_dirs: Iterable[Path]) -> list[tuple[Path, dict[str, str]]]:
+    """The run directories (of these experiments) that may say RUNNING and whose owner is gone,
+    each with its ownership tags; FileStore.mark_lost_runs checks and marks them.
 
     This runs before every `mlkit run`, so it is a quick scan of the run directories: only runs
     whose meta.yaml may say RUNNING are read further (no search index, no YAML for the rest)."""
     host = hostname()
-    lost: list[str] = []
-    for path in _run_dirs(store):
+    found: list[tuple[Path, dict[str, str]]] = []
+    for path in _run_dirs(exp_dirs):
         if not _maybe_running(path):
             continue
         run_dir = Path(path)
@@ -147,23 +142,9 @@ def mark_lost_runs(store: FileStore) -> list[str]:
                 tags[key] = files.read_value(run_dir / "tags" / key).strip()
             except OSError:
                 continue
-        if not tags or not is_owner_gone(tags, host=host):
-            continue
-        try:
-            meta = files.read_yaml(run_dir / "meta.yaml")
-            run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
-            if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
-                continue
-            run = store.get_run(run_id)
-            if run.info.status != RUNNING:
-                continue  # it ended while we looked
-            store.set_tag(run_id, FAILURE_REASON_TAG, "lost")
-            beat = tags.get(HEARTBEAT_TAG, "")
-            store.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
-        except (MlkitError, OSError):
-            continue  # deleted or removed meanwhile
-        lost.append(run_id)
-    return lost
+        if tags and is_owner_gone(tags, host=host):
+            found.append((run_dir, tags))
+    return found
 
 
 # ------------------------------------------------------------------------ leftover temp files
@@ -182,10 +163,8 @@ def _is_stale_temp(entry: os.DirEntry[str], now: float) -> bool:
         return False
     if age > TEMP_GRACE_S:
         return True
-    from mlkit.procid import start_time
-
     # its writer is gone (a moment's grace: a pid from another host or container means nothing here)
-    return age > 2.0 and start_time(int(match.group(1))) is None
+    return age > 2.0 and procid.start_time(int(match.group(1))) is None
 
 
 def stale_temp_files(
@@ -220,8 +199,6 @@ def run_temp_files(run_dir: Path | str, *, now: float | None = None) -> list[Pat
 
 def remove_temp_files(paths: list[Path]) -> int:
     """Remove leftover temp files (a temp directory with what is in it); how many went."""
-    import shutil
-
     removed = 0
     for path in paths:
         try:

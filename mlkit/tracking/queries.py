@@ -13,15 +13,19 @@ from pathlib import Path
 
 from mlkit import settings
 from mlkit.errors import NotFoundError, UsageError
+from mlkit.tracking import files
+from mlkit.tracking.columns import Column, keys_of, unknown_keys
 from mlkit.tracking.entities import ACTIVE, STATUS_TO_INT, Experiment, FileInfo, Run
-from mlkit.tracking.store import DEFAULT_EXPERIMENT_ID, RESERVED_ROOT_DIRS, FileStore
+from mlkit.tracking.layout import DEFAULT_EXPERIMENT_ID, RESERVED_ROOT_DIRS
+from mlkit.tracking.resolve import resolve_run
+from mlkit.tracking.search_grammar import ATTRIBUTE, METRIC, PARAM, TAG, parse_filter, parse_order_by
+from mlkit.tracking.store import FileStore
+from mlkit.units import parse_duration as _parse_duration
 
 
 def parse_duration(text: str) -> float:
     """'1d', '2h30m', '45s', '1.5w' -> seconds; UsageError otherwise."""
-    from mlkit.gpu.units import parse_duration as parse
-
-    return parse(text, flag="--since")
+    return _parse_duration(text, flag="--since")
 
 
 def resolve_experiment(store: FileStore, ref: str) -> Experiment:
@@ -93,9 +97,8 @@ def keys_in_scope(
     store: FileStore, experiment_ids: list[str], run_view: str = "active"
 ) -> dict[str, set[str]]:
     """Every param, metric and tag key of the runs of these experiments (read from the files)."""
-    from mlkit.tracking import files
-    from mlkit.tracking.search import METRIC, PARAM, TAG
-    from mlkit.tracking.search_runs import indexed_runs
+    # imported here: the search index (sqlite3) loads only for the reads that search
+    from mlkit.tracking.search import indexed_runs
 
     stages = {"active": (ACTIVE,), "deleted": ("deleted",), "all": (ACTIVE, "deleted")}[run_view]
     keys: dict[str, set[str]] = {PARAM: set(), METRIC: set(), TAG: set()}
@@ -120,9 +123,6 @@ def find_runs(
     """`list_runs`, plus a warning ("did you mean ...") for each key of the filter or order-by
     that no run in the experiments has: such a filter matches nothing and such an order is the
     default order, which is otherwise silent."""
-    from mlkit.tracking.columns import Column, keys_of, unknown_keys
-    from mlkit.tracking.search import ATTRIBUTE, parse_filter, parse_order_by
-
     store.mark_lost_runs()
     if experiments:
         ids = [resolve_experiment(store, ref).experiment_id for ref in experiments]
@@ -212,8 +212,6 @@ class RunDetail:
 
 def run_detail(store: FileStore, ref: str) -> RunDetail:
     """One run in full, by id, unique id prefix or unique name (lost runs are marked first)."""
-    from mlkit.tracking.resolve import resolve_run
-
     run_id = resolve_run(store, ref)
     store.mark_lost_runs()
     run = store.get_run(run_id)

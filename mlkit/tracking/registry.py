@@ -10,6 +10,10 @@
 <root>/models/.<name>.lock                fcntl lock: one writer per registered model at a time
 ```
 
+The module is the RegistryStore class alone (one idea, reading and writing that layout, so longer
+than most modules); its entities are in registry_entities.py, its input rules in
+registry_validation.py.
+
 Every change takes the model's lock, writes meta files atomically (temp file + rename) and
 appends one JSON line to the audit log. Version directories are created with `mkdir` (exclusive),
 so numbers stay unique even against writers that do not take the lock (MLflow itself).
@@ -26,7 +30,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,203 +37,32 @@ from typing import Any
 from mlkit import fsio, settings
 from mlkit.errors import InvalidInputError, NotFoundError, StoreError
 from mlkit.tracking import files
+from mlkit.tracking.registry_entities import (
+    ACTIVE_STAGES,
+    STAGE_ARCHIVED,
+    STAGE_DELETED_INTERNAL,
+    STAGE_NONE,
+    STAGES,
+    HistoryEntry,
+    ModelVersion,
+    RegisteredModel,
+    VersionLineage,
+)
+from mlkit.tracking.registry_validation import (
+    canonical_stage,
+    validate_alias,
+    validate_model_name,
+    validate_tag,
+    validate_version,
+)
+from mlkit.tracking.store import FileStore
 from mlkit.tracking.validation import validate_key
 
 MODELS_DIR = "models"
 HISTORY_FILE = "history.jsonl"
-STAGE_NONE, STAGE_STAGING, STAGE_PRODUCTION, STAGE_ARCHIVED = "None", "Staging", "Production", "Archived"
-STAGES = (STAGE_NONE, STAGE_STAGING, STAGE_PRODUCTION, STAGE_ARCHIVED)
-ACTIVE_STAGES = (STAGE_STAGING, STAGE_PRODUCTION)
-STAGE_DELETED_INTERNAL = "Deleted_Internal"
-MAX_TAG_VALUE_LENGTH = 100_000
-MAX_ALIAS_LENGTH = 255
-MAX_NAME_LENGTH = 250
-_ALIAS_RE = re.compile(r"^[\w\-]*$")
-_VERSION_ALIAS_RE = re.compile(r"^[vV]\d+$")
 _VERSION_DIR_RE = re.compile(r"^version-(\d+)$")
 LOCK_WAIT_S = 120.0  # a model's lock: changes take moments, so a longer hold is a stuck process
 _HELD = threading.local()  # lock files this thread holds -> depth
-
-
-# ---------------------------------------------------------------------------------------- entities
-@dataclass
-class ModelVersion:
-    """One version of a registered model (`version-<n>/meta.yaml` plus its tags and aliases)."""
-
-    name: str
-    version: int
-    creation_timestamp: int
-    last_updated_timestamp: int
-    current_stage: str
-    description: str | None
-    source: str
-    run_id: str | None
-    status: str = "READY"
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: list[str] = field(default_factory=list)
-    storage_location: str | None = None
-    run_link: str | None = None
-    user_id: str | None = None
-
-
-@dataclass
-class RegisteredModel:
-    """A registered model: its meta.yaml, tags, aliases and the latest version of each stage."""
-
-    name: str
-    creation_timestamp: int
-    last_updated_timestamp: int
-    description: str | None
-    tags: dict[str, str] = field(default_factory=dict)
-    aliases: dict[str, int] = field(default_factory=dict)
-    latest_versions: list[ModelVersion] = field(default_factory=list)
-
-
-@dataclass
-class HistoryEntry:
-    """One line of a model's audit log: who changed what, when, from what to what."""
-
-    when: str
-    who: str
-    what: str
-    model: str
-    version: int | None = None
-    from_: str | None = None
-    to: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "when": self.when,
-            "who": self.who,
-            "what": self.what,
-            "model": self.model,
-            "version": self.version,
-            "from": self.from_,
-            "to": self.to,
-            **({"details": self.details} if self.details else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
-        return cls(
-            when=str(data.get("when", "")),
-            who=str(data.get("who", "")),
-            what=str(data.get("what", "")),
-            model=str(data.get("model", "")),
-            version=data.get("version"),
-            from_=data.get("from"),
-            to=data.get("to"),
-            details=dict(data.get("details") or {}),
-        )
-
-
-@dataclass
-class VersionLineage:
-    """Where a model version came from: its source run's params and latest metrics."""
-
-    name: str
-    version: int
-    source: str
-    run_id: str | None
-    run_found: bool = False
-    experiment_id: str | None = None
-    run_name: str | None = None
-    status: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------------------- validation
-def validate_model_name(name: str) -> str:
-    """MLflow's rules for registered model names, plus no NUL and no leading '.' (mlkit's lock files)."""
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInputError(
-            f"invalid model name {name!r}: it must be a non-empty string", hint="e.g. 'cnn-classifier'"
-        )
-    bad = [c for c in ("/", ":", "%", "\\", "\x00", os.sep) if c in name]
-    if bad:
-        raise InvalidInputError(
-            f"invalid model name {name!r}: names cannot contain {bad[0]!r} ('/', ':', '%', '\\' and NUL are not allowed)",
-            hint="use letters, digits, '-', '_', '.' or spaces, e.g. 'cnn-classifier'",
-        )
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        raise InvalidInputError(
-            f"invalid model name {name!r}: names cannot contain control characters (newline, tab, ...)",
-            hint="e.g. 'cnn-classifier'",
-        )
-    if name.startswith(".") or name != name.strip():
-        raise InvalidInputError(
-            f"invalid model name {name!r}: names cannot start with '.' or start/end with spaces",
-            hint="e.g. 'cnn-classifier'",
-        )
-    if len(name) > MAX_NAME_LENGTH:
-        raise InvalidInputError(
-            f"model name is {len(name)} characters, more than {MAX_NAME_LENGTH}", hint="use a shorter name"
-        )
-    return name
-
-
-def canonical_stage(stage: str) -> str:
-    """'production' -> 'Production'; InvalidInputError for anything that is not a stage."""
-    for candidate in STAGES:
-        if isinstance(stage, str) and stage.strip().lower() == candidate.lower():
-            return candidate
-    raise InvalidInputError(
-        f"invalid stage {stage!r}: expected one of {', '.join(STAGES)}",
-        hint="stages are case-insensitive, e.g. 'production'",
-    )
-
-
-def is_stage(text: str) -> bool:
-    """True when `text` names a stage (any case)."""
-    return isinstance(text, str) and text.strip().lower() in {s.lower() for s in STAGES}
-
-
-def validate_alias(alias: str, *, reserved_ok: bool = False) -> str:
-    """MLflow's alias rules: [\\w-]+, at most 255 characters, 'latest' and 'v<digits>' reserved."""
-    if not isinstance(alias, str) or not alias:
-        raise InvalidInputError("alias name cannot be empty", hint="e.g. 'champion'")
-    if not _ALIAS_RE.fullmatch(alias):
-        raise InvalidInputError(
-            f"invalid alias {alias!r}: aliases may only contain letters, digits, '_' and '-'",
-            hint="e.g. 'champion' or 'challenger-2'",
-        )
-    if len(alias) > MAX_ALIAS_LENGTH:
-        raise InvalidInputError(
-            f"alias is {len(alias)} characters, more than {MAX_ALIAS_LENGTH}", hint="use a shorter alias"
-        )
-    if not reserved_ok and (alias.lower() == "latest" or _VERSION_ALIAS_RE.fullmatch(alias)):
-        raise InvalidInputError(
-            f"alias {alias!r} is reserved ('latest' and 'v<number>' name versions already)",
-            hint="pick another alias, e.g. 'champion'",
-        )
-    return alias
-
-
-def validate_version(version: int | str) -> int:
-    """A version number as an int; InvalidInputError for anything else."""
-    try:
-        number = int(str(version).strip())
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1 or isinstance(version, bool):
-        raise InvalidInputError(
-            f"invalid model version {version!r}: versions are whole numbers from 1",
-            hint="see the versions with `mlkit models show NAME`",
-        )
-    return number
-
-
-def _validate_tag(key: str, value: Any) -> str:
-    validate_key(key, "tag")
-    text = "" if value is None else str(value)
-    if len(text) > MAX_TAG_VALUE_LENGTH:
-        raise InvalidInputError(
-            f"value of registry tag {key!r} is {len(text)} characters, more than {MAX_TAG_VALUE_LENGTH}",
-            hint="store large values as a run artifact and tag its path",
-        )
-    return text
 
 
 def _who() -> str:
@@ -403,7 +235,7 @@ class RegistryStore:
         self, name: str, *, tags: dict[str, Any] | None = None, description: str | None = None
     ) -> RegisteredModel:
         """Create a registered model; InvalidInputError when it exists already."""
-        checked_tags = {str(k): _validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        checked_tags = {str(k): validate_tag(str(k), v) for k, v in (tags or {}).items()}
         with self.lock(name):
             model_dir = self._model_dir(name)
             if (model_dir / "meta.yaml").is_file():
@@ -458,7 +290,7 @@ class RegistryStore:
 
     def set_registered_model_tag(self, name: str, key: str, value: Any) -> None:
         """Set a tag on a registered model."""
-        text = _validate_tag(key, value)
+        text = validate_tag(key, value)
         with self.lock(name):
             model_dir = self._existing_model_dir(name)
             before = self._read_optional(model_dir / "tags" / key)
@@ -621,8 +453,6 @@ class RegistryStore:
         )
         if not found.run_id:
             return lineage
-        from mlkit.tracking.store import FileStore
-
         try:
             run = FileStore(self.root).get_run(found.run_id)
         except NotFoundError:
@@ -674,7 +504,7 @@ class RegistryStore:
         details: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Add the next version (max existing + 1, never reused); creates the model when missing."""
-        checked_tags = {str(k): _validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        checked_tags = {str(k): validate_tag(str(k), v) for k, v in (tags or {}).items()}
         with self.lock(name):
             if create_model:
                 self._ensure_model(name)
@@ -787,7 +617,7 @@ class RegistryStore:
 
     def set_model_version_tag(self, name: str, version: int | str, key: str, value: Any) -> None:
         """Set a tag on a version."""
-        text = _validate_tag(key, value)
+        text = validate_tag(key, value)
         with self.lock(name):
             found = self.get_model_version(name, version)
             path = self._version_dir(name, found.version) / "tags" / key

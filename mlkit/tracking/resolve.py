@@ -56,7 +56,8 @@ class Candidate:
 
 def candidates(store: FileStore, ref: str) -> list[Candidate]:
     """Every run whose id starts with `ref` (when it is 6+ id characters) or whose name is `ref`."""
-    from mlkit.tracking.search_runs import indexed_runs
+    # imported here: the search index (sqlite3) loads only when a prefix or a name is looked up
+    from mlkit.tracking.search import indexed_runs
 
     as_prefix = len(ref) >= MIN_PREFIX and _id_like(ref)
     found: list[Candidate] = []

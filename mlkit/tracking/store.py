@@ -3,6 +3,11 @@
 Layout, byte for byte as MLflow writes it (docs/tracking.md, mlflow-compat.md section 4):
 `<root>/<experiment_id>/meta.yaml`, `<root>/<experiment_id>/<run_id>/{meta.yaml, metrics/,
 params/, tags/, artifacts/}`, deleted experiments under `<root>/.trash/`.
+
+The module is one class, FileStore (one idea: reading and writing that layout), so it is longer
+than most. It is the only module that touches its private state; what the modules beside it need
+is public: `run_index()` (the search cache it owns), `experiment_dirs()`, `experiment_dir()`,
+`run_dirs_of()`. It imports them one way (docs/internals.md, tests/tracking/test_import_graph.py).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlkit import fsio, settings
 from mlkit.errors import InvalidInputError, MlkitError, NotFoundError, StoreError
@@ -31,6 +36,7 @@ from mlkit.tracking import files
 from mlkit.tracking.entities import (
     ACTIVE,
     DELETED,
+    FAILED,
     INT_TO_STATUS,
     RUNNING,
     STATUS_TO_INT,
@@ -40,6 +46,14 @@ from mlkit.tracking.entities import (
     Run,
     RunData,
     RunInfo,
+)
+from mlkit.tracking.layout import DEFAULT_EXPERIMENT_ID, RESERVED_EXPERIMENT_DIRS, RESERVED_ROOT_DIRS, TRASH
+from mlkit.tracking.lost import (
+    FAILURE_REASON_TAG,
+    HEARTBEAT_TAG,
+    lost_runs,
+    remove_temp_files,
+    run_temp_files,
 )
 from mlkit.tracking.names import random_run_name
 from mlkit.tracking.validation import (
@@ -53,10 +67,9 @@ from mlkit.tracking.validation import (
     validate_run_id,
 )
 
-DEFAULT_EXPERIMENT_ID = "0"
-TRASH = ".trash"
-RESERVED_ROOT_DIRS = frozenset({TRASH, "models"})
-RESERVED_EXPERIMENT_DIRS = frozenset({"tags", "datasets", "traces", "models"})
+if TYPE_CHECKING:
+    from mlkit.tracking.index import RunIndex
+
 LOCK_FILE = ".mlkit-experiments.lock"
 MAX_OPEN_METRIC_FILES = 256
 EXPERIMENT_LOCK_WAIT_S = 60.0  # creating an experiment takes moments: longer is a stuck holder
@@ -147,6 +160,7 @@ class FileStore:
         self._run_dirs: dict[str, Path] = {}  # run_id -> run directory (found once, then cached)
         self._metric_fds: dict[tuple[str, str], int] = {}  # (run_id, key) -> O_APPEND fd
         self._fd_lock = threading.RLock()
+        self._index: RunIndex | None = None  # the search cache, opened by run_index() on first use
         self._init_root()
         _OPEN_STORES.add(self)
 
@@ -192,7 +206,8 @@ class FileStore:
         ):
             yield
 
-    def _experiment_dir(self, experiment_id: str) -> Path:
+    def experiment_dir(self, experiment_id: str) -> Path:
+        """The directory of an experiment, active or in the trash; NotFoundError when neither."""
         experiment_id = validate_experiment_id(experiment_id)
         for path in (self.root / experiment_id, self.root / TRASH / experiment_id):
             if (path / "meta.yaml").is_file():
@@ -202,7 +217,8 @@ class FileStore:
             hint="see `mlkit experiments list`",
         )
 
-    def _experiment_dirs(self, view: str = "active") -> list[Path]:
+    def experiment_dirs(self, view: str = "active") -> list[Path]:
+        """The experiment directories of a view: 'active' (the root), 'deleted' (the trash), 'all'."""
         dirs: list[Path] = []
         roots = []
         if view in ("active", "all"):
@@ -245,7 +261,7 @@ class FileStore:
                 f"invalid experiment view {view!r}", hint="use 'active', 'deleted' or 'all'"
             )
         experiments = []
-        for exp_dir in self._experiment_dirs(view):
+        for exp_dir in self.experiment_dirs(view):
             try:
                 exp = self._read_experiment(exp_dir)
             except (FileNotFoundError, StoreError):
@@ -258,7 +274,7 @@ class FileStore:
 
     def get_experiment(self, experiment_id: str) -> Experiment:
         """The experiment with this id; NotFoundError when there is none."""
-        return self._read_experiment(self._experiment_dir(str(experiment_id)))
+        return self._read_experiment(self.experiment_dir(str(experiment_id)))
 
     def get_experiment_by_name(self, name: str) -> Experiment | None:
         """The experiment (active or deleted) with this name, or None."""
@@ -358,7 +374,7 @@ class FileStore:
     def set_experiment_tag(self, experiment_id: str, key: str, value: Any) -> None:
         """Set a tag on an experiment."""
         validate_key(key, "experiment tag")
-        exp_dir = self._experiment_dir(str(experiment_id))
+        exp_dir = self.experiment_dir(str(experiment_id))
         self._write_tag_file(exp_dir / "tags", key, str(value), "experiment tag")
 
     def delete_experiment(self, experiment_id: str) -> None:
@@ -368,7 +384,7 @@ class FileStore:
             raise InvalidInputError(
                 "the Default experiment (id 0) cannot be deleted", hint="delete its runs instead"
             )
-        exp_dir = self._experiment_dir(experiment_id)
+        exp_dir = self.experiment_dir(experiment_id)
         if exp_dir.parent.name == TRASH:
             raise InvalidInputError(f"experiment {experiment_id} is already deleted", hint="restore it first")
         now = files.now_ms()
@@ -383,7 +399,7 @@ class FileStore:
             m.update(lifecycle_stage=DELETED, deleted_time=now)
             return True
 
-        for run_dir in self._run_dirs_of(exp_dir):
+        for run_dir in self.run_dirs_of(exp_dir):
             self._update_run_meta(run_dir, delete)
         os.replace(exp_dir, self.root / TRASH / experiment_id)
         self._run_dirs.clear()
@@ -391,7 +407,7 @@ class FileStore:
     def restore_experiment(self, experiment_id: str) -> None:
         """Move a deleted experiment back from .trash and restore its runs."""
         experiment_id = str(experiment_id)
-        exp_dir = self._experiment_dir(experiment_id)
+        exp_dir = self.experiment_dir(experiment_id)
         if exp_dir.parent.name != TRASH:
             raise InvalidInputError(f"experiment {experiment_id} is not deleted", hint="nothing to restore")
         target = self.root / experiment_id
@@ -408,13 +424,14 @@ class FileStore:
             m.pop("deleted_time", None)
             return True
 
-        for run_dir in self._run_dirs_of(target):
+        for run_dir in self.run_dirs_of(target):
             self._update_run_meta(run_dir, undelete)
         self._run_dirs.clear()
 
     # ------------------------------------------------------------------ runs: lookup
     @staticmethod
-    def _run_dirs_of(exp_dir: Path) -> list[Path]:
+    def run_dirs_of(exp_dir: Path) -> list[Path]:
+        """The run directories of an experiment directory (reserved and hidden names skipped)."""
         try:
             entries = list(os.scandir(exp_dir))
         except FileNotFoundError:
@@ -427,7 +444,7 @@ class FileStore:
 
     def count_runs(self, experiment_id: str) -> int:
         """How many run directories an experiment holds (active and deleted runs)."""
-        return len(self._run_dirs_of(self._experiment_dir(str(experiment_id))))
+        return len(self.run_dirs_of(self.experiment_dir(str(experiment_id))))
 
     def run_dir(self, run_id: str) -> Path:
         """The directory of a run; NotFoundError when no experiment holds it."""
@@ -435,7 +452,7 @@ class FileStore:
         if cached is not None and cached.is_dir():
             return cached
         validate_run_id(run_id)
-        for exp_dir in self._experiment_dirs("all"):
+        for exp_dir in self.experiment_dirs("all"):
             candidate = exp_dir / run_id
             if (candidate / "meta.yaml").is_file():
                 self._run_dirs[run_id] = candidate
@@ -451,11 +468,11 @@ class FileStore:
             return prefix
         validate_run_id(prefix)
         matches: set[str] = set()
-        for exp_dir in self._experiment_dirs("all"):
+        for exp_dir in self.experiment_dirs("all"):
             if (exp_dir / prefix / "meta.yaml").is_file():
                 return prefix
             if len(prefix) >= 6:
-                for path in self._run_dirs_of(exp_dir):
+                for path in self.run_dirs_of(exp_dir):
                     if path.name.startswith(prefix) and (path / "meta.yaml").is_file():
                         matches.add(path.name)
         if len(matches) == 1:
@@ -519,22 +536,9 @@ class FileStore:
             status=status,
             start_time=meta.get("start_time"),
             end_time=end_time,
-            artifact_uri=self._resolve_artifact_uri(run_dir, str(meta.get("artifact_uri") or "")),
+            artifact_uri=files.resolve_artifact_uri(run_dir, str(meta.get("artifact_uri") or "")),
             lifecycle_stage=str(meta.get("lifecycle_stage") or ACTIVE),
         )
-
-    @staticmethod
-    def _resolve_artifact_uri(run_dir: Path, uri: str) -> str:
-        if uri.startswith("file://") and uri.endswith(f"{run_dir}/artifacts"):
-            if uri == files.path_to_uri(run_dir / "artifacts"):
-                return uri  # where the run is now: no need to look
-        stored = files.path_from_uri(uri)
-        if stored is not None and stored.exists():
-            return uri
-        local = run_dir / "artifacts"
-        if stored is None and uri:
-            return uri  # a remote artifact store: not ours to resolve
-        return files.path_to_uri(local)
 
     def _active_run_dir(self, run_id: str) -> Path:
         run_dir = self.run_dir(run_id)
@@ -575,7 +579,7 @@ class FileStore:
         tags[RUN_NAME_TAG] = run_name
         user_id = user_id or tags.get(USER_TAG) or _current_user()
         run_id = uuid.uuid4().hex
-        exp_dir = self._experiment_dir(experiment.experiment_id)
+        exp_dir = self.experiment_dir(experiment.experiment_id)
         run_dir = exp_dir / run_id
         location = experiment.artifact_location.rstrip("/")
         try:
@@ -819,9 +823,8 @@ class FileStore:
                     os.close(fd)
                 except OSError:
                     pass
-        index = getattr(self, "_index", None)
-        if index is not None:
-            index.close()
+        if self._index is not None:
+            self._index.close()
 
     def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
         """End a run: status FINISHED, FAILED or KILLED (or any status MLflow knows) and end time."""
@@ -1046,15 +1049,41 @@ class FileStore:
         run_view: str | int = "active",
     ) -> tuple[list[Run], str | None]:
         """Runs matching an MLflow filter string, ordered and paged as MLflow does."""
-        from mlkit.tracking.search_runs import search_runs
+        # imported here, not at the top: search needs the index, and sqlite3 stays out of `mlkit run`
+        from mlkit.tracking.search import search_runs
 
         return search_runs(self, experiment_ids, filter_string, order_by, max_results, page_token, run_view)
 
-    def mark_lost_runs(self) -> list[str]:
-        """Mark RUNNING runs whose owner is gone FAILED (tag mlkit.failure_reason=lost)."""
-        from mlkit.tracking.lost import mark_lost_runs, remove_temp_files, run_temp_files
+    def run_index(self) -> RunIndex:
+        """The store's search cache (`<root>/.mlkit-index.sqlite`, mlkit.tracking.index): one per
+        store object, opened on first use, closed by close()."""
+        if self._index is None:
+            # imported here, not at the top: sqlite3 stays out of `mlkit run` (tests/runner/test_imports_run.py)
+            from mlkit.tracking.index import RunIndex
 
-        lost = mark_lost_runs(self)
+            self._index = RunIndex(self.root)
+        return self._index
+
+    def mark_lost_runs(self) -> list[str]:
+        """Mark RUNNING runs whose owner is gone FAILED (tag mlkit.failure_reason=lost); their ids.
+
+        This runs before every `mlkit run`: mlkit.tracking.lost finds the candidates with a quick
+        scan (no search index, no YAML for runs that are not RUNNING); each is checked again here."""
+        lost: list[str] = []
+        for run_dir, tags in lost_runs(self.experiment_dirs("all")):
+            try:
+                meta = files.read_yaml(run_dir / "meta.yaml")
+                run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+                if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
+                    continue
+                if self.get_run(run_id).info.status != RUNNING:
+                    continue  # it ended while we looked
+                self.set_tag(run_id, FAILURE_REASON_TAG, "lost")
+                beat = tags.get(HEARTBEAT_TAG, "")
+                self.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+            except (MlkitError, OSError):
+                continue  # deleted or removed meanwhile
+            lost.append(run_id)
         for run_id in lost:  # what its dead writers left half-written goes too
             with contextlib.suppress(MlkitError, OSError):
                 remove_temp_files(run_temp_files(self.run_dir(run_id)))

@@ -34,6 +34,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 def find_checkpoint(run_id: str) -> Path:
     """The `checkpoints/last.pt` of run `run_id` in the current store (for `-P resume=<run-id>`)."""
+    # import budget: the tracking client loads only when resuming from a run
     from mlkit.tracking.client import MlkitClient
     from mlkit.tracking.store import FileStore
 

@@ -105,6 +105,7 @@ def load_npz(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def load_folder(root: Path, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """root/<class>/<image>: classes are the sorted sub-folder names; all images resized to the first's size."""
     try:
+        # import budget: PIL loads only for an image-folder dataset
         from PIL import Image
     except ImportError as e:
         raise ImportError(

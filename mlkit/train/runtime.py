@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -151,7 +152,6 @@ def wrap_ddp(model: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
     """DDP-wrap for a multi-process launch; the model itself otherwise."""
     if not rt.distributed:
         return model
-    from torch.nn.parallel import DistributedDataParallel
 
     ids = [rt.device.index] if rt.device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids)

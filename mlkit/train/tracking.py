@@ -59,6 +59,7 @@ class Tracker:
             mlkit.log_model(model, "model", init_args=init_args, input_example=input_example)
 
     def artifact_dir(self) -> Path:
+        # import budget: the store loads only when the artifact dir is asked for
         from mlkit.tracking.store import FileStore
 
         if self.run_id is None:

@@ -13,9 +13,9 @@ def _real_gpu_count() -> int:
     """GPUs the real NVML sees (the stand-in switched off for the call)."""
     saved = os.environ.pop("MLKIT_FAKE_NVML", None)
     try:
-        from mlkit.gpu.devices import probe
+        from mlkit.gpu.devices import read_gpus
 
-        return len([g for g in probe(leases=[]).gpus if not g.lost])
+        return len([g for g in read_gpus([]).gpus if not g.lost])
     finally:
         if saved is not None:
             os.environ["MLKIT_FAKE_NVML"] = saved

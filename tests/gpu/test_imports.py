@@ -10,7 +10,7 @@ def test_importing_gpu_code_does_not_import_pynvml():
     code = (
         "import sys\n"
         "import mlkit, mlkit.gpu, mlkit.gpu.devices, mlkit.gpu.select, mlkit.gpu.ledger, mlkit.gpu.sampler\n"
-        "import mlkit.gpu.units, mlkit.gpu.nvml, mlkit.cli.gpus\n"
+        "import mlkit.units, mlkit.gpu.nvml, mlkit.cli.gpus\n"
         "from mlkit.gpu import GpuRequest, reserve, SystemMetricsSampler, parse_memory, probe\n"
         "GpuRequest.parse('2', min_free_memory=parse_memory('1GiB'))\n"
         "print(sorted(m for m in ('pynvml', 'torch', 'mlkit.gpu.fake') if m in sys.modules))\n"

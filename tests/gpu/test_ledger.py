@@ -16,7 +16,8 @@ import pytest
 from mlkit import settings
 from mlkit.errors import GpuUnavailableError, GpuWaitTimeoutError
 from mlkit.gpu import GpuRequest, leased_run_ids, probe, reserve
-from mlkit.gpu.ledger import LEDGER_FILE, Lease, _store, ledger_path, read_leases
+from mlkit.gpu.ledger import LEDGER_FILE, _store, ledger_path, read_leases
+from mlkit.gpu.records import Lease
 
 WORKER = str(Path(__file__).with_name("lease_worker.py"))
 GiB = 1024**3

@@ -102,6 +102,9 @@ def holders(tmp_path_factory):
     procs = [_start(base, env, "--gpus", "1") for _ in range(4)]
     try:
         _wait(lambda: len(_uuids_in_use(procs)) == 4, what="4 runs to hold 4 GPUs")
+        # ...and each supervisor has recorded its entry point in its lease (its last ledger write
+        # until it ends), so no holder's own write races the corruption a test makes.
+        _wait(lambda: _tracked(base) == 4, what="4 leases to name their entry points")
         assert len(set(_uuids_in_use(procs))) == 4
         yield base, env, procs
     finally:
@@ -113,6 +116,13 @@ def holders(tmp_path_factory):
                 sup.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 sup.kill()
+
+
+def _tracked(base: Path) -> int:
+    try:
+        return sum(1 for lease in _ledger(base).get("leases", []) if lease.get("procs"))
+    except ValueError:  # read while being replaced
+        return 0
 
 
 def _host() -> str:

@@ -15,7 +15,8 @@ import pytest
 from mlkit.errors import GpuUnavailableError, GpuWaitTimeoutError
 from mlkit.gpu import GpuRequest, probe, reserve
 from mlkit.gpu.ledger import read_state
-from mlkit.gpu.queue import Waiter, holds
+from mlkit.gpu.queue import holds
+from mlkit.gpu.records import Waiter
 from mlkit.gpu.select import select
 
 from helpers import run_mlkit

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import inspect
 import os
+import sys
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
 
+from mlkit.env.manager import PreparedEnv
 from mlkit.errors import UsageError
+from mlkit.gpu.ledger import GpuLease
 from mlkit.project import load_project
-from mlkit.runner.plan import LaunchOptions, plan_run, rdzv_id_for
+from mlkit.runner.plan import LaunchOptions, PlanEnv, PlanLease, plan_run, rdzv_id_for
 from mlkit.runner.supervise import classify
 
 
 @dataclass
-class FakeEnv:  # the fields of PreparedEnv that plan_run reads
+class FakeEnv:  # PlanEnv: the fields of PreparedEnv that plan_run reads
     python: Path = Path("/envs/abc/bin/python")
-    env_vars: dict = field(
+    env_vars: dict[str, str] = field(
         default_factory=lambda: {"PATH": "/envs/abc/bin:/usr/bin", "VIRTUAL_ENV": "/envs/abc"}
     )
     manager: str = "uv"
@@ -29,9 +38,9 @@ class FakeGpu:
 
 
 @dataclass
-class FakeLease:  # the fields of GpuLease that plan_run reads
-    gpus: list
-    env: dict
+class FakeLease:  # PlanLease: the fields of GpuLease that plan_run reads
+    gpus: list[FakeGpu]
+    env: dict[str, str]
 
 
 def lease(n: int) -> FakeLease:
@@ -40,6 +49,84 @@ def lease(n: int) -> FakeLease:
         [FakeGpu(u) for u in uuids],
         {"CUDA_VISIBLE_DEVICES": ",".join(uuids), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"},
     )
+
+
+# --- the fakes follow the real interfaces ---------------------------------------------------------
+# plan_run takes `PlanEnv` / `PlanLease` (mypy holds plan.py to reading only what they declare); the
+# checks below hold the fakes and the real classes to the same Protocols, so a renamed or retyped
+# field in PreparedEnv or GpuLease fails here instead of leaving these tests passing on a fiction.
+
+
+def fits(actual: object, expected: object) -> bool:
+    """Whether a value of type `actual` may stand where `expected` is read: the origin class is a
+    subclass and the type arguments fit in turn (`dict[str, str]` fits `Mapping[str, str]`)."""
+    if expected is object or expected is typing.Any:
+        return True
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return any(fits(actual, option) for option in typing.get_args(expected))
+    if typing.get_origin(actual) in (typing.Union, types.UnionType):
+        return all(fits(option, expected) for option in typing.get_args(actual))
+    actual_class = typing.get_origin(actual) or actual
+    expected_class = typing.get_origin(expected) or expected
+    if not (isinstance(actual_class, type) and isinstance(expected_class, type)):
+        return False
+    if not issubclass(actual_class, expected_class):
+        return False
+    expected_args, actual_args = typing.get_args(expected), typing.get_args(actual)
+    if not expected_args:
+        return True
+    return len(actual_args) == len(expected_args) and all(map(fits, actual_args, expected_args))
+
+
+def _annotation_names(cls: type) -> dict[str, object]:
+    """The module's globals plus the names it imports only for type checking (`if TYPE_CHECKING:`)."""
+    module = sys.modules[cls.__module__]
+    names = dict(vars(module))
+    for node in ast.walk(ast.parse(inspect.getsource(module))):
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            for imp in (n for n in node.body if isinstance(n, ast.ImportFrom)):
+                source = importlib.import_module(imp.module or "")
+                names.update({a.asname or a.name: getattr(source, a.name) for a in imp.names})
+    return names
+
+
+def members(cls: type) -> dict[str, object]:
+    """The attributes a class offers, with their types: dataclass fields, annotations, properties."""
+    names = _annotation_names(cls)
+    found = dict(typing.get_type_hints(cls, globalns=names))
+    for name, value in inspect.getmembers(cls, lambda v: isinstance(v, property)):
+        found[name] = typing.get_type_hints(value.fget, globalns=names).get("return", object)
+    return {name: kind for name, kind in found.items() if not name.startswith("_")}
+
+
+@pytest.mark.parametrize(
+    "protocol, fake, real", [(PlanEnv, FakeEnv, PreparedEnv), (PlanLease, FakeLease, GpuLease)]
+)
+def test_fakes_follow_the_real_interfaces(protocol, fake, real):
+    wanted, fake_has, real_has = members(protocol), members(fake), members(real)
+    assert wanted, f"{protocol.__name__} declares nothing"
+    assert set(fake_has) == set(wanted), f"{fake.__name__} carries exactly what {protocol.__name__} declares"
+    for name, kind in wanted.items():
+        assert name in real_has, (
+            f"{real.__name__} has no {name!r}: update {protocol.__name__} and {fake.__name__}"
+        )
+        assert fits(real_has[name], kind), f"{real.__name__}.{name}: {real_has[name]} is not a {kind}"
+        assert fits(fake_has[name], kind), f"{fake.__name__}.{name}: {fake_has[name]} is not a {kind}"
+
+
+def test_plan_run_takes_the_protocols():
+    """plan_run is annotated with the Protocols, so mypy refuses a read of anything they lack."""
+    parameters = inspect.signature(plan_run).parameters
+    assert parameters["env"].annotation == "PlanEnv | None"
+    assert parameters["lease"].annotation == "PlanLease | None"
+
+
+def test_fits_refuses_what_does_not_fit():
+    assert fits(dict[str, str], Mapping[str, str]) and fits(list[FakeGpu], typing.Sequence[object])
+    assert not fits(str, Path)
+    assert not fits(dict[str, int], Mapping[str, str])
+    assert not fits(dict, Mapping[str, str])  # an untyped fake proves nothing
+    assert not fits(Path | None, Path)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mlkit.runner.supervise import as_log_lines
+from mlkit.runner.tee import as_log_lines
 
 from helpers import run_on_a_terminal
 

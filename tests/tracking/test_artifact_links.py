@@ -126,7 +126,7 @@ def test_plain_artifacts_still_work(source: Path) -> None:
 )
 def test_log_model_never_goes_through_links(outside: Path, where: str, target: str) -> None:
     torch = pytest.importorskip("torch")
-    from mlkit.models.format import log_model
+    from mlkit.models.save import log_model
 
     before = _snapshot(outside)
     with mlkit.start_run() as run:
@@ -140,7 +140,7 @@ def test_log_model_never_goes_through_links(outside: Path, where: str, target: s
 
 def test_log_model_still_works() -> None:
     torch = pytest.importorskip("torch")
-    from mlkit.models.format import log_model
+    from mlkit.models.save import log_model
 
     with mlkit.start_run() as run:
         info = log_model(torch.nn.Linear(2, 1), "deep/model", init_args={"in_features": 2, "out_features": 1})

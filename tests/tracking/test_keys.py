@@ -115,7 +115,7 @@ def test_collision_inside_one_batch_writes_nothing(store_root: Path, kind: str) 
 
 
 def test_registry_alias_and_name_use_fullmatch(store_root: Path) -> None:
-    from mlkit.tracking.registry import validate_alias, validate_model_name
+    from mlkit.tracking.registry_validation import validate_alias, validate_model_name
 
     for alias in ("prod\n", "prod\r", "v1\n", "a b"):
         with pytest.raises(InvalidInputError):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlkit.errors import InvalidInputError
-from mlkit.tracking.search import decode_page_token, encode_page_token, parse_filter
+from mlkit.tracking.search_grammar import decode_page_token, encode_page_token, parse_filter
 from mlkit.tracking.store import FileStore
 
 
@@ -168,7 +168,7 @@ def test_truncated_filters(filter_string: str) -> None:
 
 
 def test_bad_order_by() -> None:
-    from mlkit.tracking.search import parse_order_by
+    from mlkit.tracking.search_grammar import parse_order_by
 
     with pytest.raises(InvalidInputError, match="lifecycle_stage"):
         parse_order_by(["lifecycle_stage"])

@@ -1,4 +1,6 @@
-"""Parsing of the sizes and durations that `mlkit run` takes on the command line.
+"""Durations and byte sizes, one home for all: parsed from the command line, formatted for people.
+
+Used by mlkit.gpu (memory filters), mlkit.tracking (ages, durations) and the CLI.
 
 `parse_memory("20GiB") -> 21474836480` and `parse_duration("2h") -> 7200.0`. Bad input raises
 `UsageError` naming the flag, so the CLI can pass the value through without checking it first.

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mlkit.errors import UsageError
-from mlkit.gpu import parse_duration, parse_memory
+from mlkit.units import parse_duration, parse_memory
 
 
 @pytest.mark.parametrize(
@@ -58,7 +58,7 @@ def test_parse_duration_rejects(text):
     "text,seconds", [("30d", 30 * 86400), ("1d12h", 129600), ("2w", 1209600), ("0", 0.0)]
 )
 def test_parse_age_takes_durations_with_units_and_zero(text, seconds):
-    from mlkit.gpu.units import parse_age
+    from mlkit.units import parse_age
 
     assert parse_age(text) == seconds
 
@@ -66,7 +66,7 @@ def test_parse_age_takes_durations_with_units_and_zero(text, seconds):
 @pytest.mark.parametrize("text", ["30", "1.5", "", "inf", "soon", "30 days"])
 def test_parse_age_refuses_bare_numbers_and_junk(text):
     from mlkit.errors import UsageError
-    from mlkit.gpu.units import parse_age
+    from mlkit.units import parse_age
 
     with pytest.raises(UsageError, match="not an age"):
         parse_age(text, flag="--older-than")
