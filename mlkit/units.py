@@ -115,3 +115,17 @@ def format_bytes(n: int | None) -> str:
     if n >= 1024**3:
         return f"{n / 1024**3:.1f} GiB"
     return f"{n / 1024**2:.0f} MiB"
+
+
+_UNIT_S = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: 45s, 1.5m, 3h, 100d."""
+    for unit in ("d", "h", "m"):
+        size = _UNIT_S[unit]
+        if seconds >= size:
+            value = seconds / size
+            text = f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
+            return text + unit
+    return f"{seconds:.0f}s"

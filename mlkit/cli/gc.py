@@ -57,7 +57,8 @@ def gc(
     Example: mlkit gc --keep-last 20 --keep-best 5 --metric val_loss --min --older-than 30d --dry-run
     """
     # import budget: the core loads when the command runs, not for mlkit --help
-    from mlkit.tracking.gc import ENDED_STATUSES, RetentionPolicy, parse_duration, run_gc
+    from mlkit.tracking.gc import parse_duration, run_gc
+    from mlkit.tracking.retention import ENDED_STATUSES, RetentionPolicy
 
     if minimize and maximize:
         raise UsageError("--min and --max exclude each other", hint="pick the one that means 'better'")

@@ -16,9 +16,10 @@ import pytest
 from mlkit.gpu.ledger import leased_run_ids, reserve
 from mlkit.gpu.select import GpuRequest
 from mlkit.tracking import files
-from mlkit.tracking.gc import GC_TMP_PREFIX, RetentionPolicy, remove_tree, run_gc
+from mlkit.tracking.gc import GC_TMP_PREFIX, remove_tree, run_gc
 from mlkit.tracking.lost import ownership_tags
 from mlkit.tracking.registry import RegistryStore
+from mlkit.tracking.retention import RetentionPolicy
 from mlkit.tracking.store import FileStore
 
 DAY_MS = 86_400_000

@@ -8,7 +8,9 @@ import pytest
 
 from mlkit.errors import UsageError
 from mlkit.report.termchart import Series, render_chart
-from mlkit.tracking.gc import Candidate, RetentionPolicy, format_duration, parse_duration, select_retention
+from mlkit.tracking.gc import parse_duration
+from mlkit.tracking.retention import Candidate, RetentionPolicy, select_retention
+from mlkit.units import format_duration
 
 DAY = 86_400_000
 NOW = 1_000 * DAY

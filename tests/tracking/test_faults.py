@@ -365,7 +365,8 @@ def test_temp_files_are_written_outside_the_readers_dirs(
 
 
 def test_gc_and_lost_runs_remove_leftover_temp_files(store_root: Path) -> None:
-    from mlkit.tracking.gc import RetentionPolicy, run_gc
+    from mlkit.tracking.gc import run_gc
+    from mlkit.tracking.retention import RetentionPolicy
 
     store = FileStore(store_root)
     run_id = store.create_run("0").info.run_id
