@@ -186,6 +186,16 @@ def descendants_of(pid: int) -> list[int]:
     return found
 
 
+def hostname() -> str:
+    """`socket.gethostname()` without importing socket: on POSIX both are the kernel's nodename."""
+    try:
+        return os.uname().nodename
+    except AttributeError:  # no os.uname (Windows)
+        import socket  # import budget: only without os.uname, so socket stays out of `mlkit run`
+
+        return socket.gethostname()
+
+
 def user_name(uid: int) -> str:
     """A user's login name, or the number when it has none."""
     # import budget: pwd loads only when a uid is named

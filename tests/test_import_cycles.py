@@ -22,10 +22,7 @@ import mlkit
 
 ROOT = Path(mlkit.__file__).parent
 
-# mlkit.tracking is being untangled on its own (tests/tracking/test_import_graph.py holds its
-# progress). Set this to True once that work lands, so this test covers tracking as well.
-INCLUDE_TRACKING = True
-EXCLUDED_PACKAGES = set() if INCLUDE_TRACKING else {"mlkit.tracking"}
+EXCLUDED_PACKAGES: set[str] = set()  # every package is checked
 
 # Packages whose imports inside functions do not all say why yet (issue 15): the comment check
 # skips them. Take a package out of this set once each of its function-level imports has its
@@ -135,3 +132,25 @@ def test_imports_inside_functions_say_why() -> None:
         for line in unexplained_function_imports(package)
     ]
     assert not missing, "imports inside functions without a comment saying why:\n" + "\n".join(missing)
+
+
+def _top_package(name: str) -> str:
+    """`mlkit.gpu.ledger` -> `mlkit.gpu`; a top-level module (`mlkit.fsio`) is its own node."""
+    return ".".join(name.split(".")[:2])
+
+
+def test_packages_import_one_another_one_way() -> None:
+    """The package map of docs/internals.md: between packages (and top-level modules) every arrow
+    points one way, imports inside functions included."""
+    graph: dict[str, set[str]] = {}
+    for name, path in SOURCES.items():
+        if name == "mlkit":
+            continue  # the package's own __init__: lazy exports name their modules as strings
+        here = _top_package(name)
+        for node, _ in imports(ast.parse(path.read_text(), str(path))):
+            for target in _targets(node, name):
+                there = _top_package(target)
+                if there != here and there != "mlkit":
+                    graph.setdefault(here, set()).add(there)
+    cycle = find_cycle(graph)
+    assert cycle is None, "packages import each other both ways: " + " -> ".join(cycle or [])

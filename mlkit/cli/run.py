@@ -449,7 +449,7 @@ def _dry_run_doc(dry: DryRun) -> dict[str, Any]:
 
 def _render_dry_run(dry: DryRun, json_out: bool) -> None:
     # import budget: proc loads only when a --dry-run plan is rendered
-    from mlkit.runner.proc import describe
+    from mlkit.proc import describe
 
     plan = dry.plan
     doc = _dry_run_doc(dry)

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlkit import fsio, procid, settings
+from mlkit import proc as procs
 from mlkit.errors import EnvBuildError
-from mlkit.runner import proc as procs
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"

@@ -27,13 +27,13 @@ from packaging.version import InvalidVersion
 from rattler import BuildString, PackageName, Version
 from rattler.virtual_package import GenericVirtualPackage
 
+from mlkit import proc as procs
 from mlkit.env.conda import brief, channel_url, describe_virtual_packages, detect_virtual_packages, solve
 from mlkit.env.lockfile import LOCKFILE_NAME, conda_entry, current_platform, pip_entry, write_lockfile
 from mlkit.env.ref import EnvRef
 from mlkit.env.spec import EnvSpec, load_spec, python_request, spec_canonical
 from mlkit.env.uv import find_uv, source_args, uv_environ
 from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
-from mlkit.runner import proc as procs
 
 KNOWN_PLATFORMS = ("linux-64", "linux-aarch64", "linux-ppc64le", "osx-64", "osx-arm64", "win-64")
 PY_PLATFORM = {

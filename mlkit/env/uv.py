@@ -27,11 +27,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mlkit import proc as procs
 from mlkit.env.cache import BuildLog, CommandFailed
 from mlkit.env.lockfile import current_platform, read_lockfile
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
-from mlkit.runner import proc as procs
 
 RUNTIME_DIR = ".mlkit-runtime"
 RUNTIME_PTH = "mlkit-runtime.pth"

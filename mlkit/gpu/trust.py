@@ -242,9 +242,8 @@ class Proof:
 
 def gather(dir_fd: int | None) -> Proof:
     """The host name, the holders of the ledger's `held` lock, and the live run processes."""
-    from mlkit.tracking.lost import hostname  # another package: loaded when a ledger is judged
 
-    return Proof(host=hostname(), held=_held_pids(dir_fd), runs=run_processes())
+    return Proof(host=procid.hostname(), held=_held_pids(dir_fd), runs=run_processes())
 
 
 def _held_pids(dir_fd: int | None) -> set[int]:

@@ -1,7 +1,7 @@
 """Running a project: `plan_run` (pure) builds the command, `execute` supervises it.
 
 `run_project` is the whole `mlkit run` sequence (load, validate, lock, store, env, GPUs, launch,
-record). Names are resolved lazily so that `mlkit.runner.proc` stays cheap to import.
+record). Names are resolved lazily so that importing one runner module loads no other.
 """
 
 from __future__ import annotations

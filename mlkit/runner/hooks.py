@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlkit.runner import proc
+from mlkit import proc
 
 OUTPUT_LIMIT = 16_000  # characters of the hook's output kept (the end of it)
 TIMEOUT_EXIT = 124  # as timeout(1)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlkit import __version__
-from mlkit.tracking.lost import hostname
+from mlkit.procid import hostname
 from mlkit.tracking.lost import ownership_tags as tags_of
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")

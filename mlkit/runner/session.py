@@ -37,6 +37,7 @@ from mlkit.errors import (
     MlkitError,
     UsageError,
 )
+from mlkit.proc import describe
 from mlkit.runner.options import (
     RunOptions,
     experiment_from_env,
@@ -46,7 +47,6 @@ from mlkit.runner.options import (
     validate,
 )
 from mlkit.runner.plan import LaunchOptions, plan_run, signal_name
-from mlkit.runner.proc import describe
 from mlkit.runner.signals import Interrupted, SignalRouter
 from mlkit.runner.supervise import FAILED, KILLED, RunResult, execute, release_quietly
 

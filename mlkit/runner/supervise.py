@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
+from mlkit import proc as proc_mod
 from mlkit.errors import MlkitError
-from mlkit.runner import proc as proc_mod
 from mlkit.runner.plan import RunPlan, signal_name
 from mlkit.runner.signals import Interrupted, SignalRouter
 from mlkit.runner.tee import Tee, close_tee

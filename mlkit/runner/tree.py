@@ -11,8 +11,8 @@ import subprocess
 import sys
 import threading
 
+from mlkit import proc as proc_mod
 from mlkit import procid
-from mlkit.runner import proc as proc_mod
 
 
 def become_subreaper() -> None:

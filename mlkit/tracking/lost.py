@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from mlkit import procid
+from mlkit.procid import hostname
 from mlkit.tracking import files
 from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
 
@@ -28,16 +29,6 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
 FAILURE_REASON_TAG = "mlkit.failure_reason"
 PID_START_TOLERANCE_S = 1.0  # as mlkit.procid.START_TOLERANCE_S
 _META_READ = 1 << 16  # a run's meta.yaml is well under 1 KiB
-
-
-def hostname() -> str:
-    """`socket.gethostname()` without importing socket: on POSIX both are the kernel's nodename."""
-    try:
-        return os.uname().nodename
-    except AttributeError:  # no os.uname (Windows)
-        import socket  # only without os.uname: socket stays out of `mlkit run`
-
-        return socket.gethostname()
 
 
 def heartbeat_timeout() -> float:

@@ -9,8 +9,8 @@ import time
 import psutil
 import pytest
 
+from mlkit import proc
 from mlkit.errors import LaunchError
-from mlkit.runner import proc
 from mlkit.runner.provenance import git_info, source_name
 
 
