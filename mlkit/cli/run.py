@@ -249,7 +249,6 @@ def run(
     Example: mlkit run projects/cnn -P epochs=5 --gpus 1 --timeout 2h
     """
     # import budget: the runner loads when the command runs, not for mlkit run --help
-    from mlkit.runner.dryrun import DryRun
     from mlkit.runner.options import RunOptions
     from mlkit.runner.session import Skipped, run_project
     from mlkit.runner.signals import Interrupted
@@ -301,7 +300,11 @@ def run(
         output.info("Interrupted.")
         raise typer.Exit(128 + exc.signum) from None
 
-    if isinstance(outcome, DryRun):
+    if dry_run:
+        # import budget: the dry-run module loads only for --dry-run, never on a plain run
+        from mlkit.runner.dryrun import DryRun
+
+        assert isinstance(outcome, DryRun)  # run_project returns one exactly for --dry-run
         if listing is not None:
             _render_listing(listing, json_out, outcome)
         else:
@@ -310,6 +313,10 @@ def run(
     if isinstance(outcome, Skipped):
         _render_skipped(outcome, json_out)
         return
+    # import budget: supervise ran this run, so it is loaded already; only the name is needed here
+    from mlkit.runner.supervise import RunResult
+
+    assert isinstance(outcome, RunResult)
     _render_result(outcome, json_out, store, project_dir)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
