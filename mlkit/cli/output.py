@@ -6,9 +6,11 @@ colour codes are written (unless FORCE_COLOR is set); NO_COLOR is honoured by ri
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
 import sys
 import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
@@ -171,12 +173,41 @@ def handle_errors(fn: F) -> F:
 def run_app(app: typer.Typer) -> None:
     """Call the typer app and leave with its exit code; errors outside commands get one line too."""
     try:
-        app(prog_name="mlkit")
-    except MlkitError as error:
         try:
-            fail(error)
-        except typer.Exit as exit_:
-            sys.exit(exit_.exit_code)
+            app(prog_name="mlkit")
+        except MlkitError as error:
+            try:
+                fail(error)
+            except typer.Exit as exit_:
+                sys.exit(exit_.exit_code)
+    except SystemExit as done:
+        if "rattler" in sys.modules:
+            _exit_without_teardown(done.code)
+        raise
+    if "rattler" in sys.modules:
+        _exit_without_teardown(0)
+
+
+def _exit_without_teardown(code: object) -> None:
+    """Leave with `code` after Python's exit handlers, skipping the interpreter's final teardown.
+
+    py-rattler's native runtime can crash that teardown (SIGSEGV, seen intermittently after a
+    failed network request in `mlkit env lock`), which would turn mlkit's exit code into -11.
+    The store's and the fluent API's atexit handlers still run first."""
+    import atexit  # import budget: only on the way out of a command that loaded rattler
+
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:
+        print(code, file=sys.stderr)
+        status = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def human_bytes(n: int) -> str:
