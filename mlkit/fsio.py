@@ -227,10 +227,10 @@ def describe_process(pid: int) -> str:
     return " ".join(parts)
 
 
-def try_lock(fd: int) -> bool:
-    """Take an exclusive flock on `fd` if it is free right now."""
+def try_lock(fd: int, *, shared: bool = False) -> bool:
+    """Take an exclusive (or `shared`) flock on `fd` if it can be had right now."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True

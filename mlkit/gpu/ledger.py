@@ -18,7 +18,6 @@ process is gone is dropped like a dead lease.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -586,8 +585,10 @@ def _hold() -> int | None:
     finally:
         os.close(dir_fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        held = fsio.try_lock(fd, shared=True)
     except OSError:
+        held = False
+    if not held:
         os.close(fd)
         return None
     return fd
