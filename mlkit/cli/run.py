@@ -136,6 +136,13 @@ def run(
     run_name: str | None = typer.Option(
         None, "--run-name", help="Name of the run (default: a random one).", rich_help_panel=_RUN
     ),
+    run_id: str | None = typer.Option(
+        None,
+        "--run-id",
+        metavar="RUN",
+        help="Supervise this existing, unfinished run instead of creating one (as mlflow run --run-id).",
+        rich_help_panel=_RUN,
+    ),
     env_manager: str = typer.Option(
         "auto", "--env-manager", help="local | auto | uv | conda.", rich_help_panel=_RUN
     ),
@@ -292,6 +299,7 @@ def run(
         on_finish=on_finish or None,
         argv=("mlkit", *sys.argv[1:]),
         strict_params=strict_params,
+        run_id=run_id,
     )
     child_out = sys.stderr.buffer if json_out else sys.stdout.buffer
     try:

@@ -50,6 +50,9 @@ class RunOptions:
     on_finish: str | None = None
     argv: tuple[str, ...] = ()  # mlkit's own command line, recorded as mlkit.argv
     strict_params: bool = False  # refuse -P names the entry point does not declare
+    # --run-id: supervise this existing run (MLflow's `mlflow run --run-id`) instead of creating one;
+    # a Slurm job and a sweep's trial start the run their submitter created SCHEDULED.
+    run_id: str | None = None
 
 
 def kill_grace() -> float:
@@ -107,6 +110,23 @@ def validate(options: RunOptions) -> None:
             )
     if options.lock is not None and not options.lock.strip():
         raise UsageError("--lock: the lock name is empty", hint="e.g. --lock nightly-train")
+    _validate_run_id(options)
+
+
+def _validate_run_id(options: RunOptions) -> None:
+    if options.run_id is None:
+        return
+    if not options.run_id or not all(c in "0123456789abcdef" for c in options.run_id):
+        raise UsageError(
+            f"--run-id {options.run_id!r}: not a run id",
+            hint="give the full 32-character id of an existing run",
+        )
+    for given, flag in ((options.run_name, "--run-name"), (options.skip_if_done, "--skip-if-done")):
+        if given:
+            raise UsageError(
+                f"--run-id and {flag} were both given: --run-id runs a run that already exists",
+                hint=f"drop {flag}",
+            )
 
 
 def experiment_from_env() -> tuple[str | None, str | None]:

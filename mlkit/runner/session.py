@@ -216,7 +216,12 @@ def _run(
             store.mark_lost_runs()
         except MlkitError as exc:  # someone else's broken run must not stop ours
             notify(f"mlkit: could not check for lost runs: {exc}")
-        exp_id, exp_name = _find_experiment(store, options)
+        existing = _existing_run(store, options) if options.run_id else None
+        exp_id: str | None
+        if existing:
+            exp_id, exp_name = existing[1], existing[2]
+        else:
+            exp_id, exp_name = _find_experiment(store, options)
         if fingerprint is not None and exp_id is not None:
             # import budget: fingerprint loads only with --skip-if-done
             from mlkit.runner.fingerprint import find_finished_run
@@ -247,13 +252,62 @@ def _run(
         tags["mlkit.heartbeat"] = str(int(time.time() * 1000))
         t0 = time.monotonic()
         router.mode = "defer"  # a signal now must not leave a half-written run behind
-        run = store.create_run(exp_id, run_name=options.run_name, tags=tags, user_id=user)
+        if existing:
+            run = _start_existing(store, existing[0], tags)
+        else:
+            run = store.create_run(exp_id, run_name=options.run_name, tags=tags, user_id=user)
         router.mode = "raise"
         if held is not None:
             with contextlib.suppress(Exception):
                 held.set_run_id(run.info.run_id)
         created = _Created(project, command, request, store, run, exp_name, store_root, launch, t0)
         return _supervise_run(options, created, notify, stdout, stderr, router)
+
+
+# Tags an earlier attempt of a run left that this attempt must not inherit.
+_ATTEMPT_TAGS = ("mlkit.failure_reason", "mlkit.signal", "mlkit.exit_code")
+
+
+def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]:
+    """`--run-id`: the run, its experiment id and name, once it is clear it may start here."""
+    # import budget: lost-run rules load only for --run-id
+    from mlkit.tracking.lost import is_owner_gone
+
+    run_id = str(options.run_id)
+    run = store.get_run(run_id)  # NotFoundError (66) when there is no such run
+    exp_id = run.info.experiment_id
+    exp_name = store.get_experiment(exp_id).name
+    if options.experiment_id not in (None, exp_id) or options.experiment_name not in (None, exp_name):
+        raise UsageError(
+            f"--run-id {run_id}: the run belongs to experiment {exp_name!r} (id {exp_id})",
+            hint="drop --experiment-name/--experiment-id, or give the run's own experiment",
+        )
+    status = run.info.status
+    if status == "FINISHED":
+        raise UsageError(
+            f"--run-id {run_id}: the run already FINISHED; a finished run is never run again",
+            hint="start a new run (drop --run-id)",
+        )
+    if status == "RUNNING" and not is_owner_gone(run.data.tags):
+        owner = f"pid {run.data.tags.get('mlkit.pid', '?')} on {run.data.tags.get('mlkit.host', '?')}"
+        raise UsageError(
+            f"--run-id {run_id}: the run is RUNNING under another supervisor ({owner})",
+            hint=f"wait for it to end, or stop it first (mlkit runs cancel {run_id})",
+        )
+    return run, exp_id, exp_name
+
+
+def _start_existing(store: FileStore, run: Run, tags: dict[str, str]) -> Run:
+    """Make an existing run this supervisor's: its tags (keeping the name it has), RUNNING again."""
+    run_id = run.info.run_id
+    tags = {k: v for k, v in tags.items() if k != "mlflow.runName"}
+    for key in _ATTEMPT_TAGS:
+        if key in run.data.tags:
+            with contextlib.suppress(MlkitError):  # already gone: fine
+                store.delete_tag(run_id, key)
+    store.set_tags(run_id, tags)
+    store.restart_run(run_id)
+    return store.get_run(run_id)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from mlkit.tracking.entities import (
     FAILED,
     INT_TO_STATUS,
     RUNNING,
+    SCHEDULED,
     STATUS_TO_INT,
     Experiment,
     FileInfo,
@@ -559,8 +560,15 @@ class FileStore:
         tags: dict[str, Any] | None = None,
         start_time: int | None = None,
         user_id: str | None = None,
+        status: str = RUNNING,
     ) -> Run:
-        """Create a RUNNING run in an active experiment, with all its directories."""
+        """Create a run in an active experiment, with all its directories: RUNNING, or SCHEDULED for
+        one that a supervisor starts later (`mlkit run --run-id`: a Slurm job, a sweep's trial)."""
+        if status not in (RUNNING, SCHEDULED):
+            raise InvalidInputError(
+                f"a new run's status must be RUNNING or SCHEDULED, not {status!r}",
+                hint="create it RUNNING or SCHEDULED, then end it with set_terminated",
+            )
         experiment = self.get_experiment(str(experiment_id))
         if experiment.lifecycle_stage != ACTIVE:
             raise InvalidInputError(
@@ -606,7 +614,7 @@ class FileStore:
             "source_type": 4,
             "source_version": "",
             "start_time": int(start_time) if start_time is not None else files.now_ms(),
-            "status": STATUS_TO_INT[RUNNING],
+            "status": STATUS_TO_INT[status],
             "tags": [],
             "user_id": user_id,
         }
@@ -847,6 +855,13 @@ class FileStore:
             )
         run_dir = self._active_run_dir(run_id)
         self._update_run_meta(run_dir, lambda m: m.update(status=STATUS_TO_INT[status]))
+
+    def restart_run(self, run_id: str) -> None:
+        """A supervisor attached to an existing run (`mlkit run --run-id`): RUNNING again, no end time."""
+        run_dir = self._active_run_dir(run_id)
+        self._update_run_meta(
+            run_dir, lambda m: m.update(status=STATUS_TO_INT[RUNNING], end_time=None), must_land=True
+        )
 
     def delete_run(self, run_id: str) -> None:
         """Mark a run deleted (it stays on disk until gc), as MLflow does."""
