@@ -18,6 +18,9 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad flags, bad MLproject / conda.yaml / parameter values: fix the input
     PROMOTE_KEPT = 3  # `mlkit models promote`: the candidate was not better; nothing changed
     NOT_FOUND = 66  # run, experiment, model, version or file does not exist (EX_NOINPUT)
+    SLURM_UNAVAILABLE = (
+        68  # --backend slurm: no Slurm client here or its controller is unreachable (EX_NOHOST)
+    )
     GPU_UNAVAILABLE = 69  # not enough free GPUs and no --wait (EX_UNAVAILABLE)
     ENV_FAILED = 73  # the environment could not be built (EX_CANTCREAT)
     LOCKED = 75  # --lock NAME is held by a live run (EX_TEMPFAIL: try again later)
@@ -112,3 +115,9 @@ class LaunchError(MlkitError):
     """The entry point could not be started."""
 
     exit_code = ExitCode.FAILURE
+
+
+class SlurmUnavailableError(MlkitError):
+    """`--backend slurm`: the Slurm client is not installed, or its controller does not answer."""
+
+    exit_code = ExitCode.SLURM_UNAVAILABLE

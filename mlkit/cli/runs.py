@@ -137,7 +137,7 @@ def list_cmd(
         store, experiments=experiment or None, filter_string=filter_string, order_by=order_by or None,
         max_results=max_results, since=since, status=status, include_deleted=include_deleted,
     )  # fmt: skip
-    runs = listing.runs
+    runs, slurm_cells = _reconcile_slurm(store, listing.runs, status)
     names = split_names(columns)
     choice = choose_columns(runs, names, filter_string=filter_string, order_by=order_by or None)
     for warning in listing.warnings:
@@ -152,6 +152,13 @@ def list_cmd(
     short = not as_csv and sys.stdout.isatty()
     headers = [c.name for c in choice.columns]
     rows = [[_cell(r, c, short) for c in choice.columns] for r in runs]
+    if slurm_cells:  # job id, Slurm's state and why it waits, beside the status
+        at = headers.index("status") + 1 if "status" in headers else len(headers)
+        headers.insert(at, "slurm job")
+        for run, row in zip(runs, rows, strict=True):
+            row.insert(at, slurm_cells.get(run.info.run_id, ""))
+    if short:  # on a terminal, each sweep's trials right under their sweep
+        runs, rows = _fold_sweeps(runs, rows)
     hidden = choice.hidden
     if as_csv:
         output.print_csv(headers, rows)
@@ -166,6 +173,49 @@ def list_cmd(
         output.info(f"({hidden} more columns: params equal in every run, system metrics, or past the "
                     "terminal's width; pick them with --columns, e.g. --columns '*', or see "
                     "`mlkit runs show RUN`)")  # fmt: skip
+
+
+def _fold_sweeps(runs: list, rows: list[list]) -> tuple[list, list[list]]:
+    """Trials listed with their sweep's parent run move under it, their first cell marked `└`."""
+    parent_of = {r.info.run_id: r.data.tags.get("mlflow.parentRunId") for r in runs}
+    listed = set(parent_of)
+    children: dict[str, list[int]] = {}
+    for i, run in enumerate(runs):
+        parent = parent_of[run.info.run_id]
+        if parent in listed and "mlkit.sweep.slot" in run.data.tags:
+            children.setdefault(parent, []).append(i)
+    if not children:
+        return runs, rows
+    folded = {i for group in children.values() for i in group}
+    out_runs: list = []
+    out_rows: list[list] = []
+    for i, run in enumerate(runs):
+        if i in folded:
+            continue
+        out_runs.append(run)
+        out_rows.append(rows[i])
+        for j in children.get(run.info.run_id, []):
+            out_runs.append(runs[j])
+            out_rows.append([f"\u2514 {rows[j][0] or ''}", *rows[j][1:]])
+    return out_runs, out_rows
+
+
+def _reconcile_slurm(store: Any, runs: list, status: str | None) -> tuple[list, dict[str, str]]:
+    """Bring Slurm runs up to date from Slurm (one squeue + one sacct call for all of them):
+    the runs, and each Slurm run's 'JOB STATE (reason)' cell."""
+    if not any("mlkit.slurm.job_id" in r.data.tags for r in runs):
+        return runs, {}
+    # import budget: the Slurm backend loads only when Slurm runs are listed
+    from mlkit.backends.slurm.status import describe, reconcile
+
+    result = reconcile(store, runs)
+    for warning in result.warnings:
+        output.warn(warning)
+    runs = result.runs
+    if status:  # the filter saw the status before Slurm was asked
+        runs = [r for r in runs if r.info.status == status.upper()]
+    cells = {r.info.run_id: describe(r, result.views.get(r.info.run_id)) for r in runs}
+    return runs, {k: v for k, v in cells.items() if v}
 
 
 def _fit_width(columns: list[str], rows: list[list], width: int, fixed: int = 5) -> tuple[list, list, int]:
@@ -193,7 +243,19 @@ def show_cmd(
     # import budget: the core loads when the command runs, not for mlkit --help
     from mlkit.tracking.queries import run_detail
 
-    detail = run_detail(output.open_store(store_path), run)
+    store = output.open_store(store_path)
+    detail = run_detail(store, run)
+    slurm_cell = ""
+    if "mlkit.slurm.job_id" in detail.run.data.tags:
+        # import budget: the Slurm backend loads only for a Slurm run
+        from mlkit.backends.slurm.status import describe, reconcile
+
+        result = reconcile(store, [detail.run])
+        for warning in result.warnings:
+            output.warn(warning)
+        if result.runs[0] is not detail.run:
+            detail = run_detail(store, detail.run.info.run_id)
+        slurm_cell = describe(detail.run, result.views.get(detail.run.info.run_id))
     r = detail.run
     if as_json:
         doc = _run_json(r)
@@ -211,6 +273,8 @@ def show_cmd(
         ("duration", fmt_duration(i.start_time, i.end_time)), ("user", i.user_id),
         ("run_dir", str(detail.run_dir)), ("artifacts", str(detail.artifact_dir)),
     ]  # fmt: skip
+    if slurm_cell:
+        info_rows.insert(4, ("slurm job", slurm_cell))
     output.print_table(["field", "value"], info_rows, title="Run")
     if r.data.params:
         output.print_table(["param", "value"], sorted(r.data.params.items()), title="Params")
@@ -246,6 +310,18 @@ def logs_cmd(
 
     store = output.open_store(store_path)
     run_id = resolve_run(store, run)
+    if follow and "mlkit.slurm.job_id" in store.get_run(run_id).data.tags:
+        # import budget: the Slurm backend loads only to follow a Slurm run
+        from mlkit.backends.slurm.submit import wait_for_end
+
+        def write(chunk: bytes) -> None:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+
+        code = wait_for_end(store, run_id, on_output=write, interval=max(interval, 0.2) * 2)
+        if code:
+            raise typer.Exit(code)
+        return
     path = log_path(store, run_id)
     out = sys.stdout.buffer
     offset = 0
@@ -256,6 +332,8 @@ def logs_cmd(
                 fh.seek(offset)
                 chunk = fh.read()
         except FileNotFoundError:
+            if not (follow and running) and _print_slurm_output(store, run_id):
+                return
             if not (follow and running):
                 raise NotFoundError(
                     f"run {run_id} has no log at {path}", hint="only runs started with `mlkit run` have one"
@@ -268,6 +346,62 @@ def logs_cmd(
         if not follow or not running:
             return
         time.sleep(interval)
+
+
+@runs_app.command("cancel")
+@handle_errors
+def cancel_cmd(
+    runs: list[str] = typer.Argument(
+        ..., help="Run ids, unique id prefixes or unique run names (Slurm runs)."
+    ),
+    wait: float = typer.Option(15.0, "--wait", help="Seconds to wait for Slurm to confirm (0: do not wait)."),
+    store_path: str = typer.Option(None, "--store", help=output.STORE_HELP),
+) -> None:
+    """Cancel Slurm runs (scancel their jobs); each ends KILLED with reason `cancelled`.
+
+    Works from any host that sees the store and has the Slurm client.
+
+    Example: mlkit runs cancel 3f9a1c
+    """
+    # import budget: the core loads when the command runs, not for mlkit --help
+    from mlkit.backends.slurm.status import reconcile
+    from mlkit.backends.slurm.submit import cancel_runs
+    from mlkit.tracking.entities import TERMINAL_STATUSES
+    from mlkit.tracking.resolve import resolve_runs
+
+    store = output.open_store(store_path)
+    run_ids = resolve_runs(store, runs)  # all resolve before any is cancelled
+    cancelled = cancel_runs(store, run_ids)
+    if not cancelled:
+        output.info("nothing to cancel: the runs' jobs already ended")
+        return
+    deadline = time.monotonic() + wait
+    pending = [r for r, _ in cancelled]
+    while pending:
+        result = reconcile(store, [store.get_run(r) for r in pending])
+        done = {r.info.run_id: r for r in result.runs if r.info.status in TERMINAL_STATUSES
+                and "mlkit.slurm.final" in r.data.tags}  # fmt: skip
+        for run_id, run in done.items():
+            reason = run.data.tags.get("mlkit.failure_reason", "")
+            output.info(f"cancelled run {run_id}: {run.info.status}" + (f" ({reason})" if reason else ""))
+        pending = [r for r in pending if r not in done]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    for run_id in pending:
+        job = dict(cancelled)[run_id]
+        output.info(f"cancel requested for run {run_id} (Slurm job {job}); Slurm has not confirmed yet")
+
+
+def _print_slurm_output(store: Any, run_id: str) -> bool:
+    """A Slurm run that never reached its supervisor has no output.log: show Slurm's own
+    output file(s) (artifacts/slurm/slurm-<job>.out) instead. False when there are none."""
+    found = sorted((store.artifact_dir(run_id) / "slurm").glob("slurm-*.out"))
+    for path in found:
+        output.info(f"(no output.log: Slurm's output of the job, {path.name})")
+        sys.stdout.buffer.write(path.read_bytes())
+    sys.stdout.buffer.flush()
+    return bool(found)
 
 
 def _each_run(runs: list[str], store_path: str | None, action: str) -> None:

@@ -20,6 +20,12 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
     `leases` are the live mlkit leases to mark on the GPUs and their processes; `None` reads
     them, and the runs waiting for GPUs, from the host's lease ledger.
     """
+    # import budget: loaded with the probe, which reads NVML anyway
+    from mlkit.gpu import allocation
+
+    entries = allocation.allocated()
+    if entries is not None:  # inside a Slurm job: only the job's GPUs, and no host ledger
+        return allocation.scope(read_gpus([]), entries)
     if leases is not None:
         return read_gpus(leases)
     try:

@@ -444,15 +444,23 @@ def reserve(
     owner_pid: int,
     wait: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    role: str | None = None,
 ) -> GpuLease:
     """Lease GPUs for `run_id`, held by process `owner_pid` (the supervisor).
 
     `wait`: seconds to wait for the request to become satisfiable (None/0: don't wait; math.inf:
     forever). Raises GpuUnavailableError (no wait, or waiting cannot help: no such GPUs) or
     GpuWaitTimeoutError. `on_wait(msg)` hears what it is waiting for whenever that changes.
+    `role="serving"` marks the lease of a model server (`mlkit gpus` shows it).
     """
     if request.kind == "none":
         return GpuLease(env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid)
+    # import budget: only a run that asks for GPUs
+    from mlkit.gpu import allocation
+
+    entries = allocation.allocated()
+    if entries is not None:  # inside a Slurm job: its GPUs only, and Slurm (not this ledger) arbitrates
+        return _reserve_allocated(request, entries, run_id=run_id, owner_pid=owner_pid)
     import socket  # import budget: `--gpus none` (returned above) never loads socket
 
     from mlkit.gpu.devices import read_gpus  # import budget: nor the probe (NVML)
@@ -482,7 +490,7 @@ def reserve(
                 if selection.ok:
                     now = time.time()
                     new = [
-                        Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user, uid)
+                        Lease(g.uuid, run_id, owner_pid, pid_start, host, now, user, uid, role=role)
                         for g in selection.gpus
                     ]
                     if new or queued or len(leases) != len(survey.leases):
@@ -528,6 +536,33 @@ def reserve(
             with contextlib.suppress(MlkitError), locked(_LEAVE_QUEUE_WAIT_S) as path:
                 leases, waiters = _load(path)
                 _store(path, leases, [w for w in waiters if not _is(w, run_id, owner_pid)])
+
+
+def _reserve_allocated(request: GpuRequest, entries: list[str], *, run_id: str, owner_pid: int) -> GpuLease:
+    """`reserve` inside a scheduler allocation: select among the allocation's GPUs, no ledger."""
+    # import budget: only a run that asks for GPUs, inside a Slurm job
+    from mlkit.gpu import allocation
+    from mlkit.gpu.devices import read_gpus
+
+    report = allocation.scope(read_gpus([]), entries)
+    selection = select(report, request, {})
+    if not selection.ok:
+        raise GpuUnavailableError(
+            (selection.message or "no GPU available") + " (inside the Slurm job: only its GPUs count)",
+            hint="ask Slurm for them: mlkit run --backend slurm --gpus N (or sbatch --gpus N)",
+        )
+    env = cuda_env(selection.gpus)
+    if selection.gpus:
+        env["CUDA_VISIBLE_DEVICES"] = allocation.visible_devices(selection.gpus, entries)
+    return GpuLease(
+        gpus=selection.gpus,
+        env=env,
+        tags={**lease_tags(selection.gpus, report), "mlkit.gpu.arbiter": "slurm"},
+        notice=selection.notice,
+        run_id=run_id,
+        owner_pid=owner_pid,
+        released=True,  # nothing in the host ledger to give back
+    )
 
 
 def _lock_until(

@@ -8,6 +8,7 @@ them (and the temp files dead writers left); FileStore.mark_lost_runs marks them
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
     "mlkit.heartbeat",
 )
 FAILURE_REASON_TAG = "mlkit.failure_reason"
+SLURM_JOB_TAG = "mlkit.slurm.job_id"  # as mlkit.backends.slurm.JOB_ID_TAG
 PID_START_TOLERANCE_S = 1.0  # as mlkit.procid.START_TOLERANCE_S
 _META_READ = 1 << 16  # a run's meta.yaml is well under 1 KiB
 
@@ -133,9 +135,32 @@ def lost_runs(exp_dirs: Iterable[Path]) -> list[tuple[Path, dict[str, str]]]:
                 tags[key] = files.read_value(run_dir / "tags" / key).strip()
             except OSError:
                 continue
+        if (run_dir / "tags" / SLURM_JOB_TAG).exists():
+            continue  # a Slurm job's run: Slurm says how it ended (mlkit.backends.slurm.status), never a guess
         if tags and is_owner_gone(tags, host=host):
             found.append((run_dir, tags))
+            if tags.get(HOST_TAG) == host:
+                stop_container(run_dir)
     return found
+
+
+CONTAINER_TAG = "mlkit.container_engine"  # a docker_env run's engine; its container is mlkit-<run id>
+
+
+def stop_container(run_dir: Path) -> None:
+    """A docker_env run whose supervisor died may have left its container running (a killed
+    client does not take it along): remove it (`<engine> rm -f mlkit-<run id>`)."""
+    try:
+        engine = files.read_value(run_dir / "tags" / CONTAINER_TAG).strip()
+    except OSError:
+        return
+    if engine not in ("docker", "podman") or not re.fullmatch(r"[0-9a-f]{32}", run_dir.name):
+        return
+    # import budget: the subprocess helper loads only when a lost run had a container
+    from mlkit import proc
+
+    with contextlib.suppress(Exception):  # no engine, no such container: nothing left to stop
+        proc.run([engine, "rm", "-f", f"mlkit-{run_dir.name}"], timeout=60)
 
 
 # ------------------------------------------------------------------------ leftover temp files

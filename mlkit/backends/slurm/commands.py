@@ -1,0 +1,143 @@
+"""The Slurm client commands, run through mlkit.proc (argv lists, a timeout on each).
+
+Each raises `SlurmUnavailableError` (exit 68) when the command is not installed or the controller
+cannot be reached, so callers can tell "Slurm said no" from "there is no Slurm to ask".
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from mlkit.errors import LaunchError, MlkitError, SlurmUnavailableError
+
+QUERY_TIMEOUT = float(os.environ.get("MLKIT_SLURM_TIMEOUT", "5"))  # squeue/sacct: read commands stay fast
+SUBMIT_TIMEOUT = 60.0
+_UNREACHABLE = (
+    "Unable to contact slurm controller",
+    "Connection refused",
+    "Socket timed out",
+    "Zero Bytes were transmitted",
+    "Could not establish a configuration source",
+    "Unable to establish Slurm configuration",
+    "Invalid authentication credential",
+    "Munge encode failed",
+    "slurm_persist_conn_open",
+)
+SQUEUE_FORMAT = "%i|%A|%T|%r|%N|%M"  # job id (123_4 for array tasks), raw id, state, reason, nodes, time
+SACCT_FIELDS = "JobID,JobIDRaw,State,ExitCode,NodeList"
+ACCOUNTING_DISABLED = "accounting storage is disabled"
+
+
+def have(command: str = "sbatch") -> bool:
+    return shutil.which(command) is not None
+
+
+def slurm(argv: Sequence[str], *, timeout: float = QUERY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """Run one Slurm client command; SlurmUnavailableError when there is no Slurm to ask."""
+    exe = argv[0]
+    if not have(exe):
+        raise SlurmUnavailableError(
+            f"{exe}: not found: the Slurm client is not installed on this host",
+            hint="run from a cluster login node, or install the client (Debian: apt-get install slurm-client)",
+        )
+    # import budget: proc loads only when Slurm is asked
+    from mlkit import proc
+
+    try:
+        result = proc.run(list(argv), timeout=timeout)
+    except MlkitError as exc:  # a ProcTimeoutError: the controller does not answer
+        raise SlurmUnavailableError(
+            f"{exe}: the Slurm controller did not answer within {timeout:g}s",
+            hint="check `sinfo` and that slurmctld is up (MLKIT_SLURM_TIMEOUT sets the wait)",
+        ) from exc
+    if result.returncode != 0 and any(s in (result.stderr or "") for s in _UNREACHABLE):
+        first = (result.stderr or "").strip().splitlines()[0]
+        raise SlurmUnavailableError(
+            f"{exe}: cannot reach the Slurm controller ({first})",
+            hint="check `sinfo`, SLURM_CONF and that slurmctld and munged are running",
+        )
+    return result
+
+
+def sbatch(script: str, *, cwd: str | None = None, extra: Sequence[str] = ()) -> str:
+    """Submit `script` (a path); the job id. LaunchError with Slurm's message when it refuses."""
+    result = slurm(["sbatch", "--parsable", *extra, script], timeout=SUBMIT_TIMEOUT)
+    if result.returncode != 0:
+        message = " ".join((result.stderr or result.stdout or "").split())
+        raise LaunchError(
+            f"sbatch refused the job: {message or f'exit {result.returncode}'}",
+            hint="fix the --backend-config value it names (see `sinfo` for partitions)",
+        )
+    job_id = (result.stdout or "").strip().split(";")[0]  # "123" or "123;cluster"
+    if not job_id.isdigit():
+        raise LaunchError(
+            f"sbatch printed no job id: {result.stdout!r}", hint="run sbatch by hand to see why"
+        )
+    return job_id
+
+
+def squeue(job_ids: Sequence[str]) -> list[list[str]]:
+    """One `squeue` for all `job_ids` (array tasks one per line): rows of SQUEUE_FORMAT's fields."""
+    if not job_ids:
+        return []
+    result = slurm(["squeue", "-h", "-r", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)])
+    if result.returncode != 0 and "Invalid job id" not in (result.stderr or ""):
+        raise SlurmUnavailableError(
+            f"squeue failed: {(result.stderr or '').strip()}", hint="check `squeue` by hand"
+        )
+    return [line.split("|") for line in (result.stdout or "").splitlines() if line.count("|") >= 5]
+
+
+def sacct(job_ids: Sequence[str]) -> tuple[list[list[str]], str]:
+    """Slurm's record of ended jobs: (rows of SACCT_FIELDS, source). `sacct` with accounting
+    (slurmdbd); without it (Slurm answers at once that accounting is disabled, no controller
+    round trip) the job-completion log, `sacct -c`."""
+    if not job_ids:
+        return [], "none"
+    base = ["sacct", "-X", "-n", "-P", "-o", SACCT_FIELDS, "-j", ",".join(job_ids)]
+    result = slurm(base)
+    source = "sacct"
+    if result.returncode != 0 and ACCOUNTING_DISABLED in (result.stderr or ""):
+        result = slurm([base[0], "-c", *base[1:]])
+        source = "jobcomp"
+    if result.returncode != 0:
+        return [], "none"
+    return [line.split("|") for line in (result.stdout or "").splitlines() if line.count("|") >= 4], source
+
+
+def scancel(job_ids: Sequence[str], *, signal: str | None = None, batch: bool = False) -> None:
+    argv = ["scancel"]
+    if signal:
+        argv.append(f"--signal={signal}")
+    if batch:
+        argv.append("--batch")
+    result = slurm([*argv, *job_ids], timeout=SUBMIT_TIMEOUT)
+    if result.returncode != 0 and "already completing or completed" not in (result.stderr or ""):
+        raise LaunchError(
+            f"scancel {' '.join(job_ids)} failed: {' '.join((result.stderr or '').split())}",
+            hint="check the job with squeue -j",
+        )
+
+
+def cluster_name() -> str:
+    """The cluster's name from slurm.conf (SLURM_CONF, else /etc/slurm/slurm.conf): read locally,
+    no controller round trip ('' when it cannot be read, e.g. a configless client)."""
+    path = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, sep, value = line.partition("=")
+                if sep and key.strip().lower() == "clustername":
+                    return value.split("#")[0].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def hostnames(nodelist: str) -> list[str]:
+    """`scontrol show hostnames`: node[01-03] -> node01, node02, node03."""
+    result = slurm(["scontrol", "show", "hostnames", nodelist])
+    return (result.stdout or "").split()

@@ -1,0 +1,67 @@
+"""GPUs inside a scheduler's allocation: the job's, and only the job's.
+
+Inside a Slurm job (SLURM_JOB_ID set) the GPUs this process may use are the ones Slurm gave it,
+named by the CUDA_VISIBLE_DEVICES Slurm set (else SLURM_STEP_GPUS / SLURM_JOB_GPUS). mlkit's probe,
+selection, system metrics and energy summary then see only those, and the host-wide lease ledger
+is not used for them: Slurm is the arbiter, and two jobs never get the same GPU. Slurm's list is
+trusted even where NVML is absent or sees other numbering (a stand-in GpuInfo per entry).
+"""
+
+from __future__ import annotations
+
+import os
+
+from mlkit.gpu.devices import GpuInfo, GpuReport
+
+STAND_IN_NAME = "GPU allocated by Slurm"
+
+
+def allocated() -> list[str] | None:
+    """The allocation's GPU entries (indices or UUIDs, Slurm's order); None outside an allocation,
+    [] for an allocation without GPUs."""
+    if not os.environ.get("SLURM_JOB_ID"):
+        return None
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        value = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS") or ""
+    return [entry.strip() for entry in value.split(",") if entry.strip() and entry.strip() != "NoDevFiles"]
+
+
+def scope(report: GpuReport, entries: list[str]) -> GpuReport:
+    """`report` cut down to the allocation's GPUs, in Slurm's order. A GPU NVML sees is matched by
+    its index or UUID; an entry NVML does not see becomes a stand-in (Slurm's word is trusted)."""
+    by_key: dict[str, GpuInfo] = {}
+    for gpu in report.gpus:
+        by_key[str(gpu.index)] = gpu
+        by_key[gpu.uuid] = gpu
+        for mig in gpu.mig_instances:
+            by_key[mig.uuid] = mig
+    gpus: list[GpuInfo] = []
+    for i, entry in enumerate(entries):
+        found = by_key.get(entry)
+        if found is None:
+            index = int(entry) if entry.isdigit() else i
+            found = GpuInfo(
+                index=index, uuid=entry if not entry.isdigit() else f"slurm-gpu-{entry}", name=STAND_IN_NAME
+            )
+        gpus.append(found)
+    reason = None if gpus else "the Slurm job was given no GPUs (submit it with --gpus N)"
+    return GpuReport(
+        gpus=gpus,
+        driver_version=report.driver_version,
+        cuda_version=report.cuda_version,
+        reason=reason,
+    )
+
+
+def visible_devices(gpus: list[GpuInfo], entries: list[str]) -> str:
+    """CUDA_VISIBLE_DEVICES for the chosen GPUs, in the form Slurm used (its index or UUID)."""
+    chosen = []
+    for gpu in gpus:
+        if gpu.name == STAND_IN_NAME:
+            chosen.append(gpu.uuid.removeprefix("slurm-gpu-"))
+        elif str(gpu.index) in entries:
+            chosen.append(str(gpu.index))
+        else:
+            chosen.append(gpu.uuid)
+    return ",".join(chosen)

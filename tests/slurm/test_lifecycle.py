@@ -1,0 +1,149 @@
+"""Submit, track, follow and GPU scoping against the real single-node cluster."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from slurmtools import sh, wait_until
+
+from mlkit.tracking.store import FileStore
+
+from helpers import run_mlkit
+
+pytestmark = pytest.mark.slurm
+
+
+def _submit(project: Path, *args: str) -> str:
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local", *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_submit_is_scheduled_with_the_pending_reason_then_runs_to_finished(slurm, project, store_root):
+    blocker = sh("sbatch", "--parsable", "--gpus=4", "-o", "/dev/null", "--wrap", "sleep 60").strip()
+    try:
+        wait_until(lambda: "RUNNING" in sh("squeue", "-h", "-j", blocker, "-o", "%T"))
+        run_id = _submit(project, "--gpus", "1", "-P", "steps=4", "--backend-config", "time=5m")
+        store = FileStore(store_root)
+        run = store.get_run(run_id)
+        assert run.info.status == "SCHEDULED"
+        job = run.data.tags["mlkit.slurm.job_id"]
+        assert run.data.tags["mlkit.slurm.cluster"] == "mlkittest"
+        assert run.data.params["steps"] == "4"
+        script = (store.artifact_dir(run_id) / "slurm" / "job.sh").read_text()
+        assert "#SBATCH --gpus=1" in script and "#SBATCH --time=00:05:00" in script
+        assert "#SBATCH --signal=B:USR2@120" in script and "#SBATCH --requeue" in script
+        # Slurm names the reason at its next scheduling pass; `runs list` shows it with the job id
+        listed = wait_until(lambda: (out := run_mlkit("runs", "list", "--csv").stdout)
+                            and f"{job} PENDING (Resources)" in out and out, 30, 0.5)  # fmt: skip
+        assert ",SCHEDULED," in listed
+    finally:
+        sh("scancel", blocker)
+    followed = run_mlkit("runs", "logs", run_id, "--follow", timeout=90)
+    assert followed.returncode == 0, followed.stderr
+    assert "trained" in followed.stdout
+    run = FileStore(store_root).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlkit.slurm.state"] == "COMPLETED"
+    assert run.data.metrics["loss"] == pytest.approx(0.25)
+    log = (FileStore(store_root).artifact_dir(run_id) / "logs" / "output.log").read_text()
+    assert "trained" in log
+    shown = run_mlkit("runs", "show", run_id)
+    assert f"{job} COMPLETED" in shown.stdout
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_follow_exits_with_the_jobs_code(slurm, project, store_root, code):
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local", "--follow",
+                     "-P", f"code={code}", timeout=90)  # fmt: skip
+    assert done.returncode == code, done.stderr
+    assert "trained" in done.stdout
+    run = FileStore(store_root).search_runs(["0"])[0][0]
+    assert run.info.status == ("FINISHED" if code == 0 else "FAILED")
+
+
+def test_each_job_sees_only_its_own_gpus(slurm, project, store_root):
+    ids = [_submit(project, "--gpus", "2", "-P", "sleep=2", "-e", "main") for _ in range(2)]
+    store = FileStore(store_root)
+    for run_id in ids:
+        assert run_mlkit("runs", "logs", run_id, "--follow", timeout=90).returncode == 0
+    seen = []
+    for run_id in ids:
+        log = (store.artifact_dir(run_id) / "logs" / "output.log").read_text()
+        line = next(x for x in log.splitlines() if x.startswith("CVD="))
+        gpus = line.removeprefix("CVD=").split(",")
+        assert len(gpus) == 2, log
+        seen.append(set(gpus))
+        tags = store.get_run(run_id).data.tags
+        assert tags["mlkit.gpu.arbiter"] == "slurm" and tags["mlkit.gpu.count"] == "2"
+    assert not seen[0] & seen[1], seen  # the two jobs ran at the same time on different GPUs
+    assert seen[0] | seen[1] <= {"0", "1", "2", "3"}
+
+
+def test_bad_partition_fails_the_run_and_submits_nothing(slurm, project, store_root):
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local",
+                     "--backend-config", "partition=nosuch")  # fmt: skip
+    assert done.returncode == 1
+    assert "sbatch refused the job" in done.stderr and "partition" in done.stderr.lower()
+    (run,) = FileStore(store_root).search_runs(["0"])[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags["mlkit.failure_reason"] == "slurm_submit_failed"
+    assert not sh("squeue", "-h").strip()
+
+
+def test_submit_checks_are_those_of_a_local_run(slurm, project, store_root):
+    done = run_mlkit("run", str(project), "--backend", "slurm", "-P", "code=notanint")
+    assert done.returncode == 2
+    unknown = run_mlkit("run", str(project), "--backend", "slurm", "-e", "nosuch")
+    assert unknown.returncode == 2
+    badkey = run_mlkit("run", str(project), "--backend", "slurm", "--backend-config", "partitoin=gpu")
+    assert badkey.returncode == 2 and "known keys:" in badkey.stderr and "partition" in badkey.stderr
+    assert not store_root.exists() or not FileStore(store_root).search_runs(["0"])[0]
+    assert not sh("squeue", "-h").strip()
+
+
+@pytest.mark.slow
+def test_requeue_resumes_the_same_run(slurm, project, store_root):
+    """USR2 (as Slurm sends before a time limit or preemption) -> checkpoint -> requeue -> the same
+    run resumes; Slurm holds a requeued job ~2 minutes before it starts again."""
+    run_id = _submit(project, "-P", "sleep=300", "-P", "steps=5")
+    store = FileStore(store_root)
+    job = store.get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    log = store.artifact_dir(run_id) / "logs" / "output.log"
+    wait_until(lambda: log.exists() and "trained" in log.read_text(), 60)
+    sh("scancel", "--batch", "--signal=USR2", job)
+    wait_until(lambda: store.get_run(run_id).data.tags.get("mlkit.slurm.requeued") == "1", 60)
+    assert store.get_run(run_id).data.tags["mlkit.failure_reason"] == "preempted"
+    wait_until(lambda: "resumed at step 5" in log.read_text(), 240, 1.0)
+    sh("scancel", "--batch", "--signal=INT", job)  # end it now: the resumed run was proven
+    wait_until(lambda: store.get_run(run_id).data.tags.get("mlkit.slurm.restart_count") == "1", 30)
+    assert "checkpointed on SIGINT" in log.read_text()
+
+
+def test_ctrl_c_on_follow_without_a_terminal_leaves_the_job_running(slurm, project, store_root):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlkit", "run", str(project), "--backend", "slurm", "--env-manager", "local",
+         "--follow", "-P", "sleep=60"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    store = FileStore(store_root)
+
+    def started():
+        runs = store.search_runs(["0"])[0] if store_root.exists() else []
+        return runs and runs[0].info.status == "RUNNING" and runs[0]
+
+    run = wait_until(started, 60)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert (
+        "cancel" not in err.split("stopped following")[0].lower().replace("cancel ", "", 0) or "?" not in err
+    )
+    assert "job " in err and "goes on" in err
+    job = run.data.tags["mlkit.slurm.job_id"]
+    assert "RUNNING" in sh("squeue", "-h", "-j", job, "-o", "%T")
+    assert run_mlkit("runs", "cancel", run.info.run_id).returncode == 0

@@ -1,0 +1,317 @@
+"""The Slurm backend's pure parts and its refusals, without a cluster: --backend-config and the
+site file, the batch script, the multi-node srun/torchrun plan, GPU scoping inside an allocation,
+and what happens with no Slurm to ask (exit 68, nothing created)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlkit.backends.slurm.config import parse_backend_config, resolve_config
+from mlkit.backends.slurm.script import (
+    Task,
+    job_spec,
+    node_argv,
+    render_script,
+    sbatch_lines,
+    srun_argv,
+)
+from mlkit.errors import UsageError
+
+from helpers import run_mlkit
+
+PROJECT = "name: p\nentry_points:\n  main:\n    parameters:\n      x: {type: int, default: 1}\n    command: \"python -c 'print(1)'\"\n"
+
+
+@pytest.fixture
+def no_site(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLKIT_SLURM_CONFIG", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+
+
+def test_backend_config_pairs_json_and_file(no_site, tmp_path):
+    assert parse_backend_config("partition=gpu,time=4h,account=ml") == {
+        "partition": "gpu",
+        "time": "4h",
+        "account": "ml",
+    }
+    assert parse_backend_config("nodelist=n1,n2,exclusive") == {"nodelist": "n1,n2", "exclusive": True}
+    path = tmp_path / "slurm.json"
+    path.write_text(json.dumps({"partition": "gpu", "qos": "high", "exclusive": True}))
+    config = resolve_config(str(path))
+    assert config.sbatch_args() == ["--exclusive", "--partition=gpu", "--qos=high"]
+    config = resolve_config('{"time": "90m", "mem": "20GiB", "cpus_per_gpu": 4}')
+    assert config.sbatch_args() == ["--cpus-per-gpu=4", "--mem=20480M", "--time=01:30:00"]
+    assert resolve_config("time=1-00:00:00").options["time"] == "1-00:00:00"
+    assert resolve_config("time=36h").options["time"] == "1-12:00:00"
+
+
+def test_unknown_and_unsafe_keys_are_refused_with_the_list(no_site):
+    with pytest.raises(UsageError) as exc:
+        resolve_config("partitoin=gpu")
+    assert "partitoin" in exc.value.message and all(k in exc.value.hint for k in ("partition", "time", "qos"))
+    with pytest.raises(UsageError):
+        resolve_config("partition=gpu\n#SBATCH --uid=0")
+    with pytest.raises(UsageError):
+        resolve_config("time=soon")
+
+
+def test_site_file_gives_defaults_that_the_flag_overrides(monkeypatch, tmp_path):
+    site = tmp_path / "slurm.yaml"
+    site.write_text("partition: gpu\naccount: ml\nsetup:\n  - module load cuda/12\n")
+    monkeypatch.setenv("MLKIT_SLURM_CONFIG", str(site))
+    config = resolve_config("partition=debug")
+    assert config.options == {"partition": "debug", "account": "ml"}
+    assert config.setup == ("module load cuda/12",)
+    monkeypatch.setenv("MLKIT_SLURM_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(UsageError):
+        resolve_config(None)
+
+
+def test_batch_script_and_array(no_site, tmp_path):
+    config = resolve_config("partition=gpu,time=2h,signal-grace=90")
+    lines = sbatch_lines(
+        config, job_name="mlkit-x", output="/s/slurm-%A_%a.out", gpus=1, nodes=1, array="0-9%2"
+    )
+    assert lines[:6] == ["--job-name=mlkit-x", "--output=/s/slurm-%A_%a.out", "--open-mode=append", "--requeue",
+                         "--signal=B:USR2@90", "--gpus=1"]  # fmt: skip
+    assert "--array=0-9%2" in lines and "--partition=gpu" in lines and "--time=02:00:00" in lines
+    text = render_script(
+        lines, python="/opt/py/bin/python", spec_path=tmp_path / "job.json", setup=["module load x"]
+    )
+    assert text.startswith("#!/bin/bash\n#SBATCH --job-name=mlkit-x\n")
+    assert text.rstrip().endswith(
+        f"exec /opt/py/bin/python -m mlkit.backends.slurm.job {tmp_path / 'job.json'}"
+    )
+    assert "\nmodule load x\n" in text
+
+
+def test_the_jobs_supervisor_gets_the_same_run_and_container_flags(tmp_path):
+    from mlkit.backends.slurm.script import local_argv
+    from mlkit.runner.options import RunOptions
+
+    options = RunOptions(
+        project_dir=tmp_path, params={"x": "2"}, gpus="2", container_engine="podman", build_image=True,
+        docker_args=("shm-size=8g", "ipc=host"), on_finish="echo done",
+    )  # fmt: skip
+    argv = local_argv(options, "r" * 32, tmp_path / "mlruns")
+    assert argv[:6] == ("run", str(tmp_path.resolve()), "--run-id", "r" * 32, "--backend", "local")
+    joined = " ".join(argv)
+    assert "-P x=2" in joined and "--gpus all" in joined and "--on-finish echo done" in joined
+    assert "--container-engine podman --build-image" in joined
+    assert "--docker-args shm-size=8g --docker-args ipc=host" in joined
+
+
+def test_two_nodes_are_planned_as_one_supervisor_per_node_with_torchrun_on_the_first(no_site, tmp_path):
+    config = resolve_config("")
+    lines = sbatch_lines(config, job_name="j", output="o", gpus=4, nodes=2)
+    assert "--nodes=2" in lines and "--ntasks-per-node=1" in lines and "--gpus-per-node=4" in lines
+    assert not any(line.startswith("--gpus=") for line in lines)
+    spec = tmp_path / "job.json"
+    assert srun_argv("/py", spec, nodes=2) == [
+        "srun", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--label",
+        "/py", "-m", "mlkit.backends.slurm.job", str(spec), "--node",
+    ]  # fmt: skip
+    base = ["run", "/p", "--run-id", "abc", "--backend", "local", "--gpus", "all"]
+    for rank in (0, 1):
+        assert node_argv(base, nnodes=2, node_rank=rank, head="gpu-a01", port=29400) == [
+            *base,
+            "--nnodes",
+            "2",
+            "--node-rank",
+            str(rank),
+            "--rdzv-endpoint",
+            "gpu-a01:29400",
+        ]
+    doc = job_spec([Task("abc", tuple(base))], store_root=Path("/s"), nodes=2, rdzv_port=29400, python="/py")
+    assert doc["nodes"] == 2 and doc["tasks"][0]["run_id"] == "abc"
+    assert doc["tasks"][0]["argv"] == base
+
+
+def test_nodes_plan_in_the_submitted_files(no_site, tmp_path, monkeypatch):
+    """--nodes 2 --gpus 4 through the real CLI, with an sbatch that only records what it got."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(f'#!/bin/sh\ncp "$2" {tmp_path}/submitted.sh\necho 4242\n')
+    (fake / "sbatch").chmod(0o755)
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    done = run_mlkit("run", str(proj), "--backend", "slurm", "--nodes", "2", "--gpus", "4",
+                     env={"PATH": f"{fake}:{os.environ['PATH']}"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    script = (tmp_path / "submitted.sh").read_text()
+    assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=4" in script
+    spec = json.loads((Path(script.split()[-1])).read_text())
+    assert spec["nodes"] == 2 and spec["tasks"][0]["argv"][-4:] == [
+        "--gpus",
+        "all",
+        "--system-metrics-interval",
+        "5",
+    ]
+
+
+def _path_without_slurm(tmp_path: Path) -> str:
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    os.symlink(sys.executable, bare / "python3")
+    return str(bare)
+
+
+def test_no_slurm_installed_exits_68_and_creates_nothing(tmp_path, store_root):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    done = run_mlkit("run", str(proj), "--backend", "slurm", env={"PATH": _path_without_slurm(tmp_path)})
+    assert done.returncode == 68, done.stderr
+    assert done.stderr.count("\n") <= 2 and "sbatch: not found" in done.stderr and "hint:" in done.stderr
+    assert not store_root.exists() or not any(p.name != "meta.yaml" for p in (store_root / "0").glob("*"))
+
+
+def test_unreachable_controller_exits_68_and_leaves_no_run(tmp_path, store_root, monkeypatch):
+    if shutil.which("sbatch") is None:
+        if os.environ.get("CI"):
+            pytest.fail("sbatch must be installed in CI")
+        pytest.skip("sbatch is not installed")
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=1\n"
+                    "AuthType=auth/munge\nNodeName=localhost CPUs=1\nPartitionName=debug Nodes=ALL Default=YES\n")  # fmt: skip
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    done = run_mlkit("run", str(proj), "--backend", "slurm", env={"SLURM_CONF": str(conf)}, timeout=120)
+    assert done.returncode == 68, done.stderr
+    assert "cannot reach the Slurm controller" in done.stderr or "did not answer" in done.stderr
+    listed = run_mlkit("runs", "list", "--csv")
+    assert listed.stdout.count("\n") <= 1  # the header only: the run was removed again
+
+
+def test_local_flags_refuse_slurm_only_options(tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    done = run_mlkit("run", str(proj), "--nodes", "2")
+    assert done.returncode == 2 and "--nodes needs --backend slurm" in done.stderr
+
+
+def test_gpus_inside_an_allocation_are_the_allocations(monkeypatch, tmp_path):
+    """Inside a Slurm job mlkit selects among the job's GPUs only (NVML sees the host's four, in
+    the fake scenario), trusts Slurm's list, and writes nothing to the host's lease ledger."""
+    from mlkit.gpu import GpuRequest, probe, reserve
+    from mlkit.gpu.allocation import allocated, scope
+    from mlkit.gpu.devices import GpuReport
+
+    monkeypatch.setenv("MLKIT_FAKE_NVML", "no_driver")  # Slurm's list is trusted without NVML
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert allocated() is None
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert allocated() == ["1", "3"]
+    report = scope(GpuReport(reason="no NVIDIA driver"), ["1", "3"])
+    assert [g.uuid for g in report.gpus] == ["slurm-gpu-1", "slurm-gpu-3"]
+    lease = reserve(GpuRequest.parse("1"), run_id="r" * 32, owner_pid=os.getpid())
+    assert lease.env["CUDA_VISIBLE_DEVICES"] == "1" and lease.tags["mlkit.gpu.arbiter"] == "slurm"
+    lease = reserve(GpuRequest.parse("all"), run_id="r" * 32, owner_pid=os.getpid())
+    assert lease.env["CUDA_VISIBLE_DEVICES"] == "1,3"
+    with pytest.raises(Exception) as exc:
+        reserve(GpuRequest.parse("3"), run_id="r" * 32, owner_pid=os.getpid())
+    assert "only its GPUs" in str(exc.value)
+    assert [g.uuid for g in probe().gpus] == ["slurm-gpu-1", "slurm-gpu-3"]
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").iterdir())
+
+
+def test_allocation_gpus_that_nvml_sees_are_matched_by_index(monkeypatch, tmp_path):
+    from mlkit.gpu import GpuRequest, probe, reserve
+
+    monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    report = probe()
+    assert [g.index for g in report.gpus] == [2, 0]  # Slurm's order, NVML's details
+    assert all(g.name and not g.uuid.startswith("slurm-gpu-") for g in report.gpus)
+    lease = reserve(GpuRequest.parse("all"), run_id="r" * 32, owner_pid=os.getpid())
+    assert sorted(lease.env["CUDA_VISIBLE_DEVICES"].split(",")) == ["0", "2"]
+    assert lease.tags["mlkit.gpu.count"] == "2"
+
+
+def test_listing_with_slurm_unreachable_keeps_the_last_known_status(tmp_path, store_root):
+    if shutil.which("squeue") is None:
+        if os.environ.get("CI"):
+            pytest.fail("squeue must be installed in CI")
+        pytest.skip("squeue is not installed")
+    from mlkit.tracking.store import FileStore
+
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=1\n"
+                    "AuthType=auth/munge\nNodeName=localhost CPUs=1\nPartitionName=debug Nodes=ALL Default=YES\n")  # fmt: skip
+    store = FileStore(store_root)
+    run = store.create_run(
+        "0", status="SCHEDULED", tags={"mlkit.slurm.job_id": "77", "mlkit.slurm.state": "PENDING"}
+    )
+    done = run_mlkit(
+        "runs", "list", "--csv", env={"SLURM_CONF": str(conf), "MLKIT_SLURM_TIMEOUT": "3"}, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Slurm cannot be asked" in done.stderr and "last known status" in done.stderr
+    assert f"{run.info.run_id},".split(",")[0] in done.stdout and "SCHEDULED,77 PENDING" in done.stdout
+    assert FileStore(store_root).get_run(run.info.run_id).info.status == "SCHEDULED"
+
+
+def test_a_slurm_runs_dead_supervisor_is_left_to_slurm_not_marked_lost(store_root):
+    """A RUNNING run inside a Slurm job whose supervisor is gone is reconciled from Slurm (which
+    says how the job ended), never guessed `lost`; the same run without a job id is marked lost."""
+    import subprocess
+
+    from mlkit.procid import hostname
+    from mlkit.tracking.store import FileStore
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    owner = {"mlkit.host": hostname(), "mlkit.pid": str(dead.pid), "mlkit.pid_start": "1.0"}
+    store = FileStore(store_root)
+    slurm_run = store.create_run("0", tags={**owner, "mlkit.slurm.job_id": "99"})
+    local_run = store.create_run("0", tags=owner)
+    assert store.mark_lost_runs() == [local_run.info.run_id]
+    assert store.get_run(slurm_run.info.run_id).info.status == "RUNNING"
+
+
+@pytest.mark.parametrize(
+    ("state", "run_status", "status", "reason"),
+    [
+        ("NODE_FAIL", "RUNNING", "FAILED", "node_fail"),
+        ("OUT_OF_MEMORY", "RUNNING", "FAILED", "out_of_memory"),
+        ("PREEMPTED", "KILLED", "KILLED", "preempted"),
+        ("DEADLINE", "SCHEDULED", "KILLED", "timeout"),
+        ("BOOT_FAIL", "SCHEDULED", "FAILED", "node_fail"),
+        ("COMPLETED", "RUNNING", "FAILED", "slurm_failed"),  # gone without the run recording its end
+        ("COMPLETED", "FINISHED", None, None),  # the run's own record stands
+        ("CANCELLED", "FINISHED", None, None),  # a cancel that came after the run finished
+    ],
+)
+def test_slurm_end_states_that_the_test_cluster_cannot_produce(state, run_status, status, reason):
+    """(FAILED, CANCELLED, TIMEOUT and COMPLETED are produced for real in test_status.py.)"""
+    from mlkit.backends.slurm.status import JobView, interpret
+    from mlkit.tracking.entities import Run, RunData, RunInfo
+
+    info = RunInfo("r" * 32, "r" * 32, "0", "n", "u", run_status, 1, None, "file:///x")
+    run = Run(info, RunData(params={}, metrics={}, tags={"mlkit.slurm.job_id": "5"}))
+    change = interpret(run, JobView("5", state, nodes="gpu-a07", exit_code="0:9", source="sacct"))
+    assert change.final and change.tags["mlkit.slurm.state"] == state
+    assert change.status == status
+    assert change.tags.get("mlkit.failure_reason") == reason
+    if reason == "node_fail":
+        assert change.tags["mlkit.failed_node"] == "gpu-a07"
+
+
+def test_cancel_refuses_a_run_that_is_not_a_slurm_run(store_root):
+    from mlkit.tracking.store import FileStore
+
+    run = FileStore(store_root).create_run("0")
+    done = run_mlkit("runs", "cancel", run.info.run_id)
+    assert done.returncode == 2 and "not a Slurm run" in done.stderr
+    assert FileStore(store_root).get_run(run.info.run_id).info.status == "RUNNING"
