@@ -27,6 +27,8 @@ _RUN = "Run"
 _GPU = "GPUs"
 _DIST = "Multi-GPU / multi-node (torchrun)"
 _CRON = "Unattended use"
+_CLUSTER = "Cluster (Slurm)"
+_CONTAINER = "Containers (docker_env)"
 
 
 def parse_params(values: list[str] | None) -> dict[str, str]:
@@ -144,7 +146,7 @@ def run(
         rich_help_panel=_RUN,
     ),
     env_manager: str = typer.Option(
-        "auto", "--env-manager", help="local | auto | uv | conda.", rich_help_panel=_RUN
+        "auto", "--env-manager", help="local | auto | uv | conda | docker.", rich_help_panel=_RUN
     ),
     conda_exe: str | None = typer.Option(
         None,
@@ -250,6 +252,53 @@ def run(
         help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_STATUS, MLKIT_EXIT_CODE, ... set).",
         rich_help_panel=_CRON,
     ),
+    container_engine: str = typer.Option(
+        "auto",
+        "--container-engine",
+        help="auto | docker | podman (auto: docker when its daemon answers, else podman).",
+        rich_help_panel=_CONTAINER,
+    ),
+    build_image: bool = typer.Option(
+        False,
+        "--build-image",
+        help="Run a derived image with the project copied to /mlflow/projects/code (MLflow's flag).",
+        rich_help_panel=_CONTAINER,
+    ),
+    docker_args: list[str] | None = typer.Option(
+        None,
+        "-A",
+        "--docker-args",
+        metavar="NAME[=VALUE]",
+        help="An engine flag for `run` (repeatable): shm-size=8g -> --shm-size 8g, privileged -> --privileged.",
+        rich_help_panel=_CONTAINER,
+    ),
+    backend: str = typer.Option(
+        "local",
+        "--backend",
+        "-b",
+        help="local | slurm: slurm submits a batch job and returns its run id at once (docs/slurm.md).",
+        rich_help_panel=_CLUSTER,
+    ),
+    backend_config: str | None = typer.Option(
+        None,
+        "--backend-config",
+        "-c",
+        metavar="KEY=VALUE,...|FILE.json",
+        help="sbatch options: partition=gpu,time=4h,account=ml (or a JSON file; MLflow's flag).",
+        rich_help_panel=_CLUSTER,
+    ),
+    nodes: int | None = typer.Option(
+        None,
+        "--nodes",
+        help="Slurm: nodes for one run (torchrun across them; --gpus is then per node).",
+        rich_help_panel=_CLUSTER,
+    ),
+    follow: bool = typer.Option(
+        False,
+        "--follow",
+        help="Slurm: stream the run's output until the job ends, and exit with its code.",
+        rich_help_panel=_CLUSTER,
+    ),
 ) -> None:
     """Run a project's entry point as a tracked, supervised run.
 
@@ -300,6 +349,12 @@ def run(
         argv=("mlkit", *sys.argv[1:]),
         strict_params=strict_params,
         run_id=run_id,
+        container_engine=container_engine,
+        build_image=build_image,
+        docker_args=tuple(docker_args or ()),
+        backend=_backend(backend, backend_config, nodes, follow),
+        backend_config=backend_config,
+        nodes=nodes,
     )
     child_out = sys.stderr.buffer if json_out else sys.stdout.buffer
     try:
@@ -321,6 +376,16 @@ def run(
     if isinstance(outcome, Skipped):
         _render_skipped(outcome, json_out)
         return
+    if backend == "slurm":
+        # import budget: the Slurm rendering loads only for --backend slurm
+        from mlkit.cli.slurm import render_submitted
+
+        code = render_submitted(
+            outcome, json_out=json_out, follow=follow, store=store, run_document=run_document
+        )
+        if code:
+            raise typer.Exit(code)
+        return
     # import budget: supervise ran this run, so it is loaded already; only the name is needed here
     from mlkit.runner.supervise import RunResult
 
@@ -328,6 +393,19 @@ def run(
     _render_result(outcome, json_out, store, project_dir)
     if outcome.exit_code:
         raise typer.Exit(outcome.exit_code)
+
+
+def _backend(backend: str, config: str | None, nodes: int | None, follow: bool) -> str:
+    """--backend, checked with the flags that only mean something on Slurm."""
+    if backend not in ("local", "slurm"):
+        raise UsageError(
+            f"--backend {backend!r}: unknown backend", hint="use --backend local or --backend slurm"
+        )
+    if backend == "local":
+        for given, flag in ((config, "--backend-config"), (nodes, "--nodes"), (follow, "--follow")):
+            if given:
+                raise UsageError(f"{flag} needs --backend slurm", hint=f"add --backend slurm, or drop {flag}")
+    return backend
 
 
 def _render_skipped(outcome: Skipped, json_out: bool) -> None:
@@ -459,6 +537,11 @@ def _dry_run_doc(dry: DryRun) -> dict[str, Any]:
         "torchrun": plan.torchrun,
         "timeout_s": plan.timeout,
         "notices": plan.notices,
+        "container": (
+            {"engine": plan.container_engine, "image": plan.container_image, "name": plan.container_name}
+            if plan.container_engine
+            else None
+        ),
     }
 
 
@@ -489,6 +572,8 @@ def _render_dry_run(dry: DryRun, json_out: bool) -> None:
     ]
     if plan.timeout:
         lines.append(f"timeout:      {plan.timeout:g}s")
+    if plan.container_engine:
+        lines.append(f"container:    {plan.container_engine}, image {plan.container_image}")
     lines += [f"note:         {n}" for n in plan.notices]
     lines.append("(dry run: nothing was created)")
     sys.stdout.write("\n".join(lines) + "\n")

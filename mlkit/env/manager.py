@@ -14,9 +14,10 @@ from mlkit.env.ref import EnvRef
 from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
 
 if TYPE_CHECKING:
+    from mlkit.env.container import ContainerEnv, ContainerRequest
     from mlkit.env.spec import EnvSpec
 
-MANAGERS = ("local", "auto", "uv", "conda")
+MANAGERS = ("local", "auto", "uv", "conda", "docker")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class PreparedEnv:
     reused: bool
     message: str
     tags: dict[str, str] = field(default_factory=dict)
+    container: ContainerEnv | None = None  # docker_env: the container the command runs in
 
 
 def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
@@ -55,8 +57,10 @@ def prepare_env(
     *,
     conda_exe: str | None = None,
     progress: Callable[[str], None] | None = None,
+    container: ContainerRequest | None = None,
 ) -> PreparedEnv:
-    """Return the environment to run the project in, building and caching it when needed."""
+    """Return the environment to run the project in, building and caching it when needed.
+    A docker_env project gets its container (`container`: what mlkit.runner.container settled)."""
     project_dir = Path(project_dir)
     if manager not in MANAGERS:
         raise UsageError(
@@ -65,11 +69,19 @@ def prepare_env(
         )
     if conda_exe and manager not in ("conda", "auto"):
         raise UsageError(f"--conda-exe is for --env-manager conda, not {manager}")
+    if container is not None:
+        # import budget: the container module loads only for docker_env projects
+        from mlkit.env.container import resolve_image
+
+        image, image_id, built = resolve_image(container, progress)
+        return container_env(container, image, image_id, built=built)
     if env_ref is not None and env_ref.kind == "docker" and manager != "local":
         raise EnvSpecError(
-            f"MLproject: docker_env (image {env_ref.image}) is not run by mlkit",
-            hint="use --env-manager local to run the entry point in the current environment",
+            f"MLproject: docker_env (image {env_ref.image}) needs its container engine checked first",
+            hint="run it with mlkit run (or use --env-manager local to run it in this environment)",
         )
+    if manager == "docker":
+        raise UsageError("--env-manager docker: the project has no docker_env", hint="use auto, uv or conda")
     if manager == "local":  # no checks: even a broken environment file does not stop the run
         try:
             spec = load_spec(project_dir, env_ref)
@@ -102,6 +114,37 @@ def prepare_env(
     if spec.lockfile is not None:
         _check_lock_fresh(spec, spec.lockfile, project_dir)
     return _cached_build(spec, manager, project_dir, conda_exe=conda_exe, progress=progress, why=why)
+
+
+def container_env(request: ContainerRequest, image: str, image_id: str | None, *, built: bool) -> PreparedEnv:
+    """The environment of a docker_env run: the command's `python` is the image's own, the tags
+    are MLflow's (mlflow.docker.image.uri / .id) and mlkit's (engine, env manager)."""
+    # import budget: the container module loads only for docker_env projects
+    from mlkit.env.container import ContainerEnv
+
+    engine = request.engine.name
+    tags = {
+        "mlkit.env.manager": "docker",
+        "mlkit.env_manager": "docker",
+        "mlkit.container_engine": engine,
+        "mlflow.docker.image.uri": image,
+    }
+    if image_id:
+        tags["mlflow.docker.image.id"] = image_id
+    if request.build_image:
+        tags["mlkit.container_image_built"] = "true" if built else "false"
+    verb = "built" if built else "using"
+    return PreparedEnv(
+        manager="docker",
+        python=Path("python"),  # the image's python, found on its PATH
+        env_vars={},  # nothing of this host's environment goes in but what the plan passes with -e
+        hash=None,
+        path=None,
+        reused=not built,
+        message=f"{verb} image {image} ({engine}{', ' + image_id[:19] if image_id else ''})",
+        tags=tags,
+        container=ContainerEnv.of(request, image, image_id),
+    )
 
 
 def _check_lock_fresh(spec: EnvSpec, lockfile: Path, project_dir: Path) -> None:

@@ -12,6 +12,7 @@ from mlkit.runner.options import RunOptions, describe_experiment
 from mlkit.runner.plan import LaunchOptions, RunPlan, plan_run
 
 if TYPE_CHECKING:
+    from mlkit.env.container import ContainerRequest
     from mlkit.project.command import ResolvedCommand
     from mlkit.project.model import Project
 
@@ -28,18 +29,30 @@ class DryRun:
 
 
 def dry_run(
-    project: Project, options: RunOptions, command: ResolvedCommand, store_root: Path, launch: LaunchOptions
+    project: Project,
+    options: RunOptions,
+    command: ResolvedCommand,
+    store_root: Path,
+    launch: LaunchOptions,
+    container: ContainerRequest | None = None,
 ) -> DryRun:
-    """The plan `options` would run, after the same checks as a run (the env file is read too)."""
+    """The plan `options` would run, after the same checks as a run (the env file is read too);
+    a docker_env run's plan is the engine's argv, with the image it would run."""
     # import budget: the env manager loads only for --dry-run
     from mlkit.env.manager import env_hash
 
     env_hash(project.directory, project.env)  # read and check the env file as the run will
+    env = None
+    if container is not None:
+        # import budget: the container module loads only for docker_env projects
+        from mlkit.runner.container import dry_env
+
+        env = dry_env(container)
     plan = plan_run(
         project,
         options.entry_point,
         dict(options.params),
-        env=None,
+        env=env,
         lease=None,
         store_root=store_root,
         run_id="<run-id>",
@@ -49,7 +62,8 @@ def dry_run(
         dry_python=_dry_python(project, options.env_manager),
         launch=launch,
     )
-    return DryRun(plan, describe_experiment(options), store_root, options.env_manager, options.gpus)
+    manager = plan.env_manager if container is not None else options.env_manager
+    return DryRun(plan, describe_experiment(options), store_root, manager, options.gpus)
 
 
 def _dry_python(project: Project, manager: str) -> str | None:

@@ -16,7 +16,7 @@ from mlkit.runner.plan import DEFAULT_KILL_GRACE
 if TYPE_CHECKING:  # annotations only: the GPU package loads when a run asks for GPUs
     from mlkit.gpu.select import GpuRequest
 
-ENV_MANAGERS = ("local", "auto", "uv", "conda")
+ENV_MANAGERS = ("local", "auto", "uv", "conda", "docker")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,15 @@ class RunOptions:
     # --run-id: supervise this existing run (MLflow's `mlflow run --run-id`) instead of creating one;
     # a Slurm job and a sweep's trial start the run their submitter created SCHEDULED.
     run_id: str | None = None
+    # docker_env projects (mlkit.runner.container): the engine, MLflow's --build-image and -A/--docker-args
+    container_engine: str = "auto"
+    build_image: bool = False
+    docker_args: tuple[str, ...] = ()
+    # --backend slurm (mlkit.backends.slurm): submit a batch job that runs this run with --run-id;
+    # --backend-config KEY=VALUE,... or a JSON file of sbatch options; --nodes K for multi-node.
+    backend: str = "local"
+    backend_config: str | None = None
+    nodes: int | None = None
 
 
 def kill_grace() -> float:

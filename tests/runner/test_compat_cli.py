@@ -1,5 +1,5 @@
 """`mlkit run` on MLflow projects as people write them (issue 13): warnings, per-entry-point
-status, docker_env refused alike by --dry-run and the run, undeclared -P names, unknown flags."""
+status, docker_env without a container engine (exit 73, nothing created), undeclared -P names, unknown flags."""
 
 from __future__ import annotations
 
@@ -86,15 +86,22 @@ DOCKER = {
 }
 
 
-def test_docker_env_dry_run_and_run_agree_and_create_nothing(make_project, mlkit_run, store_root, tmp_path):
+def test_docker_env_without_an_engine_exits_73_and_creates_nothing(
+    make_project, mlkit_run, store_root, tmp_path
+):
+    """docker_env runs in a container (tests/containers); with no engine on PATH the run is refused
+    before anything exists, while --dry-run still shows the engine argv and local runs in place."""
     project = make_project(DOCKER)
     before = sorted(p.name for p in tmp_path.iterdir())
-    dry = mlkit_run(str(project), "--dry-run", "-e", "main", fast=False)
-    real = mlkit_run(str(project), fast=False)
-    assert dry.returncode == real.returncode == 2
+    no_engine = {"PATH": str(tmp_path / "empty-bin")}
+    dry = mlkit_run(str(project), "--dry-run", "-e", "main", "--json", fast=False, env=no_engine)
+    real = mlkit_run(str(project), fast=False, env=no_engine)
+    assert dry.returncode == 0 and json.loads(dry.stdout)["argv"][1:3] == ["run", "--rm"]
+    assert real.returncode == 73
     error = [line for line in real.stderr.splitlines() if line.startswith("Error: ")]
-    assert error == [line for line in dry.stderr.splitlines() if line.startswith("Error: ")]
-    assert "docker_env (image my-image:1) is not run by mlkit" in error[0]
+    assert error == [
+        "Error: docker_env needs a container engine: docker is not installed; podman is not installed"
+    ]
     assert not store_root.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
     assert "ran" in mlkit_run(str(project)).stdout  # --env-manager local runs it in place
 
