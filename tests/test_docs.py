@@ -133,6 +133,9 @@ def check_command(command: str) -> list[str]:
             continue
         if words[0].startswith("-"):
             break
+        default = getattr(node, "default_command", None)
+        if default and words[0] not in node.commands and words[0] != "...":
+            words.insert(0, default)  # `mlkit sweep DIR ...` is `mlkit sweep start DIR ...`
         word = words.pop(0)
         if word == "...":  # `mlkit env ...`: any of the group's commands
             return []
@@ -162,7 +165,12 @@ README_COMMANDS = documented_commands(REPO / "README.md")
 def _command_path(command: str) -> tuple[str, ...]:
     """The leading command words of a documented command (no flags or arguments checked)."""
     words, node, path = _words(command)[1:], ROOT, ()
-    while getattr(node, "commands", None) and words and words[0] in node.commands:
+    while getattr(node, "commands", None) and words:
+        default = getattr(node, "default_command", None)
+        if words[0] not in node.commands:
+            if not default or words[0].startswith("-"):
+                break
+            words.insert(0, default)  # `mlkit sweep DIR ...` is `mlkit sweep start DIR ...`
         path += (words[0],)
         node = node.commands[words.pop(0)]
     return path

@@ -311,6 +311,16 @@ COMPLETERS: dict[tuple[str, str], Callable[..., list[Any]]] = {
     ("models promote", "alias"): complete_aliases,
     ("models transition", "stage"): _choices("None", "Staging", "Production", "Archived"),
     ("*", "version"): complete_versions,
+    ("sweep show", "sweep"): complete_runs,
+    ("sweep resume", "sweep"): complete_runs,
+    ("sweep cancel", "sweep"): complete_runs,
+    ("sweep start", "experiment_name"): complete_experiments,
+    ("sweep start", "entry_point"): complete_entry_points,
+    ("sweep start", "param"): complete_params,
+    ("sweep start", "method"): _choices("grid", "random", "tpe"),
+    ("sweep start", "prune"): _choices("median", "hyperband"),
+    ("sweep start", "backend"): _choices("local", "slurm"),
+    ("sweep start", "env_manager"): _choices("auto", "local", "uv", "conda"),
 }
 MODEL_NAME_COMMANDS = {
     "show",

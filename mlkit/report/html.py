@@ -384,7 +384,7 @@ def _payload(data: ReportData) -> dict[str, object]:
     }
 
 
-def render_html(data: ReportData) -> str:
+def render_html(data: ReportData, sweeps: str = "") -> str:
     """The report page as one HTML document (pure: no I/O)."""
     shown = len(data.runs)
     scope = f"{shown} run(s)" + (f" of {data.runs_total}" if data.runs_total != shown else "")
@@ -427,6 +427,7 @@ def render_html(data: ReportData) -> str:
 <h2 id="scatter-section">Param vs metric</h2>
 <p class="note">Each point is a run: a param's value against the metric's latest value.</p>
 {_scatter_section(data)}
+{sweeps}
 <h2 id="system">System metrics</h2>
 {system}
 <h2 id="images">Images</h2>
@@ -467,7 +468,10 @@ def build_report(
         log_y=log_y,
         smoothing=smoothing,
     )
-    page = render_html(data).encode("utf-8")
+    # import budget: the sweep section (and the sweep results) load only when a report is built
+    from mlkit.report.sweeps import sweeps_html
+
+    page = render_html(data, sweeps_html(store, [r.run for r in data.runs])).encode("utf-8")
     output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
