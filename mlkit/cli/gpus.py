@@ -72,11 +72,14 @@ def _rows(report: Any) -> list[list[str]]:
     from mlkit.units import format_bytes
 
     rows = []
+    serving = {lease.uuid for lease in report.leases if lease.role == "serving"}
     for gpu in report.gpus:
         if gpu.lost:
             rows.append([str(gpu.index), "LOST", gpu.uuid, gpu.error or "", *[""] * 8])
             continue
         rows.append(_row(gpu, format_bytes))
+        if gpu.uuid in serving:  # held by `mlkit models serve` for its lifetime
+            rows[-1][-1] += " (serving)"
         for mig in gpu.mig_instances:
             rows.append(_row(mig, format_bytes, mig=True))
     return rows

@@ -27,6 +27,7 @@ class Lease:
     uid: int | None = None  # the supervisor's real uid
     procs: list[list[float]] = field(default_factory=list)  # [pid, start] of the run's entry point
     pgid: int | None = None  # the entry point's process group (it leads its own session)
+    role: str | None = None  # "serving": held by `mlkit models serve` for its lifetime (None: a run)
 
     @property
     def is_local(self) -> bool:

@@ -44,6 +44,7 @@ PID_MAX = 1 << 22  # the kernel's ceiling for pid_max
 _MAX_RECORDS = 4096
 _UUID_RE = re.compile(r"^(GPU|MIG)-[0-9a-fA-F-]{1,80}(/\d{1,4}/\d{1,4})?$")
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ROLE_RE = re.compile(r"^[a-z]{1,16}$")  # a lease's role ("serving")
 _REQUEST_KINDS = ("auto", "none", "all", "count", "list")
 _warned: set[str] = set()
 _R = TypeVar("_R")
@@ -149,6 +150,7 @@ def _lease(item: Any) -> Lease:
         uid=_int(item, "uid", 0, 2**32 - 1, optional=True),
         procs=_procs(item),
         pgid=_int(item, "pgid", 2, PID_MAX, optional=True),
+        role=_str(item, "role", _ROLE_RE, optional=True),
     )
 
 

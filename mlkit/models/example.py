@@ -110,3 +110,49 @@ def load_input_example(uri: str) -> tuple[Any, ...] | None:
     specs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
     dtypes = [getattr(torch, s["tensor-spec"]["dtype"], None) for s in specs] or [None] * len(values)
     return tuple(torch.tensor(v, dtype=d) for v, d in zip(values, dtypes, strict=False))
+
+
+def raw_example(
+    model: Any, transform: Any, example: Any
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """For a model with a transform: (input_example.json content, signature) from a raw example
+    (what a client sends). The model runs once on the transformed example, as `predict` would."""
+    if example is None:
+        return None, None
+    # import budget: numpy and the pyfunc wrapper load only when a model with a transform is saved
+    import numpy as np
+
+    # pyfunc imports this module: imported here, there is no cycle
+    from mlkit.models.pyfunc import TorchPyfuncModel
+
+    torch = require_torch()
+    raw = example.detach().cpu().numpy() if isinstance(example, torch.Tensor) else np.asarray(example)
+    was_training = model.training
+    model.eval()
+    try:
+        output = TorchPyfuncModel(model, transform).predict(raw)
+    except Exception as exc:
+        raise InvalidInputError(
+            f"running the model on input_example through its transform failed: {type(exc).__name__}: {exc}".splitlines()[
+                0
+            ],
+            hint="pass raw input as a client would send it (e.g. rows of 64 pixel values 0..16)",
+        ) from exc
+    finally:
+        model.train(was_training)
+    doc = {"inputs": raw.tolist()}
+    if raw.dtype.kind in "US" or raw.dtype == object:
+        return doc, None  # strings: MLflow's tensor specs have no string dtype it would accept here
+    signature = {
+        "inputs": json.dumps([_array_spec(raw)]),
+        "outputs": json.dumps([_array_spec(np.asarray(output))]),
+        "params": None,
+    }
+    return doc, signature
+
+
+def _array_spec(array: Any) -> dict[str, Any]:
+    kind = array.dtype.kind
+    dtype = "str" if kind in "USO" else str(array.dtype)
+    shape = [-1, *array.shape[1:]] if array.ndim > 0 else []
+    return {"type": "tensor", "tensor-spec": {"dtype": dtype, "shape": shape}}

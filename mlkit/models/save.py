@@ -17,7 +17,7 @@ from typing import Any
 
 from mlkit import __version__
 from mlkit.errors import InvalidInputError, NotFoundError, StoreError
-from mlkit.models.example import as_tensors, example_json, infer_signature
+from mlkit.models.example import as_tensors, example_json, infer_signature, raw_example
 from mlkit.models.format import (
     CODE_DIR,
     FLAVOR,
@@ -30,6 +30,8 @@ from mlkit.models.format import (
 )
 from mlkit.models.ops import register_model
 from mlkit.models.source import class_origin, copy_code, importable_in_fresh_interpreter, source_to_copy
+from mlkit.models.transform import Transform
+from mlkit.models.transform import from_dict as transform_from_dict
 from mlkit.tracking import files, fluent
 from mlkit.tracking.store import FileStore
 from mlkit.tracking.validation import validate_artifact_path
@@ -132,13 +134,23 @@ def save_model(
     code_paths: list[str] | None = None,
     run_id: str | None = None,
     artifact_path: str | None = None,
+    transform: Transform | dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the model directory at `path` (which must not exist); returns the MLmodel content."""
+    """Write the model directory at `path` (which must not exist); returns the MLmodel content.
+
+    With a `transform`, `input_example` is raw input (what a client sends) and the signature
+    describes raw input and mapped output."""
     torch = require_torch()
     model, init_args, state = _checked_module(model, init_args)
     cls = type(model)
-    inputs = as_tensors(input_example) if input_example is not None else None
-    signature = infer_signature(model, inputs) if inputs is not None else None
+    checked = transform_from_dict(transform)
+    example_doc: dict[str, Any] | None = None
+    if checked.input is not None or checked.output is not None:
+        example_doc, signature = raw_example(model, checked, input_example)
+    else:
+        inputs = as_tensors(input_example) if input_example is not None else None
+        signature = infer_signature(model, inputs) if inputs is not None else None
+        example_doc = example_json(inputs) if inputs is not None else None
 
     target = Path(path)
     if target.exists():
@@ -151,8 +163,8 @@ def save_model(
         weights = staging / WEIGHTS_FILE
         torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights)
         code_module = _copy_sources(staging, cls, code_paths)
-        if inputs is not None:
-            files.write_atomic(staging / INPUT_EXAMPLE_FILE, json.dumps(example_json(inputs)))
+        if example_doc is not None:
+            files.write_atomic(staging / INPUT_EXAMPLE_FILE, json.dumps(example_doc))
         _env_files(staging, str(torch.__version__))
         mlmodel = _mlmodel(
             staging,
@@ -168,7 +180,9 @@ def save_model(
             mlmodel["artifact_path"] = artifact_path
         if signature is not None:
             mlmodel["signature"] = signature
-        if inputs is not None:
+        if checked.input is not None or checked.output is not None:
+            mlmodel["flavors"][FLAVOR]["transform"] = checked.to_dict()
+        if example_doc is not None:
             mlmodel["saved_input_example_info"] = {
                 "artifact_path": INPUT_EXAMPLE_FILE,
                 "format": "tf-serving",
@@ -288,6 +302,7 @@ def log_model(
     code_paths: list[str] | None = None,
     registered_model_name: str | None = None,
     run_id: str | None = None,
+    transform: Transform | dict[str, Any] | None = None,
 ) -> ModelInfo:
     """Save `model` as an MLflow-format directory in a run's artifacts (the active run by default)."""
 
@@ -312,6 +327,7 @@ def log_model(
         code_paths=code_paths,
         run_id=run_id,
         artifact_path=rel,
+        transform=transform,
     )
     _append_log_model_history(store, run_id, mlmodel)
     flavor = mlmodel["flavors"][FLAVOR]

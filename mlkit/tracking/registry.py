@@ -681,6 +681,22 @@ class RegistryStore:
             self._record(name, "delete_alias", version=before, from_=before, details={"alias": alias})
 
     # ------------------------------------------------------------------ audit log
+    def record_event(
+        self,
+        name: str,
+        what: str,
+        *,
+        version: int | None = None,
+        from_: Any = None,
+        to: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> HistoryEntry:
+        """Append an entry that is not a registry change (e.g. a server swapping versions) to the
+        model's audit log."""
+        with self.lock(name):
+            self._existing_model_dir(name)
+            return self._record(name, what, version=version, from_=from_, to=to, details=details)
+
     def history(self, name: str) -> list[HistoryEntry]:
         """The audit log of a model, oldest first, including the logs of earlier deleted models of that name."""
         validate_model_name(name)

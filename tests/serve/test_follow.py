@@ -1,0 +1,118 @@
+"""Deploy and roll back by moving an alias: the server follows the registry under load."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from serve.serve_helpers import call, invoke, log_first_pixel, row
+
+pytestmark = [pytest.mark.serve, pytest.mark.torch]
+
+
+def _wait_for(predicate, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _version(server) -> int:
+    return call(server.url, path="/v1/model").json()["version"]
+
+
+def test_alias_move_under_load_fails_no_request(torch_ok, serve_cli, registry):
+    log_first_pixel("digits", shift=0)  # v1 answers the first pixel
+    log_first_pixel("digits", shift=5)  # v2 answers it + 5 (mod 10)
+    registry.set_alias("digits", "champion", 1)
+    server = serve_cli("models:/digits@champion", "--poll-interval", "0.2")
+    assert _version(server) == 1
+
+    answers: list[tuple[int, int, object]] = []
+    stop = threading.Event()
+
+    def client(worker: int) -> None:
+        n = 0
+        while not stop.is_set() and n < 400:  # bounded
+            first = (worker + n) % 10
+            a = invoke(server.url, {"inputs": [row(first)]})
+            answers.append((first, a.status, a.json().get("predictions") if a.status == 200 else a.body))
+            n += 1
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(client, w) for w in range(8)]
+        time.sleep(0.5)
+        registry.set_alias("digits", "champion", 2)  # deploy
+        assert _wait_for(lambda: _version(server) == 2)
+        time.sleep(0.3)
+        registry.set_alias("digits", "champion", 1)  # roll back
+        assert _wait_for(lambda: _version(server) == 1)
+        time.sleep(0.3)
+        stop.set()
+        for f in futures:
+            f.result()
+
+    assert len(answers) > 50
+    failed = [a for a in answers if a[1] != 200]
+    assert failed == []
+    versions = set()
+    for first, _, predictions in answers:
+        assert predictions in ([first], [(first + 5) % 10])  # from the old or the new version, nothing else
+        versions.add(1 if predictions == [first] else 2)
+    assert versions == {1, 2}
+
+    history = [e for e in registry.history("digits") if e.what == "serve_swap"]
+    assert [(e.from_, e.to) for e in history] == [("1", "2"), ("2", "1")]
+    assert all(e.details["serving_run"] == server.info["run_id"] for e in history)
+    metrics = call(server.url, path="/metrics").body.decode()
+    assert "mlkit_serve_swaps_total 2.0" in metrics
+    assert "mlkit_serve_model_version 1.0" in metrics
+    assert server.stop() == 0
+
+
+def test_broken_version_is_not_swapped_in(torch_ok, serve_cli, registry):
+    log_first_pixel("digits", shift=0)
+    broken = log_first_pixel("digits", shift=5)
+    weights = broken.path / "data" / "state_dict.pt"
+    weights.write_bytes(weights.read_bytes()[:-7] + b"garbage")  # fails the weights hash check
+    registry.set_alias("digits", "champion", 1)
+    server = serve_cli("models:/digits@champion", "--poll-interval", "0.2")
+
+    registry.set_alias("digits", "champion", 2)
+    metrics_text = lambda: call(server.url, path="/metrics").body.decode()  # noqa: E731
+    assert _wait_for(lambda: "mlkit_serve_reload_failures_total 1.0" in metrics_text())
+    assert _version(server) == 1
+    assert invoke(server.url, {"inputs": [row(3)]}).json() == {"predictions": [3]}  # v1 still answers
+    assert call(server.url, path="/health").status == 200
+    failures = [e for e in registry.history("digits") if e.what == "serve_reload_failed"]
+    assert len(failures) == 1 and "version 2" in failures[0].details["why"]
+    assert server.stop() == 0
+    assert "failed to load or warm up, not swapped in" in server.stderr
+
+
+def test_stage_uri_follows_transitions(torch_ok, serve_cli, registry):
+    log_first_pixel("digits", shift=0)
+    log_first_pixel("digits", shift=5)
+    registry.transition_model_version_stage("digits", 1, "Production")
+    server = serve_cli("models:/digits/Production", "--poll-interval", "0.2")
+    assert invoke(server.url, {"inputs": [row(2)]}).json() == {"predictions": [2]}
+    registry.transition_model_version_stage("digits", 2, "Production", archive_existing=True)
+    assert _wait_for(lambda: _version(server) == 2)
+    assert invoke(server.url, {"inputs": [row(2)]}).json() == {"predictions": [7]}
+    assert server.stop() == 0
+
+
+def test_fixed_version_is_not_followed(torch_ok, serve_cli, registry):
+    log_first_pixel("digits", shift=0)
+    log_first_pixel("digits", shift=5)
+    server = serve_cli("models:/digits/1", "--poll-interval", "0.1")
+    info = call(server.url, path="/v1/model").json()
+    assert (info["name"], info["version"], info["follows"]) == ("digits", 1, False)
+    registry.set_alias("digits", "champion", 2)
+    time.sleep(0.5)
+    assert _version(server) == 1
+    assert server.stop() == 0

@@ -1,0 +1,192 @@
+"""Safety and operations: token, body limit, request timeout, drain on SIGTERM, loopback by
+default, batching that never mixes shapes, the serving record, --workers, bad input creates nothing."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from serve.serve_helpers import call, invoke, log_first_pixel, row
+
+pytestmark = [pytest.mark.serve, pytest.mark.torch]
+
+
+@pytest.fixture
+def model(torch_ok, registry):
+    info = log_first_pixel("digits")
+    registry.set_alias("digits", "champion", 1)
+    return info
+
+
+def test_bearer_token_required(model, serve_cli, tmp_path):
+    token = "s3cret-token-0123456789"
+    tok = tmp_path / "tok"
+    tok.write_text(token + "\n")
+    tok.chmod(0o600)
+    server = serve_cli("models:/digits@champion", "--token-file", str(tok))
+    assert invoke(server.url, {"inputs": [row(1)]}).status == 401
+    wrong = invoke(server.url, {"inputs": [row(1)]}, headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401 and wrong.json()["error_code"] == "UNAUTHENTICATED"
+    assert wrong.headers["www-authenticate"] == "Bearer"
+    ok = invoke(server.url, {"inputs": [row(1)]}, headers={"Authorization": f"Bearer {token}"})
+    assert ok.json() == {"predictions": [1]}
+    assert call(server.url, path="/metrics").status == 401
+    assert call(server.url, path="/v1/model").status == 401
+    assert call(server.url, path="/ping").status == 200  # health checks need no token
+    assert server.stop() == 0
+
+
+def test_token_file_readable_by_all_is_refused(model, mlkit_cli, tmp_path, store_root):
+    tok = tmp_path / "tok"
+    tok.write_text("s3cret-token-0123456789\n")
+    tok.chmod(0o644)
+    result = mlkit_cli(
+        "models", "serve", "models:/digits@champion", "--token-file", str(tok), "--gpus", "none"
+    )
+    assert result.returncode == 2
+    assert "anyone on this machine can read it" in result.stderr and "chmod 600" in result.stderr
+    runs = list((store_root / "0").glob("*/meta.yaml"))
+    assert len(runs) == 1  # only the model's own run: no serving run was created
+
+
+def test_bad_uri_creates_nothing(model, mlkit_cli, store_root):
+    result = mlkit_cli("models", "serve", "models:/digits@nosuch", "--gpus", "none")
+    assert result.returncode == 66, result.stderr
+    assert "nosuch" in result.stderr and "Traceback" not in result.stderr
+    assert len(list((store_root / "0").glob("*/meta.yaml"))) == 1
+
+
+def test_body_over_max_body_is_413(model, serve_cli):
+    server = serve_cli("models:/digits@champion", "--max-body", "1KiB")
+    big = invoke(server.url, {"inputs": [row(1)] * 40})
+    assert big.status == 413 and big.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
+    assert invoke(server.url, {"inputs": [row(1)]}).status == 200
+    assert server.stop() == 0
+
+
+def test_slow_request_is_504(torch_ok, registry, serve_cli):
+    log_first_pixel("slow", cls="Sleepy", seconds=0.0)  # logs fast; the served copy is made slow below
+    server = serve_cli("models:/slow/1", "--timeout", "0.5s")
+    assert invoke(server.url, {"inputs": [row(1)]}).status == 200
+    server.stop()
+    log_first_pixel("slow", cls="Sleepy", seconds=2.0, example=False)
+    server = serve_cli("models:/slow/2", "--timeout", "0.5s")
+    slow = invoke(server.url, {"inputs": [row(1)]})
+    assert (slow.status, slow.body) == (504, b"Request processing time exceeded limit")  # MLflow's answer
+    assert server.stop() == 0
+
+
+def test_sigterm_drains_requests_in_flight_and_exits_0(torch_ok, registry, serve_cli, store_root):
+    log_first_pixel("slow", cls="Sleepy", seconds=1.5, example=False)
+    server = serve_cli("models:/slow/1")
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(invoke(server.url, {"inputs": [row(4)]})))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # both requests are in flight
+    code = server.stop(signal.SIGTERM)
+    for t in threads:
+        t.join()
+    assert code == 0
+    assert [r.status for r in results] == [200, 200]
+    assert all(r.json() == {"predictions": [4]} for r in results)
+    with pytest.raises(OSError):
+        call(server.url, path="/ping", timeout=2)  # and it is gone
+    run_id = server.info["run_id"]
+    from mlkit.tracking.store import FileStore
+
+    run = FileStore(store_root).get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlkit.kind"] == "serving"
+    assert run.data.params["model_uri"] == "models:/slow/1" and run.data.params["model_version"] == "1"
+    assert run.data.metrics["serve_requests"] == 2.0
+
+
+def test_binds_loopback_by_default(model, serve_cli):
+    server = serve_cli("models:/digits@champion")
+    assert server.url.startswith("http://127.0.0.1:")
+    port = int(server.url.rsplit(":", 1)[1])
+    outside = [a for a in _host_addresses() if not a.startswith("127.")]
+    for address in outside:  # not reachable on the machine's other addresses
+        with socket.socket() as s, pytest.raises(OSError):
+            s.settimeout(1)
+            s.connect((address, port))
+    assert server.stop() == 0
+
+
+def _host_addresses() -> list[str]:
+    try:
+        return sorted({ai[4][0] for ai in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)})
+    except OSError:
+        return []
+
+
+def test_serving_record_flushes_metrics(model, serve_cli, store_root):
+    server = serve_cli("models:/digits@champion", "--record-interval", "0.3s")
+    for i in range(5):
+        assert invoke(server.url, {"inputs": [row(i)]}).status == 200
+    assert invoke(server.url, {"inputs": [[1.0]]}).status == 400
+    time.sleep(0.8)
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(store_root)
+    run_id = server.info["run_id"]
+    assert sum(m.value for m in store.get_metric_history(run_id, "serve_requests")) == 6
+    assert sum(m.value for m in store.get_metric_history(run_id, "serve_errors")) == 1
+    assert store.get_metric_history(run_id, "serve_latency_p99_ms")
+    running = store.get_run(run_id)
+    assert running.info.status == "RUNNING" and running.data.tags["mlkit.pid"] == str(server.proc.pid)
+    assert server.stop() == 0
+
+
+def test_batching_groups_requests_and_never_mixes_shapes(model, serve_cli):
+    server = serve_cli("models:/digits@champion", "--max-batch-size", "64", "--max-batch-delay", "50ms")
+
+    def one(i: int):
+        if i % 3 == 0:  # another dtype/shape family: strings of the wrong length fail alone
+            return i, invoke(server.url, {"inputs": [[1.0, 2.0]]})
+        return i, invoke(server.url, {"inputs": [row(i % 10), row((i + 1) % 10)]})
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(one, range(48)))
+    for i, a in answers:
+        if i % 3 == 0:
+            assert a.status == 400
+        else:
+            assert a.json() == {"predictions": [i % 10, (i + 1) % 10]}  # each request gets its own rows back
+    metrics = call(server.url, path="/metrics").body.decode()
+    sizes = {
+        line.split()[0]: float(line.split()[1])
+        for line in metrics.splitlines()
+        if line.startswith("mlkit_serve_batch_size_")
+    }
+    assert sizes["mlkit_serve_batch_size_count"] < 32  # 32 good requests ran in fewer forward passes
+    assert sizes["mlkit_serve_batch_size_sum"] == 64  # of 2 rows each
+    assert server.stop() == 0
+
+
+def test_workers_share_one_port(model, serve_cli, store_root):
+    server = serve_cli("models:/digits@champion", "--workers", "2")
+    pids = set()
+    for _ in range(40):
+        pids.add(call(server.url, path="/v1/model").json()["pid"])
+        if len(pids) == 2:
+            break
+    assert len(pids) == 2 and server.proc.pid not in pids
+    assert invoke(server.url, {"inputs": [row(8)]}).json() == {"predictions": [8]}
+    assert server.stop() == 0
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(store_root)
+    runs = [store.get_run(meta.parent.name) for meta in (store_root / "0").glob("*/meta.yaml")]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == server.info["run_id"]]
+    assert sorted(r.info.run_name for r in children) == ["worker-0", "worker-1"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    assert store.get_run(server.info["run_id"]).info.status == "FINISHED"
