@@ -87,7 +87,6 @@ def bench_search(tmp: Path, n_runs: int, reuse: Path | None = None) -> dict[str,
     """search_runs seconds over n_runs: mlkit cold (builds the cache), mlkit warm, MLflow."""
     from mlflow.store.tracking.file_store import FileStore as MlflowFileStore
 
-    from mlkit.tracking.index import INDEX_FILE
     from mlkit.tracking.store import FileStore
 
     root = tmp / "mlruns"
@@ -96,12 +95,14 @@ def bench_search(tmp: Path, n_runs: int, reuse: Path | None = None) -> dict[str,
         exp = build_store(root, n_runs)
     else:  # a store an earlier build_store() wrote: skip the slow part
         shutil.copytree(reuse, root)
-        (root / INDEX_FILE).unlink(missing_ok=True)
+        _drop_cache(root)
         exp = FileStore(root).get_or_create_experiment("bench")
     build_s = time.perf_counter() - start
     mlflow_root = tmp / "mlruns-mlflow"
     shutil.copytree(root, mlflow_root)  # same bytes; MLflow gets no index file
-    (mlflow_root / INDEX_FILE).unlink(missing_ok=True)
+    _drop_cache(mlflow_root)
+    rsynced = tmp / "mlruns-rsynced"  # the same store with no cache at all: as MLflow wrote it, or rsynced in
+    shutil.copytree(mlflow_root, rsynced)
 
     # mlkit's searches run in a fresh process of their own, as `mlkit runs list` would: this one has
     # MLflow imported (hundreds of thousands of objects that slow every garbage collection)
@@ -110,6 +111,12 @@ def bench_search(tmp: Path, n_runs: int, reuse: Path | None = None) -> dict[str,
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
     )  # fmt: skip
     mine = json.loads(measured.stdout)
+    measured = subprocess.run(
+        [sys.executable, __file__, "--measure-mlkit", str(rsynced), exp],
+        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    cold_files = json.loads(measured.stdout)["cold"]
+    shutil.rmtree(rsynced)
     cold, runs_ids, cold_ids, top_ids = mine["cold"], mine["ids"], mine["cold_ids"], mine["top_ids"]
     mlflow_store = MlflowFileStore(str(mlflow_root))
     from mlflow.entities import ViewType
@@ -124,8 +131,57 @@ def bench_search(tmp: Path, n_runs: int, reuse: Path | None = None) -> dict[str,
     mlflow_top = time.perf_counter() - start
     same = runs_ids == [r.info.run_id for r in mruns] == cold_ids
     same = same and top_ids == [r.info.run_id for r in mtop]
-    return {"build_s": build_s, "cold": cold, "warm": mine["warm"], "mlflow": mlflow_s,
+    return {"build_s": build_s, "cold": cold, "cold_files": cold_files, "warm": mine["warm"], "mlflow": mlflow_s,
             "top": mine["top"], "mlflow_top": mlflow_top, "matches": len(runs_ids), "same": same}  # fmt: skip
+
+
+def _drop_cache(root: Path) -> None:
+    """Remove mlkit's search cache and its writers' journals: the store as MLflow would leave it."""
+    from mlkit.tracking.index import INDEX_FILE
+    from mlkit.tracking.runsummary import JOURNAL_FILE
+
+    for path in [root / INDEX_FILE, *root.glob(f"*/{JOURNAL_FILE}*")]:
+        path.unlink(missing_ok=True)
+
+
+def bench_scale(root: Path, n_runs: int) -> dict[str, float | int]:
+    """mlkit alone at a large scale (--no-mlflow, e.g. --runs 100000): the first search of the store
+    mlkit wrote, the warm search, `mlkit runs list` (50 rows), and a search process's peak memory.
+    The store is written into `root` once and reused when it is already there."""
+    from mlkit.tracking.store import FileStore
+
+    start = time.perf_counter()
+    if not (root / "meta.yaml").exists() and not any(root.glob("*/meta.yaml")):
+        exp = build_store(root, n_runs)
+    else:
+        exp = FileStore(root).get_or_create_experiment("bench")
+    build_s = time.perf_counter() - start
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    mine = json.loads(subprocess.run([sys.executable, __file__, "--measure-mlkit", str(root), exp],
+                                     capture_output=True, text=True, check=True, env=env).stdout)  # fmt: skip
+    rss = json.loads(subprocess.run([sys.executable, __file__, "--measure-rss", str(root), exp],
+                                    capture_output=True, text=True, check=True, env=env).stdout)  # fmt: skip
+    lists = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "mlkit", "runs", "list", "-x", "bench", "-n", "50", "--store", str(root)],
+                       capture_output=True, check=True, env=env)  # fmt: skip
+        lists.append(time.perf_counter() - start)
+    return {"build_s": build_s, "cold": mine["cold"], "warm": mine["warm"], "top": mine["top"],
+            "matches": len(mine["ids"]), "list": statistics.median(lists), **rss}  # fmt: skip
+
+
+def measure_rss(root: Path, exp: str) -> dict[str, float]:
+    """In this fresh process: peak resident memory before and after one warm filtered search."""
+    import resource
+
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(root)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    store.search_runs([exp], FILTER, max_results=50000)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rss_before_mb": before, "rss_peak_mb": after}
 
 
 def measure_mlkit(root: Path, exp: str) -> dict:
@@ -160,20 +216,41 @@ def main() -> int:
     parser.add_argument(
         "--reuse", type=Path, help="copy this store (written by build_store) instead of building one"
     )
+    parser.add_argument(
+        "--no-mlflow", action="store_true",
+        help="mlkit alone (for --runs 100000): first and warm search, runs list, peak memory",
+    )  # fmt: skip
+    parser.add_argument(
+        "--store-dir", type=Path, help="with --no-mlflow: write the store here once, reuse it after"
+    )
     parser.add_argument("--measure-mlkit", nargs=2, metavar=("ROOT", "EXP"), help=argparse.SUPPRESS)
+    parser.add_argument("--measure-rss", nargs=2, metavar=("ROOT", "EXP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_mlkit:
         print(json.dumps(measure_mlkit(Path(args.measure_mlkit[0]), args.measure_mlkit[1])))
         return 0
+    if args.measure_rss:
+        print(json.dumps(measure_rss(Path(args.measure_rss[0]), args.measure_rss[1])))
+        return 0
+    if args.no_mlflow:
+        return print_scale(args)
     import logging
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory(prefix="mlkit-bench-") as tmp_name:
-        tmp = Path(tmp_name)
+    tmp = Path(tempfile.mkdtemp(prefix="mlkit-bench-"))
+    try:
         rates = bench_log_metric(tmp, args.calls)
         search = bench_search(tmp, args.runs, args.reuse)
+        print_table(args, rates, search)
+    finally:  # removing 40,000 run directories can take minutes: the table is out first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def print_table(args: argparse.Namespace, rates: dict[str, float], search: dict[str, float | int]) -> None:
+    """The markdown table of bench_log_metric and bench_search."""
     import mlflow
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -191,12 +268,36 @@ def main() -> int:
         print(
             f"| log_metric, one run, {level} API | {mk:,.0f} calls/s | {mf:,.0f} calls/s | {mk / mf:.0f}x |"
         )
-    for label, key in (("warm cache", "warm"), ("cold: first search builds the cache", "cold")):
+    first = "first search of the store mlkit wrote (its writers kept the cache current)"
+    if args.reuse:
+        first = "first search (the copied store has no cache: it is built)"
+    for label, key in (("warm cache", "warm"), (first, "cold"),
+                       ("first search, no cache at all (a store MLflow wrote, or rsynced in)", "cold_files")):  # fmt: skip
         ratio = search["mlflow"] / search[key]
         print(f"| search_runs, {args.runs:,} runs, metric+param filter, {label} | {search[key]:.3f} s | "
               f"{search['mlflow']:.2f} s | {ratio:.{0 if ratio >= 10 else 1}f}x |")  # fmt: skip
     print(f"| search_runs, {args.runs:,} runs, order_by metrics.acc DESC, top 10, warm cache | {search['top']:.3f} s | "
-          f"{search['mlflow_top']:.2f} s | {search['mlflow_top'] / search['top']:.0f}x |")  # fmt: skip
+          f"{search['mlflow_top']:.2f} s | {search['mlflow_top'] / search['top']:.0f}x |", flush=True)  # fmt: skip
+
+
+def print_scale(args: argparse.Namespace) -> int:
+    """--no-mlflow: measure mlkit alone and print its table with the issue's targets."""
+    with tempfile.TemporaryDirectory(prefix="mlkit-bench-") as tmp_name:
+        root = args.store_dir or Path(tmp_name) / "mlruns"
+        r = bench_scale(root, args.runs)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"{time.strftime('%Y-%m-%d %H:%M')}, load average at the end: {load}")  # fmt: skip
+    print(f"store: {args.runs:,} runs written by mlkit ({r['build_s']:.0f} s); filter: {FILTER} "
+          f"({r['matches']:,} match)\n")  # fmt: skip
+    print("| operation | mlkit | target |")
+    print("| --- | ---: | --- |")
+    print(f"| search_runs, filtered, first search of the store mlkit wrote | {r['cold']:.3f} s | |")
+    print(f"| search_runs, filtered, warm | {r['warm']:.3f} s | < 1 s |")
+    print(f"| search_runs, order_by metrics.acc DESC, top 10, warm | {r['top']:.3f} s | |")
+    print(f"| `mlkit runs list -x bench -n 50` (a whole process) | {r['list']:.3f} s | < 1 s |")
+    print(f"| peak memory of a process doing one filtered search (before it: {r['rss_before_mb']:.0f} MB) "
+          f"| {r['rss_peak_mb']:.0f} MB | < 500 MB |")  # fmt: skip
     return 0
 
 

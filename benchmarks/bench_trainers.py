@@ -10,7 +10,10 @@ For each trainer (projects/cnn, rnn, gan) three measurements:
               real tracked run (in a temp store; --keep-store keeps it in <out>/mlruns) and its
               normal metric logging (every --log-interval steps, one log_metrics call). Its
               throughput is read back from the samples_per_s / tokens_per_s metrics it logged,
-              as the median after dropping the first quarter (warmup).
+              as the median after dropping the first quarter (warmup). Its model FLOPs per
+              step (counted once by torch.utils.flop_counter, mlkit/train/flops.py), FLOP/s and
+              MFU (FLOP/s over the device's peak for the precision; blank where the device has no
+              known peak, e.g. a CPU) are read back the same way.
 The GAN's bare loops do what its trainer does by default: hinge loss, the R1 penalty on real
 images (a double backward) and an EMA copy of G.
 Shapes (where the GPU is busy): the CNN on CIFAR-sized 3x32x32 images, width 64, batch 1024; the
@@ -227,7 +230,11 @@ def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
     history = fs.get_metric_history(run.info.run_id, metric)
     rates = [m.value for m in sorted(history, key=lambda m: m.step)]
     kept = rates[max(1, len(rates) // 4) :]  # the first quarter holds cuDNN autotuning and allocator warmup
-    return statistics.median(kept), run.info.run_id, wall, " ".join(argv[1:])
+    flops = {"model_flops_per_step": run.data.metrics.get("model_flops_per_step")}
+    for key in ("flops_per_s", "mfu"):  # the same post-warmup median as the rate
+        values = [m.value for m in sorted(fs.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        flops[key] = statistics.median(values[max(1, len(values) // 4) :]) if values else None
+    return statistics.median(kept), run.info.run_id, wall, " ".join(argv[1:]), flops
 
 
 # ------------------------------------------------------------------ main
@@ -314,9 +321,10 @@ def main():
             row["bf16_bare"] = BARE[name](cfg, dev, "bf16", seconds)
             per_step = (cfg["batch"] * cfg.get("seq_len", 1)) / row["bf16_bare"]
             steps = max(50, int((seconds * 1.5) / per_step))  # the first quarter is dropped as warmup
-            row["trainer_rate"], row["run_id"], row["trainer_wall_s"], row["trainer_cmd"] = run_trainer(
-                name, cfg, dev, steps, store, args.log_interval
+            row["trainer_rate"], row["run_id"], row["trainer_wall_s"], row["trainer_cmd"], flops = (
+                run_trainer(name, cfg, dev, steps, store, args.log_interval)
             )
+            row.update(flops)
             row["vs_bf16_bare"] = row["trainer_rate"] / row["bf16_bare"]
             row["vs_fp32_bare"] = row["trainer_rate"] / row["fp32_bare"]
         except Exception as e:  # one failing trainer must not lose the others' numbers
@@ -342,20 +350,27 @@ def render(env, results, gpu):
         + ("" if gpu else " | TINY CPU version: not a performance result"),
         "",
         "| trainer | unit | fp32 bare | bf16 bare | trainer | trainer / bf16 bare (target >= 0.95) "
-        "| trainer / fp32 bare (target >= 1.5) |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| trainer / fp32 bare (target >= 1.5) | model GFLOP/step | trainer TFLOP/s | MFU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "error" in r:
             lines.append(
-                f"| {r['trainer']} | {r['unit']} | error: {r['error'].splitlines()[0][:120]} | | | | |"
+                f"| {r['trainer']} | {r['unit']} | error: {r['error'].splitlines()[0][:120]} | | | | | | | |"
             )
             continue
+        per_step, rate, mfu = r.get("model_flops_per_step"), r.get("flops_per_s"), r.get("mfu")
         lines.append(
             f"| {r['trainer']} | {r['unit']} | {r['fp32_bare']:,.0f} | {r['bf16_bare']:,.0f} | "
-            f"{r['trainer_rate']:,.0f} | {r['vs_bf16_bare']:.2f} | {r['vs_fp32_bare']:.2f} |"
+            f"{r['trainer_rate']:,.0f} | {r['vs_bf16_bare']:.2f} | {r['vs_fp32_bare']:.2f} | "
+            f"{_num(per_step, 1e9, '.2f')} | {_num(rate, 1e12, '.3f')} | "
+            f"{'—' if mfu is None else f'{mfu:.1%}'} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _num(value, scale, spec):
+    return "—" if value is None else format(value / scale, spec)
 
 
 if __name__ == "__main__":

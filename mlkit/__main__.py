@@ -1,5 +1,5 @@
 """`python -m mlkit` is the `mlkit` command."""
 
-from mlkit.cli import main
+from mlkit.cli import entry
 
-main()
+entry()

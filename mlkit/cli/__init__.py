@@ -28,7 +28,7 @@ else:
 
 # Each module has `register(app)`, adding its commands or sub-apps. Keep them light at import
 # time: no torch, pynvml, py-rattler or conda-lock at module level.
-COMMAND_MODULES = ("run", "runs", "compare", "experiments", "gpus", "env", "models", "gc", "report")
+COMMAND_MODULES = ("run", "runs", "compare", "experiments", "gpus", "env", "models", "gc", "report", "sweep")
 
 # The modules one top-level command needs: `mlkit run ...` builds only the `run` command, which
 # keeps typer from building (and mlkit from importing) the other 30-odd commands on every run.
@@ -41,6 +41,7 @@ _MODULES_FOR = {
     "models": ("models",),
     "gc": ("gc",),
     "report": ("report",),
+    "sweep": ("sweep",),
 }
 
 
@@ -179,15 +180,24 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'mlkit.cli' has no attribute {name!r}")
 
 
-def main() -> None:
-    """Console-script entry point: builds only the command group the arguments name."""
+def main(*, fast_exit: bool = False) -> None:
+    """Console-script entry point: builds only the command group the arguments name.
+
+    `fast_exit`: `mlkit run` then leaves without the interpreter's teardown (output.run_app); the
+    program entry points (`entry`, `python -m mlkit`) ask for it, a caller in Python does not."""
     if os.environ.get("_MLKIT_COMPLETE"):  # the shell asks for Tab candidates (mlkit.cli.complete)
         from mlkit.cli.complete import complete_main
 
         sys.exit(complete_main(os.environ["_MLKIT_COMPLETE"], lambda words: build_app(_modules_for(words))))
     from mlkit.cli.output import run_app
 
-    run_app(build_app(_modules_for(sys.argv[1:])))
+    modules = _modules_for(sys.argv[1:])
+    run_app(build_app(modules), fast_exit=fast_exit and modules == _MODULES_FOR["run"])
+
+
+def entry() -> None:
+    """The `mlkit` program: main() for a process that ends with the command."""
+    main(fast_exit=True)
 
 
 def _modules_for(argv: Sequence[str]) -> Sequence[str]:

@@ -7,7 +7,6 @@ binary, no gitpython, a few file reads.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from mlkit import __version__
 from mlkit.procid import hostname
+from mlkit.runner.digest import sha256_hex
 from mlkit.tracking.lost import ownership_tags as tags_of
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -119,7 +119,7 @@ def file_hash(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_hex(Path(path).read_bytes())  # no OpenSSL to load on every run (runner/digest.py)
     except OSError:
         return None
 

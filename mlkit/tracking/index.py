@@ -17,23 +17,28 @@ computed from the files, and a corrupt file is removed and rebuilt.
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlkit.errors import StoreError
-from mlkit.tracking import files
-from mlkit.tracking.entities import INT_TO_STATUS
 from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
+from mlkit.tracking.runsummary import (  # noqa: F401  # re-exported: the index's vocabulary
+    JOURNAL_FILE,
+    KIND_DIRS,
+    RACY_NS,
+    IndexedRun,
+    dir_sig,
+    file_sig,
+    parse_journal,
+    read_meta,
+    read_run,
+)
 
 INDEX_FILE = ".mlkit-index.sqlite"
 SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key)
-RACY_NS = 1_000_000_000
-KIND_DIRS = {"metric": "metrics", "param": "params", "tag": "tags"}
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
@@ -44,163 +49,6 @@ CREATE TABLE kv (kind TEXT, key TEXT, run_id TEXT, value TEXT, sig TEXT, extra T
                  PRIMARY KEY (kind, key, run_id)) WITHOUT ROWID;
 CREATE INDEX kv_run ON kv (run_id);
 """
-
-
-def file_sig(path: str) -> str:
-    """mtime.ctime.size.inode of a path, '' when it does not exist."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    return f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_size}.{st.st_ino}"
-
-
-def _stored_sig(path: str, now_ns: int) -> str:
-    """The signature to store: 'racy' (never matches) when the path changed within the last second."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    if now_ns - max(st.st_ctime_ns, st.st_mtime_ns) < RACY_NS:
-        return "racy"
-    return f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_size}.{st.st_ino}"
-
-
-def dir_sig(top: str, stored: str) -> str:
-    """Signature of a kind directory and the subdirectories the stored signature names."""
-    parts = stored.split("|")
-    fresh = [file_sig(top)]
-    for part in parts[1:]:
-        rel = part.split("=", 1)[0]
-        fresh.append(f"{rel}={file_sig(f'{top}/{rel}')}")
-    return "|".join(fresh)
-
-
-def _walk(top: str, now_ns: int) -> tuple[str, list[str]]:
-    """(signature of top and its subdirs, every file key under top), stat taken before listing."""
-    sigs = [_stored_sig(top, now_ns)]
-    keys: list[str] = []
-    base = len(top) + 1
-    stack = [top]
-    while stack:
-        current = stack.pop()
-        if current != top:
-            sigs.append(f"{current[base:]}={_stored_sig(current, now_ns)}")
-        try:
-            entries = list(os.scandir(current))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            elif not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                keys.append(entry.path[base:])
-    return "|".join(sigs), keys
-
-
-def read_meta(run_dir: str) -> dict[str, Any]:
-    """The attributes of a run from its meta.yaml."""
-    meta = files.read_yaml(Path(run_dir) / "meta.yaml")
-    status = meta.get("status", 1)
-    return {
-        "run_id": str(meta.get("run_id") or meta.get("run_uuid") or os.path.basename(run_dir)),
-        "experiment_id": str(meta.get("experiment_id", "")),
-        "run_name": str(meta.get("run_name") or ""),
-        "user_id": str(meta.get("user_id") or "unknown"),
-        "status": INT_TO_STATUS.get(status, str(status)) if isinstance(status, int) else str(status),
-        "start_time": meta.get("start_time"),
-        "end_time": meta.get("end_time") or None,
-        "artifact_uri": str(meta.get("artifact_uri") or ""),
-        "lifecycle_stage": str(meta.get("lifecycle_stage") or "active"),
-    }
-
-
-@dataclass
-class IndexedRun:
-    """One run as the index knows it: attributes, and values of some (or all) keys."""
-
-    run_id: str
-    exp_id: str
-    run_dir: str
-    info: dict[str, Any]
-    sigs: dict[str, str]  # meta / metric / param / tag directory signatures
-    values: dict[tuple[str, str], tuple[str, str, str]] = field(
-        default_factory=dict
-    )  # (kind,key)->(value,sig,extra)
-    complete: bool = False  # values holds every key of the run, checked against the files
-
-    def split(self) -> tuple[dict[str, str], dict[str, str], dict[str, float]]:
-        """(params, tags, metrics) in one pass over the values (metric values as floats)."""
-        params: dict[str, str] = {}
-        tags: dict[str, str] = {}
-        metrics: dict[str, float] = {}
-        for (kind, key), (value, _sig, _extra) in self.values.items():
-            if kind == "param":
-                params[key] = value
-            elif kind == "tag":
-                tags[key] = value
-            elif value != "":
-                metrics[key] = float(value)
-        return params, tags, metrics
-
-
-def _read_metric(
-    path: str, key: str, old: tuple[str, str, str] | None, now_ns: int
-) -> tuple[str, str, str] | None:
-    """(latest value repr, sig, extra json [step, ts, count, offset, ino]) read from the last offset."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    start, count, best = 0, 0, None
-    if old is not None and old[2]:
-        step, ts, old_count, offset, ino = json.loads(old[2])
-        if ino == st.st_ino and st.st_size >= offset:
-            start, count = offset, old_count
-            best = (step, ts, float(old[0])) if old_count else None
-    try:
-        with open(path, "rb") as fh:  # only up to the size stat'ed: later appends are seen next time
-            fh.seek(start)
-            data = fh.read(max(0, st.st_size - start))
-    except OSError:
-        return None
-    metrics, consumed = files.parse_metric_lines(data, key, path)
-    for m in metrics:
-        cand = (m.step, m.timestamp, m.value)
-        if best is None or cand > best:
-            best = cand
-    count += len(metrics)
-    recent = now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
-    sig = "racy" if recent else f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_size}.{st.st_ino}"
-    if best is None:
-        return "", sig, json.dumps([0, 0, 0, start + consumed, st.st_ino])
-    return repr(best[2]), sig, json.dumps([best[0], best[1], count, start + consumed, st.st_ino])
-
-
-def read_run(run_dir: str, run_id: str, exp_id: str, old: dict[tuple[str, str], tuple[str, str, str]],
-             now_ns: int) -> IndexedRun:  # fmt: skip
-    """Read a run whole from its files (metrics incrementally, from `old`)."""
-    meta_sig = _stored_sig(f"{run_dir}/meta.yaml", now_ns)
-    info = read_meta(run_dir)
-    run = IndexedRun(run_id, exp_id, run_dir, info, {"meta": meta_sig}, {}, True)
-    for kind, sub in KIND_DIRS.items():
-        top = f"{run_dir}/{sub}"
-        run.sigs[kind], keys = _walk(top, now_ns)
-        for key in keys:
-            path = f"{top}/{key}"
-            if kind == "metric":
-                entry = _read_metric(path, key, old.get((kind, key)), now_ns)
-            else:
-                sig = _stored_sig(path, now_ns)
-                try:
-                    entry = (files.read_value(path), sig, "")  # a str path: no pathlib per file
-                except OSError:
-                    entry = None
-            if entry is not None:
-                run.values[(kind, key)] = entry
-    if not info["run_name"]:
-        info["run_name"] = run.values.get(("tag", "mlflow.runName"), ("",))[0]
-    return run
 
 
 class RunIndex:
@@ -335,6 +183,96 @@ class RunIndex:
                 out.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
         return out
 
+    # ------------------------------------------------------------------ the writers' journal
+    def ingest(self, exp_dirs: list[Path], orphans: list[str] | None = None) -> None:
+        """Fold the journals the store's writers append to (mlkit.tracking.runsummary) in these
+        experiments into the cache: claim each by renaming it (a writer that comes after starts a
+        new one), apply every run's last entry in one transaction, remove it. `orphans`: journals
+        claimed by a process that died before removing them. Entries are hints like any cached
+        value: each is checked against the files when it is used."""
+        paths = list(orphans or [])
+        stamp = f"{os.getpid()}-{time.time_ns()}"
+        for exp_dir in exp_dirs:
+            claimed = f"{exp_dir}/{JOURNAL_FILE}.{stamp}"
+            try:
+                os.rename(f"{exp_dir}/{JOURNAL_FILE}", claimed)
+                paths.append(claimed)
+            except OSError:
+                continue  # no journal (nothing written since), or a read-only store
+        if not paths:
+            return
+        chunks = []
+        for path in paths:
+            try:
+                with open(path, "rb") as fh:
+                    chunks.append(fh.read())
+            except OSError:
+                continue
+        try:
+            entries = parse_journal(b"".join(chunks))
+            if entries and self._connect() is not None:
+                self._apply(entries)
+        finally:
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+    def _apply(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Write journal entries: a whole run replaces its rows; a partial one (some kinds) updates
+        its meta and those kinds, keeping the rest."""
+        full: list[IndexedRun] = []
+        partial: list[dict[str, Any]] = []
+        for entry in entries.values():
+            try:
+                if set(entry["kinds"]) == set(KIND_DIRS):
+                    values = {(v[0], v[1]): (v[2], v[3], v[4]) for v in entry["values"]}
+                    full.append(
+                        IndexedRun(entry["run"], entry["exp"], "", entry["info"], entry["sigs"], values, True)
+                    )
+                else:
+                    partial.append(entry)
+            except (KeyError, IndexError, TypeError):
+                continue
+        self._save(full, [])
+        conn = self._connect()
+        if not partial or conn is None:
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for entry in partial:
+                run_id, kinds, sigs, info = entry["run"], list(entry["kinds"]), entry["sigs"], entry["info"]
+                sets = ["exp_id", "meta_sig", *(f"{k}_sig" for k in kinds), *ATTR_COLUMNS]
+                args = [entry["exp"], sigs.get("meta", ""), *(sigs.get(k, "") for k in kinds)]
+                args += [info.get(c) for c in ATTR_COLUMNS]
+                updated = conn.execute(
+                    f"UPDATE runs SET {', '.join(c + ' = ?' for c in sets)} WHERE run_id = ?", [*args, run_id]
+                ).rowcount
+                if not updated:
+                    row = {"run_id": run_id, "exp_id": entry["exp"], "meta_sig": sigs.get("meta", "")}
+                    row.update({f"{k}_sig": sigs.get(k, "") for k in KIND_DIRS})
+                    row.update({c: info.get(c) for c in ATTR_COLUMNS})
+                    conn.execute(
+                        f"INSERT INTO runs VALUES ({','.join('?' * len(_RUN_COLUMNS))})",
+                        [row.get(c, "") for c in _RUN_COLUMNS],
+                    )
+                if kinds:
+                    conn.execute(
+                        f"DELETE FROM kv WHERE run_id = ? AND kind IN ({','.join('?' * len(kinds))})",
+                        [run_id, *kinds],
+                    )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO kv VALUES (?, ?, ?, ?, ?, ?)",
+                    [(v[0], v[1], run_id, v[2], v[3], v[4]) for v in entry["values"] if v[0] in kinds],
+                )
+            conn.execute("COMMIT")
+        except (sqlite3.DatabaseError, KeyError, IndexError, TypeError):
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass
+
     # ------------------------------------------------------------------ queries
     def query(
         self, exp_dirs: list[Path], keys: set[tuple[str, str]], attrs: set[str] | frozenset[str] = frozenset()
@@ -344,10 +282,12 @@ class RunIndex:
         `info` holds run_id, lifecycle_stage, start_time and the attributes named in `attrs`
         (fewer columns read is most of the speed); `complete()` fills in the rest.
         """
+        self.ingest(exp_dirs)
         now_ns = time.time_ns()
         exp_ids = [d.name for d in exp_dirs]
         if not exp_ids:
             return []
+        orphans: list[str] = []  # journals claimed over a minute ago by a process now gone
         columns = [
             "lifecycle_stage",
             "start_time",
@@ -363,7 +303,8 @@ class RunIndex:
             ):
                 values.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
         key_paths = [(kind, key, f"{KIND_DIRS[kind]}/{key}") for kind, key in keys]
-        out: list[IndexedRun] = []
+        out: list[IndexedRun | None] = []
+        todo: list[tuple[int, str, str, str, bool]] = []  # runs to read from their files
         changed: list[IndexedRun] = []
         seen: set[str] = set()
         empty: dict[tuple[str, str], tuple[str, str, str]] = {}
@@ -376,6 +317,8 @@ class RunIndex:
             for entry in entries:
                 name = entry.name
                 if name in RESERVED_EXPERIMENT_DIRS or name.startswith(".") or not entry.is_dir():
+                    if name.startswith(_CLAIMED) and _older_than_a_minute(entry.path):
+                        orphans.append(entry.path)
                     continue
                 seen.add(name)
                 run_dir = entry.path
@@ -386,15 +329,19 @@ class RunIndex:
                     info["run_id"] = name
                     out.append(IndexedRun(name, exp_id, run_dir, info, {"meta": row[2]}, mine))
                     continue
-                try:
-                    run = read_run(run_dir, name, exp_id, self._old_values(name) if row else {}, now_ns)
-                except (StoreError, FileNotFoundError, NotADirectoryError):
-                    continue  # no or malformed meta.yaml: skipped, as MLflow does
-                out.append(run)
+                # not cached, or changed since: read below (many at once: a few threads)
+                out.append(None)
+                todo.append((len(out) - 1, run_dir, name, exp_id, row is not None))
+        olds = self._old_values_many([t[2] for t in todo if t[4]]) if todo else {}
+        for i, run in zip((t[0] for t in todo), _read_runs(todo, olds, now_ns), strict=True):
+            out[i] = run
+            if run is not None:
                 changed.append(run)
         gone = [run_id for run_id in cached if run_id not in seen]
         self._save(changed, gone)
-        return out
+        if orphans:
+            self.ingest([], orphans)
+        return [run for run in out if run is not None]
 
     @staticmethod
     def _fresh(
@@ -458,3 +405,43 @@ class RunIndex:
             changed.append(new)
         self._save(changed, [])
         return out
+
+
+READ_THREADS = 8  # files read at once when many runs are not cached (a store MLflow wrote, rsynced)
+_PARALLEL_FROM = 64
+
+
+def _read_runs(
+    todo: list[tuple[int, str, str, str, bool]],
+    olds: dict[str, dict[tuple[str, str], tuple[str, str, str]]],
+    now_ns: int,
+) -> list[IndexedRun | None]:
+    """read_run for each (slot, run_dir, run_id, exp_id, cached) in order; None where it has no
+    readable meta.yaml (skipped, as MLflow does). Many runs are read by a bounded pool of threads:
+    the waiting on the disk overlaps (an uncached or network file system), never more than
+    READ_THREADS files at a time."""
+
+    def one(item: tuple[int, str, str, str, bool]) -> IndexedRun | None:
+        _slot, run_dir, run_id, exp_id, _cached = item
+        try:
+            return read_run(run_dir, run_id, exp_id, olds.get(run_id, {}), now_ns)
+        except (StoreError, FileNotFoundError, NotADirectoryError):
+            return None
+
+    if len(todo) < _PARALLEL_FROM:
+        return [one(item) for item in todo]
+    # import budget: threads only for a search that reads many runs from their files
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="mlkit-index") as pool:
+        return list(pool.map(one, todo))
+
+
+_CLAIMED = JOURNAL_FILE + "."
+
+
+def _older_than_a_minute(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > 60
+    except OSError:
+        return False

@@ -57,6 +57,7 @@ from mlkit.tracking.lost import (
     run_temp_files,
 )
 from mlkit.tracking.names import random_run_name
+from mlkit.tracking.runsummary import KINDS, record
 from mlkit.tracking.validation import (
     key_collision,
     param_value,
@@ -499,6 +500,11 @@ class FileStore:
         meta = self._read_run_meta(run_dir)
         if change(meta) is False:
             return
+        self._write_run_meta(run_dir, meta, must_land)
+        self._journal(run_dir, ())  # status, times, name; every kind too once the run has ended
+
+    @staticmethod
+    def _write_run_meta(run_dir: Path, meta: dict[str, Any], must_land: bool) -> None:
         path = run_dir / "meta.yaml"
         for delay in STATUS_RETRY_DELAYS_S if must_land else ():
             try:
@@ -514,6 +520,13 @@ class FileStore:
             if not (must_land and _disk_full(exc)):
                 raise
             files.rewrite_in_place(path, files.dump_yaml(meta))
+
+    def _journal(self, run_dir: Path, kinds: tuple[str, ...] = KINDS) -> None:
+        """Keep the search cache current: journal the run's summary after a write (runsummary.py);
+        a journal grown large is folded into the cache here. Never fails the write."""
+        if record(run_dir, kinds):
+            with contextlib.suppress(Exception):
+                self.run_index().ingest([run_dir.parent])
 
     def _run_info(self, run_dir: Path, meta: dict[str, Any], tags: dict[str, str] | None = None) -> RunInfo:
         run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
@@ -620,6 +633,7 @@ class FileStore:
         }
         files.write_yaml_atomic(run_dir / "meta.yaml", meta)  # now it is a run
         self._run_dirs[run_id] = run_dir
+        self._journal(run_dir)
         return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
 
     def get_run(self, run_id: str) -> Run:
@@ -668,6 +682,7 @@ class FileStore:
         _check_key_paths(run_dir / "params", checked, "param")
         for key, value in checked.items():
             self._write_param(run_dir, run_id, key, value)
+        self._journal(run_dir, ("param",))
 
     def _write_param(self, run_dir: Path, run_id: str, key: str, value: str) -> None:
         path = _key_path(run_dir / "params", key, "param")
@@ -704,6 +719,8 @@ class FileStore:
         if RUN_NAME_TAG in tags:
             name = str(tags[RUN_NAME_TAG])
             self._update_run_meta(run_dir, lambda m: m.update(run_name=name))
+        if tags.keys() != {HEARTBEAT_TAG}:  # a heartbeat changes nothing a search looks for
+            self._journal(run_dir, ("tag",))
 
     def delete_tag(self, run_id: str, key: str) -> None:
         """Remove a tag; NotFoundError when the run has no such tag."""
@@ -713,6 +730,7 @@ class FileStore:
             path.unlink()
         except FileNotFoundError as exc:
             raise NotFoundError(f"run {run_id} has no tag {key!r}", hint="see `mlkit runs show`") from exc
+        self._journal(run_dir, ("tag",))
 
     def log_metric(
         self, run_id: str, key: str, value: float, step: int = 0, timestamp: int | None = None

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 import mlkit
+from mlkit.train.flops import FlopCounter, peak_flops
 from mlkit.train.runtime import Runtime
 
 
@@ -50,13 +51,16 @@ class Tracker:
         if self.rt.is_main:
             mlkit.log_artifact(str(local_path), artifact_path)
 
-    def log_model(self, model: torch.nn.Module, input_example=None) -> None:
-        """Log the final model (the raw module, not its DDP/compiled wrapper) as `model/`."""
+    def log_model(self, model: torch.nn.Module, input_example=None, transform=None) -> None:
+        """Log the final model (the raw module, not its DDP/compiled wrapper) as `model/`; with a
+        transform (mlkit.models.transform), input_example is raw input as a client sends it."""
         if self.rt.is_main:
             # init_args is a plain attribute the model's __init__ sets (nn.Module's own __getattr__
             # would type it as a tensor or submodule).
             init_args = model.__dict__["init_args"]
-            mlkit.log_model(model, "model", init_args=init_args, input_example=input_example)
+            mlkit.log_model(
+                model, "model", init_args=init_args, input_example=input_example, transform=transform
+            )
 
     def artifact_dir(self) -> Path:
         # import budget: the store loads only when the artifact dir is asked for
@@ -83,6 +87,10 @@ class MetricLogger:
     `unit` names the throughput metric ("samples" -> samples_per_s, "tokens" -> tokens_per_s).
     `count` passed to `step()` is the number of samples (or tokens) the whole launch processed in
     that step, so the rate is the launch's, not one rank's.
+
+    After `count_flops()`, the next step's model FLOPs are counted (once, mlkit.train.flops) and
+    logged once as the metric `model_flops_per_step`; every log step then adds `flops_per_s` (the
+    launch's model FLOP/s) and, on a device whose peak is known, `mfu`.
     """
 
     def __init__(
@@ -93,12 +101,25 @@ class MetricLogger:
         # under `mlkit run` stderr is a pipe to the supervisor, which says when it ends on a terminal
         self.tty = sys.stderr.isatty() or os.environ.get("MLKIT_STDERR_TTY") == "1"
         self._count = 0
+        self._steps = 0  # steps since the last log step
         self._t0 = time.perf_counter()
         self.last: dict[str, float] = {}
+        self._counter: FlopCounter | None = None
+        self.flops_per_step: int | None = None  # model FLOPs of one step of the whole launch
+        self.peak: float | None = None  # the launch's peak FLOP/s, where the device is known
+
+    def count_flops(self) -> None:
+        """Count the model FLOPs of the next step (up to the next `step()` call), once."""
+        self._counter = FlopCounter()
+        self._counter.start()
 
     def step(self, step: int, count: int, **values) -> dict[str, float] | None:
         """Record one optimizer step; returns the logged values on a log step, else None."""
+        if self._counter is not None:
+            self._flops_counted(self._counter.stop(), step)
+            self._counter = None
         self._count += count
+        self._steps += 1
         if step % self.interval != 0:
             return None
         # .item() syncs with the GPU; here only, once per interval. All ranks reduce together.
@@ -107,8 +128,13 @@ class MetricLogger:
             for k, v in values.items()
         }
         now = time.perf_counter()
-        logged[f"{self.unit}_per_s"] = self._count / max(now - self._t0, 1e-9)
-        self._count, self._t0 = 0, now
+        elapsed = max(now - self._t0, 1e-9)
+        logged[f"{self.unit}_per_s"] = self._count / elapsed
+        if self.flops_per_step is not None:
+            logged["flops_per_s"] = self.flops_per_step * self._steps / elapsed
+            if self.peak:
+                logged["mfu"] = logged["flops_per_s"] / self.peak
+        self._count, self._steps, self._t0 = 0, 0, now
         self.tracker.log_metrics(logged, step)
         self.last = logged
         self.progress(step, logged)
@@ -116,7 +142,18 @@ class MetricLogger:
 
     def restart_clock(self) -> None:
         """Drop the time spent in evaluation/checkpointing from the next throughput sample."""
-        self._count, self._t0 = 0, time.perf_counter()
+        self._count, self._steps, self._t0 = 0, 0, time.perf_counter()
+
+    def _flops_counted(self, rank_flops: int, step: int) -> None:
+        # every rank runs the same step on its share of the batch: the launch does world_size times it
+        self.flops_per_step = rank_flops * self.rt.world_size
+        peak = peak_flops(self.rt.device, self.rt.precision)
+        self.peak = peak * self.rt.world_size if peak else None
+        # a metric, not a param: a resumed run on other GPUs may count another number
+        counted = {"model_flops_per_step": float(self.flops_per_step)}
+        if self.peak:
+            counted["peak_flops"] = self.peak
+        self.tracker.log_metrics(counted, step)
 
     def progress(self, step: int, values: dict[str, float], end: str = "") -> None:
         """A status line: rewritten in place on a terminal, one plain line per call otherwise."""
