@@ -7,7 +7,6 @@ child gets) are unit-tested without running anything.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from mlkit.errors import UsageError
+from mlkit.runner.digest import sha256_hex
 
 if TYPE_CHECKING:  # only for annotations: importing them would load their packages
     from mlkit.project.command import ResolvedCommand
@@ -90,11 +90,20 @@ class RunPlan:
     # The interpreter that runs the command's python/python3, when known (a dry run: None if the
     # environment still has to be built); argv keeps the command's own word until then.
     interpreter: str | None = None
+    # docker_env: argv is `<engine> run ... <image> <command>` and the container is named after the run
+    container_engine: str | None = None
+    container_name: str | None = None
+    container_image: str | None = None
+    # A multi-node run's node other than the first (`--run-id RUN --node-rank R`, R > 0): it runs
+    # its share of the launch; the first node's supervisor alone writes the run's status and metrics.
+    node_rank: int = 0
+    secondary: bool = False
 
     @property
     def log_file(self) -> Path:
-        """The entry point's interleaved stdout+stderr: <run>/artifacts/logs/output.log."""
-        return self.log_dir / "output.log"
+        """The entry point's interleaved stdout+stderr: <run>/artifacts/logs/output.log
+        (output-node<R>.log on a secondary node, so the nodes never interleave in one file)."""
+        return self.log_dir / (f"output-node{self.node_rank}.log" if self.secondary else "output.log")
 
 
 def plan_run(
@@ -188,6 +197,17 @@ def plan_run(
     if launch.stderr_tty:  # the pipe ends on a terminal: progress lines may rewrite themselves there
         child_env["MLKIT_STDERR_TTY"] = "1"
     manager = env_manager or (env.manager if env is not None else None) or "local"
+    container = getattr(env, "container", None)
+    if container is not None:  # the same command, inside the run's container
+        # import budget: the container module loads only for docker_env projects
+        from mlkit.env.container import container_name, engine_argv, inner_command
+
+        uuids = [str(getattr(g, "uuid", g)) for g in lease.gpus] if lease is not None else []
+        inner = inner_command(argv, shell if argv is base_argv else None)
+        art_abs = Path(os.path.abspath(art))
+        mounts = [store_abs] if art_abs.is_relative_to(store_abs) else [store_abs, art_abs]
+        argv = engine_argv(container, inner, child_env, run_id=run_id, mounts=mounts, gpu_uuids=uuids)
+        manager = "docker"
     return RunPlan(
         run_id=run_id,
         experiment_id=experiment_id,
@@ -210,6 +230,9 @@ def plan_run(
         kill_grace=launch.kill_grace,
         notices=notices,
         interpreter=interpreter,
+        container_engine=container.engine if container is not None else None,
+        container_name=container_name(run_id) if container is not None else None,
+        container_image=container.image if container is not None else None,
     )
 
 
@@ -267,7 +290,7 @@ def rdzv_id_for(command: list[str], nnodes: int | None, endpoint: str | None) ->
     without the nodes talking first; this one needs no coordination.
     """
     text = json.dumps([command[1:], nnodes, endpoint])
-    return "mlkit-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return "mlkit-" + sha256_hex(text.encode())[:16]
 
 
 def signal_name(signum: int) -> str:

@@ -16,6 +16,7 @@ Beside it: `options` (RunOptions and the checks of step 1), `dryrun` (the plan `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal as signal_mod
@@ -48,9 +49,12 @@ from mlkit.runner.options import (
 )
 from mlkit.runner.plan import LaunchOptions, plan_run, signal_name
 from mlkit.runner.signals import Interrupted, SignalRouter
-from mlkit.runner.supervise import FAILED, KILLED, RunResult, execute, release_quietly
+from mlkit.runner.supervise import FAILED, KILLED, RunResult, execute, failed_node_tags, release_quietly
 
 if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its step comes
+    from mlkit.backends.slurm.submit import Prepared, Submitted
+    from mlkit.env.container import ContainerRequest
+    from mlkit.env.manager import PreparedEnv
     from mlkit.gpu.ledger import GpuLease
     from mlkit.gpu.select import GpuRequest
     from mlkit.project.command import ResolvedCommand
@@ -107,7 +111,8 @@ class _Heartbeat(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
-        self.join(timeout=2)
+        if self.ident is not None:  # a secondary node never starts it
+            self.join(timeout=2)
 
 
 def _prefixed(notify: Notify, prefix: str) -> Notify:
@@ -132,7 +137,7 @@ def run_project(
     notify: Notify | None = None,
     stdout: IO[bytes] | None = None,
     stderr: IO[bytes] | None = None,
-) -> DryRun | Skipped | RunResult:
+) -> DryRun | Skipped | RunResult | Submitted:
     """Do everything `mlkit run` does. Lines for the user go to `notify`, the child's output to
     `stdout`/`stderr` (binary). Raises MlkitError for bad input (nothing created) and for failures
     before the run exists; afterwards failures come back as a RunResult with `error` set."""
@@ -147,7 +152,7 @@ def _run(
     stdout: IO[bytes] | None,
     stderr: IO[bytes] | None,
     router: SignalRouter,
-) -> DryRun | Skipped | RunResult:
+) -> DryRun | Skipped | RunResult | Submitted:
     # import budget: mlkit run loads each step's module when that step comes
     from mlkit.project import load_project
 
@@ -161,15 +166,13 @@ def _run(
     command = entry.resolve(dict(options.params))
     warnings = project.warnings_for(options.entry_point)
     warnings += check_undeclared(entry, options.params, strict=options.strict_params)
-    if project.env is not None and project.env.kind == "docker" and options.env_manager != "local":
-        raise EnvSpecError(  # as prepare_env says it, but before anything exists, dry run or not
-            f"MLproject: docker_env (image {project.env.image}) is not run by mlkit",
-            hint="use --env-manager local to run the entry point in the current environment",
-        )
     for warning in warnings:
         notify(f"mlkit: warning: {warning}")
     request = gpu_request(options)
     store_root = settings.tracking_root(options.store)
+    slurm = _slurm_checks(options)  # --backend slurm: its own checks, before anything exists
+    # docker_env: exit 73 now if no engine answers (under Slurm the job's node checks its own)
+    container = _container(project, options, store_root, ask_engine=not options.dry_run and slurm is None)
     grace = kill_grace()
     launch = LaunchOptions(
         nproc_per_node=options.nproc_per_node,
@@ -184,7 +187,7 @@ def _run(
         # import budget: dryrun loads only for --dry-run
         from mlkit.runner.dryrun import dry_run
 
-        return dry_run(project, options, command, store_root, launch)
+        return dry_run(project, options, command, store_root, launch, container=container)
 
     with contextlib.ExitStack() as stack:
         # 2. lock, env hash, skip-if-done
@@ -217,11 +220,7 @@ def _run(
         except MlkitError as exc:  # someone else's broken run must not stop ours
             notify(f"mlkit: could not check for lost runs: {exc}")
         existing = _existing_run(store, options) if options.run_id else None
-        exp_id: str | None
-        if existing:
-            exp_id, exp_name = existing[1], existing[2]
-        else:
-            exp_id, exp_name = _find_experiment(store, options)
+        exp_id, exp_name = (existing[1], existing[2]) if existing else _find_experiment(store, options)
         if fingerprint is not None and exp_id is not None:
             # import budget: fingerprint loads only with --skip-if-done
             from mlkit.runner.fingerprint import find_finished_run
@@ -232,27 +231,18 @@ def _run(
         if exp_id is None:
             exp_id = store.get_or_create_experiment(exp_name)
 
-        # import budget: mlkit run loads each step's module when that step comes
-        from mlkit.runner.provenance import current_user, ownership_tags, run_tags
-
-        user = current_user()
-        tags = run_tags(
-            project_dir=project.directory,
-            entry_point=options.entry_point,
-            mlkit_argv=list(options.argv),
-            command=None,
-            mlproject_file=project.file,
-            env_file=getattr(project.env, "path", None),
-            fingerprint=fingerprint,
-            user=user,
-        )
-        if ehash:
-            tags["mlkit.env_hash"] = ehash
-        tags.update(ownership_tags())
-        tags["mlkit.heartbeat"] = str(int(time.time() * 1000))
+        user, tags = _new_run_tags(project, options, fingerprint, ehash)
         t0 = time.monotonic()
+        if slurm is not None:  # --backend slurm: the run is created SCHEDULED and submitted
+            # import budget: the Slurm backend loads only for --backend slurm
+            from mlkit.backends.slurm.submit import submit_run
+
+            return submit_run(options, slurm, store=store, experiment_id=exp_id, command=command, tags=tags,
+                              user=user, notify=notify)  # fmt: skip
         router.mode = "defer"  # a signal now must not leave a half-written run behind
-        if existing:
+        if existing and _is_secondary(options):
+            run = existing[0]  # the first node's supervisor owns the run's status and tags
+        elif existing:
             run = _start_existing(store, existing[0], tags)
         else:
             run = store.create_run(exp_id, run_name=options.run_name, tags=tags, user_id=user)
@@ -260,8 +250,40 @@ def _run(
         if held is not None:
             with contextlib.suppress(Exception):
                 held.set_run_id(run.info.run_id)
-        created = _Created(project, command, request, store, run, exp_name, store_root, launch, t0)
+        created = _Created(project, command, request, store, run, exp_name, store_root, launch, t0, container,
+                           secondary=_is_secondary(options))  # fmt: skip
         return _supervise_run(options, created, notify, stdout, stderr, router)
+
+
+def _new_run_tags(
+    project: Project, options: RunOptions, fingerprint: str | None, ehash: str | None
+) -> tuple[str, dict[str, str]]:
+    """(the user, every tag a run starts with): provenance, environment hash, ownership, heartbeat."""
+    # import budget: mlkit run loads each step's module when that step comes
+    from mlkit.runner.provenance import current_user, ownership_tags, run_tags
+
+    user = current_user()
+    tags = run_tags(
+        project_dir=project.directory,
+        entry_point=options.entry_point,
+        mlkit_argv=list(options.argv),
+        command=None,
+        mlproject_file=project.file,
+        env_file=getattr(project.env, "path", None),
+        fingerprint=fingerprint,
+        user=user,
+    )
+    if ehash:
+        tags["mlkit.env_hash"] = ehash
+    tags.update(ownership_tags())
+    tags["mlkit.heartbeat"] = str(int(time.time() * 1000))
+    return user, tags
+
+
+def _is_secondary(options: RunOptions) -> bool:
+    """`--run-id RUN --node-rank R` with R > 0: one more node of a multi-node run (a Slurm job's
+    `--nodes K`); it runs its share of the torchrun launch and leaves the run to node 0."""
+    return options.run_id is not None and (options.node_rank or 0) > 0
 
 
 # Tags an earlier attempt of a run left that this attempt must not inherit.
@@ -288,7 +310,7 @@ def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]
             f"--run-id {run_id}: the run already FINISHED; a finished run is never run again",
             hint="start a new run (drop --run-id)",
         )
-    if status == "RUNNING" and not is_owner_gone(run.data.tags):
+    if status == "RUNNING" and not _is_secondary(options) and not is_owner_gone(run.data.tags):
         owner = f"pid {run.data.tags.get('mlkit.pid', '?')} on {run.data.tags.get('mlkit.host', '?')}"
         raise UsageError(
             f"--run-id {run_id}: the run is RUNNING under another supervisor ({owner})",
@@ -310,6 +332,33 @@ def _start_existing(store: FileStore, run: Run, tags: dict[str, str]) -> Run:
     return store.get_run(run_id)
 
 
+def _slurm_checks(options: RunOptions) -> Prepared | None:
+    """--backend slurm: what only the Slurm backend checks, before anything is created."""
+    if options.backend != "slurm" or options.dry_run:
+        return None
+    # import budget: the Slurm backend loads only for --backend slurm
+    from mlkit.backends.slurm.submit import prepare
+
+    return prepare(options)
+
+
+def _container(
+    project: Project, options: RunOptions, store_root: Path, *, ask_engine: bool
+) -> ContainerRequest | None:
+    """A docker_env run's container request, its engine checked before anything exists (without
+    `ask_engine`, only its binary is looked for); None for other runs (container flags refused)."""
+    docker = project.env is not None and project.env.kind == "docker"
+    flags = options.build_image or options.docker_args or options.container_engine != "auto"
+    if not (docker or flags or options.env_manager == "docker"):
+        return None
+    # import budget: the container module loads only for docker_env projects and their flags
+    from mlkit.runner.container import preflight, wanted
+
+    if not wanted(project, options):
+        return None
+    return preflight(project, options, store_root, ask_engine=ask_engine)
+
+
 @dataclass(frozen=True)
 class _Created:
     """What steps 1 to 3 settled for a run that now exists in the store."""
@@ -323,6 +372,8 @@ class _Created:
     store_root: Path
     launch: LaunchOptions
     t0: float  # time.monotonic() when the run was created
+    container: ContainerRequest | None = None  # docker_env: what preflight settled
+    secondary: bool = False  # a multi-node run's node rank > 0 (see _is_secondary)
 
 
 def _supervise_run(
@@ -344,49 +395,18 @@ def _supervise_run(
     result: RunResult | None = None
     child_started = False
     pending: dict[str, str] = {}  # tags learnt while setting up, written together (or by _end)
+    node = (options.node_rank or 0) if created.secondary else None  # None: this supervisor records the run
     try:
         if router.received is not None:  # arrived while the run was being created
             raise Interrupted(router.received)
-        if command.params:
-            store.log_params(run_id, command.params)
-        heartbeat.start()
+        if not created.secondary:  # a multi-node run's other nodes leave the run to the first
+            if command.params:
+                store.log_params(run_id, command.params)
+            heartbeat.start()
 
-        # import budget: mlkit run loads each step's module when that step comes
-        from mlkit.env.manager import prepare_env
-
-        env = prepare_env(
-            project.directory,
-            project.env,
-            options.env_manager,
-            conda_exe=options.conda_exe,
-            progress=_prefixed(notify, "mlkit: env: "),
-        )
-        if env.message:
-            notify(f"mlkit: env: {env.message}")
-        env_tags = dict(getattr(env, "tags", {}) or {})
-        if env.manager != "local":
-            env_tags["mlflow.project.env"] = env.manager
-        pending.update(env_tags)
-
-        # import budget: mlkit run loads each step's module when that step comes
-        from mlkit.gpu import reserve
-
-        lease = reserve(
-            request,
-            run_id=run_id,
-            owner_pid=os.getpid(),
-            wait=options.wait,
-            on_wait=_prefixed(notify, "mlkit: "),
-        )
-        if request.kind == "all" and lease.gpus and (options.nproc_per_node or 1) > len(lease.gpus):
-            raise UsageError(
-                f"--nproc-per-node {options.nproc_per_node} with --gpus all: this machine has "
-                f"{len(lease.gpus)} GPU{'s' if len(lease.gpus) != 1 else ''}; each rank needs one",
-                hint=f"use --nproc-per-node {len(lease.gpus)}, or --gpus none to run the ranks on the CPU",
-            )
+        env = _prepare_env(options, created, notify, pending)
+        lease = _reserve(options, request, run_id, notify)
         pending.update(lease.tags or {})
-        if lease.notice:
-            notify(f"mlkit: {lease.notice}")
 
         if any(t == "path" for t in command.types.values()):  # remote `path` values are downloaded now
             command = project.entry_point(options.entry_point).resolve(
@@ -405,11 +425,13 @@ def _supervise_run(
             artifact_dir=store.artifact_dir(run_id),
             launch=created.launch,
         )
-
-        pending["mlkit.command"] = json.dumps(plan.argv)
-        if plan.rdzv_id:
-            pending["mlkit.rdzv_id"] = plan.rdzv_id
-        store.set_tags(run_id, pending)
+        if created.secondary:
+            plan = dataclasses.replace(plan, node_rank=options.node_rank or 0, secondary=True)
+        else:
+            pending["mlkit.command"] = json.dumps(plan.argv)
+            if plan.rdzv_id:
+                pending["mlkit.rdzv_id"] = plan.rdzv_id
+            store.set_tags(run_id, pending)
         pending = {}
         for notice in plan.notices:
             notify(f"mlkit: {notice}")
@@ -430,15 +452,19 @@ def _supervise_run(
         )
     except MlkitError as error:
         reason = _failure_reason(error, child_started)
-        result = _end(store, run_id, exp_id, FAILED, reason, int(error.exit_code), t0, tags=pending)
+        result = _end(
+            store, run_id, exp_id, FAILED, reason, int(error.exit_code), t0, tags=pending, node=node
+        )
         result.error = error
     except (Interrupted, KeyboardInterrupt) as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else int(signal_mod.SIGINT)
         name = signal_name(signum)
-        result = _end(store, run_id, exp_id, KILLED, "signal", 128 + signum, t0, signal=name, tags=pending)
+        result = _end(
+            store, run_id, exp_id, KILLED, "signal", 128 + signum, t0, signal=name, tags=pending, node=node
+        )
     except BaseException:
         reason = _failure_reason(RuntimeError(), child_started)
-        _end(store, run_id, exp_id, FAILED, reason, 1, t0, tags=pending)
+        _end(store, run_id, exp_id, FAILED, reason, 1, t0, tags=pending, node=node)
         raise
     finally:
         router.mode = "defer"
@@ -447,9 +473,53 @@ def _supervise_run(
             release_quietly(lease)
     result.artifact_uri = run.info.artifact_uri
     result.experiment_id = exp_id
-    if options.on_finish:
+    if options.on_finish and node is None:
         _on_finish(options.on_finish, result, exp_id, store, notify)
     return result
+
+
+def _prepare_env(
+    options: RunOptions, created: _Created, notify: Notify, pending: dict[str, str]
+) -> PreparedEnv:
+    """Build or reuse the run's environment (step 4); its tags go into `pending`."""
+    # import budget: mlkit run loads each step's module when that step comes
+    from mlkit.env.manager import prepare_env
+
+    project = created.project
+    env = prepare_env(
+        project.directory,
+        project.env,
+        options.env_manager,
+        conda_exe=options.conda_exe,
+        progress=_prefixed(notify, "mlkit: env: "),
+        container=created.container,
+    )
+    if env.message:
+        notify(f"mlkit: env: {env.message}")
+    pending.update(dict(getattr(env, "tags", {}) or {}))
+    if env.manager != "local":
+        pending["mlflow.project.env"] = env.manager
+    return env
+
+
+def _reserve(options: RunOptions, request: GpuRequest, run_id: str, notify: Notify) -> GpuLease:
+    """Reserve the run's GPUs (step 4), waiting for them when --wait says so."""
+    # import budget: mlkit run loads each step's module when that step comes
+    from mlkit.gpu import reserve
+
+    lease = reserve(
+        request, run_id=run_id, owner_pid=os.getpid(), wait=options.wait, on_wait=_prefixed(notify, "mlkit: ")
+    )
+    if request.kind == "all" and lease.gpus and (options.nproc_per_node or 1) > len(lease.gpus):
+        release_quietly(lease)
+        raise UsageError(
+            f"--nproc-per-node {options.nproc_per_node} with --gpus all: this machine has "
+            f"{len(lease.gpus)} GPU{'s' if len(lease.gpus) != 1 else ''}; each rank needs one",
+            hint=f"use --nproc-per-node {len(lease.gpus)}, or --gpus none to run the ranks on the CPU",
+        )
+    if lease.notice:
+        notify(f"mlkit: {lease.notice}")
+    return lease
 
 
 def _end(
@@ -463,15 +533,20 @@ def _end(
     *,
     signal: str | None = None,
     tags: dict[str, str] | None = None,
+    node: int | None = None,
 ) -> RunResult:
-    """Record a run that ended without its child's exit deciding it (`tags`: not yet written ones)."""
+    """Record a run that ended without its child's exit deciding it (`tags`: not yet written ones).
+    On a multi-node run's secondary node (`node`: its rank) only the failed node is named."""
     tags = {**(tags or {}), "mlkit.failure_reason": reason}
     if signal:
         tags["mlkit.signal"] = signal
+    if node is not None:
+        tags = failed_node_tags(node, exit_code)
     with contextlib.suppress(Exception):  # the store may be the thing that failed
         store.set_tags(run_id, tags)
     with contextlib.suppress(Exception):
-        store.set_terminated(run_id, status)
+        if node is None:
+            store.set_terminated(run_id, status)
     return RunResult(run_id, status, exit_code, time.monotonic() - t0, reason, exp_id, signal=signal)
 
 

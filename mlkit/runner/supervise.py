@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from mlkit import proc as proc_mod
 from mlkit.errors import MlkitError
+from mlkit.procid import hostname
 from mlkit.runner.plan import RunPlan, signal_name
 from mlkit.runner.signals import Interrupted, SignalRouter
 from mlkit.runner.tee import Tee, close_tee
@@ -132,6 +133,11 @@ def _execute(
     router.mode = "defer"  # from here a signal is handled below, never by unwinding past the child
     become_subreaper()
     launched = _launch(plan, stdout, stderr, log_fd)
+    if plan.container_name:  # stopping the client must stop its container too (stop, then kill)
+        # import budget: the container module loads only for docker_env runs
+        from mlkit.runner.container import container_tree
+
+        launched.tree = container_tree(launched.tree, plan)
     stopper = Stopper(launched.tree, plan.kill_grace)
     try:
         returncode, sampler = _wait(
@@ -143,6 +149,9 @@ def _execute(
         launched.close_output()
         raise
     _stop_leftovers(launched.tree, plan.kill_grace)
+    finish = getattr(launched.tree, "finish", None)
+    if finish is not None:  # docker_env: no container left running; 128+N from it means signal N
+        returncode = finish(returncode)
     stopper.cancel()
     launched.tree.reap()
     launched.close_output()
@@ -216,6 +225,8 @@ def _wait(
         timer = threading.Timer(plan.timeout, stopper.stop, args=(signal.SIGTERM, "timeout"))
         timer.daemon = True
         timer.start()
+    if plan.secondary:  # system metrics come from the first node: two nodes must not log one key
+        metrics_interval = 0.0
     sampler = _start_sampler(store, plan.run_id, gpu_uuids or [], metrics_interval, child.pid, notify)
     returncode = child.wait()  # signals are handled while waiting (PEP 475 retries the wait)
     router.mode = "defer"
@@ -236,6 +247,11 @@ def _stop_leftovers(tree: RunTree, kill_grace: float) -> None:
         while tree.alive() and time.monotonic() < deadline:
             tree.signal(signal.SIGKILL)
             time.sleep(0.05)
+
+
+def failed_node_tags(node_rank: int, exit_code: int) -> dict[str, str]:
+    """What a secondary node of a multi-node run writes when its share failed: the node, named."""
+    return {"mlkit.failed_node": f"{hostname()} (node rank {node_rank}, exit {exit_code})"}
 
 
 def _record_end(
@@ -272,10 +288,14 @@ def _record_end(
     # The entry point's outcome is decided: a store that cannot record it (a full disk) is said,
     # never allowed to turn it into another exit code. set_terminated retries and, on a full
     # disk, rewrites meta.yaml in place, so the status lands whenever it can.
-    for record in (
-        lambda: store.set_tags(plan.run_id, tags),
-        lambda: store.set_terminated(plan.run_id, status),
-    ):
+    records = [lambda: store.set_tags(plan.run_id, tags), lambda: store.set_terminated(plan.run_id, status)]
+    if plan.secondary:  # the first node records the run; this one names itself if it failed
+        records = (
+            [lambda: store.set_tags(plan.run_id, failed_node_tags(plan.node_rank, exit_code))]
+            if status != FINISHED
+            else []
+        )
+    for record in records:
         try:
             record()
         except MlkitError as exc:

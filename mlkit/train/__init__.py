@@ -4,7 +4,14 @@ low-overhead metric logger, checkpoints and resume, in-memory image data, and a 
 Imports torch, so only trainers import it; `import mlkit` never does.
 """
 
-from mlkit.train.checkpoint import CHECKPOINT, find_checkpoint, load_checkpoint, save_checkpoint, unwrap
+from mlkit.train.checkpoint import (
+    CHECKPOINT,
+    find_checkpoint,
+    load_checkpoint,
+    resume_state,
+    save_checkpoint,
+    unwrap,
+)
 from mlkit.train.runtime import Runtime, add_system_args, setup, teardown, wrap_ddp
 from mlkit.train.tracking import MetricLogger, Tracker
 
@@ -16,6 +23,7 @@ __all__ = [
     "add_system_args",
     "find_checkpoint",
     "load_checkpoint",
+    "resume_state",
     "save_checkpoint",
     "setup",
     "teardown",

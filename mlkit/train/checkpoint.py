@@ -9,6 +9,7 @@ a half-written `last.pt` behind.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ from mlkit import fsio
 from mlkit.errors import NotFoundError
 
 CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
+# Set by mlkit on a requeued Slurm job's next start: the run to continue is the job's own run.
+RESUME_ENV = "MLKIT_RESUME_RUN_ID"
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
@@ -52,3 +55,20 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module under DDP and torch.compile wrappers (what we save and log)."""
     model = getattr(model, "module", model)  # DDP
     return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def resume_state(resume: str) -> dict | None:
+    """The checkpoint a trainer continues from: `-P resume=RUN`'s (which must exist); else, on a
+    preempted Slurm job's requeued start ($MLKIT_RESUME_RUN_ID, the job's own run), that run's
+    last checkpoint when it saved one before it was stopped; else None (a fresh start)."""
+    if resume:
+        return load_checkpoint(find_checkpoint(resume))
+    own = os.environ.get(RESUME_ENV, "")
+    if own:
+        # import budget: the store loads only when a requeued job resumes
+        from mlkit.tracking.store import FileStore
+
+        path = Path(FileStore().artifact_dir(own)) / CHECKPOINT
+        if path.is_file():
+            return load_checkpoint(path)
+    return None

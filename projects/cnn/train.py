@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from model import Net
 
+from mlkit.models.transform import image_classifier_for, raw_rows
 from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
     Runtime,
     Tracker,
     add_system_args,
-    find_checkpoint,
-    load_checkpoint,
+    resume_state,
     save_checkpoint,
     setup,
     teardown,
@@ -113,7 +113,7 @@ def load_data(args, rt: Runtime) -> ImageData:
 def build(args, rt: Runtime, data: ImageData) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
     C, _, _ = data.shape
-    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
+    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:
@@ -236,6 +236,7 @@ def main(argv=None):
     t = build(args, rt, data)
     log_setup(tracker, t, data, rt)
     logger = MetricLogger(tracker, args.log_interval, "samples", t.total_steps)
+    logger.count_flops()  # the next step's model FLOPs, counted once: flops_per_s and mfu join the metrics
 
     try:
         while t.epoch < (1 if args.dry_run else args.epochs):
@@ -253,8 +254,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         stop_on_ctrl_c(t, args, rt, tracker, logger)
 
-    # the logged model runs in fp32 on any device; 4 validation images show its input
-    tracker.log_model(t.raw_model.float().eval(), input_example=data.x_val[:4].float().cpu().numpy())
+    # the logged model runs in fp32 on any device and carries its input transform and labels: a
+    # client sends pixels as the data set holds them (digits: rows of 64 values 0..16) and gets
+    # labels back (docs/models.md); 4 validation images, as raw rows, show its input
+    transform = image_classifier_for(args.data, data.shape, data.num_classes)
+    raw = raw_rows(transform, data.x_val[:4])
+    tracker.log_model(t.raw_model.float().eval(), input_example=raw, transform=transform)
     tracker.end()
     teardown()
 

@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 from model import Discriminator, Generator
 
+from mlkit.models.transform import image_generator_for
 from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
     Runtime,
     Tracker,
     add_system_args,
-    find_checkpoint,
-    load_checkpoint,
+    resume_state,
     save_checkpoint,
     setup,
     teardown,
@@ -126,7 +126,7 @@ def load_data(args, rt: Runtime) -> torch.Tensor:
 
 def build(args, rt: Runtime, channels: int) -> Training:
     """Both players, G's moving average and the optimizers, fresh or from run --resume."""
-    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
+    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         g_args, d_args = ckpt["model_args"]["G"], ckpt["model_args"]["D"]
     else:
@@ -266,6 +266,7 @@ def main(argv=None):
     # the same 64 latents every epoch, from their own generator: the grids are comparable
     g = torch.Generator(rt.device).manual_seed(0)
     z_fixed = torch.randn(64, t.model_args["G"]["nz"], 1, 1, device=rt.device, generator=g)  # (64, nz, 1, 1)
+    logger.count_flops()  # the next step's model FLOPs, counted once: flops_per_s and mfu join the metrics
 
     try:
         while t.epoch < epochs:
@@ -285,8 +286,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         stop_on_ctrl_c(t, args, rt, tracker, logger)
 
-    # the logged model is the EMA generator, in fp32; 4 fixed latents show its input
-    tracker.log_model(t.G_ema.float().eval(), input_example=z_fixed[:4].float().cpu().numpy())
+    # the logged model is the EMA generator, in fp32; 4 fixed latents show its input; its output
+    # mapping turns [-1, 1] images back into the data set's pixel values (docs/models.md)
+    transform = image_generator_for(args.data)
+    tracker.log_model(
+        t.G_ema.float().eval(), input_example=z_fixed[:4].float().cpu().numpy(), transform=transform
+    )
     tracker.end()
     teardown()
 

@@ -30,14 +30,14 @@ import torch
 import torch.nn.functional as F
 from model import CharLM
 
+from mlkit.models.transform import byte_lm
 from mlkit.train import (
     CHECKPOINT,
     MetricLogger,
     Runtime,
     Tracker,
     add_system_args,
-    find_checkpoint,
-    load_checkpoint,
+    resume_state,
     save_checkpoint,
     setup,
     teardown,
@@ -172,7 +172,7 @@ class Training:
 
 def build(args, rt: Runtime, budget: SimpleNamespace) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
-    ckpt = load_checkpoint(find_checkpoint(args.resume)) if args.resume else None
+    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:
@@ -296,6 +296,7 @@ def main(argv=None):
     log_setup(tracker, t, text, unigram, rt)
     logger = MetricLogger(tracker, args.log_interval, "tokens", t.total_steps)
     logger.print(f"corpus {len(text):,} bytes; unigram baseline {unigram / BITS:.3f} bits/byte")
+    logger.count_flops()  # the next step's model FLOPs, counted once: flops_per_s and mfu join the metrics
 
     try:
         while t.step < t.total_steps:
@@ -315,8 +316,10 @@ def main(argv=None):
 
     if rt.is_main:
         sample_text(t, budget.sample_length, args, rt, tracker, logger)
-    # one window of validation bytes (1, T) shows the logged model its input
-    tracker.log_model(t.raw_model.eval(), input_example=val[: args.seq_len].long().cpu().numpy()[None])
+    # the logged model takes text and answers the most likely next character (docs/models.md);
+    # one window of validation bytes, as text, shows its input
+    window = bytes(val[: args.seq_len].tolist()).decode("utf-8", "replace")
+    tracker.log_model(t.raw_model.eval(), input_example=[window], transform=byte_lm())
     tracker.end()
     teardown()
 

@@ -122,3 +122,19 @@ def test_unwrap_sees_through_compile_wrappers():
             self.module = inner
 
     assert unwrap(Wrapper(m)) is m and unwrap(m) is m
+
+
+def test_a_requeued_job_resumes_its_own_run_and_a_first_start_begins_fresh(store_root, monkeypatch):
+    from mlkit.train import resume_state
+
+    run_id = FileStore(store_root).create_run("0").info.run_id
+    monkeypatch.setenv("MLKIT_RESUME_RUN_ID", run_id)
+    assert resume_state("") is None  # preempted before its first checkpoint: start fresh, no error
+    path = FileStore(store_root).artifact_dir(run_id) / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 11})
+    assert resume_state("")["step"] == 11  # the job's own run, without a -P resume= param
+    other = FileStore(store_root).create_run("0").info.run_id
+    save_checkpoint(FileStore(store_root).artifact_dir(other) / "checkpoints" / "last.pt", {"step": 3})
+    assert resume_state(other)["step"] == 3  # an explicit -P resume=RUN wins
+    monkeypatch.delenv("MLKIT_RESUME_RUN_ID")
+    assert resume_state("") is None

@@ -127,3 +127,24 @@ def test_dry_run_with_run_id_creates_nothing(make_project, mlkit_run, store_root
     result = mlkit_run(str(project), "--run-id", run_id, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert FileStore(store_root).get_run(run_id).info.status == "SCHEDULED"
+
+
+def test_a_secondary_node_that_fails_names_itself_and_leaves_the_status_to_node_0(
+    make_project, mlkit_run, store_root
+):
+    project = make_project({**PROJECT, "fail.sh": "exit 5\n"})
+    (project / "MLproject").write_text(
+        (project / "MLproject").read_text() + '  broken:\n    command: "sh fail.sh"\n'
+    )
+    run_id = _scheduled(store_root)
+    result = mlkit_run(
+        str(project), "-e", "broken", "--run-id", run_id, "--nnodes", "2", "--node-rank", "1",
+        "--rdzv-endpoint", "node0:29400",
+    )  # fmt: skip
+    assert result.returncode == 5, result.stderr
+    run = FileStore(store_root).get_run(run_id)
+    assert run.info.status == "SCHEDULED"  # node 0 records the run's status, not node 1
+    assert run.data.tags["mlkit.failed_node"].endswith("(node rank 1, exit 5)")
+    assert "mlkit.pid" not in run.data.tags and not run.data.params
+    logs = FileStore(store_root).artifact_dir(run_id) / "logs"
+    assert not (logs / "output.log").exists() and (logs / "output-node1.log").exists()

@@ -95,3 +95,37 @@ def test_auto_gives_each_rank_a_gpu_or_runs_all_ranks_on_cpu(
     assert len([u for u in tags.get("mlkit.gpu.uuids", "").split(",") if u]) == gpus_tagged
     if not gpus_tagged:
         assert "1 of the 2 GPUs needed free (" in result.stderr and "running on CPU" in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_nodes_share_one_scheduled_run(make_project, start_mlkit, store_root, wait_for):
+    """What a Slurm job with --nodes 2 starts on each node: `--run-id RUN --nnodes 2 --node-rank R`.
+    Here both "nodes" are this host; node 0 records the run, node 1 only runs its share."""
+    from mlkit.tracking.store import FileStore
+
+    project = make_project(DDP)
+    run_id = FileStore(store_root).create_run("0", status="SCHEDULED").info.run_id
+    common = ["--run-id", run_id, "--nnodes", "2", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}"]
+    nodes = [start_mlkit(str(project), *common, "--node-rank", str(rank), env=ENV) for rank in (0, 1)]
+    for node in nodes:
+        assert node.wait(timeout=120) == 0
+    runs, _ = FileStore(store_root).search_runs(["0"])
+    assert [r.info.run_id for r in runs] == [run_id]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and "mlkit.failed_node" not in run.data.tags
+    assert run.data.tags["mlkit.pid"] == str(nodes[0].pid)  # node 0's supervisor owns the run
+    metric = Path(store_root, "0", run_id, "metrics", "sum").read_text().splitlines()
+    assert len(metric) == 1 and metric[0].split()[1] == "3.0"  # rank 0 only
+    assert not any(p.name.startswith("system") for p in Path(store_root, "0", run_id, "metrics").iterdir())
+    # c10d hands out global ranks in join order: each node's log holds one rank, never both
+    logs = Path(store_root, "0", run_id, "artifacts", "logs")
+    node0, node1 = (logs / "output.log").read_text(), (logs / "output-node1.log").read_text()
+    assert {("rank 0 pid" in node0), ("rank 0 pid" in node1)} == {True, False}
+    assert {("rank 1 pid" in node0), ("rank 1 pid" in node1)} == {True, False}
