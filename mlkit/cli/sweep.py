@@ -304,6 +304,11 @@ def show(
     ),
     as_csv: bool = typer.Option(False, "--csv", help="CSV: one row per trial."),
     store: str = typer.Option(None, "--store", help=output.STORE_HELP),
+    experiment_name: str = typer.Option(
+        None,
+        "--experiment-name",
+        help="Look the sweep up in this experiment only (a name shared across experiments).",
+    ),
 ) -> None:
     """The trials of a sweep, best first: params, metric, status, duration, run id.
 
@@ -316,7 +321,7 @@ def show(
     if as_json and as_csv:
         raise UsageError("--json and --csv were both given", hint="pass one of them")
     st = output.open_store(store)
-    table = sweep_table(st, resolve_sweep(st, sweep))
+    table = sweep_table(st, resolve_sweep(st, sweep, experiment_name))
     if as_json:
         output.print_json(table.document())
     elif as_csv:
@@ -340,6 +345,11 @@ def resume(
     parallel: int = typer.Option(None, "--parallel", metavar="K", help="Trials at once for this driver."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as one JSON document."),
     store: str = typer.Option(None, "--store", help=output.STORE_HELP),
+    experiment_name: str = typer.Option(
+        None,
+        "--experiment-name",
+        help="Look the sweep up in this experiment only (a name shared across experiments).",
+    ),
 ) -> None:
     """Run the trials of a sweep that did not finish (FAILED, KILLED but not pruned, or never run).
 
@@ -351,7 +361,7 @@ def resume(
     if parallel is not None and parallel < 1:
         raise UsageError(f"--parallel {parallel}: must be 1 or more", hint="e.g. --parallel 4")
     st = output.open_store(store)
-    sweep_id = resolve_sweep(st, sweep)
+    sweep_id = resolve_sweep(st, sweep, experiment_name)
     spec = load_spec(st, sweep_id)
     if parallel is not None:
         spec["parallel"] = parallel
@@ -367,6 +377,11 @@ def cancel(
     sweep: str = typer.Argument(..., metavar="SWEEP", help="The sweep's run id, id prefix or run name."),
     as_json: bool = typer.Option(False, "--json", help="Print what was stopped as one JSON document."),
     store: str = typer.Option(None, "--store", help=output.STORE_HELP),
+    experiment_name: str = typer.Option(
+        None,
+        "--experiment-name",
+        help="Look the sweep up in this experiment only (a name shared across experiments).",
+    ),
 ) -> None:
     """Stop a sweep: its driver (as Ctrl-C would), or, when the driver is gone, its trials.
 
@@ -376,7 +391,7 @@ def cancel(
     from mlkit.sweep.driver import cancel_sweep, resolve_sweep
 
     st = output.open_store(store)
-    done = cancel_sweep(st, resolve_sweep(st, sweep))
+    done = cancel_sweep(st, resolve_sweep(st, sweep, experiment_name))
     if as_json:
         output.print_json({"sweep_id": done.sweep_id, "driver_pid": done.driver_pid, "trials": done.trials})
     elif done.driver_pid is not None:

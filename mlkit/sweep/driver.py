@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkit import fsio, procid
-from mlkit.errors import ExitCode, MlkitError, UsageError
+from mlkit.errors import ExitCode, MlkitError, NotFoundError, UsageError
 from mlkit.sweep import space as sp
 from mlkit.sweep.launch import AdoptedTrial, Launcher, LocalLauncher, TrialHandle, TrialLaunch, supervisor_of
 from mlkit.sweep.records import (
@@ -736,12 +736,22 @@ def reopen(store: Any, sweep_id: str, *, join: bool = False) -> bool:
     return False
 
 
-def resolve_sweep(store: Any, ref: str) -> str:
-    """A sweep's run id from an id, a 6+ character prefix or a run name."""
+def resolve_sweep(store: Any, ref: str, experiment_name: str | None = None) -> str:
+    """A sweep's run id from an id, a 6+ character prefix or a run name (in that experiment only,
+    when `experiment_name` is given)."""
     # import budget: the id/prefix/name resolver is the one `mlkit runs show` uses
     from mlkit.tracking.resolve import resolve_run
 
-    run_id = str(resolve_run(store, ref))
+    experiment_id = None
+    if experiment_name is not None:
+        experiment = store.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            raise NotFoundError(
+                f"--experiment-name {experiment_name!r}: no such experiment in {store.root}",
+                hint="see `mlkit experiments list`",
+            )
+        experiment_id = experiment.experiment_id
+    run_id = str(resolve_run(store, ref, experiment_id=experiment_id))
     load_spec(store, run_id)
     return run_id
 

@@ -72,8 +72,9 @@ def candidates(store: FileStore, ref: str) -> list[Candidate]:
     return sorted(found, key=lambda c: (c.lifecycle_stage != "active", c.run_id))
 
 
-def resolve_run(store: FileStore, ref: str) -> str:
-    """The full id of the one run `ref` names: a full id, a unique id prefix or a unique run name.
+def resolve_run(store: FileStore, ref: str, *, experiment_id: str | None = None) -> str:
+    """The full id of the one run `ref` names: a full id, a unique id prefix or a unique run name
+    (of experiment `experiment_id` only, when given).
 
     A full id always wins. Otherwise prefix and name matches count together: one is the answer,
     none is NotFoundError, several is AmbiguousRunError naming each candidate.
@@ -85,11 +86,13 @@ def resolve_run(store: FileStore, ref: str) -> str:
         )
     if _id_like(ref):
         try:
-            store.run_dir(ref)  # an exact id
-            return ref
+            run_dir = store.run_dir(ref)  # an exact id
         except NotFoundError:
             pass
-    found = candidates(store, ref)
+        else:
+            if experiment_id is None or run_dir.parent.name == experiment_id:
+                return ref
+    found = [c for c in candidates(store, ref) if experiment_id in (None, c.experiment_id)]
     if len(found) == 1:
         return found[0].run_id
     if not found:

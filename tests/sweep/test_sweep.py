@@ -279,6 +279,21 @@ def test_show_json_and_csv(project, sweep, tmp_path, store):
     assert lines[0] == "trial,status,loss,x,duration,run_id" and len(lines) == 3
     missing = run_mlkit("sweep", "show", "nosuchsweep", cwd=tmp_path)
     assert missing.returncode == 66
+    # the same sweep name in another experiment: the bare name is ambiguous, --experiment-name picks
+    other, other_doc = sweep(str(project), "-P", "x=0.1", "--metric", "loss", "--gpus-per-trial", "0",
+                             "--run-name", "lr-search", "--experiment-name", "ysearch")  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert run_mlkit("sweep", "show", "lr-search", cwd=tmp_path).returncode == 2
+    for experiment, sweep_id in (("xsearch", doc["sweep_id"]), ("ysearch", other_doc["sweep_id"])):
+        picked = run_mlkit(
+            "sweep", "show", "lr-search", "--json", "--experiment-name", experiment, cwd=tmp_path
+        )
+        assert picked.returncode == 0, picked.stderr
+        assert json.loads(picked.stdout)["sweep_id"] == sweep_id
+    unknown = run_mlkit("sweep", "show", "lr-search", "--experiment-name", "nope", cwd=tmp_path)
+    assert unknown.returncode == 66 and "no such experiment" in unknown.stderr
+    cancel = run_mlkit("sweep", "cancel", "lr-search", "--experiment-name", "ysearch", "--json", cwd=tmp_path)
+    assert cancel.returncode == 0 and json.loads(cancel.stdout)["sweep_id"] == other_doc["sweep_id"]
 
 
 def test_sweep_help_loads_no_optuna():
