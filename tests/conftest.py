@@ -19,6 +19,9 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLKIT_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    # GPUs: what an inherited CUDA_VISIBLE_DEVICES or a Slurm job around the tests would narrow
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv("MLKIT_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLKIT_ENV_DIR", str(tmp_path / "envs"))
     monkeypatch.setenv("MLKIT_STATE_DIR", str(tmp_path / "state"))

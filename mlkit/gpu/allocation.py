@@ -5,10 +5,17 @@ named by the CUDA_VISIBLE_DEVICES Slurm set (else SLURM_STEP_GPUS / SLURM_JOB_GP
 selection, system metrics and energy summary then see only those, and the host-wide lease ledger
 is not used for them: Slurm is the arbiter, and two jobs never get the same GPU. Slurm's list is
 trusted even where NVML is absent or sees other numbering (a stand-in GpuInfo per entry).
+
+Outside a Slurm job, an inherited CUDA_VISIBLE_DEVICES (set by the user's shell, another scheduler,
+or a parent mlkit run for its child) also narrows what mlkit sees and hands out — the probe, the
+selection and so the lease — to the GPUs it names, as CUDA itself would; but the host ledger still
+arbitrates them (nobody else vouches that they are free), and an entry NVML does not see is
+dropped, not trusted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from mlkit.gpu.devices import GpuInfo, GpuReport
@@ -65,3 +72,41 @@ def visible_devices(gpus: list[GpuInfo], entries: list[str]) -> str:
         else:
             chosen.append(gpu.uuid)
     return ",".join(chosen)
+
+
+def inherited() -> list[str] | None:
+    """Outside a Slurm job, the entries of an inherited CUDA_VISIBLE_DEVICES (indices or UUIDs, in
+    order, up to the first invalid one as CUDA reads it: `-1` hides the rest); None when unset."""
+    if os.environ.get("SLURM_JOB_ID"):
+        return None
+    value = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if value is None:
+        return None
+    entries: list[str] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry.startswith("-") or entry == "NoDevFiles":
+            break
+        entries.append(entry)
+    return entries
+
+
+def narrow(report: GpuReport, entries: list[str]) -> GpuReport:
+    """`report` with only the GPUs an inherited CUDA_VISIBLE_DEVICES names (by index, UUID, or a
+    unique UUID prefix as CUDA accepts), in its order; the host ledger's view stays as it was."""
+    gpus: list[GpuInfo] = []
+    for entry in entries:
+        matches = [
+            unit
+            for gpu in report.gpus
+            for unit in (gpu, *gpu.mig_instances)
+            if (entry.isdigit() and unit is gpu and str(gpu.index) == entry)
+            or (not entry.isdigit() and unit.uuid.startswith(entry))
+        ]
+        if len(matches) == 1 and matches[0] not in gpus:
+            gpus.append(matches[0])
+    reason = report.reason
+    if not gpus and report.gpus:
+        reason = (
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '')!r} leaves this process no GPU"
+        )
+    return dataclasses.replace(report, gpus=gpus, reason=reason)

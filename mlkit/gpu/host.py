@@ -26,14 +26,18 @@ def probe(*, leases: list[Lease] | None = None) -> GpuReport:
     entries = allocation.allocated()
     if entries is not None:  # inside a Slurm job: only the job's GPUs, and no host ledger
         return allocation.scope(read_gpus([]), entries)
+    visible = allocation.inherited()  # an inherited CUDA_VISIBLE_DEVICES: only the GPUs it names
     if leases is not None:
-        return read_gpus(leases)
-    try:
-        survey = read_survey()
-    except OSError:
-        return read_gpus([])
-    ignored = [_ignored(record, state, why) for record, state, why in survey.ignored]
-    return read_gpus(survey.leases, survey.waiters, ignored)
+        report = read_gpus(leases)
+    else:
+        try:
+            survey = read_survey()
+        except OSError:
+            report = read_gpus([])
+        else:
+            ignored = [_ignored(record, state, why) for record, state, why in survey.ignored]
+            report = read_gpus(survey.leases, survey.waiters, ignored)
+    return report if visible is None else allocation.narrow(report, visible)
 
 
 def _ignored(record: Lease | Waiter, state: str, why: str) -> dict[str, Any]:

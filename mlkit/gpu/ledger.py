@@ -461,6 +461,7 @@ def reserve(
     entries = allocation.allocated()
     if entries is not None:  # inside a Slurm job: its GPUs only, and Slurm (not this ledger) arbitrates
         return _reserve_allocated(request, entries, run_id=run_id, owner_pid=owner_pid)
+    visible = allocation.inherited()  # an inherited CUDA_VISIBLE_DEVICES: only its GPUs, still leased here
     import socket  # import budget: `--gpus none` (returned above) never loads socket
 
     from mlkit.gpu.devices import read_gpus  # import budget: nor the probe (NVML)
@@ -482,6 +483,8 @@ def reserve(
                 place = next((i for i, w in enumerate(waiters) if _is(w, run_id, owner_pid)), len(waiters))
                 report = read_gpus(survey.leases)
                 leases = _known(survey.leases, report)
+                if visible is not None:
+                    report = allocation.narrow(report, visible)
                 report.leases = leases
                 kept = leases + [r for r, _, _ in survey.ignored if isinstance(r, Lease)]
                 taken = {lease.uuid: lease.run_id for lease in leases}
