@@ -23,7 +23,7 @@ from mlkit.tracking.retention import RetentionPolicy
 from mlkit.tracking.store import FileStore
 
 DAY_MS = 86_400_000
-INDEX_PREFIX = ".mlkit-index.sqlite"
+INDEX_PREFIX = ".mlkit-index"  # the search cache: .mlkit-index.sqlite* and the writers' .mlkit-index.journal
 
 
 def du(*paths: Path) -> int:

@@ -32,7 +32,8 @@ import mlkit
 p = argparse.ArgumentParser()
 p.add_argument("--code", type=int); p.add_argument("--sleep", type=float); p.add_argument("--steps", type=int)
 a = p.parse_args()
-print("CVD=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-"), flush=True)
+# one write per line: with 2 GPUs the job runs 2 torchrun ranks that share one pipe
+print("CVD=" + os.environ.get("CUDA_VISIBLE_DEVICES", "-") + "\n", end="", flush=True)
 run_id = os.environ["MLFLOW_RUN_ID"]
 ckpt = Path(mlkit.get_artifact_uri().removeprefix("file://")) / "ckpt.txt"
 start = 0
