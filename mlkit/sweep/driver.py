@@ -433,7 +433,16 @@ class Driver:
                 continue
             self._check_pruning()
             self._heartbeat()
+            self._pause()
+
+    def _pause(self) -> None:
+        """Until the next look: POLL_S, or less when the launcher says a trial has ended."""
+        ended = getattr(self.launcher, "ended", None)
+        if ended is None:
             time.sleep(POLL_S)
+            return
+        ended.wait(POLL_S)
+        ended.clear()  # the loop reaps next: a trial that ends after this sets it again
 
     def _others_live(self) -> bool:
         """Are trials of this sweep running or queued that another driver (`resume --join`) owns?"""

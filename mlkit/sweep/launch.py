@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -132,12 +133,20 @@ class LocalLauncher:
 
     def __init__(self, parallel: int) -> None:
         self.parallel = parallel
+        self.ended = threading.Event()  # set when any trial's supervisor exits: the driver wakes
 
     def capacity(self, running: int) -> int:
         return max(0, self.parallel - running)
 
     def start(self, trials: list[TrialLaunch]) -> list[TrialHandle]:
-        return [self._start(t) for t in trials]
+        handles = [self._start(t) for t in trials]
+        for handle in handles:  # a freed slot is refilled at once, not at the driver's next poll
+            threading.Thread(target=self._watch, args=(handle.popen,), daemon=True).start()
+        return list(handles)
+
+    def _watch(self, popen: subprocess.Popen[bytes]) -> None:
+        popen.wait()
+        self.ended.set()
 
     @staticmethod
     def _start(trial: TrialLaunch) -> LocalTrial:

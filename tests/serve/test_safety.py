@@ -3,6 +3,7 @@ default, batching that never mixes shapes, the serving record, --workers, bad in
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import threading
@@ -11,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from serve.serve_helpers import call, invoke, log_first_pixel, row
+
+from helpers import run_mlkit
 
 pytestmark = [pytest.mark.serve, pytest.mark.torch]
 
@@ -144,6 +147,16 @@ def test_serving_record_flushes_metrics(model, serve_cli, store_root):
     running = store.get_run(run_id)
     assert running.info.status == "RUNNING" and running.data.tags["mlkit.pid"] == str(server.proc.pid)
     assert server.stop() == 0
+    # `mlkit runs list` and `mlkit report` show the serving run like any other
+    listed = run_mlkit("runs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    listed_run = next(r for r in json.loads(listed.stdout) if r["run_id"] == run_id)
+    assert listed_run["status"] == "FINISHED" and listed_run["run_name"] == "serve-digits@champion"
+    page = store_root.parent / "report.html"
+    made = run_mlkit("report", "--experiment", "Default", "-o", str(page))
+    assert made.returncode == 0, made.stderr
+    html = page.read_text()
+    assert "serve-digits@champion" in html and "serve_requests" in html
 
 
 def test_batching_groups_requests_and_never_mixes_shapes(model, serve_cli):

@@ -167,6 +167,27 @@ def test_median_pruning_stops_the_clearly_worse_trials(project, sweep, store, st
     assert len(_trials(store, doc["sweep_id"])) == 4
 
 
+def test_hyperband_pruning_stops_the_worse_trials_at_its_first_rung(project, sweep, store):
+    # Hyperband with --prune-warmup 3 (min_resource) over 8-step trials: max_resource is learnt from
+    # the first finished trial (8), so there is one bracket whose first rung is step 3, and which
+    # bracket a trial hashes to cannot matter. One at a time, in grid order: x=0.5 finishes (it sets
+    # max_resource); 0.32 then 0.31 are each the best at the rung so far and go on; x=3 and x=4 are
+    # worse than a third of the trials at step 3, so both are stopped there.
+    result, doc = sweep(str(project), "-P", "x=0.5,0.32,0.31,3,4", "-P", "steps=8", "-P", "sleep=0.2",
+                        "--parallel", "1", "--metric", "loss", "--prune", "hyperband", "--prune-warmup", "3",
+                        "--gpus-per-trial", "0")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    by_x = {t["params"]["x"]: t for t in doc["trials"]}
+    assert [by_x[x]["status"] for x in ("0.5", "0.32", "0.31")] == ["FINISHED"] * 3
+    for x in ("3", "4"):
+        row = by_x[x]
+        assert row["status"] == "pruned" and row["failure_reason"] == "pruned"
+        run = store.get_run(row["run_id"])
+        assert run.info.status == "KILLED"
+        assert run.data.tags["mlkit.sweep.pruned_at"] == "3"
+        assert len(store.get_metric_history(row["run_id"], "loss")) < 8
+
+
 def test_sigkill_driver_then_resume_runs_exactly_the_missing_trials(project, seen, start_sweep, sweep, store):
     driver = start_sweep(str(project), "-P", "x=0,0.1,0.2,0.3,0.4,0.5", "-P", "sleep=0.8", "-P", "steps=2",
                          "--parallel", "2", "--gpus-per-trial", "1")  # fmt: skip
