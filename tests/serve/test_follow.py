@@ -116,3 +116,48 @@ def test_fixed_version_is_not_followed(torch_ok, serve_cli, registry):
     time.sleep(0.5)
     assert _version(server) == 1
     assert server.stop() == 0
+
+
+def test_without_room_for_two_versions_the_old_one_is_unloaded_first(
+    torch_ok, registry, store_root, monkeypatch
+):
+    # On a GPU whose free memory cannot hold both versions, the swap is unload-then-load: no
+    # version is current while the new one loads (/health and /invocations answer 503), and a new
+    # version that fails to load brings the old one back. The room check is the only GPU part.
+    import numpy as np
+
+    from mlkit.serve import holder as holder_mod
+
+    log_first_pixel("digits", shift=0)
+    log_first_pixel("digits", shift=5)
+    broken = log_first_pixel("digits", shift=7)
+    weights = broken.path / "data" / "state_dict.pt"
+    weights.write_bytes(weights.read_bytes()[:-7] + b"garbage")
+    registry.set_alias("digits", "champion", 1)
+    failures: list[str] = []
+    held = holder_mod.ModelHolder(
+        "models:/digits@champion", root=store_root, device="cpu", on_failure=failures.append
+    )
+    held.load_initial()
+    monkeypatch.setattr(held, "_room_for_both", lambda path: False)
+    current_while_loading: list[object] = []
+    real_load = holder_mod.load_version
+
+    def spying_load(resolved, device):
+        current_while_loading.append(held.current)
+        return real_load(resolved, device)
+
+    monkeypatch.setattr(holder_mod, "load_version", spying_load)
+    first = np.array([row(3)], dtype=np.float32)
+
+    registry.set_alias("digits", "champion", 2)
+    assert held.check() is True
+    assert current_while_loading == [None]  # unloaded before the new one loaded: the 503 window
+    assert held.current.version == 2 and list(held.current.predict(first)) == [8]
+
+    current_while_loading.clear()
+    registry.set_alias("digits", "champion", 3)  # broken weights: fails to load
+    assert held.check() is False
+    assert current_while_loading[0] is None  # v2 was unloaded first ...
+    assert held.current.version == 2 and list(held.current.predict(first)) == [8]  # ... and came back
+    assert len(failures) == 1 and "version 3" in failures[0]
