@@ -542,6 +542,7 @@ def _dry_run_doc(dry: DryRun) -> dict[str, Any]:
             if plan.container_engine
             else None
         ),
+        "slurm_script": dry.slurm_script,
     }
 
 
@@ -575,7 +576,10 @@ def _render_dry_run(dry: DryRun, json_out: bool) -> None:
     if plan.container_engine:
         lines.append(f"container:    {plan.container_engine}, image {plan.container_image}")
     lines += [f"note:         {n}" for n in plan.notices]
-    lines.append("(dry run: nothing was created)")
+    if dry.slurm_script:
+        lines.append("batch script (what sbatch would be given; inside the job, the command above runs):")
+        lines += [f"  {line}" for line in dry.slurm_script.splitlines()]
+    lines.append("(dry run: nothing was created" + (", nothing submitted)" if dry.slurm_script else ")"))
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -26,6 +26,7 @@ class DryRun:
     store_root: Path
     env_manager: str
     gpus: str
+    slurm_script: str | None = None  # --backend slurm: the batch script it would submit
 
 
 def dry_run(
@@ -35,6 +36,7 @@ def dry_run(
     store_root: Path,
     launch: LaunchOptions,
     container: ContainerRequest | None = None,
+    slurm_script: str | None = None,
 ) -> DryRun:
     """The plan `options` would run, after the same checks as a run (the env file is read too);
     a docker_env run's plan is the engine's argv, with the image it would run."""
@@ -63,7 +65,7 @@ def dry_run(
         launch=launch,
     )
     manager = plan.env_manager if container is not None else options.env_manager
-    return DryRun(plan, describe_experiment(options), store_root, manager, options.gpus)
+    return DryRun(plan, describe_experiment(options), store_root, manager, options.gpus, slurm_script)
 
 
 def _dry_python(project: Project, manager: str) -> str | None:

@@ -187,7 +187,15 @@ def _run(
         # import budget: dryrun loads only for --dry-run
         from mlkit.runner.dryrun import dry_run
 
-        return dry_run(project, options, command, store_root, launch, container=container)
+        slurm_script = None
+        if options.backend == "slurm":
+            # import budget: the Slurm backend loads only for --backend slurm
+            from mlkit.backends.slurm.submit import preview
+
+            slurm_script = preview(options, store_root)
+        return dry_run(
+            project, options, command, store_root, launch, container=container, slurm_script=slurm_script
+        )
 
     with contextlib.ExitStack() as stack:
         # 2. lock, env hash, skip-if-done

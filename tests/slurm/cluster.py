@@ -42,6 +42,7 @@ class Cluster:
         self.pids: dict[str, int] = {}
         self.procs: dict[str, subprocess.Popen] = {}
         self.accounting = False
+        self.jobcomp = True  # the job-completion log (jobcomp/filetxt); without it only the controller knows
         self.dbd_port = _free_port()
         self.db_port = _free_port()
         self.ctld_port = _free_port()
@@ -49,10 +50,11 @@ class Cluster:
         self.env = {"SLURM_CONF": str(self.conf)}
 
     # ------------------------------------------------------------------ config
-    def write_conf(self, accounting: bool) -> None:
+    def write_conf(self, accounting: bool, jobcomp: bool = True) -> None:
         d = self.root
         host = socket.gethostname()
         acct = "AccountingStorageType=accounting_storage/none"
+        comp = f"JobCompType=jobcomp/filetxt\nJobCompLoc={d}/log/jobcomp.txt" if jobcomp else "JobCompType=jobcomp/none"
         if accounting:
             acct = (
                 "AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
@@ -83,10 +85,9 @@ MpiDefault=none
 ReturnToService=2
 GresTypes=gpu
 {acct}
-JobCompType=jobcomp/filetxt
-JobCompLoc={d}/log/jobcomp.txt
+{comp}
 JobAcctGatherType=jobacct_gather/none
-MinJobAge=30
+MinJobAge=300
 KillWait=5
 OverTimeLimit=0
 MailProg=/bin/true
@@ -115,6 +116,7 @@ StorageUser=root
             )
             dbd.chmod(0o600)
         self.accounting = accounting
+        self.jobcomp = jobcomp
 
     # ------------------------------------------------------------------ daemons
     def _spawn(self, name: str, argv: list[str], log: str) -> None:
@@ -186,14 +188,15 @@ StorageUser=root
         )
         return out.stdout.strip().startswith(("idle", "mixed", "allocated"))
 
-    def switch(self, accounting: bool) -> None:
-        """Restart the controller and node daemon with or without slurmdbd accounting."""
-        if accounting == self.accounting:
+    def switch(self, accounting: bool, jobcomp: bool = True) -> None:
+        """Restart the controller and node daemon with or without slurmdbd accounting (and with or
+        without the job-completion log)."""
+        if (accounting, jobcomp) == (self.accounting, self.jobcomp):
             return
         self.wait_empty()
         for name in ("slurmd", "slurmctld"):
             self._stop(name)
-        self.write_conf(accounting)
+        self.write_conf(accounting, jobcomp)
         if accounting and "slurmdbd" not in self.procs:
             self._start_db()
         self.start_controller()

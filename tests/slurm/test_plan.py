@@ -173,6 +173,29 @@ def test_no_slurm_installed_exits_68_and_creates_nothing(tmp_path, store_root):
     assert not store_root.exists() or not any(p.name != "meta.yaml" for p in (store_root / "0").glob("*"))
 
 
+def test_dry_run_shows_the_batch_script_without_slurm_and_creates_nothing(no_site, tmp_path, store_root):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    env = {"PATH": _path_without_slurm(tmp_path)}  # a laptop without the Slurm client can preview
+    args = ("run", str(proj), "--backend", "slurm", "--dry-run", "--gpus", "2", "-P", "x=3",
+            "--backend-config", "partition=gpu,time=4h", "--json")  # fmt: skip
+    done = run_mlkit(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    script = json.loads(done.stdout)["slurm_script"]
+    lines = script.splitlines()
+    for directive in ("--gpus=2", "--partition=gpu", "--time=04:00:00", "--requeue", "--signal=B:USR2@120"):
+        assert f"#SBATCH {directive}" in lines
+    assert lines[-1].startswith("exec ") and "-m mlkit.backends.slurm.job" in lines[-1]
+    assert "<run-id>" in script
+    shown = run_mlkit(*args[:-1], env=env)
+    assert shown.returncode == 0 and "#SBATCH --partition=gpu" in shown.stdout
+    assert "nothing submitted" in shown.stdout
+    assert not store_root.exists()
+    bad = run_mlkit(*args[:-2], "nosuch=1", env=env)  # the same checks as a submission
+    assert bad.returncode == 2 and "unknown key 'nosuch'" in bad.stderr
+
+
 def test_unreachable_controller_exits_68_and_leaves_no_run(tmp_path, store_root, monkeypatch):
     if shutil.which("sbatch") is None:
         if os.environ.get("CI"):

@@ -1,6 +1,7 @@
 """Status from Slurm, never guessed: each way a job ends maps to the run's status and
-`mlkit.failure_reason`, with accounting (sacct via slurmdbd) and without it (the job-completion
-log only): the same tests run against the cluster in both configurations."""
+`mlkit.failure_reason`, with accounting (sacct via slurmdbd), without it (the job-completion log
+only), and with neither (the controller's memory of ended jobs): the same tests run against the
+cluster in all three configurations."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ from helpers import run_mlkit
 pytestmark = pytest.mark.slurm
 
 
-@pytest.fixture(scope="module", params=["sacct", "jobcomp"])
+@pytest.fixture(scope="module", params=["sacct", "jobcomp", "controller"])
 def accounting(request, slurm_cluster):
+    """sacct: accounting through slurmdbd; jobcomp: only the job-completion log; controller:
+    neither (Debian's default slurm.conf), so only the controller knows how a job ended, for
+    MinJobAge after it did."""
     if request.param == "sacct" and not slurm_cluster.can_account:
         pytest.skip("slurmdbd/mariadb not installed: no accounting configuration")
-    slurm_cluster.switch(request.param == "sacct")
+    slurm_cluster.switch(request.param == "sacct", jobcomp=request.param != "controller")
     return request.param
 
 

@@ -26,7 +26,8 @@ _UNREACHABLE = (
     "Munge encode failed",
     "slurm_persist_conn_open",
 )
-SQUEUE_FORMAT = "%i|%A|%T|%r|%N|%M"  # job id (123_4 for array tasks), raw id, state, reason, nodes, time
+# squeue -O: raw job id, array job id, array task id ("N/A"), state, reason, nodes, wait status
+SQUEUE_FIELDS = "JobID:|,ArrayJobID:|,ArrayTaskID:|,State:|,Reason:|,NodeList:|,exit_code:|"
 SACCT_FIELDS = "JobID,JobIDRaw,State,ExitCode,NodeList"
 ACCOUNTING_DISABLED = "accounting storage is disabled"
 
@@ -80,15 +81,34 @@ def sbatch(script: str, *, cwd: str | None = None, extra: Sequence[str] = ()) ->
 
 
 def squeue(job_ids: Sequence[str]) -> list[list[str]]:
-    """One `squeue` for all `job_ids` (array tasks one per line): rows of SQUEUE_FORMAT's fields."""
+    """One `squeue` for all `job_ids` (array tasks one per line), in every state the controller
+    still holds (`-t all`: an ended job stays there for MinJobAge, 300 s by default). Rows of
+    (job id as squeue shows it, 123_4 for an array task; raw id; state; reason; nodes; exit code
+    as sacct writes it, "3:0")."""
     if not job_ids:
         return []
-    result = slurm(["squeue", "-h", "-r", "-o", SQUEUE_FORMAT, "-j", ",".join(job_ids)])
+    result = slurm(["squeue", "-h", "-r", "-t", "all", "-O", SQUEUE_FIELDS, "-j", ",".join(job_ids)])
     if result.returncode != 0 and "Invalid job id" not in (result.stderr or ""):
         raise SlurmUnavailableError(
             f"squeue failed: {(result.stderr or '').strip()}", hint="check `squeue` by hand"
         )
-    return [line.split("|") for line in (result.stdout or "").splitlines() if line.count("|") >= 5]
+    rows = []
+    for line in (result.stdout or "").splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 7:
+            continue
+        raw, array_job, task, state, reason, nodes, status = fields[:7]
+        shown = f"{array_job}_{task}" if task not in ("", "N/A") else raw
+        rows.append([shown, raw, state, reason, nodes, _exit_code(status)])
+    return rows
+
+
+def _exit_code(status: str) -> str:
+    """squeue's raw wait status (1792) as sacct's exit:signal ("7:0"); "" when there is none."""
+    if not status.isdigit():
+        return ""
+    value = int(status)
+    return f"{value >> 8}:{value & 0x7F}"
 
 
 def sacct(job_ids: Sequence[str]) -> tuple[list[list[str]], str]:

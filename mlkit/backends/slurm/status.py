@@ -69,8 +69,8 @@ class JobView:
     state: str  # Slurm's state, without "by <uid>" ("CANCELLED by 0" -> CANCELLED)
     reason: str = ""  # why it is pending (squeue)
     nodes: str = ""
-    exit_code: str = ""  # "3:0" (sacct)
-    source: str = "squeue"  # squeue | sacct | jobcomp
+    exit_code: str = ""  # "3:0" (sacct, or the controller's record of an ended job)
+    source: str = "squeue"  # squeue | sacct | jobcomp | controller (an ended job squeue still shows)
     raw_id: str = ""
 
 
@@ -93,15 +93,24 @@ class Reconciled:
     calls: list[str] = field(default_factory=list)  # the Slurm commands run ("squeue", "sacct")
 
 
-def parse_squeue(rows: Iterable[Sequence[str]]) -> dict[str, JobView]:
-    views: dict[str, JobView] = {}
+def parse_squeue(rows: Iterable[Sequence[str]]) -> tuple[dict[str, JobView], dict[str, JobView]]:
+    """squeue's rows as (jobs queued or running, jobs that ended but the controller still holds)."""
+    live: dict[str, JobView] = {}
+    ended: dict[str, JobView] = {}
     for row in rows:
-        job_id, raw, state, reason, nodes = (row[i].strip() for i in range(5))
+        job_id, raw, state, reason, nodes, exit_code = (row[i].strip() for i in range(6))
         reason = "" if reason in ("None", "(null)") else reason
-        view = JobView(job_id, state.split()[0] if state else "", reason, nodes, source="squeue", raw_id=raw)
-        views[job_id] = view
-        views.setdefault(raw, view)  # an array task is also found by its raw id (job comp log)
-    return views
+        nodes = "" if nodes in ("None assigned", "(null)") else nodes
+        state = state.split()[0] if state else ""
+        if state in QUEUED_STATES or state in ACTIVE_STATES:
+            view = JobView(job_id, state, reason, nodes, source="squeue", raw_id=raw)
+            into = live
+        else:
+            view = JobView(job_id, state, "", nodes, exit_code, source="controller", raw_id=raw)
+            into = ended
+        into[job_id] = view
+        into.setdefault(raw, view)  # an array task is also found by its raw id (job comp log)
+    return live, ended
 
 
 def parse_sacct(rows: Iterable[Sequence[str]], source: str) -> dict[str, JobView]:
@@ -189,7 +198,7 @@ def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> R
     ids = sorted({i for r in todo for i in _job_ids(r)})
     try:
         out.calls.append("squeue")
-        queued = parse_squeue(commands.squeue(ids))
+        queued, held = parse_squeue(commands.squeue(ids))
         gone = [r for r in todo if not any(i in queued for i in _job_ids(r))]
         ended: dict[str, JobView] = {}
         if gone:
@@ -202,8 +211,12 @@ def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> R
     changed: dict[str, Run] = {}
     for run in todo:
         ids_ = _job_ids(run)
-        view = next((queued[i] for i in ids_ if i in queued), None) or next(
-            (ended[i] for i in ids_ if i in ended), None
+        # queued or running; else Slurm's record of the end (sacct, the completion log); else, on a
+        # cluster with neither, the controller's, while it still holds the ended job
+        view = (
+            next((queued[i] for i in ids_ if i in queued), None)
+            or next((ended[i] for i in ids_ if i in ended), None)
+            or next((held[i] for i in ids_ if i in held), None)
         )
         if view is not None:
             out.views[run.info.run_id] = view

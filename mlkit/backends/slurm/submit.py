@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlkit.backends.slurm import BACKEND_TAG, CLUSTER_TAG, FINAL_TAG, JOB_ID_TAG, STATE_TAG
 from mlkit.backends.slurm.config import SlurmConfig, resolve_config
@@ -68,6 +68,39 @@ class Prepared:
 def prepare(options: RunOptions) -> Prepared:
     """Check what only the Slurm backend needs before anything is created: the backend config
     (exit 2), the GPU request (a number), --nodes, and that there is an sbatch to call (exit 68)."""
+    prepared = _checked(options)
+    # import budget: the Slurm commands load only for --backend slurm
+    from mlkit.backends.slurm import commands
+
+    if not commands.have("sbatch"):
+        raise SlurmUnavailableError(
+            "sbatch: not found: the Slurm client is not installed on this host; nothing was submitted",
+            hint="run from a cluster login node, or install the client (Debian: apt-get install slurm-client)",
+        )
+    return prepared
+
+
+def preview(options: RunOptions, store_root: Path) -> str:
+    """What `--dry-run --backend slurm` shows: the batch script a submission would write, with the
+    run's id and directory as placeholders. The same checks as a submission (exit 2), except that
+    Slurm is not needed: nothing is asked of it and nothing is written."""
+    prepared = _checked(options)
+    run_id = "<run-id>"
+    workdir = store_root / "<experiment-id>" / run_id / "artifacts" / SCRIPT_DIR
+    task = Task(run_id, local_argv(options, run_id, store_root))
+    script, _ = _render(
+        [task],
+        config=prepared.config,
+        store_root=store_root,
+        workdir=workdir,
+        job_name=f"mlkit-{Path(options.project_dir).resolve().name}-<run-name>",
+        gpus=prepared.gpus,
+        nodes=prepared.nodes,
+    )
+    return script
+
+
+def _checked(options: RunOptions) -> Prepared:
     config = resolve_config(options.backend_config)
     nodes = options.nodes or 1
     if options.run_id:
@@ -84,16 +117,7 @@ def prepare(options: RunOptions) -> Prepared:
         )
     if options.wait is not None or options.lock_wait is not None:
         raise UsageError("--wait: with --backend slurm, Slurm's queue does the waiting", hint="drop --wait")
-    gpus = gpu_count(options.gpus)
-    # import budget: the Slurm commands load only for --backend slurm
-    from mlkit.backends.slurm import commands
-
-    if not commands.have("sbatch"):
-        raise SlurmUnavailableError(
-            "sbatch: not found: the Slurm client is not installed on this host; nothing was submitted",
-            hint="run from a cluster login node, or install the client (Debian: apt-get install slurm-client)",
-        )
-    return Prepared(config, gpus, nodes)
+    return Prepared(config, gpu_count(options.gpus), nodes)
 
 
 def submit_run(
@@ -172,21 +196,12 @@ def submit_tasks(
     (job id, script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i."""
     if not tasks:
         raise UsageError("nothing to submit", hint="give at least one task")
-    python = python or config.python or sys.executable
-    workdir.mkdir(parents=True, exist_ok=True)
+    script, spec = _render(
+        tasks, config=config, store_root=store_root, workdir=workdir, job_name=job_name, gpus=gpus,
+        nodes=nodes, parallelism=parallelism, python=python,
+    )  # fmt: skip
     spec_path = workdir / "job.json"
-    array = None
-    output = str(workdir / "slurm-%j.out")
-    if len(tasks) > 1:
-        array = f"0-{len(tasks) - 1}" + (f"%{parallelism}" if parallelism else "")
-        output = str(workdir / "slurm-%A_%a.out")
-    spec = job_spec(tasks, store_root=store_root, nodes=nodes, rdzv_port=config.rdzv_port, python=python)
-    spec["requeue"] = config.requeue
-    directives = sbatch_lines(config, job_name=job_name, output=output, gpus=gpus, nodes=nodes, array=array)
-    runs = ", ".join(t.run_id for t in tasks[:3]) + (" ..." if len(tasks) > 3 else "")
-    script = render_script(
-        directives, python=python, spec_path=spec_path, setup=config.setup, comment=f"mlkit: run {runs}"
-    )
+    workdir.mkdir(parents=True, exist_ok=True)
     # import budget: fsio loads only when a script is written
     from mlkit.fsio import atomic_write
 
@@ -207,6 +222,39 @@ def submit_tasks(
             with contextlib.suppress(MlkitError):
                 store.set_tags(task.run_id, {JOB_ID_TAG: f"{job_id}_{i}", STATE_TAG: "PENDING"})
     return job_id, script_path
+
+
+def _render(
+    tasks: Sequence[Task],
+    *,
+    config: SlurmConfig,
+    store_root: Path,
+    workdir: Path,
+    job_name: str,
+    gpus: int = 0,
+    nodes: int = 1,
+    parallelism: int | None = None,
+    python: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The batch script for `tasks` (job.sh) and what the job step reads (job.json)."""
+    python = python or config.python or sys.executable
+    array = None
+    output = str(workdir / "slurm-%j.out")
+    if len(tasks) > 1:
+        array = f"0-{len(tasks) - 1}" + (f"%{parallelism}" if parallelism else "")
+        output = str(workdir / "slurm-%A_%a.out")
+    spec = job_spec(tasks, store_root=store_root, nodes=nodes, rdzv_port=config.rdzv_port, python=python)
+    spec["requeue"] = config.requeue
+    directives = sbatch_lines(config, job_name=job_name, output=output, gpus=gpus, nodes=nodes, array=array)
+    runs = ", ".join(t.run_id for t in tasks[:3]) + (" ..." if len(tasks) > 3 else "")
+    script = render_script(
+        directives,
+        python=python,
+        spec_path=workdir / "job.json",
+        setup=config.setup,
+        comment=f"mlkit: run {runs}",
+    )
+    return script, spec
 
 
 # ---------------------------------------------------------------------------------------- cancel
