@@ -54,7 +54,11 @@ class Cluster:
         d = self.root
         host = socket.gethostname()
         acct = "AccountingStorageType=accounting_storage/none"
-        comp = f"JobCompType=jobcomp/filetxt\nJobCompLoc={d}/log/jobcomp.txt" if jobcomp else "JobCompType=jobcomp/none"
+        comp = (
+            f"JobCompType=jobcomp/filetxt\nJobCompLoc={d}/log/jobcomp.txt"
+            if jobcomp
+            else "JobCompType=jobcomp/none"
+        )
         if accounting:
             acct = (
                 "AccountingStorageType=accounting_storage/slurmdbd\nAccountingStorageHost=localhost\n"
