@@ -45,16 +45,14 @@ def report(
     Example: mlkit report --experiment cnn-sweep -o report.html --max-runs 20
     """
     # import budget: the core loads when the command runs, not for mlkit --help
+    from mlkit.report.collect import ReportOptions
     from mlkit.report.html import build_report
 
     if max_points < 2:
         raise UsageError(f"--max-points {max_points}: must be at least 2", hint="e.g. --max-points 500")
     if max_image_mb < 0:
         raise UsageError("--max-image-mb must not be negative", hint="0 leaves all images out")
-    result = build_report(
-        open_store(store),
-        experiment,
-        output,
+    options = ReportOptions(
         run_refs=[r for chunk in runs for r in chunk.split(",") if r] or None,
         max_runs=max_runs,
         max_image_bytes=int(max_image_mb * 1024 * 1024),
@@ -64,6 +62,7 @@ def report(
         log_y=log_y,
         smoothing=smoothing,
     )
+    result = build_report(open_store(store), experiment, output, options)
     if result.skipped_images:
         info(f"{len(result.skipped_images)} image(s) not inlined (listed at the end of the report).")
     if result.runs_total > len(result.runs) and not runs:

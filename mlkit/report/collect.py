@@ -359,21 +359,26 @@ def _run_details(store, run: Run) -> RunDetails:
     )
 
 
-def collect_report(
-    store,
-    experiment: str,
-    *,
-    run_refs: list[str] | None = None,
-    max_runs: int = 50,
-    max_image_bytes: int = 20 * 1024 * 1024,
-    max_images_per_run: int = 8,
-    max_points: int = 500,
-    x_axis: str = "step",
-    log_y: bool = False,
-    smoothing: float = 0.0,
-) -> ReportData:
+@dataclass(frozen=True)
+class ReportOptions:
+    """What to put in a report: which runs (`run_refs`, else the newest `max_runs`), how many
+    images and points, and where the page's controls start (`x_axis`, `log_y`, `smoothing`)."""
+
+    run_refs: list[str] | None = None
+    max_runs: int = 50
+    max_image_bytes: int = 20 * 1024 * 1024
+    max_images_per_run: int = 8
+    max_points: int = 500
+    x_axis: str = "step"
+    log_y: bool = False
+    smoothing: float = 0.0
+
+
+def collect_report(store, experiment: str, options: ReportOptions | None = None) -> ReportData:
     """Read what the report shows: the runs, each metric's curves, system metrics, images, and
-    each run's files, log tail and models. `x_axis`, `log_y`, `smoothing`: the controls' start."""
+    each run's files, log tail and models."""
+    o = options or ReportOptions()
+    max_runs, max_points, x_axis, smoothing = o.max_runs, o.max_points, o.x_axis, o.smoothing
     if max_runs < 1:
         raise UsageError(f"--max-runs {max_runs}: must be at least 1", hint="e.g. --max-runs 50")
     if x_axis not in X_AXES:
@@ -384,8 +389,8 @@ def collect_report(
         )
     exp = _find_experiment(store, experiment)
     everything = _experiment_runs(store, exp.experiment_id)
-    if run_refs:
-        runs = resolve_runs(store, run_refs)
+    if o.run_refs:
+        runs = resolve_runs(store, o.run_refs)
         for run in runs:
             if run.info.experiment_id != exp.experiment_id:
                 raise UsageError(
@@ -403,7 +408,7 @@ def collect_report(
     counters = [k for k in keys if is_counter(k)]
     epochs = {i: _epoch_lookup(store, r) for i, r in enumerate(runs) if "epoch" in r.data.metrics}
     charts = [_chart(store, runs, key, max_points, epochs) for key in keys if not is_counter(key)]
-    images, skipped = _collect_images(store, runs, max_image_bytes, max_images_per_run)
+    images, skipped = _collect_images(store, runs, o.max_image_bytes, o.max_images_per_run)
     return ReportData(
         experiment_id=exp.experiment_id,
         experiment_name=exp.name,
@@ -417,6 +422,6 @@ def collect_report(
         max_points=max_points,
         counters=counters,
         x_axis=x_axis,
-        log_y=log_y,
+        log_y=o.log_y,
         smoothing=smoothing,
     )

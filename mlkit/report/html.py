@@ -24,6 +24,7 @@ from mlkit.report.collect import (
     MAX_ARTIFACTS_LISTED,
     ReportData,
     ReportImage,
+    ReportOptions,
     ReportResult,
     ReportRun,
     changed_params,
@@ -441,33 +442,9 @@ def render_html(data: ReportData, sweeps: str = "") -> str:
 """
 
 
-def build_report(
-    store,
-    experiment: str,
-    output: Path,
-    *,
-    run_refs: list[str] | None = None,
-    max_runs: int = 50,
-    max_image_bytes: int = 20 * 1024 * 1024,
-    max_images_per_run: int = 8,
-    max_points: int = 500,
-    x_axis: str = "step",
-    log_y: bool = False,
-    smoothing: float = 0.0,
-) -> ReportResult:
+def build_report(store, experiment: str, output: Path, options: ReportOptions | None = None) -> ReportResult:
     """Collect, render and write the report to `output` (atomically)."""
-    data = collect_report(
-        store,
-        experiment,
-        run_refs=run_refs,
-        max_runs=max_runs,
-        max_image_bytes=max_image_bytes,
-        max_images_per_run=max_images_per_run,
-        max_points=max_points,
-        x_axis=x_axis,
-        log_y=log_y,
-        smoothing=smoothing,
-    )
+    data = collect_report(store, experiment, options)
     # import budget: the sweep section (and the sweep results) load only when a report is built
     from mlkit.report.sweeps import sweeps_html
 

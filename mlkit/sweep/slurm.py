@@ -101,7 +101,7 @@ class SlurmLauncher:
     def start(self, trials: list[TrialLaunch]) -> list[TrialHandle]:
         # import budget: the Slurm backend loads only for --backend slurm
         from mlkit.backends.slurm.script import Task
-        from mlkit.backends.slurm.submit import submit_tasks
+        from mlkit.backends.slurm.submit import Batch, submit_tasks
 
         assert self.store is not None and self.sweep_id is not None  # bound by the driver
         tasks = [Task(run_id=t.run_id, argv=task_argv(t)) for t in trials]
@@ -112,13 +112,15 @@ class SlurmLauncher:
             / f"batch-{self.batches}-{int(time.time())}"
         )
         submit_tasks(
-            tasks,
-            config=self.config,
-            store_root=Path(self.store.root),
-            workdir=workdir,
-            job_name=f"sweep-{self.sweep_id[:8]}",
-            gpus=int(self.spec.get("gpus_per_trial") or 0),
-            parallelism=min(self.parallel, len(tasks)),
+            Batch(
+                tasks,
+                config=self.config,
+                store_root=Path(self.store.root),
+                workdir=workdir,
+                job_name=f"sweep-{self.sweep_id[:8]}",
+                gpus=int(self.spec.get("gpus_per_trial") or 0),
+                parallelism=min(self.parallel, len(tasks)),
+            )
         )
         return [SlurmTrial(t.run_id, self) for t in trials]
 

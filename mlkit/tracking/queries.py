@@ -120,9 +120,9 @@ def find_runs(
     status: str | None = None,
     include_deleted: bool = False,
 ) -> RunListing:
-    """`list_runs`, plus a warning ("did you mean ...") for each key of the filter or order-by
-    that no run in the experiments has: such a filter matches nothing and such an order is the
-    default order, which is otherwise silent."""
+    """Runs for `mlkit runs list` (lost runs are marked first), plus a warning ("did you mean
+    ...") for each key of the filter or order-by that no run in the experiments has: such a filter
+    matches nothing and such an order is the default order, which is otherwise silent."""
     store.mark_lost_runs()
     if experiments:
         ids = [resolve_experiment(store, ref).experiment_id for ref in experiments]
@@ -140,24 +140,6 @@ def find_runs(
         for flag, cols in named.items():
             listing.warnings += [str(u) for u in unknown_keys(flag, dict.fromkeys(cols), scope)]
     return listing
-
-
-def list_runs(
-    store: FileStore,
-    *,
-    experiments: list[str] | None = None,
-    filter_string: str = "",
-    order_by: list[str] | None = None,
-    max_results: int = 100,
-    since: str | None = None,
-    status: str | None = None,
-    include_deleted: bool = False,
-) -> list[Run]:
-    """Runs for `mlkit runs list` (lost runs are marked first)."""
-    return find_runs(
-        store, experiments=experiments, filter_string=filter_string, order_by=order_by,
-        max_results=max_results, since=since, status=status, include_deleted=include_deleted,
-    ).runs  # fmt: skip
 
 
 def _search(

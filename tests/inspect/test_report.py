@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from mlkit.cli import app
 from mlkit.errors import NotFoundError, UsageError
+from mlkit.report.collect import ReportOptions
 from mlkit.report.html import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -103,7 +104,7 @@ def test_report_is_self_contained(report: tuple[Path, str]):
 def test_report_contents(sweep: SweepStore, tmp_path: Path):
     a, b, c = sweep.run_ids
     out = tmp_path / "r.html"
-    result = build_report(sweep.store, sweep.experiment_id, out, run_refs=[c, a[:8]])
+    result = build_report(sweep.store, sweep.experiment_id, out, ReportOptions(run_refs=[c, a[:8]]))
     assert result.runs == [c, a] and result.runs_total == 3
     assert result.metrics == ["train_loss", "val_acc"]
     assert result.system_metrics == ["system/cpu_utilization_percentage"]
@@ -113,13 +114,13 @@ def test_report_contents(sweep: SweepStore, tmp_path: Path):
     ]
     page = out.read_text()
     assert b not in page
-    result = build_report(sweep.store, "cnn-sweep", out, max_runs=1)
+    result = build_report(sweep.store, "cnn-sweep", out, ReportOptions(max_runs=1))
     assert result.runs == [c]  # the newest
     with pytest.raises(NotFoundError, match="no experiment"):
         build_report(sweep.store, "nope", out)
     other = sweep.store.create_run("0").info.run_id
     with pytest.raises(UsageError, match="not 'cnn-sweep'"):
-        build_report(sweep.store, "cnn-sweep", out, run_refs=[other])
+        build_report(sweep.store, "cnn-sweep", out, ReportOptions(run_refs=[other]))
 
 
 def test_images_over_the_budget_or_not_images_are_listed_not_inlined(sweep: SweepStore, tmp_path: Path):
@@ -136,7 +137,7 @@ def test_images_over_the_budget_or_not_images_are_listed_not_inlined(sweep: Swee
         for i, r in enumerate(sweep.run_ids)
     )
     out = tmp_path / "r.html"
-    result = build_report(sweep.store, "cnn-sweep", out, max_image_bytes=budget)
+    result = build_report(sweep.store, "cnn-sweep", out, ReportOptions(max_image_bytes=budget))
     assert sorted(i.path for i in result.images) == [
         "samples/grid-0.png",
         "samples/grid-1.png",
@@ -149,7 +150,9 @@ def test_images_over_the_budget_or_not_images_are_listed_not_inlined(sweep: Swee
     }
     page = out.read_text()
     assert "2 image(s) not shown" in page and "samples/big.png" in page and "onload" not in page
-    result = build_report(sweep.store, "cnn-sweep", out, max_images_per_run=1)  # natural order: the last
+    result = build_report(
+        sweep.store, "cnn-sweep", out, ReportOptions(max_images_per_run=1)
+    )  # natural order: the last
     assert [i.path for i in result.images if i.run_id == c] == ["samples/grid-2.png"]
     assert {s.path: s.reason for s in result.skipped_images if s.run_id == c} == {
         "fake.jpg": "only the last 1 images of a run are shown",

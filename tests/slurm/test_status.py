@@ -135,7 +135,7 @@ def test_job_array_runs_existing_runs_one_per_task(slurm, accounting, project, t
     from mlkit.backends.slurm.config import resolve_config
     from mlkit.backends.slurm.script import Task, local_argv
     from mlkit.backends.slurm.status import reconcile
-    from mlkit.backends.slurm.submit import submit_tasks
+    from mlkit.backends.slurm.submit import Batch, submit_tasks
     from mlkit.runner.options import RunOptions
 
     store = FileStore()
@@ -144,8 +144,8 @@ def test_job_array_runs_existing_runs_one_per_task(slurm, accounting, project, t
     for code, run in zip((0, 5, 0), runs, strict=True):
         options = RunOptions(project_dir=project, params={"code": str(code)}, env_manager="local")
         tasks.append(Task(run.info.run_id, local_argv(options, run.info.run_id, store.root)))
-    job, script = submit_tasks(tasks, config=resolve_config(""), store_root=store.root, workdir=tmp_path / "sweep",
-                               job_name="sweep", parallelism=2)  # fmt: skip
+    job, script = submit_tasks(Batch(tasks, config=resolve_config(""), store_root=store.root, workdir=tmp_path / "sweep",
+                                     job_name="sweep", parallelism=2))  # fmt: skip
     assert "#SBATCH --array=0-2%2" in script.read_text()
     ids = [store.get_run(r.info.run_id).data.tags["mlkit.slurm.job_id"] for r in runs]
     assert ids == [f"{job}_0", f"{job}_1", f"{job}_2"]

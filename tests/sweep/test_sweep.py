@@ -145,6 +145,15 @@ def test_optuna_tpe_finds_the_minimum(project, sweep, store):
     assert study.best_value == pytest.approx(best["metric"])
 
 
+def _assert_pruned(store, row: dict, steps: int):
+    """A `sweep show --json` row of a pruned trial: KILLED/pruned, stopped before its last step."""
+    assert row["status"] == "pruned" and row["failure_reason"] == "pruned"
+    run = store.get_run(row["run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["mlkit.failure_reason"] == "pruned"
+    assert len(store.get_metric_history(row["run_id"], "loss")) < steps  # stopped before its end
+    return run
+
+
 def test_median_pruning_stops_the_clearly_worse_trials(project, sweep, store, store_root, monkeypatch):
     # One at a time, in grid order: the two good trials finish; then x=3 and x=4 are far above the
     # median of the finished ones at every step, so each is stopped at its first steps.
@@ -154,12 +163,7 @@ def test_median_pruning_stops_the_clearly_worse_trials(project, sweep, store, st
     by_x = {t["params"]["x"]: t for t in doc["trials"]}
     assert by_x["0.3"]["status"] == by_x["0.35"]["status"] == "FINISHED"
     for x in ("3", "4"):
-        row = by_x[x]
-        assert row["status"] == "pruned" and row["failure_reason"] == "pruned"
-        run = store.get_run(row["run_id"])
-        assert run.info.status == "KILLED"
-        assert run.data.tags["mlkit.failure_reason"] == "pruned"
-        assert len(store.get_metric_history(row["run_id"], "loss")) < 10  # stopped before its end
+        _assert_pruned(store, by_x[x], steps=10)
     # resume: nothing to rerun (finished and pruned trials are done)
     again, doc2 = sweep("resume", doc["sweep_id"])
     assert again.returncode == 0, again.stderr
@@ -180,12 +184,7 @@ def test_hyperband_pruning_stops_the_worse_trials_at_its_first_rung(project, swe
     by_x = {t["params"]["x"]: t for t in doc["trials"]}
     assert [by_x[x]["status"] for x in ("0.5", "0.32", "0.31")] == ["FINISHED"] * 3
     for x in ("3", "4"):
-        row = by_x[x]
-        assert row["status"] == "pruned" and row["failure_reason"] == "pruned"
-        run = store.get_run(row["run_id"])
-        assert run.info.status == "KILLED"
-        assert run.data.tags["mlkit.sweep.pruned_at"] == "3"
-        assert len(store.get_metric_history(row["run_id"], "loss")) < 8
+        assert _assert_pruned(store, by_x[x], steps=8).data.tags["mlkit.sweep.pruned_at"] == "3"
 
 
 def test_sigkill_driver_then_resume_runs_exactly_the_missing_trials(project, seen, start_sweep, sweep, store):

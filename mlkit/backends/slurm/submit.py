@@ -88,14 +88,9 @@ def preview(options: RunOptions, store_root: Path) -> str:
     run_id = "<run-id>"
     workdir = store_root / "<experiment-id>" / run_id / "artifacts" / SCRIPT_DIR
     task = Task(run_id, local_argv(options, run_id, store_root))
+    job_name = f"mlkit-{Path(options.project_dir).resolve().name}-<run-name>"
     script, _ = _render(
-        [task],
-        config=prepared.config,
-        store_root=store_root,
-        workdir=workdir,
-        job_name=f"mlkit-{Path(options.project_dir).resolve().name}-<run-name>",
-        gpus=prepared.gpus,
-        nodes=prepared.nodes,
+        Batch([task], prepared.config, store_root, workdir, job_name, prepared.gpus, prepared.nodes)
     )
     return script
 
@@ -146,13 +141,7 @@ def submit_run(
         workdir = Path(store.artifact_dir(run_id)) / SCRIPT_DIR
         job_name = f"mlkit-{Path(options.project_dir).resolve().name}-{run.info.run_name}"
         job_id, script = submit_tasks(
-            [task],
-            config=prepared.config,
-            store_root=store.root,
-            workdir=workdir,
-            job_name=job_name[:120],
-            gpus=prepared.gpus,
-            nodes=prepared.nodes,
+            Batch([task], prepared.config, store.root, workdir, job_name[:120], prepared.gpus, prepared.nodes)
         )
     except SlurmUnavailableError:
         with contextlib.suppress(MlkitError):
@@ -179,27 +168,30 @@ def submit_run(
     return Submitted(run_id, experiment_id, job_id, cluster, script, warnings, time.monotonic() - t0)
 
 
-def submit_tasks(
-    tasks: Sequence[Task],
-    *,
-    config: SlurmConfig,
-    store_root: Path,
-    workdir: Path,
-    job_name: str,
-    gpus: int = 0,
-    nodes: int = 1,
-    parallelism: int | None = None,
-    python: str | None = None,
-) -> tuple[str, Path]:
-    """Submit existing runs as one job: one task, or a job array of len(tasks) (task i runs
-    tasks[i]; at most `parallelism` at once). Writes job.sh and job.json into `workdir`; returns
-    (job id, script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i."""
+@dataclass(frozen=True)
+class Batch:
+    """One batch job: existing runs (one task, or a job array of len(tasks) where task i runs
+    tasks[i], at most `parallelism` at once) and how Slurm should run them. Its files go into
+    `workdir` (job.sh, job.json, Slurm's output)."""
+
+    tasks: Sequence[Task]
+    config: SlurmConfig
+    store_root: Path
+    workdir: Path
+    job_name: str
+    gpus: int = 0
+    nodes: int = 1
+    parallelism: int | None = None
+    python: str | None = None
+
+
+def submit_tasks(batch: Batch) -> tuple[str, Path]:
+    """Submit `batch`: write job.sh and job.json into its workdir, `sbatch` it; returns (job id,
+    script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i."""
+    tasks, workdir = batch.tasks, batch.workdir
     if not tasks:
         raise UsageError("nothing to submit", hint="give at least one task")
-    script, spec = _render(
-        tasks, config=config, store_root=store_root, workdir=workdir, job_name=job_name, gpus=gpus,
-        nodes=nodes, parallelism=parallelism, python=python,
-    )  # fmt: skip
+    script, spec = _render(batch)
     spec_path = workdir / "job.json"
     workdir.mkdir(parents=True, exist_ok=True)
     # import budget: fsio loads only when a script is written
@@ -217,35 +209,29 @@ def submit_tasks(
         # import budget: the store loads only for arrays (one task: the caller tags its run)
         from mlkit.tracking.store import FileStore
 
-        store = FileStore(store_root)
+        store = FileStore(batch.store_root)
         for i, task in enumerate(tasks):
             with contextlib.suppress(MlkitError):
                 store.set_tags(task.run_id, {JOB_ID_TAG: f"{job_id}_{i}", STATE_TAG: "PENDING"})
     return job_id, script_path
 
 
-def _render(
-    tasks: Sequence[Task],
-    *,
-    config: SlurmConfig,
-    store_root: Path,
-    workdir: Path,
-    job_name: str,
-    gpus: int = 0,
-    nodes: int = 1,
-    parallelism: int | None = None,
-    python: str | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """The batch script for `tasks` (job.sh) and what the job step reads (job.json)."""
-    python = python or config.python or sys.executable
+def _render(batch: Batch) -> tuple[str, dict[str, Any]]:
+    """The batch script (job.sh) and what the job step reads (job.json)."""
+    tasks, config, workdir = batch.tasks, batch.config, batch.workdir
+    python = batch.python or config.python or sys.executable
     array = None
     output = str(workdir / "slurm-%j.out")
     if len(tasks) > 1:
-        array = f"0-{len(tasks) - 1}" + (f"%{parallelism}" if parallelism else "")
+        array = f"0-{len(tasks) - 1}" + (f"%{batch.parallelism}" if batch.parallelism else "")
         output = str(workdir / "slurm-%A_%a.out")
-    spec = job_spec(tasks, store_root=store_root, nodes=nodes, rdzv_port=config.rdzv_port, python=python)
+    spec = job_spec(
+        tasks, store_root=batch.store_root, nodes=batch.nodes, rdzv_port=config.rdzv_port, python=python
+    )
     spec["requeue"] = config.requeue
-    directives = sbatch_lines(config, job_name=job_name, output=output, gpus=gpus, nodes=nodes, array=array)
+    directives = sbatch_lines(
+        config, job_name=batch.job_name, output=output, gpus=batch.gpus, nodes=batch.nodes, array=array
+    )
     runs = ", ".join(t.run_id for t in tasks[:3]) + (" ..." if len(tasks) > 3 else "")
     script = render_script(
         directives,
