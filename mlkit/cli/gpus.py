@@ -207,7 +207,7 @@ def _watch(interval: float, as_json: bool) -> None:
                     sys.stdout.write(f"{stamp} no GPUs: {report.reason}\n")
                 for row in _rows(report):
                     sys.stdout.write(f"{stamp}\t" + "\t".join(row) + "\n")
-                for line in _waiting(report):
+                for line in _waiting(report) + _ignored(report):
                     sys.stdout.write(f"{stamp}\t{line}\n")
             sys.stdout.flush()
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
@@ -232,9 +232,9 @@ def _live(interval: float) -> None:
             tab.add_column(column, overflow="fold")
         for row in _rows(report):
             tab.add_row(*row)
-        waiting = _waiting(report)
-        if waiting:
-            tab.caption = "\n".join(waiting)
+        notes = _waiting(report) + _ignored(report)
+        if notes:
+            tab.caption = "\n".join(notes)
         return tab
 
     with Live(table(), console=Console(highlight=False), auto_refresh=False) as live:

@@ -216,6 +216,12 @@ def test_foreign_and_impostor_leases_do_not_block_and_can_be_released(tmp_path):
     assert "ignored lease of " + uuid + " by run foreign0run (foreign)" in shown.stderr
     assert "by run initpid1run (impostor): pid 1 is alive but is not the mlkit process" in shown.stderr
     assert "mlkit gpus --release initpid1run" in shown.stderr
+    watch = subprocess.Popen([sys.executable, "-m", "mlkit", "gpus", "--watch", "-n", "0.2"], env=env,
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watched = [watch.stdout.readline() for _ in range(6)]  # 4 GPUs, then the ignored entries
+    watch.send_signal(signal.SIGINT)
+    watch.communicate(timeout=20)
+    assert any("ignored lease of " + uuid + " by run foreign0run (foreign)" in line for line in watched)
     run = _mlkit(tmp_path, env, "run", *FLAGS, "--gpus", "0,1", str(_project(tmp_path)), "-e", "quick.py")
     assert run.returncode == 0, run.stderr
     released = _mlkit(tmp_path, env, "gpus", "--release", "initpid1run")
