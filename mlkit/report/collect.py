@@ -195,6 +195,14 @@ def _image_files(store, run_id: str) -> list[tuple[str, int]]:
     return sorted(found, key=lambda item: natural_key(item[0]))
 
 
+def _read_image(store, run_id: str, path: str, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of an image artifact. A run's artifacts belong to whoever made the
+    run (on a shared store, another user): a link is not followed, a FIFO or device not read."""
+    fd = fsio.open_file(store.artifact_file(run_id, path), other_owners=True)
+    with os.fdopen(fd, "rb") as f:
+        return f.read(limit + 1)
+
+
 def _collect_images(
     store, runs: list[Run], max_bytes: int, per_run: int
 ) -> tuple[list[tuple[ReportImage, str]], list[SkippedImage]]:
@@ -218,9 +226,10 @@ def _collect_images(
                 )
                 continue
             try:
-                data = store.artifact_file(run_id, path).read_bytes()
-            except OSError as exc:
-                skipped.append(SkippedImage(run_id, path, size, f"cannot read: {exc.strerror or exc}"))
+                data = _read_image(store, run_id, path, budget)
+            except (OSError, MlkitError) as exc:
+                why = exc.message if isinstance(exc, MlkitError) else exc.strerror or str(exc)
+                skipped.append(SkippedImage(run_id, path, size, f"cannot read: {why}"))
                 continue
             mime, magics = IMAGE_TYPES[os.path.splitext(path)[1].lower()]
             if not data.startswith(magics) or (mime == "image/webp" and data[8:12] != b"WEBP"):

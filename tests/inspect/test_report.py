@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -158,6 +159,28 @@ def test_images_over_the_budget_or_not_images_are_listed_not_inlined(sweep: Swee
         "fake.jpg": "only the last 1 images of a run are shown",
         "samples/big.png": "only the last 1 images of a run are shown",
     }
+
+
+def test_planted_fifo_and_links_among_images_are_skipped_not_read(sweep: SweepStore, tmp_path: Path):
+    # On a shared store another user controls their run's artifacts: a FIFO named like an image
+    # must not hang the report, and links (out of the run, or to a file inside it) are not followed.
+    c = sweep.run_ids[2]
+    arts = sweep.store.artifact_dir(c)
+    os.mkfifo(arts / "stuck.png")
+    (arts / "outside.png").symlink_to(arts.parents[3] / "private.png")
+    (arts.parents[3] / "private.png").write_bytes(make_png(8, 8, seed=1))
+    (arts / "inside.png").symlink_to(arts / "samples" / "grid-2.png")
+    out = tmp_path / "r.html"
+    result = build_report(sweep.store, "cnn-sweep", out)
+    assert sorted(i.path for i in result.images) == [
+        "samples/grid-0.png",
+        "samples/grid-1.png",
+        "samples/grid-2.png",
+    ]
+    reasons = {s.path: s.reason for s in result.skipped_images}
+    assert set(reasons) == {"stuck.png", "outside.png", "inside.png"}
+    assert all(r.startswith("cannot read: ") for r in reasons.values())
+    assert "not a regular file" in reasons["stuck.png"] and "link" in reasons["inside.png"]
 
 
 def test_cli_report_json_and_errors(sweep: SweepStore, tmp_path: Path):
