@@ -189,8 +189,13 @@ def prepare_input(transform: Transform, data: Any, torch: Any, device: Any) -> l
                 hint=f"send one row of {per_row} numbers per example",
             )
         array = array.reshape(-1, *spec.shape)
-    array = array.to(device=device, dtype=getattr(torch, spec.dtype))
-    return [array * spec.scale + spec.offset]
+    dtype = getattr(torch, spec.dtype)
+    if spec.scale == 1 and spec.offset == 0:
+        return [array.to(device=device, dtype=dtype)]
+    scaled = array.to(device=device, dtype=torch.float64) * spec.scale + spec.offset
+    if dtype.is_floating_point:
+        return [scaled.to(dtype)]
+    return [scaled.round().to(dtype)]  # an integer input (token ids): the arithmetic in float, then back
 
 
 def map_output(transform: Transform, output: Any, torch: Any) -> Any:

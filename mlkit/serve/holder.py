@@ -18,6 +18,7 @@ Every swap is written to the model's audit log (`mlkit models history NAME`).
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
 import select
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkit.errors import MlkitError
-from mlkit.models.format import read_mlmodel
+from mlkit.models.format import ModelLoadError, read_mlmodel
 from mlkit.models.uri import ModelUri, ResolvedModel, parse_model_uri, resolve_model_uri
 from mlkit.serve.protocol import TensorSpec, input_specs, parse_request
 
@@ -66,6 +67,12 @@ class Loaded:
             "source": str(self.path),
             "loaded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.loaded_at)),
         }
+
+
+def _why(exc: BaseException) -> str:
+    """An exception as one short line for the log, /metrics' audit entry and error messages."""
+    text = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
+    return (text.splitlines() or [text])[0][:300]
 
 
 def follows(parsed: ModelUri) -> bool:
@@ -110,7 +117,7 @@ class ModelHolder:
         root: Path | None,
         device: str,
         poll_interval: float = 1.0,
-        on_swap: Callable[[Loaded | None, Loaded], None] | None = None,
+        on_swap: Callable[[int | None, Loaded], None] | None = None,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.uri = uri
@@ -128,8 +135,17 @@ class ModelHolder:
 
     # ------------------------------------------------------------------ loading and swapping
     def load_initial(self) -> Loaded:
-        """Resolve and load the URI now; errors propagate (the server does not start)."""
-        loaded = load_version(resolve_model_uri(self.uri, root=self.root), self.device)
+        """Resolve and load the URI now; an error is one MlkitError (the server does not start)."""
+        resolved = resolve_model_uri(self.uri, root=self.root)
+        try:
+            loaded = load_version(resolved, self.device)
+        except MlkitError:
+            raise
+        except Exception as exc:  # the warm-up forward, CUDA out of memory, a missing example file
+            raise ModelLoadError(
+                f"{self.uri}: cannot load or warm up {resolved.path}: {_why(exc)}",
+                hint="check that the model loads with mlkit.models.load_model, on this device",
+            ) from exc
         self.current = loaded
         return loaded
 
@@ -144,22 +160,25 @@ class ModelHolder:
             new_version = resolved.version.version if resolved.version else None
             old = self.current
             if old is not None and old.version == new_version and old.path == resolved.path:
+                self.failed = None  # back on the loaded version: a failed one is tried again if named again
                 return False
             key = (str(resolved.path), new_version)
             if self.failed == key:
                 return False
+            old_version = old.version if old is not None else None
+            previous = ResolvedModel(old.uri, old.path, old.run_id, None, "") if old is not None else None
             unload_first = old is not None and not self._room_for_both(resolved.path)
             if unload_first:
                 log.warning(
-                    "not enough free GPU memory for two versions: unloading version %s first",
-                    old and old.version,
+                    "not enough free GPU memory for two versions: unloading version %s first", old_version
                 )
                 self.current = None  # requests get 503 until the new version is in
+                del old  # requests in flight keep their own reference until they finish
                 self._free()
             try:
                 loaded = load_version(resolved, self.device)
             except Exception as exc:
-                why = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}".splitlines()[0][:300]
+                why = _why(exc)
                 log.error(
                     "version %s of %s failed to load or warm up, not swapped in: %s",
                     new_version,
@@ -167,20 +186,29 @@ class ModelHolder:
                     why,
                 )
                 self.failed = key
-                if unload_first and old is not None:
-                    self.current = load_version(
-                        ResolvedModel(old.uri, old.path, old.run_id, None, ""), self.device
-                    )
-                    self.current.version = old.version
+                if unload_first and previous is not None:
+                    why += self._restore(previous, old_version)
                 if self.on_failure is not None:
                     self.on_failure(f"version {new_version}: {why}")
                 return False
             self.failed = None
             self.current = loaded  # the swap: requests from now on use the new version
-            log.info("now serving version %s of %s (was %s)", new_version, self.uri, old and old.version)
+            log.info("now serving version %s of %s (was %s)", new_version, self.uri, old_version)
             if self.on_swap is not None:
-                self.on_swap(old, loaded)
+                self.on_swap(old_version, loaded)
             return True
+
+    def _restore(self, previous: ResolvedModel, version: int | None) -> str:
+        """Load the version that was unloaded for a swap that failed; "" or why it could not be."""
+        try:
+            restored = load_version(previous, self.device)
+        except Exception as exc:
+            log.error("version %s could not be loaded again (%s): nothing is served until %s moves",
+                      version, _why(exc), self.uri)  # fmt: skip
+            return f"; version {version} could not be loaded again: {_why(exc)}"
+        restored.version = version
+        self.current = restored
+        return ""
 
     def _room_for_both(self, path: Path) -> bool:
         """On a GPU: whether free memory holds the new version's weights (x2 for the forward's
@@ -199,6 +227,7 @@ class ModelHolder:
             # import budget: torch is loaded already (a model is)
             import torch
 
+            gc.collect()  # the unloaded version's tensors, if a reference cycle still holds them
             torch.cuda.empty_cache()
 
     # ------------------------------------------------------------------ watching the registry

@@ -3,6 +3,7 @@ and the window of latencies the serving record flushes to the store each interva
 
 from __future__ import annotations
 
+import math
 import threading
 from typing import Any
 
@@ -74,7 +75,7 @@ class ServeMetrics:
 
 def _quantile(ordered: list[float], q: float) -> float:
     """The nearest-rank quantile of a sorted list."""
-    index = min(len(ordered) - 1, max(0, int(round(q * len(ordered) + 0.5)) - 1))
+    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered) - 1e-9) - 1))
     return ordered[index]
 
 

@@ -257,8 +257,13 @@ def _parse_parquet(body: bytes) -> tuple[list[str], list[list[Any]]]:
         raise UnsupportedMedia(
             f"Parquet input needs pandas and pyarrow, which this server lacks. Send one of {[CONTENT_TYPE_CSV, CONTENT_TYPE_JSON]}."
         ) from exc
+    if not _safe_pyarrow():
+        raise UnsupportedMedia(
+            "Parquet input needs pyarrow 14.0.1 or later (earlier versions unpickle what a request "
+            f"sends). Send one of {[CONTENT_TYPE_CSV, CONTENT_TYPE_JSON]}."
+        )
     try:
-        frame = pd.read_parquet(io.BytesIO(body))
+        frame = pd.read_parquet(io.BytesIO(body), engine="pyarrow")
     except Exception as exc:
         raise ScoringError(
             "BAD_REQUEST",
@@ -266,6 +271,19 @@ def _parse_parquet(body: bytes) -> tuple[list[str], list[list[Any]]]:
             f"DataFrame produced using the `pandas.DataFrame.to_parquet()` method. Error: '{exc}'",
         ) from exc
     return [str(c) for c in frame.columns], frame.values.tolist()
+
+
+def _safe_pyarrow() -> bool:
+    """pyarrow is installed and past CVE-2023-47248 (extension-type metadata unpickled)."""
+    try:
+        # import budget: only for a parquet request
+        from importlib.metadata import version
+
+        from packaging.version import Version
+
+        return Version(version("pyarrow")) >= Version("14.0.1")
+    except Exception:  # not installed, or a version string packaging cannot read
+        return False
 
 
 def _enforce(frame: tuple[list[str], list[list[Any]]], specs: list[TensorSpec]) -> Any:

@@ -8,6 +8,7 @@ lets requests in flight finish, ends the run FINISHED and exits 0.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -73,10 +74,13 @@ def read_token(path: str | None) -> str | None:
             f"--token-file {path}: cannot read it: {exc.strerror}",
             hint="write the token into a file only you can read",
         ) from exc
-    if info.st_mode & stat.S_IROTH:
+    except UnicodeDecodeError:
         raise InvalidInputError(
-            f"--token-file {path}: anyone on this machine can read it", hint=f"chmod 600 {path}"
-        )
+            f"--token-file {path}: is not UTF-8 text", hint="write the token as one line of text"
+        ) from None
+    if info.st_mode & (stat.S_IRGRP | stat.S_IROTH):
+        who = "anyone on this machine" if info.st_mode & stat.S_IROTH else "its group"
+        raise InvalidInputError(f"--token-file {path}: {who} can read it", hint=f"chmod 600 {path}")
     token = text.strip().splitlines()[0].strip() if text.strip() else ""
     if len(token) < 16:
         raise InvalidInputError(
@@ -89,6 +93,14 @@ def read_token(path: str | None) -> str | None:
 def check_options(opts: ServeOptions) -> str | None:
     """Every option checked before anything is created; returns the token."""
     parse_model_uri(opts.uri)
+    missing = [
+        m for m in ("uvicorn", "starlette", "prometheus_client") if importlib.util.find_spec(m) is None
+    ]
+    if missing:
+        raise UsageError(
+            f"mlkit models serve needs {', '.join(missing)}, which is not installed",
+            hint="pip install 'mlkit[serve]'",
+        )
     if opts.workers < 1:
         raise UsageError(f"--workers {opts.workers}: must be at least 1", hint="e.g. --workers 2 on two GPUs")
     if opts.max_batch_size < 1:
@@ -221,7 +233,7 @@ def run_worker(
     metrics = ServeMetrics()
     parsed = parse_model_uri(opts.uri)
 
-    def on_swap(old: Loaded | None, new: Loaded) -> None:
+    def on_swap(old_version: int | None, new: Loaded) -> None:
         metrics.swaps.inc()
         metrics.version.set(new.version or 0)
         record.set_tags({"mlkit.serve.model_version": str(new.version)})
@@ -230,7 +242,7 @@ def run_worker(
                 parsed.name,
                 "serve_swap",
                 version=new.version,
-                from_=old.version if old else None,
+                from_=old_version,
                 to=new.version,
                 details={"uri": opts.uri, "serving_run": record.run_id, "pid": os.getpid(), "worker": worker},
             )

@@ -71,3 +71,18 @@ def test_byte_lm_takes_strings_and_answers_the_next_character(nets, tmp_path):
         ["hello wor", "ab"]
     )  # different lengths: not padded together
     assert len(out) == 2 and all(isinstance(c, str) and len(c) == 1 for c in out.tolist())
+
+
+@pytest.mark.parametrize(
+    "dtype, scale, expect", [("int64", 1.0, [3, 7]), ("int32", 2.0, [7, 15]), ("float32", 2.0, [7.0, 15.0])]
+)
+def test_an_integer_input_reaches_the_model_as_integers(dtype, scale, expect):
+    # token ids for an embedding: the transform's dtype is what forward() gets, whatever the arithmetic
+    from mlkit.models.transform import InputTransform, prepare_input
+
+    transform = Transform(
+        input=InputTransform(kind="affine", scale=scale, offset=1.0 if scale != 1 else 0.0, dtype=dtype)
+    )
+    (tensor,) = prepare_input(transform, [[3], [7]], torch, "cpu")
+    assert tensor.dtype == getattr(torch, dtype)
+    assert tensor.flatten().tolist() == expect

@@ -161,3 +161,19 @@ def test_without_room_for_two_versions_the_old_one_is_unloaded_first(
     assert current_while_loading[0] is None  # v2 was unloaded first ...
     assert held.current.version == 2 and list(held.current.predict(first)) == [8]  # ... and came back
     assert len(failures) == 1 and "version 3" in failures[0]
+
+    registry.set_alias("digits", "champion", 2)  # rolled back to the version served ...
+    assert held.check() is False
+    registry.set_alias("digits", "champion", 3)  # ... then v3 again (fixed since): it is tried again
+    assert held.check() is False and len(failures) == 2
+
+    def failing_load(resolved, device):  # neither v3 nor v2 loads now (say, the GPU is full)
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(holder_mod, "load_version", failing_load)
+    registry.set_alias("digits", "champion", 1)
+    assert held.check() is False
+    assert held.current is None  # nothing is served (503) until the alias moves ...
+    assert (
+        "version 2 could not be loaded again: RuntimeError: CUDA out of memory" in failures[-1]
+    )  # ... and it says so

@@ -203,3 +203,30 @@ def test_v1_model_and_metrics(servers):
     for name in ("mlkit_serve_requests_total", "mlkit_serve_errors_total", "mlkit_serve_request_seconds_bucket",
                  "mlkit_serve_batch_size_bucket", "mlkit_serve_queue_depth", "mlkit_serve_model_version"):  # fmt: skip
         assert name in text
+
+
+def test_parquet_without_a_safe_pyarrow_is_415_never_read(monkeypatch):
+    # pyarrow before 14.0.1 unpickles extension-type metadata a request carries (CVE-2023-47248):
+    # such a body is refused like a missing pyarrow, before pandas touches it.
+    import importlib.metadata
+
+    from mlkit.serve import protocol
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "14.0.0")
+    touched: list[bytes] = []
+    if importlib.util.find_spec("pandas") is not None:
+        import pandas as pd
+
+        monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: touched.append(b"read"))
+    with pytest.raises(protocol.UnsupportedMedia, match="pyarrow 14.0.1"):
+        protocol.parse_request(b"PAR1....PAR1", protocol.CONTENT_TYPE_PARQUET, [])
+    assert touched == []
+
+
+def test_latency_quantiles_are_nearest_rank():
+    from mlkit.serve.metrics import _quantile
+
+    assert _quantile([1.0, 2.0], 0.5) == 1.0
+    hundred = [float(i) for i in range(1, 101)]
+    assert _quantile(hundred, 0.99) == 99.0 and _quantile(hundred, 0.5) == 50.0
+    assert _quantile([5.0], 0.99) == 5.0

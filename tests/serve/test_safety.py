@@ -56,6 +56,31 @@ def test_token_file_readable_by_all_is_refused(model, mlkit_cli, tmp_path, store
     assert len(runs) == 1  # only the model's own run: no serving run was created
 
 
+def test_a_model_failing_its_warm_up_is_one_line_and_its_serving_run_ends(model, mlkit_cli, store_root):
+    (model.path / "input_example.json").write_text('{"inputs": [[1.0, 2.0]]}')  # not the 64-pixel input
+    result = mlkit_cli("models", "serve", "models:/digits@champion", "--gpus", "none", "--port", "0")
+    assert result.returncode == 1, result.stderr
+    assert "cannot load or warm up" in result.stderr and "Traceback" not in result.stderr
+    from mlkit.tracking.store import FileStore
+
+    runs, _ = FileStore(store_root).search_runs(None, "tags.`mlkit.kind` = 'serving'")
+    assert [r.info.status for r in runs] == ["FAILED"]
+
+
+def test_token_file_readable_by_its_group_or_not_text_is_refused(model, mlkit_cli, tmp_path):
+    token = tmp_path / "tok"
+    token.write_text("secret\n")
+    token.chmod(0o640)
+    grouped = mlkit_cli("models", "serve", "models:/digits@champion", "--token-file", str(token))
+    assert grouped.returncode == 2 and "its group can read it" in grouped.stderr
+    token.write_bytes(b"\xff\xfe")
+    token.chmod(0o600)
+    binary = mlkit_cli("models", "serve", "models:/digits@champion", "--token-file", str(token))
+    assert (
+        binary.returncode == 2 and "is not UTF-8 text" in binary.stderr and "Traceback" not in binary.stderr
+    )
+
+
 def test_bad_uri_creates_nothing(model, mlkit_cli, store_root):
     result = mlkit_cli("models", "serve", "models:/digits@nosuch", "--gpus", "none")
     assert result.returncode == 66, result.stderr
