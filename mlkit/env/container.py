@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ class ContainerRequest:
     build_image: bool = False
     code_hash: str | None = None  # --build-image: the hash of the files copied into the image
     volumes: tuple[str, ...] = ()
-    environment: tuple[tuple[str, str], ...] = ()  # docker_env.environment, host copies resolved
+    environment: tuple[tuple[str, str | None], ...] = ()  # docker_env.environment; None: copied from the host
     extra_args: tuple[str, ...] = ()  # --docker-args as engine flags
     user: str | None = None  # uid:gid the container runs as; None when --docker-args names one
     exclude: tuple[Path, ...] = ()  # never copied by --build-image (the store, when inside the project)
@@ -73,8 +74,8 @@ class ContainerRequest:
         """The --build-image image: `localhost/mlkit-<project>:<hash of base name and content>`."""
         digest = hashlib.sha256(_TAG_VERSION + b"\0" + self.image.encode() + b"\0")
         digest.update((self.code_hash or "").encode())
-        name = re.sub(r"[^a-z0-9_.-]+", "-", self.project_name.lower()).strip("-._") or "project"
-        return f"localhost/{NAME_PREFIX}{name[:60]}:{digest.hexdigest()[:16]}"
+        name = re.sub(r"[^a-z0-9]+", "-", self.project_name.lower())[:60].strip("-") or "project"
+        return f"localhost/{NAME_PREFIX}{name}:{digest.hexdigest()[:16]}"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class ContainerEnv:
     project_dir: Path
     mount_code: bool  # bind-mount the project at CODE_DIR (no --build-image)
     volumes: tuple[str, ...] = ()
-    environment: tuple[tuple[str, str], ...] = ()
+    environment: tuple[tuple[str, str | None], ...] = ()
     extra_args: tuple[str, ...] = ()
     user: str | None = None
     gpu_problem: str | None = None
@@ -104,6 +105,19 @@ class ContainerEnv:
 
 
 # ------------------------------------------------------------------------------ the request
+# engine flags mlkit sets itself: given again they would take the container out of its hands
+_MLKIT_OWNED = {
+    **dict.fromkeys(
+        ("name", "cidfile"), "mlkit names the container (mlkit-<run id>) to stop and clean it up"
+    ),
+    **dict.fromkeys(
+        ("d", "detach"), "the run is the container's life: mlkit waits for it and records how it ended"
+    ),
+    "rm": "mlkit removes the container itself (--rm is always set)",
+    "gpus": "the run's GPUs come from its lease (--gpus N on mlkit run); more would double-book them",
+}
+
+
 def parse_docker_args(values: Sequence[str]) -> tuple[str, ...]:
     """MLflow's `-A/--docker-args`: `name=value` -> `--name value`, `name` -> `--name` (one letter:
     `-n`). A repeated name is refused, as MLflow does."""
@@ -119,6 +133,8 @@ def parse_docker_args(values: Sequence[str]) -> tuple[str, ...]:
             )
         if name in seen:
             raise UsageError(f"--docker-args {name}: given twice", hint="pass each docker argument once")
+        if name in _MLKIT_OWNED:
+            raise UsageError(f"--docker-args {name}: {_MLKIT_OWNED[name]}", hint=f"drop --docker-args {name}")
         seen.add(name)
         flag = ("-" if len(name) == 1 else "--") + name
         args += [flag, value] if sep else [flag]
@@ -130,10 +146,12 @@ def names_user(extra_args: Sequence[str]) -> bool:
     return any(a in ("-u", "--user") for a in extra_args)
 
 
-def resolve_environment(entries: object, label: str) -> tuple[tuple[str, str], ...]:
-    """docker_env.environment as (name, value) pairs: `[NAME, value]` as given, `NAME` copied from
-    this environment (EnvSpecError when it is not set, as MLflow refuses it)."""
-    pairs: list[tuple[str, str]] = []
+def resolve_environment(entries: object, label: str) -> tuple[tuple[str, str | None], ...]:
+    """docker_env.environment as (name, value) pairs: `[NAME, value]` as given; `NAME`, to be copied
+    from this environment (EnvSpecError when it is not set, as MLflow refuses it), as (NAME, None):
+    the engine is given `-e NAME` and reads the value from its own environment, so a secret never
+    stands in the engine's argv (visible in `ps`) or in the run's recorded command."""
+    pairs: list[tuple[str, str | None]] = []
     for entry in entries or []:  # type: ignore[attr-defined]
         if isinstance(entry, list):
             pairs.append((str(entry[0]), str(entry[1])))
@@ -144,7 +162,7 @@ def resolve_environment(entries: object, label: str) -> tuple[tuple[str, str], .
                 f"{label}: docker_env.environment: {entry} is to be copied from this environment, but it is not set",
                 hint=f"export {entry}=... before mlkit run, or give it a value in the MLproject: [{entry}, value]",
             )
-        pairs.append((str(entry), value))
+        pairs.append((str(entry), None))
     return tuple(pairs)
 
 
@@ -162,12 +180,35 @@ def code_files(project_dir: Path, exclude: Sequence[Path] = ()) -> list[str]:
         ]
         links = [d for d in kept if os.path.islink(os.path.join(root, d))]
         dirs[:] = sorted(d for d in kept if d not in links)
-        found += [prefix + n for n in files + links if not n.endswith((".pyc", ".pyo"))]
+        found += [prefix + n for n in links]
+        found += [
+            prefix + n for n in files if not n.endswith((".pyc", ".pyo")) and _copyable(os.path.join(root, n))
+        ]
     return sorted(found)
 
 
+def _copyable(path: str) -> bool:
+    """A regular file or a link (copied as a link); never a FIFO, socket or device."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
 def code_hash(project_dir: Path, files: Sequence[str]) -> str:
-    """sha256 over each file's path, mode bit for executables, and bytes (a link: its target)."""
+    """sha256 over each file's path, mode bit for executables, and bytes (a link: its target).
+    EnvBuildError (exit 73, before the run exists) when a file cannot be read."""
+    try:
+        return _code_hash(project_dir, files)
+    except OSError as exc:
+        raise EnvBuildError(
+            f"--build-image: cannot read {exc.filename or project_dir}: {exc.strerror}",
+            hint="make the project's files readable, or remove the file",
+        ) from None
+
+
+def _code_hash(project_dir: Path, files: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for rel in files:
         path = project_dir / rel
@@ -349,6 +390,11 @@ def _build_derived(request: ContainerRequest, tag: str, base_id: str, say: Progr
                 f"--build-image: {engine} build of {tag} failed: {exc.last_error_line()}",
                 hint=f"see the build log: {log.path}",
             ) from None
+        except OSError as exc:  # copying the project into the build context (a full disk, say)
+            raise EnvBuildError(
+                f"--build-image: cannot copy the project into the build context: {exc.strerror or exc}",
+                hint=f"check the space and rights under {context.parent}",
+            ) from None
         finally:
             log.close()
             shutil.rmtree(context, ignore_errors=True)
@@ -433,10 +479,12 @@ def engine_argv(
         argv += ["-v", f"{env.project_dir}:{CODE_DIR}"]
     for volume in env.volumes:
         argv += ["-v", volume]
-    merged = {k: v for k, v in variables.items() if v is not None}
+    merged: dict[str, str | None] = {k: v for k, v in variables.items() if v is not None}
     merged.update(env.environment)  # MLflow: the project's own entries win
     for key, value in merged.items():
-        argv += ["-e", f"{key}={value}"]
+        argv += ["-e", key if value is None else f"{key}={value}"]  # None: the engine copies it
+    if not gpu_uuids:  # under docker's nvidia runtime an image's NVIDIA_VISIBLE_DEVICES=all shows every GPU
+        argv += ["-e", "NVIDIA_VISIBLE_DEVICES=void"]
     argv += gpu_args(env, gpu_uuids)
     argv += env.extra_args
     argv.append(env.image)

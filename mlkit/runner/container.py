@@ -74,6 +74,12 @@ def preflight(
     extra = ctr.parse_docker_args(options.docker_args)
     environment = ctr.resolve_environment(spec.get("environment"), label)
     store = Path(os.path.abspath(store_root))
+    for what, path in (("the store", store), ("the project directory", project.directory)):
+        if ":" in str(path):  # `-v SRC:DST` would split it
+            raise UsageError(
+                f"{what} {path}: a path with ':' cannot be mounted into a container",
+                hint="move it to a path without ':' (or pass --store elsewhere)",
+            )
     code_hash = None
     if options.build_image:  # reads every file of the project: only for --build-image
         code_hash = ctr.code_hash(project.directory, ctr.code_files(project.directory, [store]))
@@ -113,7 +119,7 @@ class ContainerTree(RunTree):
         super().__init__(tree.child, tree.run_id, tree.before)
         self.engine, self.name, self.grace = engine, name, grace
         self._stopping: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # signal() runs in signal handlers: a second signal may nest
 
     def signal(self, sig: int) -> None:
         super().signal(sig)

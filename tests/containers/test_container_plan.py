@@ -65,6 +65,38 @@ def test_mounts_user_workdir_and_variables():
     assert not any(a.startswith("GONE") for a in argv)
 
 
+def test_no_gpu_leased_means_none_visible_and_copied_variables_stay_out_of_the_argv():
+    env = _env("docker", environment=(("GIVEN", "1"), ("SECRET", None)))
+    argv = _argv(env)
+    pairs = list(zip(argv, argv[1:], strict=False))
+    assert ("-e", "NVIDIA_VISIBLE_DEVICES=void") in pairs  # the nvidia runtime shows no GPU
+    assert ("-e", "SECRET") in pairs and ("-e", "GIVEN=1") in pairs  # the engine copies SECRET itself
+    assert "NVIDIA_VISIBLE_DEVICES=void" not in _argv(_env("docker"), [A])
+
+
+def test_derived_tag_is_a_valid_reference_for_any_project_name():
+    import re
+
+    from mlkit.env.container import ContainerRequest, Engine
+
+    for name in ("My..Project_", "a._b", "x" * 59 + "-y", "日本"):
+        tag = ContainerRequest(Engine("docker"), "img", Path("/p"), name, code_hash="h").derived_tag
+        repo = tag.split(":")[0].split("/", 1)[1]
+        assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", repo), tag
+
+
+def test_build_image_skips_fifos_and_an_unreadable_file_is_one_line(tmp_path):
+    import os
+
+    from mlkit.env.container import code_files, code_hash
+
+    (tmp_path / "train.py").write_text("print(1)")
+    os.mkfifo(tmp_path / "pipe")
+    assert code_files(tmp_path) == ["train.py"]  # a FIFO would block the hash and the copy
+    with pytest.raises(EnvBuildError, match="cannot read"):
+        code_hash(tmp_path, ["train.py", "missing.py"])
+
+
 def test_docker_args_follow_mlflow():
     assert parse_docker_args(["shm-size=8g", "ipc=host", "privileged", "u=0"]) == (
         "--shm-size", "8g", "--ipc", "host", "--privileged", "-u", "0",
@@ -177,6 +209,10 @@ def test_dry_run_shows_the_image_and_the_whole_engine_argv(proj, tmp_path):
         (["--docker-args", "ipc=host", "-A", "ipc=private"], "--docker-args ipc: given twice"),
         (["--container-engine", "lxc"], "--container-engine 'lxc': unknown engine"),
         (["--env-manager", "uv"], "--env-manager uv: a docker_env project runs in its container"),
+        (["-A", "name=mine"], "--docker-args name: mlkit names the container"),
+        (["-A", "d"], "--docker-args d: the run is the container's life"),
+        (["-A", "gpus=all"], "--docker-args gpus: the run's GPUs come from its lease"),
+        (["--store", "/tmp/a:b/mlruns"], "a path with ':' cannot be mounted into a container"),
     ],
 )
 def test_bad_container_flags_exit_2_and_create_nothing(proj, tmp_path, args, message):

@@ -95,6 +95,10 @@ def test_volumes_and_both_environment_forms(engine, project, ctr_run, store_root
     assert "from the host volume | in the MLproject | from this shell" in done.stdout
     assert (data / "out.txt").read_text() == "written inside"
     assert (data / "out.txt").stat().st_uid == os.getuid()
+    # the copied value (a secret, say) is read by the engine from its own environment: it is in
+    # neither the engine's argv (`ps`) nor the command the run records
+    tags = only_run(store_root).data.tags
+    assert "COPIED" in tags["mlkit.command"] and "from this shell" not in json.dumps(tags)
 
     # a copied variable that is not set: refused before anything exists, as MLflow refuses it
     env = {k: v for k, v in os.environ.items() if k != "COPIED"}
