@@ -14,6 +14,7 @@ processes and stopping them); this module runs the steps in order and records th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -146,6 +147,10 @@ def _execute(
     except BaseException:  # never leave the entry point running behind a failed supervisor
         launched.tree.signal(signal.SIGKILL)
         launched.child.wait()
+        finish = getattr(launched.tree, "finish", None)
+        if finish is not None:  # docker_env: the engine keeps the container; remove it now
+            with contextlib.suppress(Exception):
+                finish(-signal.SIGKILL)
         launched.close_output()
         raise
     _stop_leftovers(launched.tree, plan.kill_grace)

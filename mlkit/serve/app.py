@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -59,6 +59,9 @@ def _error(error: ScoringError) -> Response:
 
 class _TooLarge(Exception):
     pass
+
+
+_PARSE_INLINE = 256 << 10  # bodies up to this size are parsed on the event loop (microseconds)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -131,17 +134,7 @@ class _Routes:
     async def _invocations(self, request: Request) -> Response:
         if not self.authorized(request):
             return self.unauthorized()
-        limit = self.config.max_body
-        try:
-            body = await _read_body(request, limit)
-        except _TooLarge:
-            why = f"the request body is over the server's limit of {limit} bytes (--max-body)"
-            return _error(ScoringError("REQUEST_LIMIT_EXCEEDED", why, 413))
-        loaded = self.holder.current  # this request runs on this version to the end
-        if loaded is None:
-            why = "a new model version is loading; retry shortly"
-            return _error(ScoringError("TEMPORARILY_UNAVAILABLE", why, 503))
-        scoring = self._score(loaded, body, request.headers.get("content-type"))
+        scoring = self._read_and_score(request)
         try:
             if _timeout is None:  # Python 3.10
                 return await asyncio.wait_for(scoring, self.config.timeout)
@@ -150,9 +143,29 @@ class _Routes:
         except (asyncio.TimeoutError, TimeoutError):  # MLflow's answer, word for word
             return Response("Request processing time exceeded limit", status_code=504, media_type=JSON)
 
+    async def _read_and_score(self, request: Request) -> Response:
+        """Read the body (within --max-body) and score it: both within --timeout, so a client that
+        sends its body slowly holds a connection no longer than a slow model would."""
+        limit = self.config.max_body
+        try:
+            body = await _read_body(request, limit)
+        except _TooLarge:
+            why = f"the request body is over the server's limit of {limit} bytes (--max-body)"
+            return _error(ScoringError("REQUEST_LIMIT_EXCEEDED", why, 413))
+        except ClientDisconnect:  # the client went away mid-upload: nobody to answer
+            return _error(ScoringError("BAD_REQUEST", "the client disconnected before the body was read"))
+        loaded = self.holder.current  # this request runs on this version to the end
+        if loaded is None:
+            why = "a new model version is loading; retry shortly"
+            return _error(ScoringError("TEMPORARILY_UNAVAILABLE", why, 503))
+        return await self._score(loaded, body, request.headers.get("content-type"))
+
     async def _score(self, loaded: Any, body: bytes, content_type: str | None) -> Response:
         try:
-            parsed = parse_request(body, content_type, loaded.specs)
+            if len(body) > _PARSE_INLINE:  # a large body is parsed off the event loop (/health stays quick)
+                parsed = await asyncio.to_thread(parse_request, body, content_type, loaded.specs)
+            else:
+                parsed = parse_request(body, content_type, loaded.specs)
             predictions = await self.runner.predict(loaded, parsed.data, parsed.params)
         except UnsupportedMedia as exc:
             return Response(str(exc), status_code=415, media_type="text/plain")

@@ -108,6 +108,24 @@ def test_slow_request_is_504(torch_ok, registry, serve_cli):
     assert server.stop() == 0
 
 
+def test_a_slow_or_vanishing_upload_is_bounded_by_the_timeout_and_logs_no_traceback(model, serve_cli):
+    server = serve_cli("models:/digits@champion", "--timeout", "0.5s")
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(
+        (host, int(port)), timeout=10
+    ) as slow:  # sends 10 of 1000 bytes, then waits
+        slow.sendall(head.encode() + b'{"inputs":')
+        answer = slow.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 504")  # the timeout covers reading the body too
+    with socket.create_connection((host, int(port)), timeout=10) as gone:  # sends part, then hangs up
+        gone.sendall(head.encode() + b'{"inputs":')
+    time.sleep(0.3)
+    assert invoke(server.url, {"inputs": [row(1)]}).status == 200
+    assert server.stop() == 0
+    assert "Traceback" not in server.stderr and "Exception in ASGI application" not in server.stderr
+
+
 def test_sigterm_drains_requests_in_flight_and_exits_0(torch_ok, registry, serve_cli, store_root):
     log_first_pixel("slow", cls="Sleepy", seconds=1.5, example=False)
     server = serve_cli("models:/slow/1")
