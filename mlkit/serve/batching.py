@@ -72,6 +72,10 @@ class Runner:
         group.due = True
         if not self.running:
             self._flush(key, group)
+        else:  # requests that are never batched (params, strings) could keep the model busy forever:
+            # the group waits at most a few more delays, then queues behind the passes running
+            wait = max(3 * self.max_batch_delay, 0.01)
+            group.timer = asyncio.get_running_loop().call_later(wait, self._flush, key, group)
 
     def _flush_due(self) -> None:
         for key, group in list(self.groups.items()):

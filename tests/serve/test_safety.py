@@ -246,3 +246,39 @@ def test_workers_share_one_port(model, serve_cli, store_root):
     assert sorted(r.info.run_name for r in children) == ["worker-0", "worker-1"]
     assert all(r.info.status == "FINISHED" for r in children)
     assert store.get_run(server.info["run_id"]).info.status == "FINISHED"
+
+
+def test_a_waiting_batch_is_not_starved_by_requests_that_never_batch():
+    # A steady stream of requests with params (never batched) keeps the model busy back to back; a
+    # batchable request still runs within a few --max-batch-delay, not when the stream stops.
+    import asyncio
+
+    import numpy as np
+
+    from mlkit.serve.batching import Runner
+    from mlkit.serve.metrics import ServeMetrics
+
+    class Slow:
+        def predict(self, data, params=None):
+            time.sleep(0.02)
+            return np.zeros(len(data)) if isinstance(data, np.ndarray) else [0]
+
+    async def scenario() -> float:
+        runner = Runner(ServeMetrics(), max_batch_size=8, max_batch_delay=0.01)
+        model, stop = Slow(), asyncio.Event()
+
+        async def stream():  # two of these overlap: one runs while the other waits for the model
+            while not stop.is_set():
+                await runner.predict(model, [1], {"p": 1})
+
+        streaming = asyncio.gather(stream(), stream())
+        await asyncio.sleep(0.05)
+        started = time.monotonic()
+        await asyncio.wait_for(runner.predict(model, np.ones((1, 4), dtype=np.float32), None), 5)
+        waited = time.monotonic() - started
+        stop.set()
+        await streaming
+        runner.close()
+        return waited
+
+    assert asyncio.run(scenario()) < 1.0
