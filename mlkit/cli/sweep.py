@@ -245,13 +245,19 @@ def _launcher(spec: dict[str, Any]) -> Any:
 
 
 def _drive(
-    st: Any, sweep_id: str, timeout: float | None, as_json: bool, launcher: Any, parallel: int | None = None
+    st: Any,
+    sweep_id: str,
+    timeout: float | None,
+    as_json: bool,
+    launcher: Any,
+    parallel: int | None = None,
+    joined: bool = False,
 ) -> None:
     # import budget: the driver loads when a sweep runs
     from mlkit.sweep.driver import Driver
     from mlkit.sweep.results import sweep_table
 
-    outcome = Driver(st, sweep_id, output.info, launcher, parallel).drive(timeout)
+    outcome = Driver(st, sweep_id, output.info, launcher, parallel, joined=joined).drive(timeout)
     table = sweep_table(st, sweep_id)
     _render_end(outcome, table, as_json)
     if outcome.exit_code:
@@ -270,7 +276,9 @@ def _render_end(outcome: SweepOutcome, table: SweepTable, as_json: bool) -> None
     output.info(
         f"mlkit: sweep {outcome.sweep_id} {outcome.status}{reason}: {counts}; {outcome.launched} trials started"
     )
-    if outcome.status != "FINISHED":
+    if outcome.status == "RUNNING":  # a joined driver left; the one it joined drives on
+        output.info("  its other driver still runs the sweep")
+    elif outcome.status != "FINISHED":
         output.info(f"  resume with: mlkit sweep resume {outcome.sweep_id}")
 
 
@@ -368,7 +376,7 @@ def resume(
     launcher = _launcher(spec)
     joined = reopen(st, sweep_id, join=join)
     output.info(f"mlkit: sweep {sweep_id}: {'joining its running driver' if joined else 'resuming'}")
-    _drive(st, sweep_id, _seconds(timeout, "--timeout"), as_json, launcher, parallel)
+    _drive(st, sweep_id, _seconds(timeout, "--timeout"), as_json, launcher, parallel, joined)
 
 
 @sweep_app.command("cancel")

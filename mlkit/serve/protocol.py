@@ -279,6 +279,7 @@ def _safe_pyarrow() -> bool:
         # import budget: only for a parquet request
         from importlib.metadata import version
 
+        # import budget: packaging too, only here
         from packaging.version import Version
 
         return Version(version("pyarrow")) >= Version("14.0.1")

@@ -26,7 +26,15 @@ from typing import Any
 from mlkit import fsio, procid
 from mlkit.errors import ExitCode, MlkitError, NotFoundError, UsageError
 from mlkit.sweep import space as sp
-from mlkit.sweep.launch import AdoptedTrial, Launcher, LocalLauncher, TrialHandle, TrialLaunch, supervisor_of
+from mlkit.sweep.launch import (
+    AdoptedTrial,
+    Launcher,
+    LocalLauncher,
+    TrialHandle,
+    TrialLaunch,
+    TrialStartError,
+    supervisor_of,
+)
 from mlkit.sweep.records import (
     CLAIM_LOCK,
     FAILURE_TAG,
@@ -53,7 +61,9 @@ Notify = Callable[[str], None]
 
 POLL_S = 0.1
 HEARTBEAT_S = 30.0
+PARENT_CHECK_S = 1.0  # how often a driver reads whether someone else ended the parent
 DEFAULT_TRIAL_WAIT = 7 * 24 * 3600.0
+MAX_SEED = 2**32 - 1  # the samplers' seed is a numpy RandomState seed
 
 
 @dataclass(frozen=True)
@@ -127,6 +137,14 @@ def _check_flags(options: SweepOptions) -> None:
     for flag, value in (("--parallel", options.parallel), ("--trials", options.trials)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} {value}: must be 1 or more", hint=f"e.g. {flag} 4")
+    if options.trials is not None and options.trials > sp.MAX_GRID:
+        raise UsageError(f"--trials {options.trials}: more than {sp.MAX_GRID} trials",
+                         hint=f"use at most --trials {sp.MAX_GRID}, or split the space")  # fmt: skip
+    if options.seed is not None and not 0 <= options.seed <= MAX_SEED:
+        raise UsageError(f"--seed {options.seed}: must be 0 to {MAX_SEED}", hint="e.g. --seed 0")
+    for flag, value in (("--prune-startup", options.prune_startup), ("--prune-warmup", options.prune_warmup)):
+        if value < 0:
+            raise UsageError(f"{flag} {value}: must be 0 or more", hint=f"e.g. {flag} 5")
     if options.gpus_per_trial is not None and options.gpus_per_trial < 0:
         raise UsageError(
             f"--gpus-per-trial {options.gpus_per_trial}: must be 0 or more", hint="0 runs trials on CPU"
@@ -289,11 +307,26 @@ def _study(store: Any, sweep_id: str, spec: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- survey
-def _driver_alive(tags: dict[str, str]) -> bool:
+def _driver_alive(run: Any) -> bool:
+    """Is the driver that created trial `run` (tag mlkit.sweep.driver, "pid:start") alive? The
+    lost-run rule: on this host its process; on another, for a trial not yet started, its creation
+    time as the heartbeat (a driver starts what it claims at once)."""
+    # import budget: the lost-run rule is the store's, loaded with it
+    from mlkit.tracking.lost import is_owner_gone
+
+    tags = run.data.tags
     pid, _, start = tags.get(TAG_DRIVER, "").partition(":")
-    if not pid.isdigit() or tags.get("mlkit.host") not in (None, procid.hostname()):
+    if not pid.isdigit():
         return False
-    return procid.is_same(procid.ProcessRef(int(pid), float(start) if start else None))
+    host = tags.get("mlkit.host") or procid.hostname()
+    if host != procid.hostname() and run.info.status != "SCHEDULED":
+        return False  # a started trial's host is its supervisor's (a Slurm node), not its driver's
+    owner = {"mlkit.host": host, "mlkit.pid": pid}
+    if start:
+        owner["mlkit.pid_start"] = start
+    if str(run.info.start_time or "").isdigit():
+        owner["mlkit.heartbeat"] = str(run.info.start_time)
+    return not is_owner_gone(owner)
 
 
 @dataclass
@@ -314,7 +347,7 @@ class Slot:
         for r in self.runs:
             if r.info.status == "SCHEDULED":
                 submitted = SLURM_JOB_TAG in r.data.tags  # waiting in Slurm's queue
-                alive = submitted or _driver_alive(r.data.tags) or supervisor_of(r.info.run_id)
+                alive = submitted or _driver_alive(r) or supervisor_of(r.info.run_id)
                 return "live" if alive else "scheduled"
         return "failed" if self.runs else "open"
 
@@ -368,8 +401,11 @@ class Driver:
         notify: Notify,
         launcher: Launcher | None = None,
         parallel: int | None = None,
+        *,
+        joined: bool = False,
     ) -> None:
         self.store, self.sweep_id, self.notify = store, sweep_id, notify
+        self.joined = joined  # `resume --join`: the parent is the other driver's to end
         self.spec = load_spec(store, sweep_id)
         self.space = sp.parse_space(self.spec["params"])
         self.launcher: Launcher = launcher or LocalLauncher(parallel or int(self.spec["parallel"]))
@@ -382,7 +418,10 @@ class Driver:
         self.stop_signal: int | None = None
         self.launched = 0
         self.me = procid.current()
+        self.driver_tag = f"{self.me.pid}:{self.me.start or ''}"
         self._beat = 0.0
+        self._parent_seen = 0.0  # when the parent's status was last read (monotonic)
+        self._lost_scan = 0.0  # when lost runs were last marked while waiting on other drivers
         self._warned_no_metric = False
         self._idle_until = 0.0  # no claim before this (monotonic) time: the last one found nothing
 
@@ -420,6 +459,8 @@ class Driver:
                 return "signal"
             if deadline is not None and time.monotonic() >= deadline:
                 return "timeout"
+            if self._parent_ended():
+                return "parent_ended"
             room = self.launcher.capacity(len(self.active))
             started = 0
             if room and time.monotonic() >= self._idle_until:
@@ -445,10 +486,29 @@ class Driver:
         ended.clear()  # the loop reaps next: a trial that ends after this sets it again
 
     def _others_live(self) -> bool:
-        """Are trials of this sweep running or queued that another driver (`resume --join`) owns?"""
+        """Are trials of this sweep running or queued that another driver (`resume --join`) owns?
+        (Lost runs, a whole-store scan, are marked once a heartbeat period, not on every look.)"""
+        now = time.monotonic()
+        scan = now - self._lost_scan >= HEARTBEAT_S
+        if scan:
+            self._lost_scan = now
         return any(
-            slot.state() == "live" for slot in survey(self.store, self.sweep_id, self.spec, mark_lost=True)
+            slot.state() == "live" for slot in survey(self.store, self.sweep_id, self.spec, mark_lost=scan)
         )
+
+    def _parent_ended(self) -> bool:
+        """Has another process stopped the sweep (`sweep cancel`, the Ctrl-C or --timeout of the
+        driver this one joined)? Then this driver stops its trials as on a signal. Read once a
+        second: one small file."""
+        now = time.monotonic()
+        if now - self._parent_seen < PARENT_CHECK_S:
+            return False
+        self._parent_seen = now
+        try:
+            status = self.store.get_run(self.sweep_id).info.status
+        except MlkitError:
+            return False
+        return status == "KILLED"  # (FAILED/lost is a dead driver's: this one drives on, as resume)
 
     def _heartbeat(self) -> None:
         now = time.monotonic()
@@ -473,12 +533,19 @@ class Driver:
                 launches.append(self._claim(slot, deadline))
         if not launches:
             return 0
-        handles = self.launcher.start([launch for launch, _ in launches])
-        for handle, (_, active) in zip(handles, launches, strict=True):
+        try:
+            handles = self.launcher.start([launch for launch, _ in launches])
+        except TrialStartError as exc:  # those that started are watched (and stopped by drive())
+            self._track(exc.started, launches)
+            raise
+        self._track(handles, launches)
+        return len(launches)
+
+    def _track(self, handles: list[TrialHandle], launches: list[tuple[TrialLaunch, _Active]]) -> None:
+        for handle, (_, active) in zip(handles, launches, strict=False):
             active.handle = handle
             self.active[handle.run_id] = active
-        self.launched += len(launches)
-        return len(launches)
+        self.launched += len(handles)
 
     def _claim(self, slot: Slot, deadline: float | None) -> tuple[TrialLaunch, _Active]:
         # import budget: Optuna is loaded already (the study is open)
@@ -486,13 +553,16 @@ class Driver:
 
         self.attempted.add(slot.index)
         scheduled = next((r for r in slot.runs if r.info.status == "SCHEDULED"), None)
-        driver_tag = f"{self.me.pid}:{self.me.start or ''}"
+        driver_tag = self.driver_tag
         if scheduled is not None:  # created by a driver that died before starting it: start it now
             run_id = scheduled.info.run_id
             self.store.set_tag(run_id, TAG_DRIVER, driver_tag)
             number = int(scheduled.data.tags.get(TAG_OPTUNA, "-1"))
             trial = trial_of(self.study, number) if number >= 0 else None
-            params = slot.params or {}
+            # its values are Optuna's record of the trial (a never-started run has no params logged)
+            by_name = {d.name: d for d in self.space}
+            asked = {k: sp.format_value(by_name[k], v) for k, v in (trial.params if trial else {}).items()}
+            params = {**(slot.params or {}), **asked}
         else:
             trial, params = ask(self.study, self.space, slot.params)
             number = trial.number
@@ -530,6 +600,9 @@ class Driver:
         )
         return launch, _Active(handle=None, slot=slot.index, number=number, trial=trial)  # type: ignore[arg-type]
 
+    def _driven_by_another(self, run: Any) -> bool:
+        return run.data.tags.get(TAG_DRIVER) not in (None, self.driver_tag) and _driver_alive(run)
+
     def _parent_name(self) -> str:
         return str(self.store.get_run(self.sweep_id).info.run_name or self.sweep_id[:8])
 
@@ -542,6 +615,8 @@ class Driver:
         for slot in survey(self.store, self.sweep_id, self.spec, mark_lost=True):
             for run in slot.runs:
                 if run.info.status not in ("RUNNING", "SCHEDULED") or run.info.run_id in self.active:
+                    continue
+                if self._driven_by_another(run):  # a joined sweep: that driver watches it
                     continue
                 handle = adopt(run) if adopt is not None else None
                 number = int(run.data.tags.get(TAG_OPTUNA, "-1"))
@@ -595,7 +670,7 @@ class Driver:
             if value is None and self.spec.get("metric") and not self._warned_no_metric:
                 self._warned_no_metric = True
                 self.notify(
-                    f"mlkit: sweep: warning: trial {active.slot} finished without logging {self.spec['metric']!r}"
+                    f"mlkit: sweep: warning: trial {active.slot} finished without a finite {self.spec['metric']!r}"
                 )
             value = 0.0 if value is None else value
         else:
@@ -629,13 +704,10 @@ class Driver:
         return self.store.get_run(run_id)
 
     def _final_metric(self, run_id: str) -> float | None:
-        key = self.spec.get("metric")
-        if not key:
-            return None
-        history = self.store.get_metric_history(run_id, key)
-        if not history:
-            return None
-        return float(max(history, key=lambda m: (m.step, m.timestamp)).value)
+        # import budget: the results module is stdlib-only
+        from mlkit.sweep.results import final_metric
+
+        return final_metric(self.store, run_id, self.spec.get("metric"))
 
     def _check_pruning(self) -> None:
         if not self.spec.get("prune") or not self.spec.get("metric"):
@@ -692,6 +764,8 @@ class Driver:
         counts: dict[str, int] = {}
         for slot in slots:
             counts[slot.state()] = counts.get(slot.state(), 0) + 1
+        if reason == "parent_ended" or (self.joined and reason in ("signal", "timeout", "error")):
+            return self._leave(reason, counts)
         if reason == "signal":
             sig = self.stop_signal or signal.SIGINT
             status, code, tag = "KILLED", 128 + int(sig), "signal"
@@ -712,6 +786,18 @@ class Driver:
             self._log_best()
             self.store.set_terminated(self.sweep_id, status)
         return SweepOutcome(self.sweep_id, status, code, tag, counts, self.launched)
+
+    def _leave(self, reason: str | None, counts: dict[str, int]) -> SweepOutcome:
+        """This driver stops; the parent is not its to end (it was ended, or the driver it joined
+        still runs): the outcome reports the parent as it stands."""
+        status = self.store.get_run(self.sweep_id).info.status
+        if reason == "signal":
+            code = 128 + int(self.stop_signal or signal.SIGINT)
+        elif reason == "timeout":
+            code = int(ExitCode.TIMEOUT)
+        else:
+            code = int(ExitCode.FAILURE)
+        return SweepOutcome(self.sweep_id, status, code, reason, counts, self.launched)
 
     def _log_best(self) -> None:
         """The best trial's metric on the parent (`best_<metric>`) and its run id as a tag."""
@@ -738,7 +824,9 @@ def reopen(store: Any, sweep_id: str, *, join: bool = False) -> bool:
         if _owner_alive(tags):
             if join:
                 return True
-            raise UsageError(f"sweep {sweep_id} is being driven by process {tags['mlkit.pid']}",
+            host = tags.get("mlkit.host")
+            where = f" on host {host}" if host and host != procid.hostname() else ""
+            raise UsageError(f"sweep {sweep_id} is being driven by process {tags.get('mlkit.pid', '?')}{where}",
                              hint="pass --join to run its trials alongside, or wait for it")  # fmt: skip
     store.set_tags(sweep_id, {**ownership_tags(), "mlkit.heartbeat": str(int(time.time() * 1000))})
     store.restart_run(sweep_id)
@@ -782,9 +870,9 @@ def cancel_sweep(store: Any, sweep_id: str, *, wait: float = 60.0) -> Cancelled:
     run = store.get_run(sweep_id)
     tags = run.data.tags
     if run.info.status == "RUNNING" and _owner_alive(tags):
+        _on_this_host(tags, sweep_id, "cancel")
         pid = int(tags["mlkit.pid"])
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        _terminate(pid, f"sweep {sweep_id}'s driver")
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and store.get_run(sweep_id).info.status == "RUNNING":
             time.sleep(POLL_S)
@@ -801,11 +889,44 @@ def cancel_sweep(store: Any, sweep_id: str, *, wait: float = 60.0) -> Cancelled:
     return Cancelled(sweep_id, None, stopped)
 
 
+class SweepPermissionError(MlkitError):
+    """`mlkit sweep cancel` of a sweep whose driver or trials another user runs, not as root."""
+
+    exit_code = ExitCode.NO_PERMISSION
+
+
+def _terminate(pid: int, what: str) -> None:
+    """SIGTERM `pid` (gone already: nothing to do); another user's process: exit 77."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        raise SweepPermissionError(
+            f"{what} (process {pid}) belongs to another user",
+            hint="ask its user to cancel it, or run as root",
+        ) from None
+
+
 def _owner_alive(tags: dict[str, str]) -> bool:
-    if not tags.get("mlkit.pid", "").isdigit() or tags.get("mlkit.host") != procid.hostname():
+    """Is the run's owner (`mlkit.pid` on `mlkit.host`, else its heartbeat) alive? The one rule
+    lost-run marking uses (mlkit.tracking.lost.is_owner_gone)."""
+    # import budget: the lost-run rule is the store's, loaded with it
+    from mlkit.tracking.lost import is_owner_gone
+
+    if not tags.get("mlkit.pid", "").isdigit() and not tags.get("mlkit.heartbeat", "").isdigit():
         return False
-    start = tags.get("mlkit.pid_start")
-    return procid.is_same(procid.ProcessRef(int(tags["mlkit.pid"]), float(start) if start else None))
+    return not is_owner_gone(tags)
+
+
+def _on_this_host(tags: dict[str, str], sweep_id: str, doing: str) -> None:
+    """A live driver on another host cannot be signalled from here: refuse, naming the host."""
+    host = tags.get("mlkit.host")
+    if host and host != procid.hostname():
+        raise UsageError(
+            f"sweep {sweep_id} is being driven by process {tags.get('mlkit.pid', '?')} on host {host}",
+            hint=f"run `mlkit sweep {doing}` on {host}, or wait for it",
+        )
 
 
 def _stop_orphan(store: Any, trial: Any) -> None:
@@ -822,13 +943,13 @@ def _stop_orphan(store: Any, trial: Any) -> None:
                 commands.scancel([tags[SLURM_JOB_TAG]])
         return
     if trial.info.status == "RUNNING" and _owner_alive(tags):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(tags["mlkit.pid"]), signal.SIGTERM)  # its supervisor stops it (KILLED)
+        if tags.get("mlkit.host") != procid.hostname():
+            return  # its supervisor is on another host: it is left to end there
+        _terminate(int(tags["mlkit.pid"]), f"trial {trial.info.run_id}'s supervisor")  # it stops it (KILLED)
         return
     ref = supervisor_of(trial.info.run_id)
     if ref is not None:  # started, not yet attached to its run
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(ref.pid, signal.SIGTERM)
+        _terminate(ref.pid, f"trial {trial.info.run_id}'s supervisor")
         return
     if trial.info.status == "SCHEDULED":
         store.set_tags(trial.info.run_id, {FAILURE_TAG: "cancelled"})

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from mlkit import proc, procid
+from mlkit.errors import LaunchError, MlkitError
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,16 @@ class LocalTrial:
         return code
 
     def stop(self) -> None:
+        # the supervisor forwards it, waits, then SIGKILLs; a no-op once the watcher has reaped it
+        # (its pid may then be another process's)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.popen.pid, signal.SIGTERM)  # the supervisor forwards it, waits, then SIGKILLs
+            self.popen.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
+        # a reaped leader's pid names its group only while a member lives (a live group's id is
+        # never reused); once the group is gone, the number may be anyone's
+        if self.popen.returncode is not None and not proc.group_alive(self.popen.pid):
+            return
         proc.signal_group(self.popen.pid, signal.SIGKILL)
 
 
@@ -139,10 +146,18 @@ class LocalLauncher:
         return max(0, self.parallel - running)
 
     def start(self, trials: list[TrialLaunch]) -> list[TrialHandle]:
-        handles = [self._start(t) for t in trials]
-        for handle in handles:  # a freed slot is refilled at once, not at the driver's next poll
+        """Start each trial's supervisor; when one cannot start, a TrialStartError carries the
+        handles of those already started (the driver watches and stops them)."""
+        handles: list[TrialHandle] = []
+        for trial in trials:
+            try:
+                handle = self._start(trial)
+            except (OSError, MlkitError) as exc:
+                raise TrialStartError.of(trial, exc, handles) from exc
+            # a freed slot is refilled at once, not at the driver's next poll
             threading.Thread(target=self._watch, args=(handle.popen,), daemon=True).start()
-        return list(handles)
+            handles.append(handle)
+        return handles
 
     def _watch(self, popen: subprocess.Popen[bytes]) -> None:
         popen.wait()
@@ -154,6 +169,15 @@ class LocalLauncher:
         if trial.log:
             Path(trial.log).parent.mkdir(parents=True, exist_ok=True)
             log = open(trial.log, "ab")  # noqa: SIM115 - closed when the trial is reaped
+        try:
+            return LocalTrial(trial.run_id, LocalLauncher._spawn(trial, log), log)
+        except BaseException:
+            if log is not None:
+                log.close()
+            raise
+
+    @staticmethod
+    def _spawn(trial: TrialLaunch, log: IO[Any] | None) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "mlkit", *trial.run_argv()]
         env = {
             "MLKIT_RUN_ID": None,
@@ -161,7 +185,7 @@ class LocalLauncher:
             "MLKIT_EXPERIMENT_ID": None,
             "MLFLOW_EXPERIMENT_ID": None,
         }
-        popen = proc.spawn(
+        return proc.spawn(
             argv,
             env=env,
             new_session=True,  # the driver stops each trial itself; a terminal's Ctrl-C reaches only it
@@ -169,7 +193,26 @@ class LocalLauncher:
             stdout=log if log is not None else subprocess.DEVNULL,
             stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
         )
-        return LocalTrial(trial.run_id, popen, log)
+
+
+class TrialStartError(LaunchError):
+    """A trial of a batch could not be started; `started` are the batch's trials that were."""
+
+    def __init__(self, message: str, hint: str | None, started: list[TrialHandle]) -> None:
+        super().__init__(message, hint=hint)
+        self.started = started
+
+    @classmethod
+    def of(cls, trial: TrialLaunch, exc: BaseException, started: list[TrialHandle]) -> TrialStartError:
+        if isinstance(exc, MlkitError):
+            return cls(exc.message, exc.hint, started)
+        where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return cls(
+            f"trial run {trial.run_id}: cannot start its supervisor: {reason}{where}",
+            hint="check that the store's artifacts directory is writable and not full",
+            started=started,
+        )
 
 
 def supervisor_of(run_id: str) -> procid.ProcessRef | None:

@@ -69,14 +69,16 @@ def _duration(run: Any) -> float | None:
     return (end - start) / 1000 if start and end else None
 
 
-def _final(store: Any, run: Any, metric: str | None) -> float | None:
+def final_metric(store: Any, run_id: str, metric: str | None) -> float | None:
+    """A trial's result: the last value of `metric` it logged (highest step, then latest), or None
+    when it logged none or that value is NaN or infinite (no rank, no point, nothing told Optuna)."""
     if not metric:
         return None
-    history = store.get_metric_history(run.info.run_id, metric)
+    history = store.get_metric_history(run_id, metric)
     if not history:
         return None
     value = float(max(history, key=lambda m: (m.step, m.timestamp)).value)
-    return None if math.isnan(value) else value
+    return value if math.isfinite(value) else None
 
 
 def _rank(run: Any) -> int:
@@ -109,7 +111,7 @@ def sweep_table(store: Any, sweep_id: str) -> SweepTable:
             status="pruned" if pruned else run.info.status,
             failure_reason="pruned" if pruned else rt.get(FAILURE_TAG),
             params={k: run.data.params.get(k, "") for k in swept},
-            metric=_final(store, run, metric),
+            metric=final_metric(store, run.info.run_id, metric),
             duration_s=_duration(run),
             attempts=len(runs),
         ))  # fmt: skip

@@ -24,7 +24,8 @@ from mlkit.errors import UsageError
 
 _CALL = re.compile(r"^\s*(range|uniform|loguniform|int|choice)\s*\((.*)\)\s*$", re.DOTALL)
 GRID_KINDS = ("fixed", "list", "range", "choice")
-MAX_GRID = 100_000  # trials a grid may expand to before it is refused as a typo
+MAX_GRID = 100_000  # trials a grid (or --trials) may expand to before it is refused as a typo
+MAX_INT = 2**63 - 1  # range() and int() bounds: what an int64 holds
 
 
 @dataclass(frozen=True)
@@ -74,11 +75,38 @@ def _float(name: str, raw: str, text: str) -> float:
 
 def _int(name: str, raw: str, text: str) -> int:
     try:
-        return int(text.strip())
+        value = int(text.strip())
     except ValueError:
         raise _bad(
             name, raw, f"{text.strip()!r} is not an integer", "range() and int() take integers"
         ) from None
+    if not -MAX_INT <= value <= MAX_INT:
+        raise _bad(
+            name, raw, f"{_short(text)} is out of range", f"integers are -{MAX_INT}..{MAX_INT} (int64)"
+        )
+    return value
+
+
+def _short(text: str) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= 24 else text[:20] + "...")
+
+
+def _range_values(name: str, raw: str, args: list[str]) -> tuple[str, ...]:
+    """range(b) / range(a,b) / range(a,b,step) as its values (at most MAX_GRID of them)."""
+    if not 1 <= len(args) <= 3:
+        raise _bad(name, raw, "range() takes 1 to 3 integers", "range(b), range(a,b) or range(a,b,step)")
+    nums = [_int(name, raw, a) for a in args]
+    if len(nums) == 3 and nums[2] == 0:
+        raise _bad(name, raw, "range() step must not be 0", "e.g. range(0,10,2)")
+    span = range(*nums)
+    if span[MAX_GRID:]:  # counted before it is built (len() itself overflows past int64)
+        raise _bad(name, raw, f"range() has more than {MAX_GRID} values",
+                   "a grid axis this long is likely a typo; use int(a,b) in a random or tpe sweep")  # fmt: skip
+    values = tuple(str(v) for v in span)
+    if not values:
+        raise _bad(name, raw, "range() is empty", "the start must come before the end (Python's range)")
+    return values
 
 
 def parse_dimension(name: str, raw: str) -> Dimension:
@@ -96,15 +124,7 @@ def parse_dimension(name: str, raw: str) -> Dimension:
             raise _bad(name, raw, "choice() needs one or more values", "e.g. choice(32,64,128)")
         return Dimension(name, "choice", tuple(args))
     if func == "range":
-        if not 1 <= len(args) <= 3:
-            raise _bad(name, raw, "range() takes 1 to 3 integers", "range(b), range(a,b) or range(a,b,step)")
-        nums = [_int(name, raw, a) for a in args]
-        if len(nums) == 3 and nums[2] == 0:
-            raise _bad(name, raw, "range() step must not be 0", "e.g. range(0,10,2)")
-        values = tuple(str(v) for v in range(*nums))
-        if not values:
-            raise _bad(name, raw, "range() is empty", "the start must come before the end (Python's range)")
-        return Dimension(name, "range", values)
+        return Dimension(name, "range", _range_values(name, raw, args))
     if len(args) != 2:
         raise _bad(name, raw, f"{func}() takes two bounds", f"e.g. {func}(1,10)")
     if func == "int":
@@ -117,6 +137,8 @@ def parse_dimension(name: str, raw: str) -> Dimension:
         raise _bad(
             name, raw, "the low bound must be below the high bound", f"{func}(low,high) with low < high"
         )
+    if not math.isfinite(high - low):
+        raise _bad(name, raw, "the bounds are too far apart", "keep high - low within a float's range")
     if func == "loguniform" and low <= 0:
         raise _bad(name, raw, "loguniform() bounds must be above 0", "e.g. loguniform(1e-5,1e-2)")
     return Dimension(name, func, low=low, high=high)

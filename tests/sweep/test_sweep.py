@@ -357,6 +357,7 @@ def test_a_second_driver_joins_a_running_sweep_and_no_trial_runs_twice(project, 
     second, doc2 = sweep("resume", sweep_id, "--join", "--parallel", "1")
     out, err = first.communicate(timeout=120)
     assert second.returncode == 0 and first.returncode == 0, (second.stderr, err)
+    assert "still running; watching it" not in second.stderr  # the first driver's trials stay its own
     doc1 = json.loads(out)
     runs = _trials(store, sweep_id)
     assert sorted(r.data.tags["mlkit.sweep.slot"] for r in runs) == [str(i) for i in range(6)]
