@@ -426,9 +426,7 @@ def serve_cmd(
         ...,
         help="models:/NAME@ALIAS (followed as the alias moves), models:/NAME/STAGE, runs:/RUN/model, a path.",
     ),
-    host: str = typer.Option(
-        "127.0.0.1", "--host", help="Address to bind (0.0.0.0 serves other machines)."
-    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 serves other machines)."),
     port: int = typer.Option(5000, "--port", "-p", help="TCP port (0 picks a free one)."),
     gpus: str = typer.Option(
         "auto",

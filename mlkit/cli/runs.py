@@ -318,7 +318,9 @@ def logs_cmd(
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
 
-        code = wait_for_end(store, run_id, on_output=write, interval=max(interval, 0.2) * 2)
+        code = wait_for_end(
+            store, run_id, on_output=write, notify=output.warn, interval=max(interval, 0.2) * 2
+        )
         if code:
             raise typer.Exit(code)
         return
@@ -371,7 +373,7 @@ def cancel_cmd(
 
     store = output.open_store(store_path)
     run_ids = resolve_runs(store, runs)  # all resolve before any is cancelled
-    cancelled = cancel_runs(store, run_ids)
+    cancelled = cancel_runs(store, run_ids, notify=output.info)
     if not cancelled:
         output.info("nothing to cancel: the runs' jobs already ended")
         return

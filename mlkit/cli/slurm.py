@@ -52,12 +52,12 @@ def render_submitted(
         out.flush()
 
     try:
-        code = wait_for_end(fs, run_id, on_output=write)
+        code = wait_for_end(fs, run_id, on_output=write, notify=output.warn)
     except KeyboardInterrupt:
         if sys.stdin.isatty() and sys.stderr.isatty():
             answer = input(f"\ncancel Slurm job {job} (run {run_id})? [y/N] ").strip().lower()
             if answer in ("y", "yes"):
-                cancel_runs(fs, [run_id])
+                cancel_runs(fs, [run_id], notify=output.info)
                 output.info(f"mlkit: cancelled job {job}; the run ends KILLED (cancelled)")
                 return 130
         output.info(f"mlkit: stopped following; job {job} goes on (mlkit runs logs {run_id} --follow)")

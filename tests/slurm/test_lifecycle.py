@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,3 +148,41 @@ def test_ctrl_c_on_follow_without_a_terminal_leaves_the_job_running(slurm, proje
     job = run.data.tags["mlkit.slurm.job_id"]
     assert "RUNNING" in sh("squeue", "-h", "-j", job, "-o", "%T")
     assert run_mlkit("runs", "cancel", run.info.run_id).returncode == 0
+
+
+def test_spaces_in_names_and_a_comment_submit_and_run(slurm, project, tmp_path, store_root):
+    """A project dir and run name with spaces and `comment=my experiment --nice=5`: the job is
+    submitted and runs; the comment is one value (no option smuggled in)."""
+    spaced = tmp_path / "my proj"
+    shutil.copytree(project, spaced)
+    run_id = _submit(spaced, "--run-name", "a b", "--backend-config", "comment=my experiment --nice=5")
+    store = FileStore(store_root)
+    job = store.get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    shown = sh("scontrol", "show", "job", "-o", job)
+    assert "Comment=my experiment --nice=5 " in shown and " Nice=0 " in shown
+    assert "JobName=mlkit-my_proj-a_b " in shown
+    assert run_mlkit("runs", "logs", run_id, "--follow", timeout=90).returncode == 0
+    assert store.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_newline_in_a_run_name_never_reaches_the_shell(slurm, project, tmp_path, store_root):
+    marker = tmp_path / "executed"
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local",
+                     "--run-name", f"x\ntouch {marker}")  # fmt: skip
+    assert done.returncode in (0, 2), done.stderr
+    if done.returncode == 0:
+        run_id = done.stdout.strip()
+        assert run_mlkit("runs", "logs", run_id, "--follow", timeout=90).returncode == 0
+        assert FileStore(store_root).get_run(run_id).info.status == "FINISHED"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("status", "code"), [("FINISHED", 0), ("FAILED", 3)])
+def test_follow_returns_when_the_run_ended_and_slurm_forgot_its_job(slurm, store_root, status, code):
+    store = FileStore(store_root)
+    run_id = store.create_run(
+        "0", tags={"mlkit.slurm.job_id": "999998", "mlkit.exit_code": str(code)}
+    ).info.run_id
+    store.set_terminated(run_id, status)
+    done = run_mlkit("runs", "logs", run_id, "--follow", timeout=60)
+    assert done.returncode == code, done.stderr

@@ -338,3 +338,179 @@ def test_cancel_refuses_a_run_that_is_not_a_slurm_run(store_root):
     done = run_mlkit("runs", "cancel", run.info.run_id)
     assert done.returncode == 2 and "not a Slurm run" in done.stderr
     assert FileStore(store_root).get_run(run.info.run_id).info.status == "RUNNING"
+
+
+def test_sbatch_values_are_one_word_each(no_site, tmp_path):
+    """sbatch splits an #SBATCH line on whitespace, `"` toggles quoting, `#` starts a comment and a
+    newline ends the directives: names are made safe, a comment is quoted, the rest is refused."""
+    from mlkit.backends.slurm.script import check_path
+
+    lines = sbatch_lines(resolve_config("comment=my experiment --nice=5"), job_name="mlkit-my proj-a b\ntouch x",
+                         output="/s/o", gpus=0, nodes=1)  # fmt: skip
+    assert lines[0] == "--job-name=mlkit-my_proj-a_b_touch_x"
+    assert '--comment="my experiment --nice=5"' in lines and not any(x.startswith("--nice") for x in lines)
+    for bad in ('x"y', "x # y", "x\\y", "x'y"):
+        with pytest.raises(UsageError):
+            resolve_config({"comment": bad})
+    with pytest.raises(UsageError):
+        resolve_config({"comment": "one\n#SBATCH --uid=0"})
+    check_path(tmp_path / "mlruns", "--store")
+    for bad in ("my store", "a#b", 'a"b', "a\\b", "a\nb", "a'b"):
+        with pytest.raises(UsageError) as exc:
+            check_path(tmp_path / bad, "--store")
+        assert "\n" not in exc.value.message.replace(repr(str(tmp_path / bad)), "")
+
+
+def test_a_store_path_sbatch_cannot_read_is_refused_before_anything_exists(no_site, tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    store = tmp_path / "my store"
+    for extra in ((), ("--dry-run",)):
+        done = run_mlkit("run", str(proj), "--backend", "slurm", "--store", str(store), *extra)
+        assert done.returncode == 2, done.stderr
+        assert "--store" in done.stderr and done.stderr.count("\n") <= 2
+    assert not store.exists()
+
+
+UNREACHABLE_CONF = ("ClusterName=nowhere\nSlurmctldHost=localhost\nSlurmctldPort=9\nMessageTimeout=1\n"
+                    "AuthType=auth/munge\nNodeName=localhost CPUs=1\nPartitionName=debug Nodes=ALL Default=YES\n")  # fmt: skip
+
+
+def _slurm_run(store_root: Path, status: str = "SCHEDULED") -> str:
+    from mlkit.tracking.store import FileStore
+
+    tags = {"mlkit.slurm.job_id": "77", "mlkit.slurm.state": "PENDING"}
+    return FileStore(store_root).create_run("0", status=status, tags=tags).info.run_id
+
+
+def test_slurm_timeout_takes_a_duration_and_a_bad_one_is_a_usage_error(tmp_path, store_root):
+    if shutil.which("squeue") is None:
+        pytest.skip("squeue is not installed")
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(UNREACHABLE_CONF)
+    _slurm_run(store_root)
+    env = {"SLURM_CONF": str(conf), "MLKIT_SLURM_TIMEOUT": "3s"}
+    done = run_mlkit("runs", "list", "--csv", env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Slurm cannot be asked" in done.stderr and "Traceback" not in done.stderr
+    bad = run_mlkit("runs", "list", "--csv", env={**env, "MLKIT_SLURM_TIMEOUT": "soon"}, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert "MLKIT_SLURM_TIMEOUT" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_following_with_slurm_unreachable_says_so(tmp_path, store_root):
+    import subprocess
+
+    from slurmtools import wait_until
+
+    if shutil.which("squeue") is None:
+        pytest.skip("squeue is not installed")
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(UNREACHABLE_CONF)
+    run_id = _slurm_run(store_root)
+    err = tmp_path / "err.txt"
+    env = {**os.environ, "SLURM_CONF": str(conf), "MLKIT_SLURM_TIMEOUT": "2"}
+    with open(err, "wb") as fh:
+        follow = subprocess.Popen([sys.executable, "-m", "mlkit", "runs", "logs", run_id, "--follow"],
+                                  stdout=subprocess.DEVNULL, stderr=fh, env=env)  # fmt: skip
+    try:
+        wait_until(lambda: "Slurm cannot be asked" in err.read_text() or follow.poll() is not None, 60, 0.2)
+    finally:
+        follow.kill()
+        follow.wait()
+    assert "Slurm cannot be asked" in err.read_text()
+
+
+def test_ctrl_c_while_sbatch_runs_leaves_no_scheduled_run(no_site, tmp_path, store_root):
+    import signal
+    import subprocess
+
+    from slurmtools import wait_until
+
+    from mlkit.tracking.store import FileStore
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    ready = tmp_path / "sbatch-started"
+    (fake / "sbatch").write_text(f"#!/bin/sh\ntouch {ready}\nsleep 30\n")
+    (fake / "sbatch").chmod(0o755)
+    proj = tmp_path / "p"
+    proj.mkdir()
+    (proj / "MLproject").write_text(PROJECT)
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    submit = subprocess.Popen([sys.executable, "-m", "mlkit", "run", str(proj), "--backend", "slurm"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: ready.exists() or submit.poll() is not None, 60, 0.05)
+        submit.send_signal(signal.SIGINT)
+        _, err = submit.communicate(timeout=30)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    assert submit.returncode == 130, err
+    (run,) = FileStore(store_root).search_runs(["0"])[0]
+    assert run.info.status == "KILLED"  # sbatch may have submitted: the run says it was interrupted
+    assert run.data.tags["mlkit.failure_reason"] == "interrupted"
+
+
+def test_a_job_scancel_no_longer_knows_is_skipped_not_an_error():
+    """Slurm >= 23 answers a forgotten job id with an error and exit 1 (the test cluster's 22.05
+    says nothing): that job is skipped, the others are still cancelled; other errors still raise."""
+    from mlkit.backends.slurm.commands import scancel_unknown
+    from mlkit.errors import LaunchError
+
+    stderr = "scancel: error: Kill job error on job id 999999: Invalid job id specified\n"
+    assert scancel_unknown(["999999", "12"], 1, stderr) == ["999999"]
+    assert scancel_unknown(["12"], 0, "") == []
+    already = "scancel: error: Kill job error on job id 12: Job/step already completing or completed\n"
+    assert scancel_unknown(["12"], 1, already) == []
+    with pytest.raises(LaunchError):
+        scancel_unknown(["12"], 1, "scancel: error: Kill job error on job id 12: Access/permission denied\n")
+
+
+def test_a_bare_switch_alone_is_a_switch_and_a_bare_value_key_is_refused(no_site):
+    assert resolve_config("exclusive").sbatch_args() == ["--exclusive"]
+    assert resolve_config("requeue,exclusive").requeue is True
+    for text in ("qos", "partition=gpu,qos", "time"):
+        with pytest.raises(UsageError) as exc:
+            resolve_config(text)
+        assert "needs a value" in exc.value.message and text.split(",")[-1] in exc.value.message
+    with pytest.raises(UsageError) as exc:
+        resolve_config('{"qos": true}')
+    assert "qos needs a value" in exc.value.message
+
+
+def test_a_signal_grace_not_shorter_than_the_time_limit_is_refused(no_site):
+    from mlkit.backends.slurm.config import slurm_seconds
+
+    assert [slurm_seconds(t) for t in ("5", "5:30", "01:00:00", "1-0", "1-02:03", "1-00:00:10", "UNLIMITED")] == [
+        300, 330, 3600, 86400, 93780, 86410, None]  # fmt: skip
+    for text in ("time=2", "time=90s", "time=10m,signal-grace=600", "time=00:01:00,signal-grace=61"):
+        with pytest.raises(UsageError) as exc:
+            resolve_config(text)
+        assert "signal-grace" in exc.value.message and "\n" not in exc.value.message
+    assert resolve_config("time=2,signal-grace=60").signal_grace == 60
+    assert resolve_config("time=1,signal-grace=0").signal_grace == 0  # no signal: nothing to loop on
+
+
+def test_mlkit_python_expands_the_home_directory(no_site):
+    assert resolve_config("mlkit-python=~/venv/bin/python").python == str(Path.home() / "venv/bin/python")
+
+
+def test_a_change_is_decided_again_when_the_run_ended_meanwhile(store_root):
+    """Reconcile read the run RUNNING; the supervisor then recorded FAILED (exit_code) before the
+    change was written: the run's own record stands, not Slurm's `slurm_failed` guess."""
+    from mlkit.backends.slurm.status import JobView, _apply, interpret
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags={"mlkit.slurm.job_id": "5"}).info.run_id
+    stale = store.get_run(run_id)
+    store.set_tags(run_id, {"mlkit.failure_reason": "exit_code", "mlkit.exit_code": "3"})
+    store.set_terminated(run_id, "FAILED")
+    view = JobView("5", "FAILED", exit_code="3:0", source="sacct")
+    assert _apply(store, stale, interpret(stale, view), view)
+    run = store.get_run(run_id)
+    assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("FAILED", "exit_code")
+    assert run.data.tags["mlkit.slurm.final"] == "1"

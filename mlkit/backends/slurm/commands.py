@@ -7,13 +7,14 @@ cannot be reached, so callers can tell "Slurm said no" from "there is no Slurm t
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
 
-from mlkit.errors import LaunchError, MlkitError, SlurmUnavailableError
+from mlkit.errors import LaunchError, MlkitError, SlurmUnavailableError, UsageError
 
-QUERY_TIMEOUT = float(os.environ.get("MLKIT_SLURM_TIMEOUT", "5"))  # squeue/sacct: read commands stay fast
+DEFAULT_QUERY_TIMEOUT = 5.0  # squeue/sacct: read commands stay fast (MLKIT_SLURM_TIMEOUT)
 SUBMIT_TIMEOUT = 60.0
 _UNREACHABLE = (
     "Unable to contact slurm controller",
@@ -36,8 +37,26 @@ def have(command: str = "sbatch") -> bool:
     return shutil.which(command) is not None
 
 
-def slurm(argv: Sequence[str], *, timeout: float = QUERY_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def query_timeout() -> float:
+    """MLKIT_SLURM_TIMEOUT (`5`, `5s`, `1m`) or 5 s; read when Slurm is asked, never at import."""
+    text = os.environ.get("MLKIT_SLURM_TIMEOUT", "").strip()
+    if not text:
+        return DEFAULT_QUERY_TIMEOUT
+    # import budget: units loads only when the variable is set
+    from mlkit.units import parse_duration
+
+    seconds = parse_duration(text, flag="MLKIT_SLURM_TIMEOUT")
+    if not 0 < seconds < float("inf"):
+        raise UsageError(
+            f"MLKIT_SLURM_TIMEOUT {text!r}: give a wait longer than 0", hint="e.g. MLKIT_SLURM_TIMEOUT=10s"
+        )
+    return seconds
+
+
+def slurm(argv: Sequence[str], *, timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     """Run one Slurm client command; SlurmUnavailableError when there is no Slurm to ask."""
+    if timeout is None:
+        timeout = query_timeout()
     exe = argv[0]
     if not have(exe):
         raise SlurmUnavailableError(
@@ -128,18 +147,37 @@ def sacct(job_ids: Sequence[str]) -> tuple[list[list[str]], str]:
     return [line.split("|") for line in (result.stdout or "").splitlines() if line.count("|") >= 4], source
 
 
-def scancel(job_ids: Sequence[str], *, signal: str | None = None, batch: bool = False) -> None:
+def scancel(job_ids: Sequence[str], *, signal: str | None = None, batch: bool = False) -> list[str]:
+    """Cancel (or signal) the jobs; the ids Slurm no longer knows (long gone: nothing to cancel).
+    LaunchError for any other refusal."""
     argv = ["scancel"]
     if signal:
         argv.append(f"--signal={signal}")
     if batch:
         argv.append("--batch")
     result = slurm([*argv, *job_ids], timeout=SUBMIT_TIMEOUT)
-    if result.returncode != 0 and "already completing or completed" not in (result.stderr or ""):
+    return scancel_unknown(job_ids, result.returncode, result.stderr or "")
+
+
+def scancel_unknown(job_ids: Sequence[str], returncode: int, stderr: str) -> list[str]:
+    """What scancel's answer means: the ids it reported as unknown (`Kill job error on job id 7:
+    Invalid job id specified`: Slurm forgot the job, so there is nothing to cancel; Slurm 22.05
+    says nothing and exits 0). LaunchError for any other error."""
+    unknown = _INVALID_JOB.findall(stderr)
+    other = [
+        line
+        for line in stderr.splitlines()
+        if line.strip() and "already completing or completed" not in line and not _INVALID_JOB.search(line)
+    ]
+    if returncode != 0 and other:
         raise LaunchError(
-            f"scancel {' '.join(job_ids)} failed: {' '.join((result.stderr or '').split())}",
+            f"scancel {' '.join(job_ids)} failed: {' '.join(' '.join(other).split())}",
             hint="check the job with squeue -j",
         )
+    return unknown
+
+
+_INVALID_JOB = re.compile(r"job id (\S+): Invalid job id specified")
 
 
 def cluster_name() -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlkit.backends.slurm.script import UNQUOTABLE, quoted
 from mlkit.errors import UsageError
 
 # key -> (sbatch option, kind). kind: "value" passes a checked value, "flag" a boolean switch,
@@ -55,6 +56,7 @@ MLKIT_KEYS = {
 }
 KNOWN_KEYS = sorted([*SBATCH_KEYS, *MLKIT_KEYS])
 _ALIASES = {k.replace("-", "_"): k for k in KNOWN_KEYS}
+_SWITCHES = {k for k, (_flag, kind) in SBATCH_KEYS.items() if kind == "flag"} | {"requeue"}
 _SAFE_VALUE = re.compile(r"[A-Za-z0-9_.,:=/@%+\-\[\]]+")
 _SLURM_TIME = re.compile(r"(\d+-)?\d+(:\d{1,2}){0,2}|\d+-\d+")
 SITE_PATHS_HELP = "MLKIT_SLURM_CONFIG, ~/.config/mlkit/slurm.yaml, /etc/mlkit/slurm.yaml"
@@ -79,7 +81,10 @@ class SlurmConfig:
             flag, kind = SBATCH_KEYS[key]
             if not flag:
                 continue
-            args.append(flag if kind == "flag" else f"{flag}={self.options[key]}")
+            if kind == "flag":
+                args.append(flag)
+            else:  # a comment may hold spaces: one quoted word (its value was checked for quotes)
+                args.append(f"{flag}={quoted(self.options[key])}")
         return args
 
 
@@ -103,7 +108,9 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
     if stripped.startswith("{"):
         return _json_object(stripped, "--backend-config")
     path = Path(stripped).expanduser()
-    if "=" not in stripped or path.is_file():
+    first = stripped.split(",")[0].strip()
+    pairs_text = "=" in stripped or first in KNOWN_KEYS or first in _ALIASES  # a bare `exclusive`
+    if not pairs_text or path.is_file():
         if not path.is_file():
             raise UsageError(
                 f"--backend-config {text!r}: neither key=value pairs nor a JSON file",
@@ -121,6 +128,11 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
         if not sep:
             name = key.strip()
             if name in KNOWN_KEYS or name in _ALIASES:
+                if _ALIASES.get(name.replace("-", "_")) not in _SWITCHES:
+                    raise UsageError(
+                        f"--backend-config {name!r}: {name} needs a value",
+                        hint=f"e.g. --backend-config {name}=VALUE (only {', '.join(sorted(_SWITCHES))} stand alone)",
+                    )
                 pairs[name] = True  # a bare switch: exclusive
                 continue
             if pairs:  # a comma inside a value: nodelist=n1,n2
@@ -196,15 +208,44 @@ def resolve_config(backend_config: str | Mapping[str, Any] | None, *, site: bool
         checked = _check(key, value, origin)
         if checked is not None:
             options[key] = checked
+    grace = _int(extra.get("signal-grace", 120), "signal-grace", 0)
+    limit = slurm_seconds(options["time"]) if "time" in options else None
+    if grace and limit is not None and grace >= limit:
+        note = "" if "signal-grace" in extra else " (the default)"
+        raise UsageError(
+            f"--backend-config: signal-grace={grace}{note} is not shorter than time={options['time']} "
+            f"({limit} s): USR2 would come at the start and the job would requeue forever",
+            hint=f"give a longer time, or signal-grace={limit // 2} (0: no signal)",
+        )
+    python = extra.get("mlkit-python")
     return SlurmConfig(
         options=options,
         requeue=_bool(extra.get("requeue", True), "requeue"),
-        signal_grace=_int(extra.get("signal-grace", 120), "signal-grace", 0),
+        signal_grace=grace,
         setup=_lines(extra.get("setup")),
         rdzv_port=_int(extra.get("rdzv-port", 29400), "rdzv-port", 1, 65535),
-        python=str(extra["mlkit-python"]) if extra.get("mlkit-python") else None,
+        python=str(Path(str(python)).expanduser()) if python else None,
         sources=tuple(sources),
     )
+
+
+def slurm_seconds(text: str) -> int | None:
+    """Seconds in a Slurm time limit (`MM`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`);
+    None for `UNLIMITED` or a form this does not read."""
+    days, dash, rest = text.partition("-")
+    if not dash:
+        days, rest = "0", text
+    parts = rest.split(":")
+    if not days.isdigit() or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if dash:  # D-HH[:MM[:SS]]
+        h, m, sec = (numbers + [0, 0])[:3]
+    elif len(numbers) == 3:
+        h, m, sec = numbers
+    else:  # MM[:SS]
+        h, m, sec = 0, numbers[0], numbers[1] if len(numbers) > 1 else 0
+    return ((int(days) * 24 + h) * 60 + m) * 60 + sec
 
 
 def _check(key: str, value: Any, origin: str) -> str | None:
@@ -212,6 +253,8 @@ def _check(key: str, value: Any, origin: str) -> str | None:
     _flag, kind = SBATCH_KEYS[key]
     if kind == "flag":
         return "" if _bool(value, key) else None
+    if isinstance(value, bool) or value is None:
+        raise UsageError(f"{origin}: {key} needs a value, not {value!r}", hint=f"e.g. {key}=VALUE")
     text = str(value).strip()
     if kind == "time":
         return slurm_time(text, origin)
@@ -220,8 +263,11 @@ def _check(key: str, value: Any, origin: str) -> str | None:
     if kind == "count":
         return str(_int(text, key, 0 if key == "nice" else 1))
     if key == "comment":
-        if not text or any(c in text for c in "\n\r\0\"'"):
-            raise UsageError(f"{origin}: comment={text!r}: one line without quotes")
+        if not text or any(c in text for c in UNQUOTABLE):
+            raise UsageError(
+                f"{origin}: comment={text!r}: one line without quotes, '#' or '\\'",
+                hint="sbatch reads the comment from the script's #SBATCH line, which cannot hold them",
+            )
         return text
     if not text or not _SAFE_VALUE.fullmatch(text):
         raise UsageError(

@@ -5,13 +5,16 @@ It picks its task (the array index, or the only one), records the job's raw id, 
 count on the run, and starts `python -m mlkit run ... --run-id RUN --backend local` (the ordinary
 supervisor) as its child. USR2 (sent by Slurm `--signal=B:USR2@grace` before the time limit or a
 preemption) is forwarded to the supervisor as SIGINT, the trainers' checkpoint signal; once the
-run has stopped, a requeueable job records `preempted` + `requeued`, puts the run back to
-SCHEDULED and asks Slurm to requeue it. The next start attaches to the same run with the same
+run has stopped KILLED (not when it ended FINISHED or FAILED on its own), a requeueable job asks
+Slurm to requeue it and, once Slurm agreed, records `preempted` + `requeued` and puts the run back
+to SCHEDULED. The next start attaches to the same run with the same
 argv (a run's params never change) and sets MLKIT_RESUME_RUN_ID=<run id> for the entry point (with
 Slurm's SLURM_RESTART_COUNT), so a trainer can continue from its own checkpoint.
 
 With `nodes > 1` the batch step starts one `--node` copy per node with srun; each runs its
-supervisor with the torchrun rendezvous on the first node.
+supervisor with the torchrun rendezvous on the first node. The batch step sends srun USR2 (srun
+passes it to every node's copy, which turns it into its supervisor's SIGINT): a single SIGINT
+would only make srun print its tasks' status.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,9 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m mlkit.backends.slurm.job JOB_JSON [--node]", file=sys.stderr)
         return 2
+    # the handlers come first: a USR2 (or scancel's TERM) before the child exists is remembered and
+    # acted on, never Python's default action (USR2 would kill the job step unrecorded)
+    signals = _Signals()
     spec_path = Path(argv[0])
     node_mode = "--node" in argv[1:]
     spec = json.loads(spec_path.read_text())
@@ -69,6 +76,9 @@ def main(argv: list[str]) -> int:
     env = {"MLKIT_RESUME_RUN_ID": run_id} if restarts > 0 else None
     if nodes > 1 and not node_mode:
         child_argv = srun_argv(python, spec_path, nodes=nodes)
+        # srun forwards USR2 to each node's `--node` step, which turns it into its supervisor's
+        # SIGINT; a single SIGINT would only make srun print the tasks' status
+        signals.checkpoint = signal.SIGUSR2
     else:
         child_argv = [python, "-m", "mlkit", *task["argv"]]
         if node_mode:
@@ -76,31 +86,78 @@ def main(argv: list[str]) -> int:
             rank = int(os.environ.get("SLURM_NODEID", "0"))
             child_argv = [python, "-m", "mlkit", *node_argv(child_argv[3:], nnodes=nodes, node_rank=rank,
                                                              head=head, port=int(spec.get("rdzv_port", 29400)))]  # fmt: skip
-    # in the batch step's own process group: a scancel of the step reaches the supervisor too
-    child = proc.spawn(child_argv, env=env, new_session=False)
-    preempted = []
-
-    def on_usr2(signum: int, frame: object) -> None:
-        preempted.append(signum)
-        child.send_signal(signal.SIGINT)  # the trainers checkpoint on SIGINT (KeyboardInterrupt)
-
-    def forward(signum: int, frame: object) -> None:
-        child.send_signal(signum)
-
-    signal.signal(signal.SIGUSR2, on_usr2)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    returncode = child.wait()
-    if node_mode:
-        return returncode
+    if signals.preempted or signals.stop:
+        returncode = 128 + (signals.stop or signal.SIGUSR2)  # stopped before the supervisor started
+        if node_mode:
+            return returncode
+    else:
+        # in the batch step's own process group: a scancel of the step reaches the supervisor too
+        returncode = signals.run(proc.spawn(child_argv, env=env, new_session=False))
+        if node_mode:
+            return returncode
     with contextlib.suppress(Exception):  # the supervisor tagged the run as its own (local) launch
-        store.set_tag(run_id, BACKEND_TAG, "slurm")
-    if preempted and spec.get("requeue", True):
+        if not signals.unstarted:
+            store.set_tag(run_id, BACKEND_TAG, "slurm")
+    if signals.preempted and spec.get("requeue", True) and _checkpointed(store, run_id):
         return _requeue(store, run_id, job, restarts)
+    if signals.unstarted:
+        return returncode  # Slurm's end state (CANCELLED) says how the run ended
     _record_unstarted(store, run_id, returncode)
     if nodes > 1 and returncode != 0:
         _record_failed_node(store, run_id, returncode)
     return returncode if returncode >= 0 else 128 - returncode
+
+
+class _Signals:
+    """USR2 -> the child's checkpoint signal (SIGINT for a supervisor, USR2 for srun); TERM/INT/HUP
+    -> forwarded as they are. Signals that arrive before the child exists are remembered."""
+
+    def __init__(self) -> None:
+        self.checkpoint = signal.SIGINT  # the trainers checkpoint on SIGINT (KeyboardInterrupt)
+        self.preempted = False
+        self.stop: int | None = None
+        self.unstarted = True
+        self._child: subprocess.Popen[bytes] | None = None
+        self._pending: list[int] = []
+        signal.signal(signal.SIGUSR2, self._on_usr2)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._forward)
+
+    def _on_usr2(self, signum: int, frame: object) -> None:
+        self.preempted = True
+        self._send(self.checkpoint)
+
+    def _forward(self, signum: int, frame: object) -> None:
+        if self.stop is None:
+            self.stop = signum
+        self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        if self._child is None:
+            self._pending.append(signum)
+        else:
+            self._child.send_signal(signum)
+
+    def run(self, child: subprocess.Popen[bytes]) -> int:
+        """Wait for `child`; its return code."""
+        self._child = child
+        self.unstarted = False
+        for signum in self._pending:  # arrived while it was being started
+            child.send_signal(signum)
+        self._pending.clear()
+        return child.wait()
+
+
+def _checkpointed(store: Any, run_id: str) -> bool:
+    """Whether the run stopped on the checkpoint signal (KILLED), or never started (SCHEDULED): only
+    then is it requeued. A run that ended FINISHED or FAILED on its own keeps that end."""
+    # import budget: the store's names load with the store, after the job started
+    from mlkit.tracking.entities import KILLED, SCHEDULED
+
+    try:
+        return bool(store.get_run(run_id).info.status in (KILLED, SCHEDULED))
+    except Exception:
+        return False
 
 
 def _record_failed_node(store: Any, run_id: str, returncode: int) -> None:
@@ -117,10 +174,19 @@ def _record_failed_node(store: Any, run_id: str, returncode: int) -> None:
 
 
 def _requeue(store: Any, run_id: str, job: str, restarts: int) -> int:
-    """Put the run back to SCHEDULED (preempted, requeued) and ask Slurm to requeue the job."""
+    """Ask Slurm to requeue the job; once it agreed, put the run back to SCHEDULED (preempted,
+    requeued). A refused requeue leaves the run as the supervisor recorded it (KILLED)."""
     # import budget: the store's names load with the store, after the job started
     from mlkit.tracking.entities import SCHEDULED
 
+    try:
+        result = slurm(["scontrol", "requeue", job])
+    except MlkitError as exc:
+        print(f"mlkit: scontrol requeue {job} failed: {exc}", file=sys.stderr)
+        return 1
+    if result.returncode != 0:
+        print(f"mlkit: scontrol requeue {job} failed: {result.stderr.strip()}", file=sys.stderr)
+        return 1
     store.set_tags(
         run_id,
         {
@@ -131,14 +197,6 @@ def _requeue(store: Any, run_id: str, job: str, restarts: int) -> int:
         },
     )
     store.update_run_status(run_id, SCHEDULED)
-    try:
-        result = slurm(["scontrol", "requeue", job])
-    except MlkitError as exc:
-        print(f"mlkit: scontrol requeue {job} failed: {exc}", file=sys.stderr)
-        return 1
-    if result.returncode != 0:
-        print(f"mlkit: scontrol requeue {job} failed: {result.stderr.strip()}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ with the c10d rendezvous on the allocation's first node (`node_argv`).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 
 JOB_MODULE = "mlkit.backends.slurm.job"
 SPEC_VERSION = 1
+# sbatch reads an `#SBATCH` line itself: whitespace splits it, `"` toggles quoting, `\` escapes and
+# `#` starts a comment (even inside quotes); a newline ends the directives and the rest is shell
+_JOB_NAME_UNSAFE = re.compile(r"[^A-Za-z0-9_.+\-]")
+UNQUOTABLE = "\"'#\\\n\r\0"
+_PATH_UNSAFE = re.compile(r"[\s\"'#\\\0]")
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,33 @@ def gpu_count(spec: str) -> int:
     )
 
 
+def safe_job_name(text: str) -> str:
+    """A job name sbatch reads as one word: characters outside [A-Za-z0-9_.+-] become `_`."""
+    return _JOB_NAME_UNSAFE.sub("_", text)[:120]
+
+
+def quoted(value: str) -> str:
+    """`value` as one `#SBATCH` word: in double quotes when it has whitespace. Values holding a
+    character sbatch cannot take inside quotes (see UNQUOTABLE) are refused where they are read."""
+    if any(c in value for c in UNQUOTABLE):
+        raise ValueError(f"cannot be written in an #SBATCH line: {value!r}")
+    return f'"{value}"' if any(c.isspace() for c in value) else value
+
+
+def check_path(path: Path, what: str) -> None:
+    """Refuse a path that cannot be written as an `#SBATCH` value (whitespace, quotes, `#`, `\\`,
+    newline): the batch script names it (`--output=`)."""
+    text = str(path)
+    if _PATH_UNSAFE.search(text):
+        # import budget: errors only when the path is refused
+        from mlkit.errors import UsageError
+
+        raise UsageError(
+            f"{what} {text!r}: Slurm's #SBATCH lines cannot hold whitespace, quotes, '#' or '\\' in a path",
+            hint="use a store directory whose path has none of them (e.g. --store /shared/mlruns)",
+        )
+
+
 def sbatch_lines(
     config: SlurmConfig,
     *,
@@ -103,7 +136,7 @@ def sbatch_lines(
 ) -> list[str]:
     """The `#SBATCH` directives, in a stable order."""
     lines = [
-        f"--job-name={config.options.get('job-name', job_name)}",
+        f"--job-name={config.options.get('job-name') or safe_job_name(job_name)}",
         f"--output={output}",
         "--open-mode=append",
     ]

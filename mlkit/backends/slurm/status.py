@@ -222,18 +222,20 @@ def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> R
             out.views[run.info.run_id] = view
         change = interpret(run, view)
         if write and (change.tags or change.status):
-            if _apply(store, run, change):
+            if _apply(store, run, change, view):
                 changed[run.info.run_id] = run
     if changed:
         out.runs = [_reread(store, r) if r.info.run_id in changed else r for r in out.runs]
     return out
 
 
-def _apply(store: FileStore, run: Run, change: Change) -> bool:
+def _apply(store: FileStore, run: Run, change: Change, view: JobView | None = None) -> bool:
     run_id = run.info.run_id
     try:
         if change.status and change.status != run.info.status:
             fresh = store.get_run(run_id)  # the supervisor may have written its end meanwhile
+            if fresh.info.status != run.info.status and view is not None:
+                change = interpret(fresh, view)  # decided again from what the run says now
             if fresh.info.status == FINISHED:
                 change.status = None
                 change.tags.pop(FAILURE_TAG, None)

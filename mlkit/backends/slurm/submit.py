@@ -23,6 +23,7 @@ from mlkit.backends.slurm import BACKEND_TAG, CLUSTER_TAG, FINAL_TAG, JOB_ID_TAG
 from mlkit.backends.slurm.config import SlurmConfig, resolve_config
 from mlkit.backends.slurm.script import (
     Task,
+    check_path,
     gpu_count,
     job_spec,
     local_argv,
@@ -31,7 +32,7 @@ from mlkit.backends.slurm.script import (
     sbatch_lines,
 )
 from mlkit.errors import LaunchError, MlkitError, SlurmUnavailableError, UsageError
-from mlkit.tracking.entities import FAILED, SCHEDULED, TERMINAL_STATUSES
+from mlkit.tracking.entities import FAILED, KILLED, SCHEDULED, TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     from mlkit.project.command import ResolvedCommand
@@ -97,6 +98,10 @@ def preview(options: RunOptions, store_root: Path) -> str:
 
 def _checked(options: RunOptions) -> Prepared:
     config = resolve_config(options.backend_config)
+    # import budget: settings is loaded already by `mlkit run`
+    from mlkit.settings import tracking_root
+
+    check_path(tracking_root(options.store), "--store")  # the script names it: --output=...
     nodes = options.nodes or 1
     if options.run_id:
         raise UsageError(
@@ -128,6 +133,7 @@ def submit_run(
 ) -> Submitted:
     """Create the run SCHEDULED and submit its batch job (see the module doc)."""
     t0 = time.monotonic()
+    check_path(store.root, "--store")  # before the run exists: bad input creates nothing
     tags = {k: v for k, v in tags.items() if k not in _NOT_OWNED}
     tags[BACKEND_TAG] = "slurm"
     run = store.create_run(
@@ -154,6 +160,9 @@ def submit_run(
             )
             store.set_terminated(run_id, FAILED)
         raise
+    except BaseException:  # Ctrl-C (Interrupted, KeyboardInterrupt) while sbatch may be running
+        _interrupted(store, run_id, workdir=Path(store.artifact_dir(run_id)) / SCRIPT_DIR)
+        raise
     # import budget: the Slurm commands load only for --backend slurm
     from mlkit.backends.slurm.commands import cluster_name
 
@@ -166,6 +175,17 @@ def submit_run(
             "(use a shared filesystem, e.g. --store /shared/mlruns)"
         )
     return Submitted(run_id, experiment_id, job_id, cluster, script, warnings, time.monotonic() - t0)
+
+
+def _interrupted(store: FileStore, run_id: str, *, workdir: Path) -> None:
+    """A submission stopped by a signal: before sbatch was called (no job.sh yet) the run is
+    deleted; once it may have been, the run ends KILLED `interrupted`, never SCHEDULED forever."""
+    with contextlib.suppress(Exception):
+        if not (workdir / "job.sh").exists():
+            store.delete_run(run_id)
+            return
+        store.set_tags(run_id, {"mlkit.failure_reason": "interrupted", STATE_TAG: "UNKNOWN"})
+        store.set_terminated(run_id, KILLED)
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,7 @@ def submit_tasks(batch: Batch) -> tuple[str, Path]:
     tasks, workdir = batch.tasks, batch.workdir
     if not tasks:
         raise UsageError("nothing to submit", hint="give at least one task")
+    check_path(workdir, "the job's directory")
     script, spec = _render(batch)
     spec_path = workdir / "job.json"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -244,9 +265,12 @@ def _render(batch: Batch) -> tuple[str, dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------- cancel
-def cancel_runs(store: FileStore, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+def cancel_runs(
+    store: FileStore, run_ids: Sequence[str], *, notify: Notify | None = None
+) -> list[tuple[str, str]]:
     """`scancel` the jobs of these Slurm runs (one call); (run id, job id) of each. A run without a
-    job id is refused (UsageError) before anything is cancelled; one already ended is skipped."""
+    job id is refused (UsageError) before anything is cancelled; one already ended is skipped, and
+    so is one whose job Slurm no longer knows (`notify` says so)."""
     jobs: list[tuple[str, str]] = []
     for run_id in run_ids:
         run = store.get_run(run_id)
@@ -263,7 +287,11 @@ def cancel_runs(store: FileStore, run_ids: Sequence[str]) -> list[tuple[str, str
         # import budget: the Slurm commands load only when there is something to cancel
         from mlkit.backends.slurm import commands
 
-        commands.scancel([job for _, job in jobs])
+        unknown = set(commands.scancel([job for _, job in jobs]))
+        for run_id, job in jobs:
+            if job in unknown and notify is not None:
+                notify(f"mlkit: run {run_id}: Slurm no longer knows job {job}; nothing to cancel")
+        jobs = [(r, j) for r, j in jobs if j not in unknown]
     return jobs
 
 
@@ -273,10 +301,12 @@ def wait_for_end(
     *,
     interval: float = 1.0,
     on_output: Callable[[bytes], None] | None = None,
+    notify: Notify | None = None,
     timeout: float | None = None,
 ) -> int:
     """Stream the run's output.log from the store until Slurm and the run agree it ended; the
-    exit code (status.exit_code_of). Reconciles every `interval` (one squeue call while queued)."""
+    exit code (status.exit_code_of). Reconciles every `interval` (one squeue call while queued).
+    When Slurm cannot be asked, `notify` (else `on_output`) gets the warning once."""
     # import budget: status loads only when a run is followed
     from mlkit.backends.slurm.status import exit_code_of, reconcile
     from mlkit.tracking.queries import log_path
@@ -289,8 +319,13 @@ def wait_for_end(
         run = store.get_run(run_id)
         result = reconcile(store, [run])
         run = result.runs[0]
-        if result.warnings and not warned and on_output is not None:
-            warned = True
+        if result.warnings and not warned:
+            warned = True  # once: it is asked again every `interval`
+            for warning in result.warnings:
+                if notify is not None:
+                    notify(warning)
+                elif on_output is not None:
+                    on_output(f"mlkit: warning: {warning}\n".encode())
         chunk = b""
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             with open(path, "rb") as fh:
@@ -299,7 +334,11 @@ def wait_for_end(
         if chunk and on_output is not None:
             on_output(chunk)
             offset += len(chunk)
-        if run.info.status in TERMINAL_STATUSES and run.data.tags.get(FINAL_TAG):
+        if run.info.status in TERMINAL_STATUSES and (
+            run.data.tags.get(FINAL_TAG) or (not result.warnings and run_id not in result.views)
+        ):
+            # Slurm recorded the end, or it has no record of the job any more (no accounting,
+            # forgotten after MinJobAge) while the run recorded its own end: that end stands
             return exit_code_of(run)
         if deadline is not None and time.monotonic() > deadline:
             raise LaunchError(
