@@ -4,10 +4,11 @@ its `input_example.json`, and reading it back as tensors."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from mlkit.errors import InvalidInputError
-from mlkit.models.format import read_mlmodel, require_torch
+from mlkit.models.format import ModelLoadError, UnsafeModelError, read_mlmodel, require_torch
 from mlkit.models.uri import resolve_model_uri
 
 
@@ -105,11 +106,32 @@ def load_input_example(uri: str) -> tuple[Any, ...] | None:
     if not info:
         return None
     torch = require_torch()
-    data = json.loads((model_dir / info["artifact_path"]).read_text(encoding="utf-8"))["inputs"]
-    values = list(data.values()) if isinstance(data, dict) else [data]
-    specs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
-    dtypes = [getattr(torch, s["tensor-spec"]["dtype"], None) for s in specs] or [None] * len(values)
-    return tuple(torch.tensor(v, dtype=d) for v, d in zip(values, dtypes, strict=False))
+    path = model_dir / str(info.get("artifact_path") if isinstance(info, dict) else "")
+    if not os.path.realpath(path).startswith(os.path.realpath(model_dir) + os.sep):
+        raise UnsafeModelError(
+            f"{model_dir}/MLmodel: input example path {path.name!r} leaves the model directory",
+            hint="never load a model directory from an untrusted source",
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["inputs"]
+        values = list(data.values()) if isinstance(data, dict) else [data]
+        specs = json.loads((mlmodel.get("signature") or {}).get("inputs") or "[]")
+        dtypes = [_dtype(torch, s) for s in specs] or [None] * len(values)
+        return tuple(torch.tensor(v, dtype=d) for v, d in zip(values, dtypes, strict=False))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a raw (string) example has no tensor form
+        raise ModelLoadError(
+            f"{path}: cannot read the input example as tensors: {type(exc).__name__}: {exc}".splitlines()[0][
+                :240
+            ],
+            hint="the model's input example is raw input (see its transform) or the file is damaged",
+        ) from exc
+
+
+def _dtype(torch: Any, spec: Any) -> Any:
+    """A tensor-spec's dtype as torch's (only torch dtypes, never another attribute), or None."""
+    name = spec.get("tensor-spec", {}).get("dtype") if isinstance(spec, dict) else None
+    value = getattr(torch, name, None) if isinstance(name, str) else None
+    return value if isinstance(value, torch.dtype) else None
 
 
 def raw_example(

@@ -3,7 +3,9 @@ unpickler, the class imported (from `code/` when it was copied), rebuilt with it
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import io
 import json
 import os
 import pickle
@@ -26,9 +28,12 @@ from mlkit.models.uri import resolve_model_uri
 
 
 def _flavor(mlmodel: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    flavor = (mlmodel.get("flavors") or {}).get(FLAVOR)
+    flavors = mlmodel.get("flavors")
+    flavor = flavors.get(FLAVOR) if isinstance(flavors, dict) else None
     if not isinstance(flavor, dict):
-        names = ", ".join(sorted(mlmodel.get("flavors") or {})) or "none"
+        names = (
+            ", ".join(sorted(str(k) for k in flavors)) if isinstance(flavors, dict) and flavors else "none"
+        )
         raise ModelLoadError(
             f"{model_dir}: not an mlkit model (flavors: {names})",
             hint="mlkit loads models saved with mlkit.log_model; load others with MLflow itself",
@@ -39,19 +44,26 @@ def _flavor(mlmodel: dict[str, Any], model_dir: Path) -> dict[str, Any]:
 def load_state_dict_safely(
     path: Path, expected_sha256: str | None, map_location: Any = "cpu"
 ) -> dict[str, Any]:
-    """Load a tensors-only weights file; refuse a changed file or anything that needs unpickling."""
+    """Load a tensors-only weights file; refuse a changed file, one without its recorded hash, or
+    anything that needs unpickling. The bytes hashed are the bytes loaded (read once)."""
     torch = require_torch()
     if not path.is_file():
         raise NotFoundError(
             f"{path}: the model's weights file is missing", hint="the model directory is incomplete"
         )
-    if expected_sha256 and file_sha256(path) != expected_sha256:
+    if not expected_sha256:
+        raise UnsafeModelError(
+            f"{path}: refused to load: the MLmodel file records no weights_sha256 for it",
+            hint="log the model again with mlkit.log_model (it records the weights' hash)",
+        )
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
         raise UnsafeModelError(
             f"{path}: refused to load: the weights file changed after the model was logged (SHA-256 mismatch)",
             hint="log the model again from its run; never load weights from an untrusted source",
         )
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # the weights-only unpickler met a non-tensor object
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsafeModelError(
@@ -106,6 +118,12 @@ def _import_class(model_dir: Path, class_path: str, code_module: str | None) -> 
             )
     if not isinstance(target, type):
         raise ModelLoadError(f"{class_path} is not a class", hint="the MLmodel file names the wrong object")
+    torch = require_torch()
+    if not issubclass(target, torch.nn.Module):  # e.g. subprocess:Popen, which init_args would run
+        raise UnsafeModelError(
+            f"{model_dir}/MLmodel: refused to load: {class_path} is not a torch.nn.Module",
+            hint="mlkit models are torch modules; never load a model directory from an untrusted source",
+        )
     return target
 
 

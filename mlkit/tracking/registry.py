@@ -159,10 +159,10 @@ class RegistryStore:
         )
         line = (json.dumps(entry.to_dict(), ensure_ascii=False) + "\n").encode()
         path = self._model_dir(name) / HISTORY_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:  # never through a link another user of a shared store planted
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, line)  # one write per line: a crash leaves at most a torn last line
+                files.append_whole(fd, line)  # all of the line or none: no torn line to glue onto
             finally:
                 os.close(fd)
         except OSError as exc:

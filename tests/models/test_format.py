@@ -170,6 +170,39 @@ def test_tampered_weights_are_refused_and_the_payload_never_runs(store_root, tmp
     assert not marker.exists()
 
 
+def test_an_mlmodel_naming_a_class_that_is_no_module_runs_nothing(store_root, tmp_path):
+    # A tensors-only weights file with its right hash, but MLmodel names subprocess:Popen with
+    # init_args that would run a command: refused before anything is built.
+    with mlkit.start_run():
+        info = log_model(torch.nn.Linear(2, 2), "lin", init_args={"in_features": 2, "out_features": 2})
+    import yaml
+
+    marker = tmp_path / "pwned"
+    mlmodel = info.path / "MLmodel"
+    doc = yaml.safe_load(mlmodel.read_text())
+    doc["flavors"]["mlkit"].update(
+        {"class": "subprocess:Popen", "init_args": {"args": ["touch", str(marker)]}}
+    )
+    mlmodel.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UnsafeModelError, match="is not a torch.nn.Module"):
+        load_model(info.model_uri)
+    assert not marker.exists()
+
+
+def test_weights_without_a_recorded_hash_or_odd_flavors_are_refused(store_root):
+    with mlkit.start_run():
+        info = log_model(torch.nn.Linear(2, 2), "lin", init_args={"in_features": 2, "out_features": 2})
+    mlmodel = info.path / "MLmodel"
+    text = mlmodel.read_text()
+    digest = text.split("weights_sha256: ")[1].split()[0]
+    mlmodel.write_text(text.replace(f"weights_sha256: {digest}", "weights_sha256: ''"))
+    with pytest.raises(UnsafeModelError, match="records no weights_sha256"):
+        load_model(info.model_uri)
+    mlmodel.write_text("flavors: [mlkit]\n")
+    with pytest.raises(ModelLoadError, match="not an mlkit model"):
+        load_model(info.model_uri)
+
+
 def test_pyfunc_loader_predicts_numpy(nets, store_root):
     from mlkit.models.pyfunc import _load_pyfunc
 

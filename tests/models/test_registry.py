@@ -183,3 +183,39 @@ def test_download_copies_the_model_directory(model_run, tmp_path: Path):
     assert (target / "MLmodel").read_text().startswith("artifact_path: model")
     with pytest.raises(InvalidInputError, match="not an empty directory"):
         download_model("models:/m/1", target)
+
+
+def test_the_audit_log_is_never_appended_through_a_planted_link(registry, store_root: Path, tmp_path: Path):
+    # On a shared store another user may replace history.jsonl with a link to a file of yours:
+    # the next registry change refuses to write through it.
+    from mlkit.errors import StoreError
+
+    registry.create_registered_model("m")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine\n")
+    log = store_root / "models/m/history.jsonl"
+    log.unlink()
+    log.symlink_to(victim)
+    with pytest.raises(StoreError, match="cannot append to the audit log"):
+        registry.set_registered_model_tag("m", "k", "v")
+    assert victim.read_text() == "mine\n"
+
+
+def test_an_input_example_path_outside_the_model_is_refused(store_root: Path, tmp_path: Path):
+    torch = pytest.importorskip("torch")
+    import yaml
+
+    import mlkit
+    from mlkit.models import UnsafeModelError, load_input_example, log_model
+
+    with mlkit.start_run():
+        info = log_model(torch.nn.Linear(2, 2), "lin", init_args={"in_features": 2, "out_features": 2},
+                         input_example=torch.zeros(1, 2))  # fmt: skip
+    outside = tmp_path / "secret.json"
+    outside.write_text('{"inputs": [[1.0, 2.0]]}')
+    mlmodel = info.path / "MLmodel"
+    doc = yaml.safe_load(mlmodel.read_text())
+    doc["saved_input_example_info"]["artifact_path"] = str(outside)
+    mlmodel.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UnsafeModelError, match="leaves the model directory"):
+        load_input_example(info.model_uri)
