@@ -102,8 +102,9 @@ def narrow(report: GpuReport, entries: list[str]) -> GpuReport:
             if (entry.isdigit() and unit is gpu and str(gpu.index) == entry)
             or (not entry.isdigit() and unit.uuid.startswith(entry))
         ]
-        if len(matches) == 1 and matches[0] not in gpus:
-            gpus.append(matches[0])
+        if len(matches) != 1 or matches[0] in gpus:
+            break  # as CUDA does: the list ends at the first entry that names no one GPU, or repeats
+        gpus.append(matches[0])
     reason = report.reason
     if not gpus and report.gpus:
         reason = (

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from mlkit import settings
+from mlkit import fsio, settings
 from mlkit.errors import (
     EnvBuildError,
     EnvSpecError,
@@ -251,7 +251,7 @@ def _run(
         if existing and _is_secondary(options):
             run = existing[0]  # the first node's supervisor owns the run's status and tags
         elif existing:
-            run = _start_existing(store, existing[0], tags)
+            run = _start_existing(store, existing[0], tags, options)
         else:
             run = store.create_run(exp_id, run_name=options.run_name, tags=tags, user_id=user)
         router.mode = "raise"
@@ -294,15 +294,18 @@ def _is_secondary(options: RunOptions) -> bool:
     return options.run_id is not None and (options.node_rank or 0) > 0
 
 
-# Tags an earlier attempt of a run left that this attempt must not inherit.
-_ATTEMPT_TAGS = ("mlkit.failure_reason", "mlkit.signal", "mlkit.exit_code")
+# Tags an earlier attempt of a run left that this attempt must not inherit (and, by prefix, every
+# per-GPU tag: this attempt may have fewer GPUs).
+_ATTEMPT_TAGS = (
+    "mlkit.failure_reason", "mlkit.signal", "mlkit.exit_code", "mlkit.failed_node", "mlkit.error",
+    "mlkit.rdzv_id", "mlkit.gpu.arbiter",
+)  # fmt: skip
+_ATTEMPT_PREFIXES = ("mlkit.gpu.",)
+ATTACH_LOCK = ".mlkit-attach.lock"  # in the run's directory: one supervisor attaches at a time
 
 
 def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]:
     """`--run-id`: the run, its experiment id and name, once it is clear it may start here."""
-    # import budget: lost-run rules load only for --run-id
-    from mlkit.tracking.lost import is_owner_gone
-
     run_id = str(options.run_id)
     run = store.get_run(run_id)  # NotFoundError (66) when there is no such run
     exp_id = run.info.experiment_id
@@ -312,7 +315,22 @@ def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]
             f"--run-id {run_id}: the run belongs to experiment {exp_name!r} (id {exp_id})",
             hint="drop --experiment-name/--experiment-id, or give the run's own experiment",
         )
-    status = run.info.status
+    _check_attachable(run, options)
+    return run, exp_id, exp_name
+
+
+def _check_attachable(run: Run, options: RunOptions) -> None:
+    """Refuse a run this supervisor may not take: FINISHED; RUNNING under a live supervisor; for a
+    secondary node, one that is not SCHEDULED or RUNNING (node 0 has already ended it)."""
+    # import budget: lost-run rules load only for --run-id
+    from mlkit.tracking.lost import is_owner_gone
+
+    run_id, status = run.info.run_id, run.info.status
+    if _is_secondary(options) and status not in ("SCHEDULED", "RUNNING"):
+        raise UsageError(
+            f"--run-id {run_id} --node-rank {options.node_rank}: the run is {status}; its first node has ended it",
+            hint="a secondary node joins a run that is SCHEDULED or RUNNING; start the whole job again",
+        )
     if status == "FINISHED":
         raise UsageError(
             f"--run-id {run_id}: the run already FINISHED; a finished run is never run again",
@@ -324,19 +342,25 @@ def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]
             f"--run-id {run_id}: the run is RUNNING under another supervisor ({owner})",
             hint=f"wait for it to end, or stop it first (mlkit runs cancel {run_id})",
         )
-    return run, exp_id, exp_name
 
 
-def _start_existing(store: FileStore, run: Run, tags: dict[str, str]) -> Run:
-    """Make an existing run this supervisor's: its tags (keeping the name it has), RUNNING again."""
+def _start_existing(store: FileStore, run: Run, tags: dict[str, str], options: RunOptions) -> Run:
+    """Make an existing run this supervisor's: its tags (keeping the name it has), RUNNING again.
+    Under the run's attach lock, checked again: of two supervisors attaching to one run at once,
+    the second finds it RUNNING under the first and is refused."""
     run_id = run.info.run_id
     tags = {k: v for k, v in tags.items() if k != "mlflow.runName"}
-    for key in _ATTEMPT_TAGS:
-        if key in run.data.tags:
+    lock = Path(store.run_dir(run_id)) / ATTACH_LOCK
+    with fsio.locked(lock, wait=30, what=f"run {run_id}", hint="another supervisor is attaching to it; retry",
+                     mode=0o644, other_owners=True):  # fmt: skip
+        run = store.get_run(run_id)
+        _check_attachable(run, options)
+        stale = [k for k in run.data.tags if k in _ATTEMPT_TAGS or k.startswith(_ATTEMPT_PREFIXES)]
+        for key in stale:
             with contextlib.suppress(MlkitError):  # already gone: fine
                 store.delete_tag(run_id, key)
-    store.set_tags(run_id, tags)
-    store.restart_run(run_id)
+        store.set_tags(run_id, tags)
+        store.restart_run(run_id)
     return store.get_run(run_id)
 
 

@@ -58,11 +58,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def resume_state(resume: str) -> dict | None:
-    """The checkpoint a trainer continues from: `-P resume=RUN`'s (which must exist); else, on a
-    preempted Slurm job's requeued start ($MLKIT_RESUME_RUN_ID, the job's own run), that run's
-    last checkpoint when it saved one before it was stopped; else None (a fresh start)."""
-    if resume:
-        return load_checkpoint(find_checkpoint(resume))
+    """The checkpoint a trainer continues from: on a preempted Slurm job's requeued start
+    ($MLKIT_RESUME_RUN_ID, the job's own run), that run's last checkpoint when it saved one before
+    it was stopped (its own progress comes first, even when the job was started with `-P
+    resume=RUN`, which its argv repeats on every restart); else `-P resume=RUN`'s (which must
+    exist); else None (a fresh start)."""
     own = os.environ.get(RESUME_ENV, "")
     if own:
         # import budget: the store loads only when a requeued job resumes
@@ -71,4 +71,6 @@ def resume_state(resume: str) -> dict | None:
         path = Path(FileStore().artifact_dir(own)) / CHECKPOINT
         if path.is_file():
             return load_checkpoint(path)
+    if resume:
+        return load_checkpoint(find_checkpoint(resume))
     return None

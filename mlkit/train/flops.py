@@ -12,18 +12,22 @@ unlisted GPU) gets FLOP/s only: no guessed peak.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
 # Dense peak TFLOP/s per GPU, from NVIDIA's data sheets: (name fragment, {precision: TFLOP/s}).
-# The first fragment found in torch.cuda.get_device_name() wins, so the specific ones come first.
+# The first fragment found in torch.cuda.get_device_name() as whole words wins ("L4" is not found in
+# "NVIDIA L40"), so the specific ones come first.
 PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
     ("H200", {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9}),
     ("H100 PCIe", {"bf16": 756.5, "fp16": 756.5, "tf32": 378.0, "fp32": 51.2}),
+    ("H100 NVL", {"bf16": 835.5, "fp16": 835.5, "tf32": 417.5, "fp32": 60.0}),
     ("H100", {"bf16": 989.5, "fp16": 989.5, "tf32": 494.7, "fp32": 66.9}),  # SXM ("H100 80GB HBM3")
     ("A100", {"bf16": 312.0, "fp16": 312.0, "tf32": 156.0, "fp32": 19.5}),
     ("L40S", {"bf16": 362.1, "fp16": 362.1, "tf32": 183.0, "fp32": 91.6}),
+    ("L40", {"bf16": 181.0, "fp16": 181.0, "tf32": 90.5, "fp32": 90.5}),
     ("L4", {"bf16": 121.0, "fp16": 121.0, "tf32": 60.0, "fp32": 30.3}),
     ("RTX 4090", {"bf16": 165.2, "fp16": 165.2, "tf32": 82.6, "fp32": 82.6}),
 )
@@ -37,10 +41,16 @@ def peak_flops(device: torch.device, precision: str) -> float | None:
     key = precision
     if precision == "fp32" and torch.backends.cudnn.allow_tf32:
         key = "tf32"
+    peaks = peaks_for(name)
+    tflops = peaks.get(key) if peaks else None
+    return tflops * 1e12 if tflops else None
+
+
+def peaks_for(name: str) -> dict[str, float] | None:
+    """The table's entry for a device name (whole-word match, first one wins), or None."""
     for fragment, peaks in PEAK_TFLOPS:
-        if fragment in name:
-            tflops = peaks.get(key)
-            return tflops * 1e12 if tflops else None
+        if re.search(rf"(?<![A-Za-z0-9]){re.escape(fragment)}(?![A-Za-z0-9])", name):
+            return peaks
     return None
 
 

@@ -32,7 +32,9 @@ def test_probe_and_reserve_see_only_the_inherited_gpus(fake_nvml, monkeypatch):
             reserve(GpuRequest.parse("1"), run_id="c" * 32, owner_pid=os.getpid())
 
 
-@pytest.mark.parametrize("value", ["", "-1", "-1,0", "7"])
+@pytest.mark.parametrize(
+    "value", ["", "-1", "-1,0", "7", "7,0", "GPU-dead,1"]
+)  # CUDA stops at the first bad entry
 def test_an_inherited_list_that_names_no_gpu_leaves_none(fake_nvml, monkeypatch, value):
     fake_nvml("four_idle")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
@@ -57,3 +59,9 @@ def test_a_run_started_with_an_inherited_list_gets_a_gpu_from_it(fake_nvml, tmp_
 
     tags = FileStore(tmp_path / "mlruns").get_run(doc["run_id"]).data.tags
     assert tags["mlkit.gpu.uuids"] == {g.index: g.uuid for g in probe().gpus}[3]
+
+
+def test_a_repeated_entry_ends_the_list_as_cuda_ends_it(fake_nvml, monkeypatch):
+    fake_nvml("four_idle")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,1,2")
+    assert [g.index for g in probe().gpus] == [1]

@@ -83,3 +83,21 @@ def test_the_logger_logs_flops_per_step_once_and_flops_per_s_but_no_mfu_on_cpu(s
     rates = store.get_metric_history(tracker.run_id, "flops_per_s")
     assert [m.step for m in rates] == [2, 4] and all(m.value > 0 for m in rates)
     assert "mfu" not in run.data.metrics and "peak_flops" not in run.data.metrics
+
+
+@pytest.mark.parametrize(
+    "name, bf16",
+    [
+        ("NVIDIA L40", 181.0),  # not the L4's 121
+        ("NVIDIA L40S", 362.1),
+        ("NVIDIA L4", 121.0),
+        ("NVIDIA H100 NVL", 835.5),  # not the SXM's 989.5
+        ("NVIDIA H100 PCIe", 756.5),
+        ("NVIDIA H100 80GB HBM3", 989.5),
+        ("NVIDIA GeForce RTX 3090", None),
+    ],
+)
+def test_a_device_gets_its_own_peak_never_a_near_namesake(name, bf16):
+    from mlkit.train.flops import peaks_for
+
+    assert (peaks_for(name) or {}).get("bf16") == bf16

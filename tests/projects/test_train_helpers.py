@@ -130,11 +130,15 @@ def test_a_requeued_job_resumes_its_own_run_and_a_first_start_begins_fresh(store
     run_id = FileStore(store_root).create_run("0").info.run_id
     monkeypatch.setenv("MLKIT_RESUME_RUN_ID", run_id)
     assert resume_state("") is None  # preempted before its first checkpoint: start fresh, no error
+    other = FileStore(store_root).create_run("0").info.run_id
+    save_checkpoint(FileStore(store_root).artifact_dir(other) / "checkpoints" / "last.pt", {"step": 3})
+    assert resume_state(other)["step"] == 3  # no progress of its own yet: -P resume=RUN's
     path = FileStore(store_root).artifact_dir(run_id) / "checkpoints" / "last.pt"
     save_checkpoint(path, {"step": 11})
     assert resume_state("")["step"] == 11  # the job's own run, without a -P resume= param
-    other = FileStore(store_root).create_run("0").info.run_id
-    save_checkpoint(FileStore(store_root).artifact_dir(other) / "checkpoints" / "last.pt", {"step": 3})
-    assert resume_state(other)["step"] == 3  # an explicit -P resume=RUN wins
+    # started with -P resume=OTHER, preempted after checkpoints of its own: its argv still says
+    # resume=OTHER on the restart, but its own progress wins (else every requeue starts over)
+    assert resume_state(other)["step"] == 11
     monkeypatch.delenv("MLKIT_RESUME_RUN_ID")
     assert resume_state("") is None
+    assert resume_state(other)["step"] == 3

@@ -67,12 +67,43 @@ def test_a_failed_attempt_is_rerun_without_its_old_reason(make_project, mlkit_ru
     assert first.returncode == 3
     run = FileStore(store_root).get_run(run_id)
     assert run.info.status == "FAILED" and run.data.tags["mlkit.exit_code"] == "3"
+    # what an earlier attempt on more GPUs, on several nodes, left behind
+    stale = {
+        "mlkit.failed_node": "node-b",
+        "mlkit.gpu.1.name": "H100",
+        "mlkit.rdzv_id": "x",
+        "mlkit.error": "e",
+    }
+    FileStore(store_root).set_tags(run_id, stale)
     second = mlkit_run(str(project), "--run-id", run_id)
     assert second.returncode == 0, second.stderr
     run = FileStore(store_root).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert "mlkit.failure_reason" not in run.data.tags
     assert run.data.tags.get("mlkit.exit_code", "0") == "0"
+    assert not set(stale) & set(run.data.tags)
+
+
+def test_two_supervisors_attaching_at_once_run_it_once(make_project, start_mlkit, store_root, tmp_path):
+    project = make_project({**PROJECT, "MLproject": PROJECT["MLproject"].replace("sleep(30)", "sleep(2)")})
+    run_id = _scheduled(store_root)
+    many = [start_mlkit(str(project), "-e", "slow", "--run-id", run_id) for _ in range(6)]
+    codes = sorted(p.wait(timeout=90) for p in many)
+    assert codes == [0] + [2] * 5  # one ran it; each other found it RUNNING under the first: refused
+    for i, p in enumerate(many):
+        if p.returncode == 2:
+            assert "RUNNING under another supervisor" in (tmp_path / f"sup{i}.err").read_text()
+    assert FileStore(store_root).get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_secondary_node_does_not_join_a_run_its_first_node_ended(make_project, mlkit_run, store_root):
+    project = make_project(PROJECT)
+    run_id = _scheduled(store_root)
+    assert mlkit_run(str(project), "--run-id", run_id, env={"EXIT": "3"}).returncode == 3
+    late = mlkit_run(str(project), "--run-id", run_id, "--node-rank", "1", "--nnodes", "2",
+                     "--rdzv-endpoint", "127.0.0.1:29999")  # fmt: skip
+    assert late.returncode == 2 and "its first node has ended it" in late.stderr
+    assert "mlkit.failed_node" not in FileStore(store_root).get_run(run_id).data.tags
 
 
 def test_a_finished_run_is_never_run_again(make_project, mlkit_run, store_root):
