@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv 
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
+_OUR_TABLES = {"schema", "runs", "kv"}
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
 CREATE INDEX runs_exp ON runs (exp_id);
@@ -67,9 +69,15 @@ class RunIndex:
         if self._conn is not None:
             return self._conn
         for attempt in (1, 2):
+            if not self._ours():
+                break  # a link, someone else's file: not ours to open, let alone rebuild
             try:
                 conn = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA busy_timeout=15000")
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables and not ("schema" in tables and tables <= _OUR_TABLES):
+                    conn.close()  # a database of someone else's, planted under our name
+                    break
                 if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -78,6 +86,13 @@ class RunIndex:
                 if row is None or row[0] != SCHEMA_VERSION:
                     conn.execute("BEGIN IMMEDIATE")
                     row = conn.execute("SELECT version FROM schema").fetchone()
+                    tables = {
+                        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                    }
+                    if not tables <= _OUR_TABLES:  # only our own tables are ever dropped
+                        conn.execute("ROLLBACK")
+                        conn.close()
+                        break
                     if row is None or row[0] != SCHEMA_VERSION:  # another process may have won
                         conn.execute("DROP TABLE IF EXISTS runs")
                         conn.execute("DROP TABLE IF EXISTS kv")
@@ -98,7 +113,23 @@ class RunIndex:
         self._disabled = True  # a read-only store or a broken file: work from the files alone
         return None
 
+    def _ours(self) -> bool:
+        """The cache file and its -wal/-shm are absent, or regular files we own (not links): a
+        file another user planted (a link to their own database, say) is never opened."""
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                st = os.lstat(f"{self.path}{suffix}")
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+                return False
+        return True
+
     def _remove_corrupt(self) -> bool:
+        if not self._ours():
+            return False
         self.close()
         removed = False
         for suffix in ("", "-wal", "-shm"):
@@ -161,7 +192,8 @@ class RunIndex:
                 [(kind, key, r.run_id, *v) for r in runs for (kind, key), v in r.values.items()],
             )
             conn.execute("COMMIT")
-        except sqlite3.DatabaseError:  # busy past the timeout, disk full: the cache is optional
+        except (sqlite3.DatabaseError, KeyError, TypeError, ValueError, IndexError):
+            # busy past the timeout, disk full, an entry of the wrong shape: the cache is optional
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.DatabaseError:
@@ -201,15 +233,19 @@ class RunIndex:
                 continue  # no journal (nothing written since), or a read-only store
         if not paths:
             return
-        chunks = []
+        chunks: dict[str, list[bytes]] = {}  # experiment dir -> its journals, oldest first
         for path in paths:
-            try:
-                with open(path, "rb") as fh:
-                    chunks.append(fh.read())
-            except OSError:
-                continue
+            data = _read_own(path)
+            if data is not None:
+                chunks.setdefault(os.path.dirname(path), []).append(data)
         try:
-            entries = parse_journal(b"".join(chunks))
+            entries: dict[str, dict[str, Any]] = {}
+            for journal_dir, datas in chunks.items():
+                exp_id = os.path.basename(journal_dir)
+                for run_id, entry in parse_journal(b"".join(datas)).items():
+                    # an entry speaks only for a run of the experiment its journal is in
+                    if entry["exp"] == exp_id and _is_dir(f"{journal_dir}/{run_id}"):
+                        entries[run_id] = entry
             if entries and self._connect() is not None:
                 self._apply(entries)
         finally:
@@ -233,7 +269,7 @@ class RunIndex:
                     )
                 else:
                     partial.append(entry)
-            except (KeyError, IndexError, TypeError):
+            except (KeyError, IndexError, TypeError, ValueError):
                 continue
         self._save(full, [])
         conn = self._connect()
@@ -243,6 +279,8 @@ class RunIndex:
             conn.execute("BEGIN IMMEDIATE")
             for entry in partial:
                 run_id, kinds, sigs, info = entry["run"], list(entry["kinds"]), entry["sigs"], entry["info"]
+                if not set(kinds) <= set(KIND_DIRS):  # pasted into SQL below: the fixed names only
+                    continue
                 sets = ["exp_id", "meta_sig", *(f"{k}_sig" for k in kinds), *ATTR_COLUMNS]
                 args = [entry["exp"], sigs.get("meta", ""), *(sigs.get(k, "") for k in kinds)]
                 args += [info.get(c) for c in ATTR_COLUMNS]
@@ -267,7 +305,7 @@ class RunIndex:
                     [(v[0], v[1], run_id, v[2], v[3], v[4]) for v in entry["values"] if v[0] in kinds],
                 )
             conn.execute("COMMIT")
-        except (sqlite3.DatabaseError, KeyError, IndexError, TypeError):
+        except (sqlite3.DatabaseError, KeyError, IndexError, TypeError, ValueError):
             try:
                 conn.execute("ROLLBACK")
             except sqlite3.DatabaseError:
@@ -443,5 +481,31 @@ _CLAIMED = JOURNAL_FILE + "."
 def _older_than_a_minute(path: str) -> bool:
     try:
         return time.time() - os.stat(path).st_mtime > 60
+    except OSError:
+        return False
+
+
+def _read_own(path: str) -> bytes | None:
+    """A journal's bytes when it is a regular file we own (never a link, never another user's:
+    theirs are not trusted, and their runs are read from the files); None otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
     except OSError:
         return False

@@ -267,10 +267,10 @@ def parse_journal(data: bytes) -> dict[str, dict[str, Any]]:
             continue
         try:
             entry = json.loads(line)
-            run_id = entry["run"]
-            if entry.get("v") != 1 or not isinstance(run_id, str) or not isinstance(entry["kinds"], list):
+            if not _well_formed(entry):
                 continue
-        except (ValueError, KeyError, TypeError):
+            run_id = entry["run"]
+        except (ValueError, KeyError, TypeError, IndexError, RecursionError):
             continue  # a torn line (a writer died mid-write) or something that is not ours
         if run_id in done:
             continue
@@ -291,3 +291,54 @@ def parse_journal(data: bytes) -> dict[str, dict[str, Any]]:
 
 _PREFIX = b'{"v":1,"run":"'  # how record() starts a line (json.dumps keeps the dict's order)
 _AT = len(_PREFIX)
+
+
+_INFO_KEYS = ("run_id", "experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
+              "artifact_uri", "lifecycle_stage")  # fmt: skip
+
+
+def _name(value: Any) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\0" not in value
+
+
+def _well_formed(entry: Any) -> bool:
+    """True when a decoded journal line has exactly the shape `entry_of` writes: every kind one of
+    KIND_DIRS (kinds are pasted into SQL as column names), every value of the type read_run
+    makes (a metric's value parses as a float, its extra is [step, ts, count, offset, ino])."""
+    if not isinstance(entry, dict) or entry.get("v") != 1:
+        return False
+    kinds, info, sigs, values = entry.get("kinds"), entry.get("info"), entry.get("sigs"), entry.get("values")
+    if not (_name(entry.get("run")) and _name(entry.get("exp")) and isinstance(kinds, list)):
+        return False
+    if not all(isinstance(k, str) and k in KIND_DIRS for k in kinds) or len(set(kinds)) != len(kinds):
+        return False
+    if not isinstance(info, dict) or not all(k in info for k in _INFO_KEYS):
+        return False
+    if not all(v is None or isinstance(v, (str, int, float)) for v in info.values()):
+        return False
+    if not isinstance(sigs, dict) or not all(isinstance(v, str) for v in sigs.values()):
+        return False
+    if not set(sigs) <= {"meta", *KINDS} or "meta" not in sigs or not all(k in sigs for k in kinds):
+        return False
+    if not isinstance(values, list):
+        return False
+    for v in values:
+        if not (isinstance(v, list) and len(v) == 5 and all(isinstance(x, str) for x in v) and v[0] in kinds):
+            return False
+        if v[0] == "metric" and not _metric_ok(v[2], v[4]):
+            return False
+    return True
+
+
+def _metric_ok(value: str, extra_json: str) -> bool:
+    """A metric's cached value parses as a float, its extra is [step, ts, count, offset, ino]."""
+    if value != "":
+        float(value)  # ValueError: not ours (the caller skips the line)
+    if extra_json == "":
+        return True
+    extra = json.loads(extra_json)
+    if not (isinstance(extra, list) and len(extra) == 5):
+        return False
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in extra):
+        return False
+    return value != "" or extra[2] == 0  # a count of points needs a value
