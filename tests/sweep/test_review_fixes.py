@@ -12,20 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from sweep.sweeptools import sweep_id_of, wait_for
 
 from helpers import run_mlkit
 
 pytestmark = pytest.mark.sweep
-
-
-def _wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _record_signals(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
@@ -76,7 +67,7 @@ def test_stop_and_kill_still_reach_a_live_trial_and_its_group():
     leader.stdout.close()
     assert proc.group_alive(leader.pid)
     LocalTrial("run", leader).kill()
-    _wait_for(lambda: not proc.group_alive(leader.pid), what="the group to die")
+    wait_for(lambda: not proc.group_alive(leader.pid), what="the group to die")
 
 
 # 2. a batch whose k-th trial cannot start: the earlier ones are handed back, nothing leaks
@@ -100,7 +91,7 @@ def test_a_trial_that_cannot_start_hands_back_the_started_ones(tmp_path):
     assert "afile" in caught.value.message and caught.value.hint
     started = caught.value.started  # type: ignore[attr-defined]
     assert [h.run_id for h in started] == ["good"]
-    _wait_for(launcher.ended.is_set, what="the started trial's watcher")  # it is watched, and reaped
+    wait_for(launcher.ended.is_set, what="the started trial's watcher")  # it is watched, and reaped
     assert started[0].popen.returncode is not None
     started[0].poll()
 
@@ -121,42 +112,17 @@ def test_a_spawn_failure_closes_the_trials_log(tmp_path, monkeypatch):
 
 
 # 3-5. flags and -P values Optuna (or memory) would choke on: exit 2, one line, nothing created
+_TPE = ["-P", "x=uniform(0,1)", "--trials", "2", "--metric", "loss"]
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (["-P", "x=uniform(0,1)", "--trials", "2", "--metric", "loss", "--seed", "-1"], "--seed -1"),
-        (["-P", "x=uniform(0,1)", "--trials", "2", "--metric", "loss", "--seed", "4294967296"], "--seed"),
+        ([*_TPE, "--seed", "-1"], "--seed -1"),
+        ([*_TPE, "--seed", "4294967296"], "--seed"),
         (["-P", "x=0,1", "--seed", "-5"], "--seed -5"),
-        (
-            [
-                "-P",
-                "x=uniform(0,1)",
-                "--trials",
-                "2",
-                "--metric",
-                "loss",
-                "--prune",
-                "median",
-                "--prune-startup",
-                "-1",
-            ],
-            "--prune-startup -1",
-        ),  # fmt: skip
-        (
-            [
-                "-P",
-                "x=uniform(0,1)",
-                "--trials",
-                "2",
-                "--metric",
-                "loss",
-                "--prune",
-                "median",
-                "--prune-warmup",
-                "-1",
-            ],
-            "--prune-warmup -1",
-        ),  # fmt: skip
+        ([*_TPE, "--prune", "median", "--prune-startup", "-1"], "--prune-startup -1"),
+        ([*_TPE, "--prune", "median", "--prune-warmup", "-1"], "--prune-warmup -1"),
         (["-P", "steps=range(1000000000)"], "more than 100000 values"),
         (["-P", "steps=range(-9223372036854775807,9223372036854775807)"], "more than 100000 values"),
         (["-P", "x=uniform(0,1)", "--trials", "100001", "--metric", "loss"], "--trials 100001"),
@@ -193,11 +159,11 @@ def test_a_joined_driver_leaves_the_parent_to_its_driver_and_stops_with_it(
 
     first = start_sweep(str(project), "-P", "x=0,1,2,3,4,5", "-P", "steps=1", "-P", "sleep=60",
                         "--parallel", "1", "--gpus-per-trial", "0")  # fmt: skip
-    sweep_id = _wait_for(lambda: _sweep_id(store), what="the sweep's parent run")
-    _wait_for(lambda: len(running()) == 1, what="the first driver's trial")
+    sweep_id = wait_for(lambda: sweep_id_of(store), what="the sweep's parent run")
+    wait_for(lambda: len(running()) == 1, what="the first driver's trial")
     second = _resume_join(tmp_path, sweep_id)
     try:
-        _wait_for(lambda: len(running()) == 2, what="the joined driver's trial")
+        wait_for(lambda: len(running()) == 2, what="the joined driver's trial")
         second.send_signal(signal.SIGINT)  # the joined driver's own Ctrl-C
         _, err2 = second.communicate(timeout=60)
     finally:
@@ -211,7 +177,7 @@ def test_a_joined_driver_leaves_the_parent_to_its_driver_and_stops_with_it(
 
     third = _resume_join(tmp_path, sweep_id)
     try:
-        _wait_for(lambda: len(running()) == 2, what="the third driver's trial")
+        wait_for(lambda: len(running()) == 2, what="the third driver's trial")
         cancelled = run_mlkit("sweep", "cancel", sweep_id, "--json", cwd=tmp_path)
         assert cancelled.returncode == 0, cancelled.stderr
         first.communicate(timeout=60)
@@ -225,14 +191,6 @@ def test_a_joined_driver_leaves_the_parent_to_its_driver_and_stops_with_it(
     assert parent.info.status == "KILLED" and parent.data.tags["mlkit.failure_reason"] == "signal"
     assert not [r for r in trial_runs(store, sweep_id) if r.info.status in ("RUNNING", "SCHEDULED")]
     assert len(trial_runs(store, sweep_id)) == 3  # slot 0, slot 1 twice: none claimed after the cancel
-
-
-def _sweep_id(store) -> str | None:
-    from mlkit.sweep.results import is_sweep
-
-    runs, _ = store.search_runs(None, "")
-    ids = [r.info.run_id for r in runs if is_sweep(r)]
-    return ids[0] if ids else None
 
 
 # 8. a tpe trial a dead driver created but never started runs with the values Optuna recorded
@@ -267,7 +225,7 @@ def test_an_infinite_metric_is_no_result(project, store, tmp_path):
                        "--gpus-per-trial", "0", "--parallel", "1", "--env-manager", "local",
                        "--system-metrics-interval", "0", "--json", cwd=tmp_path, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    table = sweep_table(store, _sweep_id(store))
+    table = sweep_table(store, sweep_id_of(store))
     assert [(t.params["x"], t.metric) for t in table.trials] == [("0.3", 1.0), ("1", 1.49), ("inf", None)]
 
 
@@ -316,7 +274,7 @@ def test_cancel_of_another_users_driver_exits_77(project):
         try:
             store = FileStore(shared / "mlruns")
             sweep_id = _parent(project, store)
-            start = _wait_for(lambda: procid.start_time(driver.pid), what="the process's start time")
+            start = wait_for(lambda: procid.start_time(driver.pid), what="the process's start time")
             store.set_tags(sweep_id, {"mlkit.pid": str(driver.pid), "mlkit.pid_start": f"{start:.3f}"})
             subprocess.run(["chmod", "-R", "a+rX", str(shared)], check=True)
             read, write = os.pipe()

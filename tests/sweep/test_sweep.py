@@ -7,10 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from sweep.sweeptools import sweep_id_of, wait_for
 
 from helpers import run_mlkit
 
@@ -21,24 +21,6 @@ def _trials(store, sweep_id: str) -> list:
     from mlkit.sweep.records import trial_runs
 
     return trial_runs(store, sweep_id)
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _sweep_id(store) -> str | None:
-    from mlkit.sweep.results import is_sweep
-
-    runs, _ = store.search_runs(None, "")
-    ids = [r.info.run_id for r in runs if is_sweep(r)]
-    return ids[0] if ids else None
 
 
 def test_grid_parallel_4_never_overbooks_and_mlflow_sees_the_nesting(
@@ -190,12 +172,12 @@ def test_hyperband_pruning_stops_the_worse_trials_at_its_first_rung(project, swe
 def test_sigkill_driver_then_resume_runs_exactly_the_missing_trials(project, seen, start_sweep, sweep, store):
     driver = start_sweep(str(project), "-P", "x=0,0.1,0.2,0.3,0.4,0.5", "-P", "sleep=0.8", "-P", "steps=2",
                          "--parallel", "2", "--gpus-per-trial", "1")  # fmt: skip
-    sweep_id = _wait_for(lambda: _sweep_id(store), what="the sweep's parent run")
-    _wait_for(
+    sweep_id = wait_for(lambda: sweep_id_of(store), what="the sweep's parent run")
+    wait_for(
         lambda: sum(r.info.status == "FINISHED" for r in _trials(store, sweep_id)) >= 1,
         what="a finished trial",
     )
-    _wait_for(
+    wait_for(
         lambda: sum(r.info.status == "RUNNING" for r in _trials(store, sweep_id)) >= 1, what="a running trial"
     )
     driver.send_signal(signal.SIGKILL)
@@ -235,12 +217,12 @@ def test_resume_reruns_a_failed_trial_not_a_finished_one(project, sweep, store):
 def test_ctrl_c_stops_the_running_trials(project, start_sweep, store):
     driver = start_sweep(str(project), "-P", "x=0,1,2", "-P", "steps=1", "-P", "sleep=60", "--parallel", "2",
                          "--gpus-per-trial", "1")  # fmt: skip
-    sweep_id = _wait_for(lambda: _sweep_id(store), what="the sweep's parent run")
-    _wait_for(
+    sweep_id = wait_for(lambda: sweep_id_of(store), what="the sweep's parent run")
+    wait_for(
         lambda: sum(r.info.status == "RUNNING" for r in _trials(store, sweep_id)) == 2,
         what="two running trials",
     )
-    _wait_for(lambda: all(store.get_metric_history(r.info.run_id, "loss") for r in _trials(store, sweep_id)),
+    wait_for(lambda: all(store.get_metric_history(r.info.run_id, "loss") for r in _trials(store, sweep_id)),
               what="both trials logging")  # fmt: skip
     driver.send_signal(signal.SIGINT)
     out, err = driver.communicate(timeout=60)
@@ -350,8 +332,8 @@ def test_report_plots_the_sweep_and_runs_list_folds_its_trials(project, sweep, t
 def test_a_second_driver_joins_a_running_sweep_and_no_trial_runs_twice(project, start_sweep, sweep, store):
     first = start_sweep(str(project), "-P", "x=0,0.1,0.2,0.3,0.4,0.5", "-P", "sleep=1", "-P", "steps=1",
                         "--parallel", "1", "--gpus-per-trial", "0")  # fmt: skip
-    sweep_id = _wait_for(lambda: _sweep_id(store), what="the sweep's parent run")
-    _wait_for(
+    sweep_id = wait_for(lambda: sweep_id_of(store), what="the sweep's parent run")
+    wait_for(
         lambda: any(r.info.status == "RUNNING" for r in _trials(store, sweep_id)), what="a running trial"
     )
     refused = run_mlkit("sweep", "resume", sweep_id)
@@ -383,8 +365,8 @@ def test_cancel_stops_a_running_driver_or_the_trials_of_a_dead_one(project, star
         "0",
     )
     driver = start_sweep(*args)
-    sweep_id = _wait_for(lambda: _sweep_id(store), what="the sweep's parent run")
-    _wait_for(
+    sweep_id = wait_for(lambda: sweep_id_of(store), what="the sweep's parent run")
+    wait_for(
         lambda: sum(r.info.status == "RUNNING" for r in _trials(store, sweep_id)) == 2, what="two trials"
     )
     cancelled = run_mlkit("sweep", "cancel", sweep_id, "--json", cwd=tmp_path)
@@ -396,8 +378,8 @@ def test_cancel_stops_a_running_driver_or_the_trials_of_a_dead_one(project, star
 
     # a driver killed outright leaves its trials running: cancel stops them itself
     again = start_sweep(*args, "--run-name", "orphans")
-    orphan_id = _wait_for(lambda: _named(store, "orphans"), what="the second sweep")
-    _wait_for(
+    orphan_id = wait_for(lambda: _named(store, "orphans"), what="the second sweep")
+    wait_for(
         lambda: sum(r.info.status == "RUNNING" for r in _trials(store, orphan_id)) == 2, what="two trials"
     )
     again.send_signal(signal.SIGKILL)
@@ -406,7 +388,7 @@ def test_cancel_stops_a_running_driver_or_the_trials_of_a_dead_one(project, star
     assert cancelled.returncode == 0, cancelled.stderr
     doc = json.loads(cancelled.stdout)
     assert doc["driver_pid"] is None and len(doc["trials"]) == 2
-    _wait_for(
+    wait_for(
         lambda: all(r.info.status == "KILLED" for r in _trials(store, orphan_id)), what="the trials to stop"
     )
     parent = store.get_run(orphan_id)
