@@ -6,7 +6,9 @@
 Times (wall clock, median of N) a trivial entry point (`python noop.py`) started directly, through
 `mlkit run --env-manager local --gpus none --system-metrics-interval 0`, and through
 `mlflow run --env-manager local` (MLFLOW_ALLOW_FILE_STORE=true, a file store), plus
-`mlkit --help` and `mlflow --help`. Each tool gets a fresh temporary store. Targets: run overhead
+`mlkit --help` and `mlflow --help`. Each tool is started as a user starts it: its console script
+beside this interpreter (`python -m mlkit` / `python -m mlflow` where there is none; the table
+says which). Each tool gets a fresh temporary store. Targets: run overhead
 < 100 ms (issue 20; it was 150 ms), `--help` < 100 ms. Prints a markdown table. Compare two
 versions back to back (the machine's load moves every figure): run it with
 PYTHONPATH=<a worktree of the other commit> for the "before" rows.
@@ -118,23 +120,25 @@ def main() -> None:
             "MLFLOW_TRACKING_URI": (tmp / "mlflow-store").as_uri(),
         }
         n = args.n
+        mlkit_cmd, mlflow_cmd = _program("mlkit"), _program("mlflow")
         direct = measure("python noop.py (direct)", [py, "noop.py"], base, project, n)
         runs = [
-            measure("mlkit run", [py, "-m", "mlkit", "run", str(project), "--env-manager", "local", "--gpus", "none",
+            measure("mlkit run", [*mlkit_cmd, "run", str(project), "--env-manager", "local", "--gpus", "none",
                                   "--system-metrics-interval", "0"], mlkit_env, tmp, n),
         ]  # fmt: skip
         if has_mlflow:
-            runs.append(measure("mlflow run", [py, "-m", "mlflow", "run", str(project), "--env-manager", "local"],
+            runs.append(measure("mlflow run", [*mlflow_cmd, "run", str(project), "--env-manager", "local"],
                                 mlflow_env, tmp, n))  # fmt: skip
         bare = measure("python -c pass", [py, "-c", "pass"], base, tmp, n)
-        helps = [measure("mlkit --help", [py, "-m", "mlkit", "--help"], mlkit_env, tmp, n)]
+        helps = [measure("mlkit --help", [*mlkit_cmd, "--help"], mlkit_env, tmp, n)]
         if has_mlflow:
-            helps.append(measure("mlflow --help", [py, "-m", "mlflow", "--help"], mlflow_env, tmp, n))
+            helps.append(measure("mlflow --help", [*mlflow_cmd, "--help"], mlflow_env, tmp, n))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"# `mlkit run` overhead ({platform.node()}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} CPUs, median of {n}; CPU = user+sys of the process tree)\n")  # fmt: skip
+          f"{os.cpu_count()} CPUs, median of {n}; CPU = user+sys of the process tree; "
+          f"started as `{' '.join(Path(a).name for a in mlkit_cmd)}` and `{' '.join(Path(a).name for a in mlflow_cmd)}`)\n")  # fmt: skip
     print("| command | wall ms | min ms | CPU ms | overhead over direct (wall / CPU) ms | target |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for t in [direct, *runs]:
@@ -151,6 +155,12 @@ def main() -> None:
         print(
             f"| {t.name} | {t.wall_ms:.0f} | {t.min_ms:.0f} | {t.cpu_ms:.0f} | {t.wall_ms - bare.wall_ms:+.0f} | {verdict} |"
         )
+
+
+def _program(name: str) -> list[str]:
+    """The console script `name` beside this interpreter, else `python -m name`."""
+    script = Path(sys.executable).with_name(name)
+    return [str(script)] if script.exists() else [sys.executable, "-m", name]
 
 
 def _importable(name: str) -> bool:

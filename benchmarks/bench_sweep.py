@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# What a user types: the `mlkit` program beside this interpreter (`python -m mlkit` where there is none)
+_SCRIPT = Path(sys.executable).with_name("mlkit")
+MLKIT = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "mlkit"]
 
 MLPROJECT = """
 name: sleeper
@@ -46,7 +49,7 @@ def run_sweep(
     project: Path, env: dict[str, str], trials: int, parallel: int, seconds: float
 ) -> tuple[float, float]:
     """(makespan, driver CPU seconds) of one `mlkit sweep`."""
-    argv = [sys.executable, "-m", "mlkit", "sweep", str(project), "-P", f"i=range({trials})",
+    argv = [*MLKIT, "sweep", str(project), "-P", f"i=range({trials})",
             "-P", f"seconds={seconds}", "--parallel", str(parallel), "--gpus-per-trial", "1",
             "--env-manager", "local", "--system-metrics-interval", "0"]  # fmt: skip
     t0 = time.monotonic()
@@ -66,7 +69,7 @@ def run_loop(project: Path, env: dict[str, str], trials: int, parallel: int, sec
     lanes = []
     for lane in range(parallel):
         runs = [
-            f"{sys.executable} -m mlkit run {project} -P i={i} -P seconds={seconds} --gpus 1 --wait 1h "
+            f"{' '.join(MLKIT)} run {project} -P i={i} -P seconds={seconds} --gpus 1 --wait 1h "
             "--env-manager local --system-metrics-interval 0 >/dev/null 2>&1"
             for i in range(lane, trials, parallel)
         ]

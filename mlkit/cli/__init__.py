@@ -1,182 +1,26 @@
-"""The `mlkit` command: a typer app, one module per command group.
+"""The `mlkit` command: a typer app (mlkit.cli.typer_app), one module per command group.
 
 Only this package imports typer or rich, prints, or exits. Each command parses its flags, calls
-one core function, and renders what it returns through `mlkit.cli.output`.
+one core function, and renders what it returns through `mlkit.cli.output`. This module stays
+light: `mlkit run` with plain flags never imports typer (mlkit.cli.runflags).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
-from collections.abc import Sequence
 from typing import Any
-
-from mlkit import __version__
-
-# Plain click help instead of typer's rich help: rich + markdown-it cost ~300 ms per `--help`.
-_saved = os.environ.get("TYPER_USE_RICH")
-os.environ["TYPER_USE_RICH"] = "0"
-import typer  # noqa: E402
-import typer.core  # noqa: E402
-
-if _saved is None:
-    del os.environ["TYPER_USE_RICH"]
-else:
-    os.environ["TYPER_USE_RICH"] = _saved
-
-
-# Each module has `register(app)`, adding its commands or sub-apps. Keep them light at import
-# time: no torch, pynvml, py-rattler or conda-lock at module level.
-COMMAND_MODULES = ("run", "runs", "compare", "experiments", "gpus", "env", "models", "gc", "report", "sweep")
-
-# The modules one top-level command needs: `mlkit run ...` builds only the `run` command, which
-# keeps typer from building (and mlkit from importing) the other 30-odd commands on every run.
-_MODULES_FOR = {
-    "run": ("run",),
-    "runs": ("runs", "compare"),
-    "experiments": ("experiments",),
-    "gpus": ("gpus",),
-    "env": ("env",),
-    "models": ("models",),
-    "gc": ("gc",),
-    "report": ("report",),
-    "sweep": ("sweep",),
-}
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"mlkit {__version__}")
-        raise typer.Exit()
-
-
-def _completion(value: bool, install: bool) -> None:
-    if value:
-        from mlkit.cli import complete, output
-        from mlkit.errors import MlkitError
-
-        try:
-            shell = complete.detect_shell()
-            if install:
-                target, rc = complete.install(shell)
-                typer.echo(f"{shell} completion written to {target} and sourced from {rc}")
-                typer.echo(f"open a new shell (or: source {rc}) to use it")
-            else:
-                typer.echo(complete.script(shell), nl=False)
-        except MlkitError as exc:
-            output.fail(exc)
-        raise typer.Exit()
-
-
-def _root(
-    traceback: bool = typer.Option(
-        False,
-        "--traceback",
-        help="Show the Python traceback for mlkit's own errors.",
-        envvar="MLKIT_TRACEBACK",
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-    install_completion: bool = typer.Option(
-        False,
-        "--install-completion",
-        callback=lambda value: _completion(value, install=True),
-        is_eager=True,
-        help="Install Tab completion for your shell ($SHELL: bash or zsh).",
-    ),
-    show_completion: bool = typer.Option(
-        False,
-        "--show-completion",
-        callback=lambda value: _completion(value, install=False),
-        is_eager=True,
-        help='Print the completion script (eval "$(mlkit --show-completion)").',
-    ),
-) -> None:
-    from mlkit.cli import output
-
-    output.state.traceback = traceback
-
-
-def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
-    """The typer app with the commands of `modules` registered (all of them by default)."""
-    app = typer.Typer(
-        name="mlkit",
-        help="Run MLflow-format projects on your own GPU machines and track them in a file store.\n\n"
-        "Example: mlkit run projects/cnn -P epochs=5 --gpus 1",
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-    app.callback()(_root)
-    for name in modules:
-        importlib.import_module(f"mlkit.cli.{name}").register(app)
-    _full_short_help(app)
-    return app
-
-
-def _first_paragraph(text: str | None) -> str | None:
-    if not text:
-        return None
-    lines = []
-    for line in text.strip().splitlines():
-        if not line.strip():
-            break
-        lines.append(line.strip())
-    return " ".join(lines) or None
-
-
-def _command_class() -> type:
-    """typer's command, with arguments in the usage line as `PROJECT_DIR` / `[NAME]` / `RUNS...`
-    (typer writes a required one as `{project_dir}`)."""
-    global _Command
-    if _Command is None:
-        from typer.core import TyperArgument, TyperCommand
-
-        class Command(TyperCommand):
-            def collect_usage_pieces(self, ctx: Any) -> list[str]:
-                pieces = [self.options_metavar] if self.options_metavar else []
-                for param in self.get_params(ctx):
-                    if isinstance(param, TyperArgument):
-                        name = param.metavar or (param.name or "").upper()
-                        name += "..." if param.nargs != 1 and "..." not in name else ""
-                        pieces.append(name if param.required else f"[{name}]")
-                return pieces
-
-        _Command = Command
-    return _Command
-
-
-_Command: type | None = None
-
-
-def _full_short_help(app: typer.Typer) -> None:
-    """Command lists show each command's whole first paragraph: click would cut it at 45-60
-    characters with "..." (and typer does not pass the docstring's line breaks through)."""
-    for info in app.registered_commands:
-        if info.cls is None or info.cls is typer.core.TyperCommand:
-            info.cls = _command_class()
-        if not info.short_help:
-            info.short_help = _first_paragraph(info.help or (info.callback and info.callback.__doc__))
-    for group in app.registered_groups:
-        sub = group.typer_instance
-        if sub is None:
-            continue
-        short = _first_paragraph(group.help if isinstance(group.help, str) else sub.info.help)
-        if not isinstance(group.short_help, str):
-            group.short_help = short
-        if not isinstance(sub.info.short_help, str):
-            sub.info.short_help = short
-        _full_short_help(sub)
 
 
 def __getattr__(name: str) -> Any:
-    """`from mlkit.cli import app` gives the full app, built on first use."""
-    if name == "app":
-        globals()["app"] = build_app()
-        return globals()["app"]
+    """`from mlkit.cli import app` gives the full app, built on first use; `build_app` is
+    mlkit.cli.typer_app's."""
+    if name in ("app", "build_app"):
+        from mlkit.cli import typer_app  # import budget: typer loads only when an app is built
+
+        value = typer_app.build_app() if name == "app" else typer_app.build_app
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'mlkit.cli' has no attribute {name!r}")
 
 
@@ -188,21 +32,31 @@ def main(*, fast_exit: bool = False) -> None:
     program entry points (`entry`, `python -m mlkit`) ask for it, a caller in Python does not."""
     if os.environ.get("_MLKIT_COMPLETE"):  # the shell asks for Tab candidates (mlkit.cli.complete)
         from mlkit.cli.complete import complete_main
+        from mlkit.cli.typer_app import build_app, modules_for
 
-        sys.exit(complete_main(os.environ["_MLKIT_COMPLETE"], lambda words: build_app(_modules_for(words))))
+        sys.exit(complete_main(os.environ["_MLKIT_COMPLETE"], lambda words: build_app(modules_for(words))))
     from mlkit.cli.output import run_app
 
-    modules = _modules_for(sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["run"]:  # the common line, read without typer (~40 ms of every run and trial)
+        from mlkit.cli import runflags
+
+        values = runflags.parse(args[1:])
+        if values is not None:
+            from mlkit.cli.run import run_command
+
+            run_app(lambda: run_command(**values), fast_exit=fast_exit)
+            return
+    from mlkit.cli.typer_app import MODULES_FOR, build_app, modules_for
+
+    modules = modules_for(args)
+    app = build_app(modules)
     run_app(
-        build_app(modules), fast_exit=fast_exit and modules in (_MODULES_FOR["run"], _MODULES_FOR["sweep"])
+        lambda: app(prog_name="mlkit"),
+        fast_exit=fast_exit and modules in (MODULES_FOR["run"], MODULES_FOR["sweep"]),
     )
 
 
 def entry() -> None:
     """The `mlkit` program: main() for a process that ends with the command."""
     main(fast_exit=True)
-
-
-def _modules_for(argv: Sequence[str]) -> Sequence[str]:
-    command = next((arg for arg in argv if not arg.startswith("-")), None)
-    return _MODULES_FOR.get(command or "", COMMAND_MODULES)

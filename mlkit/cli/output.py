@@ -12,16 +12,15 @@ import functools
 import json
 import os
 import sys
-import traceback as tb
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
-
-import typer
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from mlkit.errors import ExitCode, MlkitError
 from mlkit.settings import traceback_enabled
+
+if TYPE_CHECKING:  # annotations only: `mlkit run` reads its flags without typer (mlkit.cli.runflags)
+    import typer
 
 
 @dataclasses.dataclass
@@ -63,6 +62,8 @@ def interactive() -> bool:
 
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses, paths, datetimes and enums as plain JSON values."""
+    from datetime import datetime  # import budget: a plain `mlkit run` renders no JSON
+
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
@@ -146,9 +147,11 @@ def error(message: str, hint: str | None = None, details: Sequence[str] = ()) ->
 def fail(exc: MlkitError) -> NoReturn:
     """Print one error line and its hint on stderr, then exit with the error's code."""
     if state.traceback or traceback_enabled():
-        tb.print_exception(exc)
+        import traceback  # import budget: only with --traceback
+
+        traceback.print_exception(exc)
     error(exc.message, exc.hint, getattr(exc, "details", ()))
-    raise typer.Exit(int(exc.exit_code))
+    raise SystemExit(int(exc.exit_code))
 
 
 def handle_errors(fn: F) -> F:
@@ -162,28 +165,26 @@ def handle_errors(fn: F) -> F:
             fail(error)
         except KeyboardInterrupt:
             info("Interrupted.")
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            raise SystemExit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:  # `mlkit runs list | head`
             sys.stderr.close()
-            raise typer.Exit(0) from None
+            raise SystemExit(0) from None
 
     return wrapper  # type: ignore[return-value]  # functools.wraps keeps fn's signature; mypy sees (*Any)
 
 
-def run_app(app: typer.Typer, *, fast_exit: bool = False) -> None:
-    """Call the typer app and leave with its exit code; errors outside commands get one line too.
+def run_app(app: Callable[[], object], *, fast_exit: bool = False) -> None:
+    """Call the command (the typer app, or `mlkit run` read without it) and leave with its exit
+    code; errors outside commands get one line too.
 
     `fast_exit` (`mlkit run`, whose start-up and exit every trial of a sweep pays, and the sweep
     driver): leave without the interpreter's final teardown, which only frees memory the OS takes
     back anyway (~10 ms; ~50 ms once Optuna and NumPy are loaded)."""
     try:
         try:
-            app(prog_name="mlkit")
+            app()
         except MlkitError as error:
-            try:
-                fail(error)
-            except typer.Exit as exit_:
-                sys.exit(exit_.exit_code)
+            fail(error)
     except SystemExit as done:
         if fast_exit or "rattler" in sys.modules:
             _exit_without_teardown(done.code)
@@ -237,6 +238,8 @@ RUN_HELP = "Run id, unique id prefix (6+ characters) or unique run name."
 
 def command_group(name: str, help: str) -> typer.Typer:
     """A `mlkit <name>` sub-app: shows its help when called bare, accepts -h."""
+    import typer  # import budget: only when the typer app is built (never for a plain `mlkit run`)
+
     return typer.Typer(
         name=name, help=help, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}
     )

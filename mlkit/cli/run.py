@@ -2,33 +2,23 @@
 
 from __future__ import annotations
 
-import difflib
 import functools
 import sys
-import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import typer
-
-from mlkit.cli import output
+from mlkit.cli import output, runflags
 from mlkit.errors import MlkitError, UsageError
 from mlkit.settings import tracking_root
 
 if TYPE_CHECKING:  # annotations only: `mlkit --help` must not load the runner
+    import typer
+
     from mlkit.project.model import Project
     from mlkit.runner.dryrun import DryRun
     from mlkit.runner.session import Skipped
     from mlkit.runner.supervise import RunResult
-
-# Options are grouped in --help with rich panels; the names match `mlflow run` where MLflow has one.
-_RUN = "Run"
-_GPU = "GPUs"
-_DIST = "Multi-GPU / multi-node (torchrun)"
-_CRON = "Unattended use"
-_CLUSTER = "Cluster (Slurm)"
-_CONTAINER = "Containers (docker_env)"
 
 
 def parse_params(values: list[str] | None) -> dict[str, str]:
@@ -98,207 +88,45 @@ def _json_on_error(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @output.handle_errors
 @_json_on_error
-def run(
-    ctx: typer.Context,
-    project_dir: Path = typer.Argument(
-        ...,
-        metavar="PROJECT_DIR",
-        help="Project directory (with an MLproject file, or a bare directory of scripts).",
-    ),
-    entry_point: str | None = typer.Option(
-        None,
-        "-e",
-        "--entry-point",
-        help="Entry point name, or a .py / .sh file (default: main; --dry-run without -e also lists them all).",
-        rich_help_panel=_RUN,
-    ),
-    param: list[str] | None = typer.Option(
-        None,
-        "-P",
-        "--param-list",
-        metavar="NAME=VALUE",
-        help="A parameter (repeatable).",
-        rich_help_panel=_RUN,
-    ),
-    strict_params: bool = typer.Option(
-        False,
-        "--strict-params",
-        help="Refuse -P names the entry point does not declare (default: pass them as --name value).",
-        rich_help_panel=_RUN,
-    ),
-    experiment_name: str | None = typer.Option(
-        None,
-        "--experiment-name",
-        help="Experiment (created if missing). Env: MLKIT_EXPERIMENT_NAME / MLFLOW_EXPERIMENT_NAME.",
-        rich_help_panel=_RUN,
-    ),
-    experiment_id: str | None = typer.Option(
-        None, "--experiment-id", help="Experiment id (must exist).", rich_help_panel=_RUN
-    ),
-    run_name: str | None = typer.Option(
-        None, "--run-name", help="Name of the run (default: a random one).", rich_help_panel=_RUN
-    ),
-    run_id: str | None = typer.Option(
-        None,
-        "--run-id",
-        metavar="RUN",
-        help="Supervise this existing, unfinished run instead of creating one (as mlflow run --run-id).",
-        rich_help_panel=_RUN,
-    ),
-    env_manager: str = typer.Option(
-        "auto", "--env-manager", help="local | auto | uv | conda | docker.", rich_help_panel=_RUN
-    ),
-    conda_exe: str | None = typer.Option(
-        None,
-        "--conda-exe",
-        help="Use this conda/mamba/micromamba instead of py-rattler.",
-        rich_help_panel=_RUN,
-    ),
-    store: str | None = typer.Option(
-        None,
-        "--store",
-        help=output.STORE_HELP,
-        rich_help_panel=_RUN,
-    ),
-    timeout: str | None = typer.Option(
-        None,
-        "--timeout",
-        metavar="DURATION",
-        help="Kill the run after this long (90s, 30m, 3h); exit 124.",
-        rich_help_panel=_RUN,
-    ),
-    json_out: bool = typer.Option(
-        False,
-        "--json",
-        help="Print one JSON summary on stdout at the end (the run's output goes to stderr).",
-        rich_help_panel=_RUN,
-    ),
-    dry_run: bool = typer.Option(
-        False,
-        "--dry-run",
-        help="Show the resolved plan (argv, params, cwd, env, store) and create nothing.",
-        rich_help_panel=_RUN,
-    ),
-    gpus: str = typer.Option(
-        "auto", "--gpus", help="auto | none | all | N | 0,2 | UUIDs.", rich_help_panel=_GPU
-    ),
-    min_free_memory: str | None = typer.Option(
-        None,
-        "--min-free-memory",
-        metavar="SIZE",
-        help="Only GPUs with this much free memory (20GiB).",
-        rich_help_panel=_GPU,
-    ),
-    max_gpu_util: float | None = typer.Option(
-        None, "--max-gpu-util", metavar="PERCENT", help="Only GPUs at most this busy.", rich_help_panel=_GPU
-    ),
-    exclude_busy: bool = typer.Option(
-        False, "--exclude-busy", help="Only GPUs with no processes on them.", rich_help_panel=_GPU
-    ),
-    wait: str | None = typer.Option(
-        None,
-        "--wait",
-        metavar="DURATION",
-        help="Wait this long for free GPUs (exit 76 when it runs out).",
-        rich_help_panel=_GPU,
-    ),
-    system_metrics_interval: float = typer.Option(
-        5.0,
-        "--system-metrics-interval",
-        metavar="SECONDS",
-        help="System metrics sampling period; 0 turns it off.",
-        rich_help_panel=_GPU,
-    ),
-    nnodes: int | None = typer.Option(
-        None, "--nnodes", help="Number of nodes (torchrun c10d rendezvous).", rich_help_panel=_DIST
-    ),
-    node_rank: int | None = typer.Option(
-        None, "--node-rank", help="This node's rank.", rich_help_panel=_DIST
-    ),
-    rdzv_endpoint: str | None = typer.Option(
-        None,
-        "--rdzv-endpoint",
-        metavar="HOST[:PORT]",
-        help="Rendezvous endpoint (node 0).",
-        rich_help_panel=_DIST,
-    ),
-    nproc_per_node: int | None = typer.Option(
-        None,
-        "--nproc-per-node",
-        help="Processes per node (default: one per leased GPU).",
-        rich_help_panel=_DIST,
-    ),
-    lock: str | None = typer.Option(
-        None,
-        "--lock",
-        metavar="NAME",
-        help="Hold this host-wide lock for the whole run (exit 75 when held).",
-        rich_help_panel=_CRON,
-    ),
-    lock_wait: str | None = typer.Option(
-        None, "--lock-wait", metavar="DURATION", help="Wait this long for --lock.", rich_help_panel=_CRON
-    ),
-    skip_if_done: bool = typer.Option(
-        False,
-        "--skip-if-done",
-        help="Exit 0 if a FINISHED run with the same fingerprint exists.",
-        rich_help_panel=_CRON,
-    ),
-    on_finish: str | None = typer.Option(
-        None,
-        "--on-finish",
-        metavar="CMD",
-        envvar="MLKIT_ON_FINISH",
-        help="Run CMD when the run ends (MLKIT_RUN_ID, MLKIT_STATUS, MLKIT_EXIT_CODE, ... set).",
-        rich_help_panel=_CRON,
-    ),
-    container_engine: str = typer.Option(
-        "auto",
-        "--container-engine",
-        help="auto | docker | podman (auto: docker when its daemon answers, else podman).",
-        rich_help_panel=_CONTAINER,
-    ),
-    build_image: bool = typer.Option(
-        False,
-        "--build-image",
-        help="Run a derived image with the project copied to /mlflow/projects/code (MLflow's flag).",
-        rich_help_panel=_CONTAINER,
-    ),
-    docker_args: list[str] | None = typer.Option(
-        None,
-        "-A",
-        "--docker-args",
-        metavar="NAME[=VALUE]",
-        help="An engine flag for `run` (repeatable): shm-size=8g -> --shm-size 8g, privileged -> --privileged.",
-        rich_help_panel=_CONTAINER,
-    ),
-    backend: str = typer.Option(
-        "local",
-        "--backend",
-        "-b",
-        help="local | slurm: slurm submits a batch job and returns its run id at once (docs/slurm.md).",
-        rich_help_panel=_CLUSTER,
-    ),
-    backend_config: str | None = typer.Option(
-        None,
-        "--backend-config",
-        "-c",
-        metavar="KEY=VALUE,...|FILE.json",
-        help="sbatch options: partition=gpu,time=4h,account=ml (or a JSON file; MLflow's flag).",
-        rich_help_panel=_CLUSTER,
-    ),
-    nodes: int | None = typer.Option(
-        None,
-        "--nodes",
-        help="Slurm: nodes for one run (torchrun across them; --gpus is then per node).",
-        rich_help_panel=_CLUSTER,
-    ),
-    follow: bool = typer.Option(
-        False,
-        "--follow",
-        help="Slurm: stream the run's output until the job ends, and exit with its code.",
-        rich_help_panel=_CLUSTER,
-    ),
+def run_command(
+    project_dir: Path,
+    *,
+    entry_point: str | None,
+    param: list[str] | None,
+    strict_params: bool,
+    experiment_name: str | None,
+    experiment_id: str | None,
+    run_name: str | None,
+    run_id: str | None,
+    env_manager: str,
+    conda_exe: str | None,
+    store: str | None,
+    timeout: str | None,
+    json_out: bool,
+    dry_run: bool,
+    gpus: str,
+    min_free_memory: str | None,
+    max_gpu_util: float | None,
+    exclude_busy: bool,
+    wait: str | None,
+    system_metrics_interval: float,
+    nnodes: int | None,
+    node_rank: int | None,
+    rdzv_endpoint: str | None,
+    nproc_per_node: int | None,
+    lock: str | None,
+    lock_wait: str | None,
+    skip_if_done: bool,
+    on_finish: str | None,
+    container_engine: str,
+    build_image: bool,
+    docker_args: list[str] | None,
+    backend: str,
+    backend_config: str | None,
+    nodes: int | None,
+    follow: bool,
+    extra_args: Sequence[str] = (),
+    spellings: Sequence[str] = (),
 ) -> None:
     """Run a project's entry point as a tracked, supervised run.
 
@@ -309,8 +137,8 @@ def run(
     from mlkit.runner.session import Skipped, run_project
     from mlkit.runner.signals import Interrupted
 
-    if ctx.args:
-        _refuse_extra_args(ctx.args, project_dir, [o for p in ctx.command.params for o in p.opts])
+    if extra_args:  # (only the typer command passes them: mlkit.cli.runflags declines such a line)
+        _refuse_extra_args(list(extra_args), project_dir, list(spellings))
     listing = None
     if dry_run and entry_point is None:  # every entry point with its status, then main's plan
         # import budget: the project survey loads only when entry points are listed
@@ -361,7 +189,7 @@ def run(
         outcome = run_project(options, notify=output.info, stdout=child_out, stderr=sys.stderr.buffer)
     except Interrupted as exc:
         output.info("Interrupted.")
-        raise typer.Exit(128 + exc.signum) from None
+        raise SystemExit(128 + exc.signum) from None
 
     if dry_run:
         # import budget: the dry-run module loads only for --dry-run, never on a plain run
@@ -384,7 +212,7 @@ def run(
             outcome, json_out=json_out, follow=follow, store=store, run_document=run_document
         )
         if code:
-            raise typer.Exit(code)
+            raise SystemExit(code)
         return
     # import budget: supervise ran this run, so it is loaded already; only the name is needed here
     from mlkit.runner.supervise import RunResult
@@ -392,7 +220,7 @@ def run(
     assert isinstance(outcome, RunResult)
     _render_result(outcome, json_out, store, project_dir)
     if outcome.exit_code:
-        raise typer.Exit(outcome.exit_code)
+        raise SystemExit(outcome.exit_code)
 
 
 def _backend(backend: str, config: str | None, nodes: int | None, follow: bool) -> str:
@@ -424,6 +252,8 @@ def _render_result(result: RunResult, json_out: bool, store: str | None, project
     """How a run ended: its error, the status line, the closing summary on a terminal, --json."""
     if result.error is not None:
         if output.state.traceback:
+            import traceback  # import budget: only with --traceback
+
             traceback.print_exception(result.error)
         output.error(result.error.message, result.error.hint, getattr(result.error, "details", ()))
     code = f"exit {result.exit_code}"
@@ -491,6 +321,7 @@ def _refuse_extra_args(args: list[str], project_dir: Path, options: list[str]) -
                 hint=f"parameters are passed with `-P {key}={value or '<value>'}`",
             )
     flag = first.split("=", 1)[0]
+    import difflib  # import budget: only for a misspelt flag
 
     near = difflib.get_close_matches(
         flag, [o for o in options if o.startswith("--")] or options, n=2, cutoff=0.6
@@ -584,10 +415,51 @@ def _render_dry_run(dry: DryRun, json_out: bool) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `mlkit run` to the app."""
+    """Add `mlkit run` to the app: a typer command built from mlkit.cli.runflags' table, which
+    calls `run_command` with what it read (and the arguments it did not know, for their hint)."""
+    # import budget: typer loads only when the app is built, never for a plain `mlkit run` line
+    import inspect
+
+    import typer  # (as above: only here, when the typer app is built)
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("ctx", keyword, annotation=typer.Context),
+        inspect.Parameter(
+            "project_dir", keyword, annotation=Path,
+            default=typer.Argument(..., metavar="PROJECT_DIR", help=runflags.PROJECT_HELP),
+        ),
+    ]  # fmt: skip
+    for flag in runflags.FLAGS:
+        option = typer.Option(
+            flag.default, *flag.decls, help=flag.help, metavar=flag.metavar,
+            rich_help_panel=flag.panel, envvar=flag.envvar,
+        )  # fmt: skip
+        params.append(inspect.Parameter(flag.name, keyword, default=option, annotation=_annotation(flag)))
+
+    def run(ctx: typer.Context, **values: Any) -> None:
+        spellings = [o for p in ctx.command.params for o in p.opts]
+        run_command(**values, extra_args=ctx.args, spellings=spellings)
+
+    run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads it
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    run.__doc__ = RUN_HELP
     app.command(
         "run",
         no_args_is_help=True,
         # unknown flags reach `run`, which says how to pass a parameter (`--epochs 3` -> -P epochs=3)
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )(run)
+
+
+RUN_HELP = """Run a project's entry point as a tracked, supervised run.
+
+    Example: mlkit run projects/cnn -P epochs=5 --gpus 1 --timeout 2h
+    """
+
+
+def _annotation(flag: runflags.Flag) -> Any:
+    """The type typer gives the flag: `int | None` for an optional int, `list[str] | None` for a
+    repeatable one."""
+    kind = list[str] if flag.kind is list else flag.kind
+    return kind if flag.default is not None else kind | None
