@@ -11,7 +11,9 @@ A hostile file fails fast and small, with one line naming the file (and the key 
   contain itself;
 - every mapping key is a string (`.nan: x`, `1: x` or `[a]: b` are refused with the key's path).
 
-`yaml` is imported inside `load_yaml` only: `import mlkit` must stay light.
+A simple file (the block-YAML subset of `mlkit.yamlfast`, which the usual MLproject and
+conda.yaml keep to) is read without PyYAML, with exactly PyYAML's result and within these limits;
+anything else goes through PyYAML as below. `yaml` is imported inside `loads` only: `import mlkit` must stay light.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import stat
 from pathlib import Path
 
+from mlkit import yamlfast
 from mlkit.errors import MlkitError
 
 MAX_BYTES = 1 << 20  # 1 MiB: a real MLproject or conda.yaml is a few KiB
@@ -94,7 +97,10 @@ def load_yaml(path: Path, label: str, error: type[MlkitError]) -> object:
 
 
 def loads(text: str, label: str, error: type[MlkitError]) -> object:
-    # import budget: yaml loads only when a file is parsed; import mlkit stays without it
+    fast = yamlfast.load(text)  # the usual simple file, read without importing PyYAML (issue 20)
+    if fast is not None:
+        return fast
+    # import budget: yaml loads only for a file the fast reader leaves; import mlkit stays without it
     import yaml
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

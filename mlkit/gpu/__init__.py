@@ -20,8 +20,8 @@ _EXPORTS = {
     "GpuInfo": "mlkit.gpu.devices",
     "GpuProcess": "mlkit.gpu.devices",
     "GpuRequest": "mlkit.gpu.select",
-    "reserve": "mlkit.gpu.ledger",
-    "GpuLease": "mlkit.gpu.ledger",
+    "reserve": "mlkit.gpu.reserving",
+    "GpuLease": "mlkit.gpu.lease",
     "Lease": "mlkit.gpu.records",
     "leased_run_ids": "mlkit.gpu.ledger",
     "SystemMetricsSampler": "mlkit.gpu.sampler",
@@ -34,8 +34,10 @@ _EXPORTS = {
 if TYPE_CHECKING:
     from mlkit.gpu.devices import GpuInfo, GpuProcess, GpuReport
     from mlkit.gpu.host import probe
-    from mlkit.gpu.ledger import GpuLease, leased_run_ids, reserve
+    from mlkit.gpu.lease import GpuLease
+    from mlkit.gpu.ledger import leased_run_ids
     from mlkit.gpu.records import Lease
+    from mlkit.gpu.reserving import reserve
     from mlkit.gpu.sampler import SystemMetricsSampler
     from mlkit.gpu.select import GpuRequest
     from mlkit.units import parse_duration, parse_memory

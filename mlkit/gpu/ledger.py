@@ -8,7 +8,7 @@ run id, the supervisor's pid and that pid's start time, the host and when it beg
 process is gone (or whose pid now belongs to a process started at another time) is dropped on
 every read, so a SIGKILLed supervisor never strands a GPU.
 
-`reserve()` = lock, read leases, probe, select excluding leased GPUs, write, unlock. Runs started
+`reserve()` (mlkit.gpu.reserving: a `--gpus none` run never loads this module) = lock, read leases, probe, select excluding leased GPUs, write, unlock. Runs started
 in the same second therefore never share a GPU. With `wait`, the run joins the ledger's wait queue
 (`waiters`, mlkit.gpu.queue) and polls (every MLKIT_GPU_POLL_INTERVAL s, default 2, with jitter)
 until the request can be met; runs that have waited longer are served first. A waiter whose
@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from mlkit import fsio, procid, settings
 from mlkit.errors import (
@@ -40,12 +40,13 @@ from mlkit.errors import (
     UsageError,
 )
 from mlkit.gpu import trust
+from mlkit.gpu.lease import GpuLease, lease_tags  # noqa: F401  # lease_tags: re-exported (tests, gpus CLI)
 from mlkit.gpu.queue import holds
 from mlkit.gpu.records import Lease, Waiter
 from mlkit.gpu.select import GpuRequest, Selection, cuda_env, select
 
 if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
-    from mlkit.gpu.devices import GpuInfo, GpuReport
+    from mlkit.gpu.devices import GpuReport
 
 LEDGER_FILE = "gpu-leases.json"
 LOCK_FILE = "gpu-leases.lock"
@@ -289,75 +290,37 @@ def leased_run_ids() -> set[str]:
     return {lease.run_id for lease in read_leases()}
 
 
-@dataclass
-class GpuLease:
-    """The GPUs a run holds. Release it when the run ends (or use it as a context manager)."""
-
-    gpus: list[GpuInfo] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    tags: dict[str, str] = field(default_factory=dict)
-    notice: str | None = None
-    run_id: str | None = None
-    owner_pid: int | None = None
-    released: bool = False
-    _held_fd: int | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def uuids(self) -> list[str]:
-        return [gpu.uuid for gpu in self.gpus]
-
-    def track(self, pid: int) -> None:
-        """Record the run's entry point (`pid`, leading its own process group) in the lease: the
-        lease then lasts while it or its group lives, also if the supervisor is killed first."""
-        if self.released or not self.gpus:
-            return
-        start = procid.start_time(pid)
-        if start is None or start == procid.HIDDEN:
-            return
-        mine = set(self.uuids)
-        with locked() as path:
-            leases, waiters, readable = _load_checked(path)
-            if not readable:  # garbage: put back what live runs prove first, never write it "all free"
-                _survey(path)
-                leases, waiters = _load(path)
-            for lease in leases:
-                if lease.uuid in mine and lease.run_id == self.run_id and lease.pid == self.owner_pid:
-                    lease.procs = [[pid, start]]
-                    lease.pgid = pid
-            _store(path, leases, waiters)
-
-    def release(self) -> None:
-        """Give the GPUs back. Idempotent; a no-op for a CPU lease."""
-        if self.released:
-            return
-        self.released = True
-        try:
-            if self.gpus:
-                self._remove()
-        finally:
-            # Only now: while our lease is in the ledger, the `held` flock is what proves that
-            # our live pid is the mlkit process that took it (else it reads as an impostor's).
-            if self._held_fd is not None:
-                os.close(self._held_fd)
-                self._held_fd = None
-
-    def _remove(self) -> None:
-        mine = set(self.uuids)
-        with locked() as path:
+def track_lease(lease: GpuLease, pid: int) -> None:
+    """GpuLease.track for a lease of GPUs: record the run's entry point (`pid`, leading its own
+    process group) in the ledger; the lease then lasts while it or its group lives."""
+    start = procid.start_time(pid)
+    if start is None or start == procid.HIDDEN:
+        return
+    mine = set(lease.uuids)
+    with locked() as path:
+        leases, waiters, readable = _load_checked(path)
+        if not readable:  # garbage: put back what live runs prove first, never write it "all free"
+            _survey(path)
             leases, waiters = _load(path)
-            kept = [
-                lease
-                for lease in leases
-                if not (lease.uuid in mine and lease.run_id == self.run_id and lease.pid == self.owner_pid)
-            ]
-            if len(kept) != len(leases):
-                _store(path, kept, waiters)
+        for record in leases:
+            if record.uuid in mine and record.run_id == lease.run_id and record.pid == lease.owner_pid:
+                record.procs = [[pid, start]]
+                record.pgid = pid
+        _store(path, leases, waiters)
 
-    def __enter__(self) -> GpuLease:
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.release()
+def remove_lease(lease: GpuLease) -> None:
+    """GpuLease.release for a lease of GPUs: drop its records from the ledger."""
+    mine = set(lease.uuids)
+    with locked() as path:
+        leases, waiters = _load(path)
+        kept = [
+            record
+            for record in leases
+            if not (record.uuid in mine and record.run_id == lease.run_id and record.pid == lease.owner_pid)
+        ]
+        if len(kept) != len(leases):
+            _store(path, kept, waiters)
 
 
 def release_leases(target: str) -> list[Lease]:
@@ -407,29 +370,6 @@ class ReleaseRefusedError(MlkitError):
     exit_code = ExitCode.NO_PERMISSION
 
 
-def lease_tags(gpus: list[GpuInfo], report: GpuReport | None) -> dict[str, str]:
-    """`mlkit.gpu.*` tags for the run record."""
-    tags = {"mlkit.gpu.count": str(len(gpus)), "mlkit.gpu.uuids": ",".join(g.uuid for g in gpus)}
-    for i, gpu in enumerate(gpus):
-        for key, value in (
-            ("name", gpu.name),
-            ("uuid", gpu.uuid),
-            ("index", gpu.index),
-            ("memory_total", gpu.memory_total),
-            ("compute_capability", gpu.compute_capability),
-            ("mig_parent_uuid", gpu.parent_uuid),
-        ):
-            if value is not None:
-                tags[f"mlkit.gpu.{i}.{key}"] = str(value)
-    if report is None:  # no probe was made (--gpus none)
-        return tags
-    if report.driver_version:
-        tags["mlkit.gpu.driver_version"] = report.driver_version
-    if report.cuda_version:
-        tags["mlkit.gpu.cuda_version"] = report.cuda_version
-    return tags
-
-
 def poll_interval() -> float:
     try:
         return max(0.01, float(os.environ.get(POLL_ENV, "2")))
@@ -437,7 +377,7 @@ def poll_interval() -> float:
         return 2.0
 
 
-def reserve(
+def reserve_gpus(
     request: GpuRequest,
     *,
     run_id: str,
@@ -446,15 +386,7 @@ def reserve(
     on_wait: Callable[[str], None] | None = None,
     role: str | None = None,
 ) -> GpuLease:
-    """Lease GPUs for `run_id`, held by process `owner_pid` (the supervisor).
-
-    `wait`: seconds to wait for the request to become satisfiable (None/0: don't wait; math.inf:
-    forever). Raises GpuUnavailableError (no wait, or waiting cannot help: no such GPUs) or
-    GpuWaitTimeoutError. `on_wait(msg)` hears what it is waiting for whenever that changes.
-    `role="serving"` marks the lease of a model server (`mlkit gpus` shows it).
-    """
-    if request.kind == "none":
-        return GpuLease(env=cuda_env([]), tags=lease_tags([], None), run_id=run_id, owner_pid=owner_pid)
+    """`mlkit.gpu.reserving.reserve` for a request of GPUs (not `none`): see there."""
     # import budget: only a run that asks for GPUs
     from mlkit.gpu import allocation
 
@@ -506,6 +438,8 @@ def reserve(
                         notice=selection.notice,
                         run_id=run_id,
                         owner_pid=owner_pid,
+                        _track=track_lease,
+                        _remove=remove_lease,
                     )
                     if new:
                         lease._held_fd, held_fd = held_fd, None

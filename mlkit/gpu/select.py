@@ -2,7 +2,7 @@
 
 `GpuRequest.parse("2", min_free_memory=...)` validates `--gpus` and its filters; `select(report,
 request, leased)` picks without side effects, so the policy is testable on any snapshot. The lease
-ledger (`mlkit.gpu.ledger.reserve`) calls it under its file lock.
+ledger (`mlkit.gpu.ledger.reserve_gpus`) calls it under its file lock.
 
 Policy (docs/gpus.md):
 - A unit is a whole GPU, or one MIG instance of a GPU in MIG mode (the MIG-mode parent itself is

@@ -42,7 +42,7 @@ class PlanEnv(Protocol):
 
 
 class PlanLease(Protocol):
-    """What `plan_run` reads of the run's GPUs (`mlkit.gpu.ledger.GpuLease`)."""
+    """What `plan_run` reads of the run's GPUs (`mlkit.gpu.lease.GpuLease`)."""
 
     @property
     def gpus(self) -> Sequence[object]: ...

@@ -55,7 +55,7 @@ if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its 
     from mlkit.backends.slurm.submit import Prepared, Submitted
     from mlkit.env.container import ContainerRequest
     from mlkit.env.manager import PreparedEnv
-    from mlkit.gpu.ledger import GpuLease
+    from mlkit.gpu.lease import GpuLease
     from mlkit.gpu.select import GpuRequest
     from mlkit.project.command import ResolvedCommand
     from mlkit.project.model import Project

@@ -33,7 +33,7 @@ from mlkit.runner.tee import Tee, close_tee
 from mlkit.runner.tree import RunTree, Stopper, become_subreaper, snapshot
 
 if TYPE_CHECKING:  # annotations only: a run without GPUs or metrics never loads these
-    from mlkit.gpu.ledger import GpuLease
+    from mlkit.gpu.lease import GpuLease
     from mlkit.gpu.sampler import SystemMetricsSampler
     from mlkit.tracking.store import FileStore
 

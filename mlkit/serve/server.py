@@ -149,7 +149,7 @@ def serve(opts: ServeOptions, *, on_ready: Callable[[Started], None] | None = No
     resolved = resolve_model_uri(opts.uri, root=root)  # a wrong URI fails here, before any record
     parsed = parse_model_uri(opts.uri)
     # import budget: the serving record, the GPU ledger and the web stack load only for `models serve`
-    from mlkit.gpu.ledger import reserve
+    from mlkit.gpu.reserving import reserve
     from mlkit.gpu.select import GpuRequest
     from mlkit.serve.record import ServingRecord
 

@@ -20,6 +20,7 @@ from mlkit import fsio
 from mlkit.errors import StoreError
 from mlkit.tracking.entities import Metric
 from mlkit.tracking.flatyaml import parse_flat
+from mlkit.yamlfast import dump_flat
 
 
 def _yaml() -> Any:
@@ -29,7 +30,11 @@ def _yaml() -> Any:
 
 
 def dump_yaml(data: dict[str, Any]) -> str:
-    """YAML text exactly as MLflow writes it (safe_dump, block style, sorted keys, unicode)."""
+    """YAML text exactly as MLflow writes it (safe_dump, block style, sorted keys, unicode); a flat
+    meta.yaml without importing PyYAML (`yamlfast.dump_flat`: the same bytes)."""
+    flat = dump_flat(data)
+    if flat is not None:
+        return flat
     yaml = _yaml()
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(data, Dumper=dumper, default_flow_style=False, allow_unicode=True, sort_keys=True)

@@ -3,9 +3,10 @@ writes a run's or experiment's attributes.
 
 `parse_flat(text)` returns exactly what `yaml.safe_load(text)` would, or None when the text is
 anything else (nesting, block or flow collections other than `[]`/`{}`, double quotes, comments,
-anchors, a float, a bool, a timestamp...), and the caller then parses it with PyYAML. Plain scalars
-are typed by PyYAML's own implicit resolver, so `0a1b…` stays a string and `0123` is not taken for
-a decimal. Reading a cold store's 10,000 meta files this way skips most of PyYAML's per-node work.
+anchors, a timestamp...), and the caller then parses it with PyYAML. Plain scalars are typed as
+PyYAML's own implicit resolver types them (`mlkit.yamlscalar`, which does not import PyYAML), so
+`0a1b…` stays a string and `0123` is octal. Reading a cold store's 10,000 meta files this way skips
+most of PyYAML's per-node work, and a run never imports PyYAML for it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from mlkit.yamlscalar import NOT_HANDLED, STR, plain_value, resolve
+
 _LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):(?: (.*))?")
-_DECIMAL = re.compile(r"0|[1-9][0-9]*")
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
 _BREAKS = ("\r", "\x85", "\u2028", "\u2029", "\t")
 _NOT_FLAT = object()
-_resolver: Any = None
+# What PyYAML's reader refuses (its NON_PRINTABLE, less the surrogates: see _readable), and a
+# byte-order mark (dropped at the start): all left to PyYAML.
+_UNREADABLE = frozenset(
+    [chr(c) for c in range(0x20) if chr(c) not in "\t\n\r"]
+    + [chr(c) for c in range(0x7F, 0xA0) if c != 0x85]
+    + ["\ufeff", "\ufffe", "\uffff"]
+)
 
 
 def parse_flat(text: str) -> dict[str, Any] | None:
     """The mapping in `text` when it is flat and simple (see the module docstring), else None."""
+    if not _readable(text):
+        return None
     out: dict[str, Any] = {}
     for line in text.split("\n"):
         if not line:
@@ -32,10 +42,20 @@ def parse_flat(text: str) -> dict[str, Any] | None:
             return None
         key, raw = match.groups()
         value = None if raw is None else _scalar(raw)
-        if value is _NOT_FLAT or key in out:
+        if value is _NOT_FLAT or key in out or resolve(key) != STR:  # `true:` is a bool key
             return None
         out[key] = value
     return out or None
+
+
+def _readable(text: str) -> bool:
+    if not _UNREADABLE.isdisjoint(text):
+        return False
+    try:
+        text.encode("utf-8")  # a lone surrogate cannot be
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _scalar(raw: str) -> Any:
@@ -54,22 +74,5 @@ def _scalar(raw: str) -> Any:
         return _NOT_FLAT
     if " #" in raw or ": " in raw or raw.endswith(":"):
         return _NOT_FLAT
-    tag = _resolve(raw)
-    if tag == "tag:yaml.org,2002:str":
-        return raw
-    if tag == "tag:yaml.org,2002:int" and _DECIMAL.fullmatch(raw):
-        return int(raw)
-    if tag == "tag:yaml.org,2002:null":
-        return None
-    return _NOT_FLAT
-
-
-def _resolve(raw: str) -> str:
-    """The tag PyYAML's safe loader gives this plain scalar (str, int, float, bool, null, timestamp)."""
-    global _resolver
-    if _resolver is None:
-        import yaml  # lazily: `import mlkit` must not import yaml (tests/test_imports.py)
-
-        _resolver = yaml.resolver.Resolver()
-        _resolver.scalar_node = yaml.nodes.ScalarNode
-    return _resolver.resolve(_resolver.scalar_node, raw, (True, False))
+    value = plain_value(raw)
+    return _NOT_FLAT if value is NOT_HANDLED else value

@@ -43,7 +43,7 @@ from mlkit.tracking import files
 from mlkit.tracking.columns import UnknownKey, keys_of, suggest
 from mlkit.tracking.entities import DELETED, Experiment, Run
 from mlkit.tracking.layout import TRASH
-from mlkit.tracking.lost import is_owner_gone, run_temp_files, stale_temp_files
+from mlkit.tracking.lost import is_owner_gone, run_temp_files, stale_temp_files, unregister_live
 from mlkit.tracking.retention import ENDED_STATUSES, Candidate, RetentionPolicy, select_retention
 from mlkit.units import format_duration, parse_age
 
@@ -347,7 +347,7 @@ def plan_gc(  # noqa: C901
     now_ms: int | None = None,
 ) -> tuple[GcResult, list[_PlannedRun]]:
     """Decide what gc removes; changes nothing but marking stale RUNNING runs lost."""
-    marked_lost = list(store.mark_lost_runs())
+    marked_lost = list(store.mark_lost_runs(whole=True))  # every run, registered live or not
     now_ms = now_ms if now_ms is not None else files.now_ms()
     everything, chosen = _select_experiments(store, experiments)
     registered = registered_run_ids(store.root)
@@ -673,6 +673,8 @@ def _remove(store, result: GcResult, planned: list[_PlannedRun]) -> None:
             continue
         if removed[0]:
             p.item.removed = True
+            if p.item.kind == "run":  # its live-run registration (if an MLflow client ended it) goes too
+                unregister_live(p.paths[0])
         else:
             p.item.error = "skipped: already gone"
             result.skipped.append(f"{p.item.path}: already gone (removed by another process)")

@@ -4,6 +4,14 @@ On this host the owner is `mlkit.pid` started at `mlkit.pid_start` (so a reused 
 count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT seconds (default
 120). Runs without ownership tags (e.g. written by MLflow) are never touched. This module finds
 them (and the temp files dead writers left); FileStore.mark_lost_runs marks them.
+
+The scan runs before every `mlkit run` and `mlkit runs list`, so it reads only the runs that may be
+live: the store registers a run (an empty file `<experiment>/.mlkit-live.<run id>`) before its
+ownership tags or a RUNNING status are written, and removes the file when it ends the run. An
+experiment whose runs are all registered this way holds `<experiment>/.mlkit-live`; one without
+it (written before this scheme, or by MLflow) is scanned whole once, its possibly running runs
+registered, and the file written (docs/tracking.md, "Lost runs"). MLflow reads only directories:
+both files are invisible to it.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -77,56 +86,130 @@ def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float |
     return False
 
 
-def _run_dirs(exp_dirs: Iterable[Path]) -> Iterator[str]:
-    """Every run directory of these experiments, as plain path strings: FileStore.run_dirs_of
-    without building a Path for each run."""
+LIVE_PREFIX = ".mlkit-live."  # <experiment>/.mlkit-live.<run id>: a run that may be live
+REGISTERED = ".mlkit-live"  # <experiment>/.mlkit-live: every run that may be live is registered
+
+
+def register_live(run_dir: Path | str) -> None:
+    """Note that this run may be live (RUNNING, with an owner): call it before that is written.
+    Best effort: a store we cannot write to is one we are not creating runs in."""
+    run_dir = str(run_dir)
+    parent, _, run_id = run_dir.rstrip("/").rpartition("/")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with contextlib.suppress(OSError):  # EEXIST: registered already
+        os.close(os.open(f"{parent}/{LIVE_PREFIX}{run_id}", flags, 0o666))
+
+
+def unregister_live(run_dir: Path | str) -> None:
+    """The run has ended (its end is written): the lost-run scan need not read it any more."""
+    parent, _, run_id = str(run_dir).rstrip("/").rpartition("/")
+    with contextlib.suppress(OSError):
+        os.unlink(f"{parent}/{LIVE_PREFIX}{run_id}")
+
+
+def live_markers(exp_dir: Path | str) -> list[tuple[str, str]]:
+    """(run directory, marker path) of every run registered live in this experiment."""
+    found = []
+    try:
+        with os.scandir(exp_dir) as entries:
+            for entry in entries:
+                run_id = entry.name[len(LIVE_PREFIX) :]
+                if entry.name.startswith(LIVE_PREFIX) and run_id.isalnum():  # never `..`
+                    found.append((f"{exp_dir}/{run_id}", entry.path))
+    except OSError:
+        pass
+    return found
+
+
+def _candidates(exp_dirs: Iterable[Path], whole: bool) -> Iterator[str]:
+    """The run directories of these experiments that may be live: the registered ones where the
+    experiment registers its runs; every run directory where it does not (then each that may say
+    RUNNING is registered, and so is the experiment, so that the next scan reads only those)."""
     for exp_dir in exp_dirs:
+        if not whole and os.path.lexists(f"{exp_dir}/{REGISTERED}"):
+            for run_dir, _marker in live_markers(exp_dir):
+                yield run_dir
+            continue
         try:
-            entries = os.scandir(exp_dir)
+            with os.scandir(exp_dir) as entries:
+                run_dirs = [
+                    entry.path
+                    for entry in entries
+                    if entry.name not in RESERVED_EXPERIMENT_DIRS
+                    and not entry.name.startswith(".")
+                    and entry.is_dir()
+                ]
         except OSError:
             continue
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name not in RESERVED_EXPERIMENT_DIRS and not name.startswith(".") and entry.is_dir():
-                    yield entry.path
+        owned = [d for d in run_dirs if _maybe_running(d) and os.path.lexists(f"{d}/tags/{PID_TAG}")]
+        if whole:  # gc, whose dry run changes nothing but the lost runs: judge them, register nothing
+            yield from owned
+            continue
+        for run_dir in owned:  # only owned runs are ever judged: register those
+            register_live(run_dir)
+            yield run_dir
+        with contextlib.suppress(OSError):  # another scan wrote it first, or not ours to write
+            os.close(
+                os.open(
+                    f"{exp_dir}/{REGISTERED}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666
+                )
+            )
 
 
-def _maybe_running(run_dir: str) -> bool:
-    """False when the run's meta.yaml says for sure that it is not RUNNING, without parsing YAML.
+_UNKNOWN = b"?"
+_RUNNING = (b"1", b"RUNNING")  # MLflow writes the number (RUNNING = 1)
+_ENDED = (b"3", b"4", b"5", b"FINISHED", b"FAILED", b"KILLED")
+
+
+def _status(run_dir: str) -> bytes | None:
+    """The value of the `status:` line of the run's meta.yaml, without parsing YAML: None when
+    there is no meta.yaml (being created or removed), `_UNKNOWN` when the file is unusual (no such
+    line, a huge file, not a regular file).
 
     meta.yaml is written with one top-level `key: value` per line (MLflow's safe_dump), so the
-    `status:` line tells. Anything unusual (no such line, another spelling, a huge file) counts as
-    maybe. Plain os calls: this runs for every run of the store before every `mlkit run`."""
+    `status:` line tells. Plain os calls, never through a link or into a FIFO."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(run_dir + "/meta.yaml", os.O_RDONLY)
+        fd = os.open(run_dir + "/meta.yaml", flags)
     except OSError:
-        return False  # no meta.yaml (being created or removed): not a run to judge now
+        return None
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None  # a FIFO or a device planted as meta.yaml: no run to judge
         text = os.read(fd, _META_READ)
     except OSError:
-        return False
+        return _UNKNOWN
     finally:
         os.close(fd)
     if len(text) == _META_READ:
-        return True  # not a meta.yaml mlkit or MLflow writes: let the careful path decide
+        return _UNKNOWN  # not a meta.yaml mlkit or MLflow writes: let the careful path decide
     _, found, rest = (b"\n" + text).partition(b"\nstatus:")
     if not found:
-        return True
-    value = rest.split(b"\n", 1)[0].strip().strip(b"'\"")
-    return value in (b"1", b"RUNNING")  # MLflow writes the number (RUNNING = 1)
+        return _UNKNOWN
+    return rest.split(b"\n", 1)[0].strip().strip(b"'\"")
 
 
-def lost_runs(exp_dirs: Iterable[Path]) -> list[tuple[Path, dict[str, str]]]:
+def _maybe_running(run_dir: str) -> bool:
+    """False when the run's meta.yaml says for sure that it is not RUNNING (or there is none)."""
+    status = _status(run_dir)
+    return status is not None and (status == _UNKNOWN or status in _RUNNING)
+
+
+def lost_runs(exp_dirs: Iterable[Path], *, whole: bool = False) -> list[tuple[Path, dict[str, str]]]:
     """The run directories (of these experiments) that may say RUNNING and whose owner is gone,
     each with its ownership tags; FileStore.mark_lost_runs checks and marks them.
 
-    This runs before every `mlkit run`, so it is a quick scan of the run directories: only runs
-    whose meta.yaml may say RUNNING are read further (no search index, no YAML for the rest)."""
+    This runs before every `mlkit run`, so it reads only the runs registered live (see the module
+    docstring); of those, only runs whose meta.yaml may say RUNNING are read further. `whole`
+    (gc): every run of the experiments, registered or not."""
     host = hostname()
     found: list[tuple[Path, dict[str, str]]] = []
-    for path in _run_dirs(exp_dirs):
-        if not _maybe_running(path):
+    for path in _candidates(exp_dirs, whole):
+        status = _status(path)
+        if status in _ENDED:  # ended by a writer that did not unregister it (an MLflow client)
+            unregister_live(path)
+            continue
+        if status is None or (status != _UNKNOWN and status not in _RUNNING):
             continue
         run_dir = Path(path)
         tags = {}

@@ -51,9 +51,12 @@ from mlkit.tracking.layout import DEFAULT_EXPERIMENT_ID, RESERVED_EXPERIMENT_DIR
 from mlkit.tracking.lost import (
     FAILURE_REASON_TAG,
     HEARTBEAT_TAG,
+    PID_TAG,
     lost_runs,
+    register_live,
     remove_temp_files,
     run_temp_files,
+    unregister_live,
 )
 from mlkit.tracking.names import random_run_name
 from mlkit.tracking.runsummary import KINDS, record
@@ -617,6 +620,8 @@ class FileStore:
                 (run_dir / sub).mkdir()
         except OSError as exc:
             raise fsio.write_error(run_dir, exc) from exc
+        if PID_TAG in tags:  # an owned run: the lost-run scan must see it (before it is RUNNING)
+            register_live(run_dir)
         tags_dir = run_dir / "tags"
         for key, value in tags.items():  # meta.yaml is written last: until then no reader sees the run
             if "/" in key:
@@ -721,6 +726,8 @@ class FileStore:
         if not tags:
             return
         run_dir = self._active_run_dir(run_id)
+        if PID_TAG in tags:  # an owner takes the run: the lost-run scan must see it from now on
+            register_live(run_dir)
         _check_key_paths(run_dir / "tags", tags, "tag")
         for key, value in tags.items():
             self._write_tag_file(run_dir / "tags", key, str(value))
@@ -872,6 +879,8 @@ class FileStore:
         self._update_run_meta(
             run_dir, lambda m: m.update(status=STATUS_TO_INT[status], end_time=end), must_land=True
         )
+        if status not in (RUNNING, SCHEDULED):
+            unregister_live(run_dir)
 
     def update_run_status(self, run_id: str, status: str) -> None:
         """Set a run's status without touching its end time (e.g. SCHEDULED -> RUNNING)."""
@@ -885,6 +894,7 @@ class FileStore:
     def restart_run(self, run_id: str) -> None:
         """A supervisor attached to an existing run (`mlkit run --run-id`): RUNNING again, no end time."""
         run_dir = self._active_run_dir(run_id)
+        register_live(run_dir)
         self._update_run_meta(
             run_dir, lambda m: m.update(status=STATUS_TO_INT[RUNNING], end_time=None), must_land=True
         )
@@ -1105,13 +1115,13 @@ class FileStore:
             self._index = RunIndex(self.root)
         return self._index
 
-    def mark_lost_runs(self) -> list[str]:
+    def mark_lost_runs(self, *, whole: bool = False) -> list[str]:
         """Mark RUNNING runs whose owner is gone FAILED (tag mlkit.failure_reason=lost); their ids.
 
-        This runs before every `mlkit run`: mlkit.tracking.lost finds the candidates with a quick
-        scan (no search index, no YAML for runs that are not RUNNING); each is checked again here."""
+        This runs before every `mlkit run`: mlkit.tracking.lost finds the candidates among the runs
+        registered live (`whole`, for gc: among every run); each is checked again here."""
         lost: list[str] = []
-        for run_dir, tags in lost_runs(self.experiment_dirs("all")):
+        for run_dir, tags in lost_runs(self.experiment_dirs("all"), whole=whole):
             try:
                 meta = files.read_yaml(run_dir / "meta.yaml")
                 run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)

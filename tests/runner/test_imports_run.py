@@ -11,10 +11,14 @@ HEAVY = ("torch", "pynvml", "conda_lock", "rattler", "numpy", "sklearn", "mlflow
 
 def test_plain_local_run_imports_only_what_it_uses(tmp_path):
     """`mlkit run --env-manager local --gpus none` (issue 2's overhead target) skips the GPU probe,
-    the env cache, the search index, the fingerprint and a few costly stdlib modules."""
+    the env cache, the search index, the fingerprint, PyYAML and a few costly stdlib modules."""
     project = tmp_path / "p"
     project.mkdir()
-    (project / "MLproject").write_text('entry_points:\n  main:\n    command: "python -c pass"\n')
+    (project / "MLproject").write_text(
+        "name: p\n\nentry_points:\n  main:\n    parameters:\n"
+        "      lr: {type: float, default: 0.01}  # the learning rate\n      epochs: {type: int, default: 1}\n"
+        '    command: "python -c pass {lr} {epochs}"\n'
+    )
     argv = ["run", str(project), "--env-manager", "local", "--gpus", "none", "--system-metrics-interval", "0"]
     argv += ["--store", str(tmp_path / "mlruns")]
     code = (
@@ -41,6 +45,7 @@ def test_plain_local_run_imports_only_what_it_uses(tmp_path):
         "socket",
         "configparser",
         "csv",
+        "yaml",  # issue 20: the MLproject and the meta.yaml files are read and written without it
         *HEAVY,
     }
     assert not loaded & unwanted, sorted(loaded & unwanted)

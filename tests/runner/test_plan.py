@@ -17,7 +17,7 @@ import pytest
 
 from mlkit.env.manager import PreparedEnv
 from mlkit.errors import UsageError
-from mlkit.gpu.ledger import GpuLease
+from mlkit.gpu.lease import GpuLease
 from mlkit.project import load_project
 from mlkit.runner.plan import LaunchOptions, PlanEnv, PlanLease, plan_run, rdzv_id_for
 from mlkit.runner.supervise import classify

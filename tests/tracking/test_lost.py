@@ -87,3 +87,103 @@ def test_quick_scan_reads_only_running_runs(store_root: Path) -> None:
     assert store.get_run(no_status).info.status == "FAILED"
     assert store.get_run(deleted).info.status == "RUNNING"  # deleted runs are left alone
     assert store.mark_lost_runs() == []
+
+
+def _markers(exp_dir: Path) -> set[str]:
+    return {p.name.removeprefix(".mlkit-live.") for p in exp_dir.glob(".mlkit-live.*")}
+
+
+def test_the_scan_reads_only_the_runs_registered_live(store_root: Path, monkeypatch) -> None:
+    """Before every `mlkit run` the scan used to open every run's meta.yaml (100,000 runs: seconds);
+    now an owned run is registered while it may be live, and the scan reads only those."""
+    from mlkit.tracking import lost as lost_module
+
+    store = FileStore(store_root)
+    exp = store.create_experiment("many")
+    exp_dir = store_root / exp
+    ended = []
+    for _ in range(40):
+        run_id = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+        store.set_terminated(run_id, "FINISHED")
+        ended.append(run_id)
+    live = store.create_run(exp, tags=ownership_tags()).info.run_id  # this process owns it
+    doomed = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+    unowned = store.create_run(exp).info.run_id  # MLflow-like: nothing to judge, not registered
+    assert _markers(exp_dir) == {live, doomed}
+    store.mark_lost_runs()  # the first scan of each experiment registers it (see the next test)
+    read: list[str] = []
+    real = lost_module._status
+    monkeypatch.setattr(lost_module, "_status", lambda path: read.append(Path(path).name) or real(path))
+    assert store.mark_lost_runs() == []  # doomed was marked by the first scan
+    assert read == [live]  # 40 ended runs, the lost one and the unowned one: not opened
+    assert store.get_run(doomed).info.status == "FAILED" and store.get_run(unowned).info.status == "RUNNING"
+    store.set_terminated(live, "FINISHED")
+    assert _markers(exp_dir) == set()
+
+
+def test_an_experiment_from_before_registration_is_scanned_whole_once(store_root: Path) -> None:
+    store = FileStore(store_root)
+    exp = store.create_experiment("old")
+    exp_dir = store_root / exp
+    doomed = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+    alive = store.create_run(exp, tags=ownership_tags()).info.run_id
+    finished = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
+    store.set_terminated(finished, "FINISHED")
+    for marker in exp_dir.glob(".mlkit-live*"):  # as an mlkit that did not register runs left it
+        marker.unlink()
+    assert doomed in store.mark_lost_runs()
+    assert (exp_dir / ".mlkit-live").exists()  # registered now: the next scans read markers only
+    assert _markers(exp_dir) == {alive}  # the one still running (doomed was ended: unregistered)
+
+
+def test_a_run_ended_by_another_writer_is_unregistered_by_the_scan(store_root: Path) -> None:
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags=ownership_tags()).info.run_id
+    store.mark_lost_runs()
+    meta = store.run_dir(run_id) / "meta.yaml"  # an MLflow client ends it: it knows nothing of markers
+    meta.write_text(meta.read_text().replace("status: 1\n", "status: 3\n"))
+    assert _markers(store_root / "0") == {run_id}
+    assert store.mark_lost_runs() == []
+    assert _markers(store_root / "0") == set()
+
+
+def test_a_restarted_run_is_registered_again(store_root: Path) -> None:
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags=ownership_tags(), status="SCHEDULED").info.run_id
+    store.set_terminated(run_id, "KILLED")
+    assert _markers(store_root / "0") == set()
+    store.restart_run(run_id)  # `mlkit run --run-id` attaching to it
+    assert _markers(store_root / "0") == {run_id}
+
+
+def test_planted_markers_and_a_fifo_meta_yaml_neither_hang_nor_escape(store_root: Path) -> None:
+    """Another user of a shared store plants a marker for `..`, one for a run that does not exist
+    and a FIFO as a registered run's meta.yaml: the scan (before every `mlkit run`) still ends."""
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    meta = store.run_dir(run_id) / "meta.yaml"
+    meta.unlink()
+    os.mkfifo(meta)
+    for name in ("..", "0" * 32, "x/y"):
+        if "/" not in name:
+            (store_root / "0" / f".mlkit-live.{name}").touch()
+    code = (
+        f"from mlkit.tracking.store import FileStore; print(FileStore({str(store_root)!r}).mark_lost_runs())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_gc_scans_every_run_registered_or_not(store_root: Path) -> None:
+    """A run an older mlkit created after the experiment was registered has no marker: the scan
+    before `mlkit run` does not see it, `mlkit gc` does."""
+    from mlkit.tracking.gc import run_gc
+    from mlkit.tracking.retention import RetentionPolicy
+
+    store = FileStore(store_root)
+    store.mark_lost_runs()  # registers experiment 0
+    old = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    (store_root / "0" / f".mlkit-live.{old}").unlink()
+    assert store.mark_lost_runs() == []
+    assert run_gc(store, RetentionPolicy(), dry_run=True).marked_lost == [old]
