@@ -17,10 +17,12 @@ computed from the files, and a corrupt file is removed and rebuilt.
 
 from __future__ import annotations
 
+import heapq
 import os
 import sqlite3
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -381,6 +383,66 @@ class RunIndex:
             self.ingest([], orphans)
         return [run for run in out if run is not None]
 
+    def recent(self, exp_dirs: list[Path], stages: tuple[str, ...], limit: int) -> list[IndexedRun] | None:
+        """The first `limit` runs of these experiments in MLflow's default order (start_time DESC,
+        run_id ASC) whose lifecycle stage is in `stages`, each checked fresh as query() checks a
+        run — without looking at the runs further down that order: `mlkit runs list` of a store of
+        100,000 runs reads one directory listing and a few dozen meta.yaml signatures, not every
+        run. New runs (not cached yet) are read first and take their place in the order. None when
+        the cache cannot answer: no cache, or a run whose start time changed (then query() runs)."""
+        self.ingest(exp_dirs)
+        if self._connect() is None:
+            return None
+        now_ns = time.time_ns()
+        dirs = {d.name: str(d) for d in exp_dirs}
+        on_disk = _run_names(exp_dirs)
+        rows = self._select(
+            f"SELECT run_id, exp_id, meta_sig, lifecycle_stage, start_time FROM runs"
+            f" WHERE exp_id IN ({','.join('?' * len(dirs))}) ORDER BY start_time DESC, run_id ASC",
+            list(dirs),
+        )
+        if any(not isinstance(row[4], (int, type(None))) for row in rows):
+            return None  # a start time SQLite and Python would order differently
+        cached = {row[0] for row in rows}
+        todo = [(0, f"{dirs[e]}/{r}", r, e, False) for r, e in on_disk.items() if r not in cached]
+        changed = sorted((run for run in _read_runs(todo, {}, now_ns) if run is not None), key=_order)
+        merged: Iterator[tuple[tuple[int, str], tuple[Any, ...] | None, IndexedRun | None]] = heapq.merge(
+            ((_order_of(row[4], row[0]), row, None) for row in rows),
+            ((_order(run), None, run) for run in changed),
+            key=lambda item: item[0],
+        )
+        out: list[IndexedRun] = []
+        for _key, row, new in merged:
+            run, reread = (new, False) if row is None else self._checked(row, dirs, on_disk, now_ns)
+            if row is not None and run is not None and reread:
+                changed.append(run)
+                if run.info.get("start_time") != row[4]:
+                    self._save(changed, [])
+                    return None  # it moved in the order: answer from every run instead
+            if run is not None and run.info.get("lifecycle_stage", "active") in stages:
+                out.append(run)
+                if len(out) >= limit:
+                    break
+        self._save(changed, [])
+        return out
+
+    def _checked(
+        self, row: tuple[Any, ...], dirs: dict[str, str], on_disk: dict[str, str], now_ns: int
+    ) -> tuple[IndexedRun | None, bool]:
+        """recent()'s cached run (run_id, exp_id, meta_sig, lifecycle_stage, start_time), as cached
+        when its meta.yaml is unchanged, else read again (True); None when it is gone."""
+        run_id, exp_id, meta_sig = row[0], row[1], row[2]
+        if on_disk.get(run_id) != exp_id:
+            return None, False  # removed since (or moved: its new place is read as a new run)
+        run_dir = f"{dirs[exp_id]}/{run_id}"
+        if file_sig(f"{run_dir}/meta.yaml") == meta_sig:
+            info = {"run_id": run_id, "lifecycle_stage": row[3], "start_time": row[4]}
+            return IndexedRun(run_id, exp_id, run_dir, info, {"meta": meta_sig}, {}), False
+        try:
+            return read_run(run_dir, run_id, exp_id, self._old_values(run_id), now_ns), True
+        except (StoreError, FileNotFoundError, NotADirectoryError):
+            return None, False
+
     @staticmethod
     def _fresh(
         run_dir: str,
@@ -443,6 +505,31 @@ class RunIndex:
             changed.append(new)
         self._save(changed, [])
         return out
+
+
+def _run_names(exp_dirs: list[Path]) -> dict[str, str]:
+    """run id -> experiment id of every entry of these experiment directories that may be a run
+    (one listing each, no stat: a file among them is found out when read)."""
+    on_disk: dict[str, str] = {}
+    for exp_dir in exp_dirs:
+        try:
+            names = os.listdir(exp_dir)
+        except OSError:
+            continue
+        for name in names:
+            if not name.startswith(".") and name not in RESERVED_EXPERIMENT_DIRS:
+                on_disk[name] = exp_dir.name
+    return on_disk
+
+
+def _order_of(start_time: Any, run_id: str) -> tuple[int, str]:
+    """MLflow's default order as a sort key (search_grammar.sort_rows: start_time DESC, run_id ASC;
+    a run without a start time last)."""
+    return (-(start_time or 0), run_id)
+
+
+def _order(run: IndexedRun) -> tuple[int, str]:
+    return _order_of(run.info.get("start_time"), run.run_id)
 
 
 READ_THREADS = 8  # files read at once when many runs are not cached (a store MLflow wrote, rsynced)

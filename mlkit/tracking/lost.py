@@ -6,12 +6,12 @@ count); on another host, a `mlkit.heartbeat` older than MLKIT_HEARTBEAT_TIMEOUT 
 them (and the temp files dead writers left); FileStore.mark_lost_runs marks them.
 
 The scan runs before every `mlkit run` and `mlkit runs list`, so it reads only the runs that may be
-live: the store registers a run (an empty file `<experiment>/.mlkit-live.<run id>`) before its
+live: the store registers a run (an empty file `<experiment>/.mlkit-live/<run id>`) before its
 ownership tags or a RUNNING status are written, and removes the file when it ends the run. An
-experiment whose runs are all registered this way holds `<experiment>/.mlkit-live`; one without
-it (written before this scheme, or by MLflow) is scanned whole once, its possibly running runs
-registered, and the file written (docs/tracking.md, "Lost runs"). MLflow reads only directories:
-both files are invisible to it.
+experiment whose runs are all registered this way holds `<experiment>/.mlkit-live/.all`; one
+without it (written before this scheme, or by MLflow) is scanned whole once, its possibly running
+runs registered, and `.all` written (docs/tracking.md, "Lost runs"). MLflow takes `.mlkit-live`
+for a directory that is not a run and skips it (at debug level), as it does for artifact folders.
 """
 
 from __future__ import annotations
@@ -86,49 +86,73 @@ def is_owner_gone(tags: dict[str, str], *, host: str | None = None, now: float |
     return False
 
 
-LIVE_PREFIX = ".mlkit-live."  # <experiment>/.mlkit-live.<run id>: a run that may be live
-REGISTERED = ".mlkit-live"  # <experiment>/.mlkit-live: every run that may be live is registered
+LIVE_DIR = ".mlkit-live"  # <experiment>/.mlkit-live/<run id>: a run that may be live
+ALL_REGISTERED = ".all"  # <experiment>/.mlkit-live/.all: every run that may be live is registered
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _live_dir(exp_dir: str, *, create: bool) -> int | None:
+    """A descriptor of the experiment's registry directory (never through a link), or None."""
+    path = f"{exp_dir}/{LIVE_DIR}"
+    if create:
+        with contextlib.suppress(OSError):  # there already, or not ours to make
+            os.mkdir(path, 0o777)
+    try:
+        return os.open(path, _DIR_FLAGS)
+    except OSError:
+        return None
+
+
+def _touch(dir_fd: int, name: str) -> None:
+    with contextlib.suppress(OSError):  # EEXIST: there already
+        os.close(os.open(name, _NEW_FILE, 0o666, dir_fd=dir_fd))
 
 
 def register_live(run_dir: Path | str) -> None:
     """Note that this run may be live (RUNNING, with an owner): call it before that is written.
     Best effort: a store we cannot write to is one we are not creating runs in."""
-    run_dir = str(run_dir)
-    parent, _, run_id = run_dir.rstrip("/").rpartition("/")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    with contextlib.suppress(OSError):  # EEXIST: registered already
-        os.close(os.open(f"{parent}/{LIVE_PREFIX}{run_id}", flags, 0o666))
+    exp_dir, _, run_id = str(run_dir).rstrip("/").rpartition("/")
+    fd = _live_dir(exp_dir, create=True)
+    if fd is not None:
+        try:
+            _touch(fd, run_id)
+        finally:
+            os.close(fd)
 
 
 def unregister_live(run_dir: Path | str) -> None:
     """The run has ended (its end is written): the lost-run scan need not read it any more."""
-    parent, _, run_id = str(run_dir).rstrip("/").rpartition("/")
+    exp_dir, _, run_id = str(run_dir).rstrip("/").rpartition("/")
     with contextlib.suppress(OSError):
-        os.unlink(f"{parent}/{LIVE_PREFIX}{run_id}")
+        os.unlink(f"{exp_dir}/{LIVE_DIR}/{run_id}")
 
 
-def live_markers(exp_dir: Path | str) -> list[tuple[str, str]]:
-    """(run directory, marker path) of every run registered live in this experiment."""
-    found = []
+def _registered(exp_dir: str) -> list[str] | None:
+    """The run directories registered live in this experiment; None when its runs are not all
+    registered (no `.all` in its registry)."""
+    fd = _live_dir(exp_dir, create=False)
+    if fd is None:
+        return None
     try:
-        with os.scandir(exp_dir) as entries:
-            for entry in entries:
-                run_id = entry.name[len(LIVE_PREFIX) :]
-                if entry.name.startswith(LIVE_PREFIX) and run_id.isalnum():  # never `..`
-                    found.append((f"{exp_dir}/{run_id}", entry.path))
+        names = os.listdir(fd)
     except OSError:
-        pass
-    return found
+        return None
+    finally:
+        os.close(fd)
+    if ALL_REGISTERED not in names:
+        return None
+    return [f"{exp_dir}/{name}" for name in names if name.isalnum()]  # never `..` or `.all`
 
 
 def _candidates(exp_dirs: Iterable[Path], whole: bool) -> Iterator[str]:
     """The run directories of these experiments that may be live: the registered ones where the
     experiment registers its runs; every run directory where it does not (then each that may say
     RUNNING is registered, and so is the experiment, so that the next scan reads only those)."""
-    for exp_dir in exp_dirs:
-        if not whole and os.path.lexists(f"{exp_dir}/{REGISTERED}"):
-            for run_dir, _marker in live_markers(exp_dir):
-                yield run_dir
+    for exp_dir in map(str, exp_dirs):
+        registered = None if whole else _registered(exp_dir)
+        if registered is not None:
+            yield from registered
             continue
         try:
             with os.scandir(exp_dir) as entries:
@@ -148,12 +172,12 @@ def _candidates(exp_dirs: Iterable[Path], whole: bool) -> Iterator[str]:
         for run_dir in owned:  # only owned runs are ever judged: register those
             register_live(run_dir)
             yield run_dir
-        with contextlib.suppress(OSError):  # another scan wrote it first, or not ours to write
-            os.close(
-                os.open(
-                    f"{exp_dir}/{REGISTERED}", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666
-                )
-            )
+        fd = _live_dir(exp_dir, create=True)
+        if fd is not None:
+            try:
+                _touch(fd, ALL_REGISTERED)
+            finally:
+                os.close(fd)
 
 
 _UNKNOWN = b"?"

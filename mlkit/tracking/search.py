@@ -3,6 +3,9 @@ run summaries, search_grammar.py parses the filter and order_by and evaluates th
 
 from __future__ import annotations
 
+import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -118,8 +121,42 @@ def search_runs(
     run_view: str | int = "active",
 ) -> tuple[list[Run], str | None]:
     """MLflow's search_runs: (runs of this page, token of the next page or None)."""
+    with _collector_paused():
+        return _search_runs(store, experiment_ids, filter_string, order_by, max_results, page_token, run_view)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off for the search: it makes a few objects per run and no cycles,
+    and the collector's passes over them were ~30 % of a search returning 12,500 of 100,000 runs."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _search_runs(
+    store: FileStore,
+    experiment_ids: list[str] | str | None,
+    filter_string: str,
+    order_by: list[str] | None,
+    max_results: int,
+    page_token: str | None,
+    run_view: str | int,
+) -> tuple[list[Run], str | None]:
     check_max_results(max_results)
     offset = decode_page_token(page_token)
+    if not parse_filter(filter_string) and not parse_order_by(order_by):  # the newest runs (`runs list`)
+        recent = store.run_index().recent(
+            _exp_dirs(store, experiment_ids), _view(run_view), offset + max_results + 1
+        )
+        if recent is not None:
+            token = encode_page_token(offset + max_results) if len(recent) > offset + max_results else None
+            entries = store.run_index().complete(recent[offset : offset + max_results])
+            return [run_of(store, e) for e in entries], token
     rows = search_rows(store, experiment_ids, filter_string, order_by, run_view)
     page = rows[offset : offset + max_results]
     token = encode_page_token(offset + max_results) if offset + max_results < len(rows) else None

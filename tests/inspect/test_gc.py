@@ -172,7 +172,7 @@ def test_gc_removes_exactly_what_the_rules_say_and_reports_the_bytes_freed(scena
     # registration as a live run, docs/tracking.md "Lost runs")
     stale_dir = store.run_dir(ids["stale"])
     changed = listing(root, scenario.external) ^ before_listing
-    registration = str(stale_dir.parent / f".mlkit-live.{ids['stale']}")
+    registration = str(stale_dir.parent / ".mlkit-live" / ids["stale"])
     assert all(p.startswith(str(stale_dir) + os.sep) or p == registration for p in changed), changed
 
     planned = {(i.kind, i.path) for i in dry.items}

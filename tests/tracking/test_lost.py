@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,7 +91,7 @@ def test_quick_scan_reads_only_running_runs(store_root: Path) -> None:
 
 
 def _markers(exp_dir: Path) -> set[str]:
-    return {p.name.removeprefix(".mlkit-live.") for p in exp_dir.glob(".mlkit-live.*")}
+    return {p.name for p in (exp_dir / ".mlkit-live").glob("*") if p.name != ".all"}
 
 
 def test_the_scan_reads_only_the_runs_registered_live(store_root: Path, monkeypatch) -> None:
@@ -129,10 +130,9 @@ def test_an_experiment_from_before_registration_is_scanned_whole_once(store_root
     alive = store.create_run(exp, tags=ownership_tags()).info.run_id
     finished = store.create_run(exp, tags=_dead_owner_tags()).info.run_id
     store.set_terminated(finished, "FINISHED")
-    for marker in exp_dir.glob(".mlkit-live*"):  # as an mlkit that did not register runs left it
-        marker.unlink()
+    shutil.rmtree(exp_dir / ".mlkit-live")  # as an mlkit that did not register runs left it
     assert doomed in store.mark_lost_runs()
-    assert (exp_dir / ".mlkit-live").exists()  # registered now: the next scans read markers only
+    assert (exp_dir / ".mlkit-live" / ".all").exists()  # registered now: the next scans read markers only
     assert _markers(exp_dir) == {alive}  # the one still running (doomed was ended: unregistered)
 
 
@@ -157,16 +157,15 @@ def test_a_restarted_run_is_registered_again(store_root: Path) -> None:
 
 
 def test_planted_markers_and_a_fifo_meta_yaml_neither_hang_nor_escape(store_root: Path) -> None:
-    """Another user of a shared store plants a marker for `..`, one for a run that does not exist
-    and a FIFO as a registered run's meta.yaml: the scan (before every `mlkit run`) still ends."""
+    """Another user of a shared store plants a marker for a run that does not exist and a FIFO as
+    a registered run's meta.yaml: the scan (before every `mlkit run`) still ends."""
     store = FileStore(store_root)
     run_id = store.create_run("0", tags=_dead_owner_tags()).info.run_id
     meta = store.run_dir(run_id) / "meta.yaml"
     meta.unlink()
     os.mkfifo(meta)
-    for name in ("..", "0" * 32, "x/y"):
-        if "/" not in name:
-            (store_root / "0" / f".mlkit-live.{name}").touch()
+    store.mark_lost_runs()  # experiment 0 registers its runs
+    (store_root / "0" / ".mlkit-live" / ("0" * 32)).touch()  # a run that does not exist
     code = (
         f"from mlkit.tracking.store import FileStore; print(FileStore({str(store_root)!r}).mark_lost_runs())"
     )
@@ -184,6 +183,6 @@ def test_gc_scans_every_run_registered_or_not(store_root: Path) -> None:
     store = FileStore(store_root)
     store.mark_lost_runs()  # registers experiment 0
     old = store.create_run("0", tags=_dead_owner_tags()).info.run_id
-    (store_root / "0" / f".mlkit-live.{old}").unlink()
+    (store_root / "0" / ".mlkit-live" / old).unlink()
     assert store.mark_lost_runs() == []
     assert run_gc(store, RetentionPolicy(), dry_run=True).marked_lost == [old]
