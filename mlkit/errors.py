@@ -74,6 +74,11 @@ class StoreError(MlkitError):
     exit_code = ExitCode.FAILURE
 
 
+class MalformedMetricError(StoreError):
+    """A metric file holds a line that is not `<timestamp> <value> <step>` (not a torn last line):
+    MLflow cannot read that metric either. A search says so rather than leave the run out."""
+
+
 class UnsafeStateError(MlkitError):
     """A shared state path (state dir, ledger, lock file) is not safe to use: a link, a FIFO,
     another user's directory. mlkit refuses it rather than write through it."""

@@ -50,6 +50,7 @@ from mlkit.runner.options import (
 from mlkit.runner.plan import LaunchOptions, plan_run, signal_name
 from mlkit.runner.signals import Interrupted, SignalRouter
 from mlkit.runner.supervise import FAILED, KILLED, RunResult, execute, failed_node_tags, release_quietly
+from mlkit.tracking.lost import ATTACH_LOCK  # in the run's directory: one supervisor attaches at a time
 
 if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its step comes
     from mlkit.backends.slurm.submit import Prepared, Submitted
@@ -301,7 +302,6 @@ _ATTEMPT_TAGS = (
     "mlkit.rdzv_id", "mlkit.gpu.arbiter",
 )  # fmt: skip
 _ATTEMPT_PREFIXES = ("mlkit.gpu.",)
-ATTACH_LOCK = ".mlkit-attach.lock"  # in the run's directory: one supervisor attaches at a time
 
 
 def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]:

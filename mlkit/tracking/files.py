@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from mlkit import fsio
-from mlkit.errors import StoreError
+from mlkit.errors import MalformedMetricError, StoreError
 from mlkit.tracking.entities import Metric
 from mlkit.tracking.flatyaml import parse_flat
 from mlkit.yamlfast import dump_flat
@@ -238,7 +238,7 @@ def parse_metric_lines(
             pass
         if not line.strip():
             continue
-        raise StoreError(
+        raise MalformedMetricError(
             f"{path or key}: line {lineno} is malformed ({line[:60]!r}); expected "
             "'<timestamp> <value> <step>'",
             hint="fix or delete that line; mlkit and MLflow cannot read the metric until then",

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mlkit.errors import StoreError
+from mlkit.errors import MalformedMetricError, StoreError
 from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
 from mlkit.tracking.runsummary import (  # noqa: F401  # re-exported: the index's vocabulary
     JOURNAL_FILE,
@@ -41,6 +41,7 @@ from mlkit.tracking.runsummary import (  # noqa: F401  # re-exported: the index'
 )
 
 INDEX_FILE = ".mlkit-index.sqlite"
+BUSY_TIMEOUT_S = 15.0  # how long a query waits for another process's write to the cache
 SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key)
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
@@ -74,8 +75,10 @@ class RunIndex:
             if not self._ours():
                 break  # a link, someone else's file: not ours to open, let alone rebuild
             try:
-                conn = sqlite3.connect(self.path, timeout=15, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout=15000")
+                conn = sqlite3.connect(
+                    self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+                )
+                conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
                 tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 if tables and not ("schema" in tables and tables <= _OUR_TABLES):
                     conn.close()  # a database of someone else's, planted under our name
@@ -106,10 +109,10 @@ class RunIndex:
                     conn.execute("COMMIT")
                 self._conn = conn
                 return conn
-            except sqlite3.DatabaseError:
-                if attempt == 1 and self._remove_corrupt():
+            except sqlite3.DatabaseError as exc:
+                if not _busy(exc) and attempt == 1 and self._remove_corrupt():
                     continue
-                break
+                break  # busy past the timeout: no cache this time, and the file is left alone
             except OSError:
                 break
         self._disabled = True  # a read-only store or a broken file: work from the files alone
@@ -158,8 +161,9 @@ class RunIndex:
             return []
         try:
             return conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError:
-            self._remove_corrupt()
+        except sqlite3.DatabaseError as exc:
+            if not _busy(exc):  # corrupt: rebuilt next time; busy: another process's, left alone
+                self._remove_corrupt()
             self._disabled = True
             return []
 
@@ -440,6 +444,8 @@ class RunIndex:
             return IndexedRun(run_id, exp_id, run_dir, info, {"meta": meta_sig}, {}), False
         try:
             return read_run(run_dir, run_id, exp_id, self._old_values(run_id), now_ns), True
+        except MalformedMetricError:
+            raise  # MLflow cannot read it either: say so, never leave the run out
         except (StoreError, FileNotFoundError, NotADirectoryError):
             return None, False
 
@@ -499,12 +505,20 @@ class RunIndex:
                 continue
             try:
                 new = read_run(run.run_dir, run.run_id, run.exp_id, old, now_ns)
+            except MalformedMetricError:
+                raise  # MLflow cannot read it either: say so, never leave the run out
             except (StoreError, FileNotFoundError, NotADirectoryError):
                 continue
             out.append(new)
             changed.append(new)
         self._save(changed, [])
         return out
+
+
+def _busy(exc: sqlite3.DatabaseError) -> bool:
+    """SQLite's "database is locked" / "busy": another process is writing, the file is sound."""
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
 
 
 def _run_names(exp_dirs: list[Path]) -> dict[str, str]:
@@ -550,6 +564,8 @@ def _read_runs(
         _slot, run_dir, run_id, exp_id, _cached = item
         try:
             return read_run(run_dir, run_id, exp_id, olds.get(run_id, {}), now_ns)
+        except MalformedMetricError:
+            raise  # MLflow cannot read it either: say so, never leave the run out
         except (StoreError, FileNotFoundError, NotADirectoryError):
             return None
 

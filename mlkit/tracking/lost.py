@@ -37,6 +37,9 @@ HOST_TAG, PID_TAG, PID_START_TAG, HEARTBEAT_TAG = (
     "mlkit.heartbeat",
 )
 FAILURE_REASON_TAG = "mlkit.failure_reason"
+# in a run's directory: held by a supervisor taking the run over (`mlkit run --run-id`) and by
+# FileStore.mark_lost_runs while it judges the run, so a run is never marked lost as it is taken over
+ATTACH_LOCK = ".mlkit-attach.lock"
 SLURM_JOB_TAG = "mlkit.slurm.job_id"  # as mlkit.backends.slurm.JOB_ID_TAG
 PID_START_TOLERANCE_S = 1.0  # as mlkit.procid.START_TOLERANCE_S
 _META_READ = 1 << 16  # a run's meta.yaml is well under 1 KiB

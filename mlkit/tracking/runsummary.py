@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlkit.errors import MalformedMetricError
 from mlkit.tracking import files
 from mlkit.tracking.entities import INT_TO_STATUS
 
@@ -159,7 +160,13 @@ def _read_metric(
             data = fh.read(max(0, st.st_size - start))
     except OSError:
         return None
-    metrics, consumed = files.parse_metric_lines(data, key, path)
+    try:
+        metrics, consumed = files.parse_metric_lines(data, key, path)
+    except MalformedMetricError:
+        if start:  # read on from an offset: parse it whole, for the line number in the file
+            with open(path, "rb") as fh:
+                files.parse_metric_lines(fh.read(), key, path)
+        raise
     for m in metrics:
         cand = (m.step, m.timestamp, m.value)
         if best is None or cand > best:

@@ -49,9 +49,11 @@ from mlkit.tracking.entities import (
 )
 from mlkit.tracking.layout import DEFAULT_EXPERIMENT_ID, RESERVED_EXPERIMENT_DIRS, RESERVED_ROOT_DIRS, TRASH
 from mlkit.tracking.lost import (
+    ATTACH_LOCK,
     FAILURE_REASON_TAG,
     HEARTBEAT_TAG,
     PID_TAG,
+    is_owner_gone,
     lost_runs,
     register_live,
     remove_temp_files,
@@ -1121,19 +1123,22 @@ class FileStore:
         This runs before every `mlkit run`: mlkit.tracking.lost finds the candidates among the runs
         registered live (`whole`, for gc: among every run); each is checked again here."""
         lost: list[str] = []
-        for run_dir, tags in lost_runs(self.experiment_dirs("all"), whole=whole):
-            try:
-                meta = files.read_yaml(run_dir / "meta.yaml")
-                run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
-                if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
-                    continue
-                if self.get_run(run_id).info.status != RUNNING:
-                    continue  # it ended while we looked
-                self.set_tag(run_id, FAILURE_REASON_TAG, "lost")
-                beat = tags.get(HEARTBEAT_TAG, "")
-                self.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+        for run_dir, _tags in lost_runs(self.experiment_dirs("all"), whole=whole):
+            try:  # judged again under the run's attach lock: a supervisor taking it over holds it
+                with fsio.locked(run_dir / ATTACH_LOCK, wait=0, what=f"run {run_dir.name}",
+                                 hint="a supervisor is taking it over", mode=0o644, other_owners=True):  # fmt: skip
+                    meta = files.read_yaml(run_dir / "meta.yaml")
+                    run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+                    if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
+                        continue
+                    run = self.get_run(run_id)
+                    if run.info.status != RUNNING or not is_owner_gone(run.data.tags):
+                        continue  # it ended, or a new owner took it over, while we looked
+                    self.set_tag(run_id, FAILURE_REASON_TAG, "lost")
+                    beat = run.data.tags.get(HEARTBEAT_TAG, "")
+                    self.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
             except (MlkitError, OSError):
-                continue  # deleted or removed meanwhile
+                continue  # deleted or removed meanwhile, or being taken over
             lost.append(run_id)
         for run_id in lost:  # what its dead writers left half-written goes too
             with contextlib.suppress(MlkitError, OSError):

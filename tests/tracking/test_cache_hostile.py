@@ -207,3 +207,30 @@ def test_a_journal_line_of_the_wrong_shape_is_skipped(store_root: Path, damage: 
         store.close()
     assert _search(store_root, [exp], "metrics.acc > 0.5") == {}
     assert _search(store_root, [exp])[live] == ("FAILED", {"lr": "0.1"})
+
+
+def test_a_cache_busy_past_the_timeout_is_not_taken_for_corrupt(store_root: Path, monkeypatch) -> None:
+    """Another process holds the cache's write lock longer than a search waits: the search answers
+    from the files, and the cache (sound, and in use) is not deleted."""
+    import sqlite3
+
+    from mlkit.tracking import index as index_module
+
+    store = FileStore(store_root)
+    ids = sorted(store.create_run("0").info.run_id for _ in range(3))
+    store.search_runs("0", "attributes.status = 'RUNNING'")
+    store.close()
+    cache = store_root / index_module.INDEX_FILE
+    holder = sqlite3.connect(cache, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")  # as an older mlkit or a sqlite3 shell may leave it
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than a search waits
+    holder.execute("INSERT INTO kv VALUES ('tag', 'sentinel', 'x', 'v', 's', '')")
+    try:
+        monkeypatch.setattr(index_module, "BUSY_TIMEOUT_S", 0.2)
+        runs, _ = FileStore(store_root).search_runs("0", "attributes.status = 'RUNNING'")
+        assert sorted(r.info.run_id for r in runs) == ids
+    finally:
+        holder.execute("COMMIT")  # the other process's write lands in the cache file, still there
+        holder.close()
+    sentinel = sqlite3.connect(cache).execute("SELECT count(*) FROM kv WHERE key = 'sentinel'").fetchone()[0]
+    assert sentinel == 1  # the cache was not deleted under the process writing it

@@ -186,3 +186,26 @@ def test_gc_scans_every_run_registered_or_not(store_root: Path) -> None:
     (store_root / "0" / ".mlkit-live" / old).unlink()
     assert store.mark_lost_runs() == []
     assert run_gc(store, RetentionPolicy(), dry_run=True).marked_lost == [old]
+
+
+def test_a_run_taken_over_while_the_scan_looked_is_not_marked_lost(store_root: Path, monkeypatch) -> None:
+    """The scan found the run's owner dead; before it marked the run, a supervisor took the run
+    over (`mlkit run --run-id`: new ownership tags, under the run's attach lock). It stays RUNNING."""
+    from mlkit import fsio
+    from mlkit.tracking import store as store_module
+    from mlkit.tracking.lost import ATTACH_LOCK
+
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    run_dir = store.run_dir(run_id)
+    found = store_module.lost_runs([store_root / "0"])
+    assert [d.name for d, _ in found] == [run_id]
+    store.set_tags(run_id, ownership_tags())  # the new owner: this process, alive
+    monkeypatch.setattr(store_module, "lost_runs", lambda *a, **k: found)  # the scan's stale view
+    assert store.mark_lost_runs() == []
+    assert store.get_run(run_id).info.status == "RUNNING"
+    # and while a supervisor holds the attach lock (taking it over right now), it is left alone
+    store.set_tags(run_id, _dead_owner_tags())
+    with fsio.locked(run_dir / ATTACH_LOCK, wait=1, what="run", hint="", mode=0o644, other_owners=True):
+        assert store.mark_lost_runs() == []
+    assert store.mark_lost_runs() == [run_id]
