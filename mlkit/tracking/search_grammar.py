@@ -119,10 +119,10 @@ def tokenize(text: str) -> list[Token]:
 
 
 def _unquote_string(text: str) -> str:
-    body = text[1:-1]
-    if text[0] == "'":
-        body = body.replace("''", "'")
-    return re.sub(r"\\(.)", r"\1", body)
+    """The text between a string's quotes, as it is: MLflow undoes no `''` or backslash escape (the
+    tokenizer still lets `''` and `\\'` stand inside a string; a value with a quote is written
+    in the other quotes: "it's")."""
+    return text[1:-1]
 
 
 def _split_identifier(text: str) -> tuple[str | None, str]:
