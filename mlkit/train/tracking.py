@@ -90,7 +90,8 @@ class MetricLogger:
 
     After `count_flops()`, the next step's model FLOPs are counted (once, mlkit.train.flops) and
     logged once as the metric `model_flops_per_step`; every log step then adds `flops_per_s` (the
-    launch's model FLOP/s) and, on a device whose peak is known, `mfu`.
+    launch's model FLOP/s) and, on a device whose peak is known, `mfu`. The counted step itself,
+    slowed by the counting, is left out of every throughput sample.
     """
 
     def __init__(
@@ -118,8 +119,11 @@ class MetricLogger:
         if self._counter is not None:
             self._flops_counted(self._counter.stop(), step)
             self._counter = None
-        self._count += count
-        self._steps += 1
+            # the counted step ran under the counter, slower: the next throughput sample starts after it
+            self._count, self._steps, self._t0 = 0, 0, time.perf_counter()
+        else:
+            self._count += count
+            self._steps += 1
         if step % self.interval != 0:
             return None
         # .item() syncs with the GPU; here only, once per interval. All ranks reduce together.
@@ -129,11 +133,12 @@ class MetricLogger:
         }
         now = time.perf_counter()
         elapsed = max(now - self._t0, 1e-9)
-        logged[f"{self.unit}_per_s"] = self._count / elapsed
-        if self.flops_per_step is not None:
-            logged["flops_per_s"] = self.flops_per_step * self._steps / elapsed
-            if self.peak:
-                logged["mfu"] = logged["flops_per_s"] / self.peak
+        if self._steps:  # (none on the counted step itself, when it is a log step)
+            logged[f"{self.unit}_per_s"] = self._count / elapsed
+            if self.flops_per_step is not None:
+                logged["flops_per_s"] = self.flops_per_step * self._steps / elapsed
+                if self.peak:
+                    logged["mfu"] = logged["flops_per_s"] / self.peak
         self._count, self._steps, self._t0 = 0, 0, now
         self.tracker.log_metrics(logged, step)
         self.last = logged

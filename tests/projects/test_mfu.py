@@ -101,3 +101,26 @@ def test_a_device_gets_its_own_peak_never_a_near_namesake(name, bf16):
     from mlkit.train.flops import peaks_for
 
     assert (peaks_for(name) or {}).get("bf16") == bf16
+
+
+def test_the_counted_step_is_not_a_throughput_sample(store_root):
+    """Counting FLOPs slows the step it counts (and the first step compiles, warms caches): that
+    step must not drag the first samples_per_s / flops_per_s / mfu down."""
+    import time
+
+    rt = setup("cpu", "fp32", seed=0)
+    tracker = Tracker(rt)
+    tracker.start({})
+    model = _net()
+    logger = MetricLogger(tracker, interval=2, unit="samples")
+    logger.count_flops()
+    for step in range(1, 5):
+        model(torch.randn(4, 3, 8, 8)).sum().backward()
+        if step == 1:
+            time.sleep(0.5)  # the counted step, made clearly slow
+        logger.step(step, 4)
+    tracker.end()
+    store = FileStore(store_root)
+    rates = store.get_metric_history(tracker.run_id, "samples_per_s")
+    assert [m.step for m in rates] == [2, 4]
+    assert rates[0].value > 4 * 2 / 0.5 * 5  # the window holds step 2 only, not step 1's half second
