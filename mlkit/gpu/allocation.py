@@ -1,7 +1,8 @@
 """GPUs inside a scheduler's allocation: the job's, and only the job's.
 
 Inside a Slurm job (SLURM_JOB_ID set) the GPUs this process may use are the ones Slurm gave it,
-named by the CUDA_VISIBLE_DEVICES Slurm set (else SLURM_STEP_GPUS / SLURM_JOB_GPUS). mlkit's probe,
+named by the CUDA_VISIBLE_DEVICES Slurm set (else SLURM_STEP_GPUS / SLURM_JOB_GPUS); a job Slurm
+gave no GPUs (none of its GPU variables set) has none, whatever CUDA_VISIBLE_DEVICES it inherited. mlkit's probe,
 selection, system metrics and energy summary then see only those, and the host-wide lease ledger
 is not used for them: Slurm is the arbiter, and two jobs never get the same GPU. Slurm's list is
 trusted even where NVML is absent or sees other numbering (a stand-in GpuInfo per entry).
@@ -21,6 +22,10 @@ import os
 from mlkit.gpu.devices import GpuInfo, GpuReport
 
 STAND_IN_NAME = "GPU allocated by Slurm"
+# What Slurm sets beside CUDA_VISIBLE_DEVICES when it gives a job (or step) GPUs. sbatch exports the
+# submitting shell's environment, so a CUDA_VISIBLE_DEVICES without any of these is the shell's,
+# not the job's: those GPUs belong to whoever Slurm gave them to.
+SLURM_GPU_VARIABLES = ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "GPU_DEVICE_ORDINAL", "SLURM_GPUS_ON_NODE")
 
 
 def allocated() -> list[str] | None:
@@ -28,6 +33,8 @@ def allocated() -> list[str] | None:
     [] for an allocation without GPUs."""
     if not os.environ.get("SLURM_JOB_ID"):
         return None
+    if not any(os.environ.get(name) for name in SLURM_GPU_VARIABLES):
+        return []  # no GPUs from Slurm: a CUDA_VISIBLE_DEVICES here came with the submitter's shell
     value = os.environ.get("CUDA_VISIBLE_DEVICES")
     if value is None:
         value = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS") or ""

@@ -234,6 +234,8 @@ def test_gpus_inside_an_allocation_are_the_allocations(monkeypatch, tmp_path):
     assert allocated() is None
     monkeypatch.setenv("SLURM_JOB_ID", "12")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert allocated() == []  # no GPU from Slurm: the submitting shell's CUDA_VISIBLE_DEVICES
+    monkeypatch.setenv("SLURM_JOB_GPUS", "1,3")  # as Slurm sets it beside CUDA_VISIBLE_DEVICES
     assert allocated() == ["1", "3"]
     report = scope(GpuReport(reason="no NVIDIA driver"), ["1", "3"])
     assert [g.uuid for g in report.gpus] == ["slurm-gpu-1", "slurm-gpu-3"]
@@ -254,12 +256,31 @@ def test_allocation_gpus_that_nvml_sees_are_matched_by_index(monkeypatch, tmp_pa
     monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
     monkeypatch.setenv("SLURM_JOB_ID", "12")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,0")
+    monkeypatch.setenv("GPU_DEVICE_ORDINAL", "2,0")
     report = probe()
     assert [g.index for g in report.gpus] == [2, 0]  # Slurm's order, NVML's details
     assert all(g.name and not g.uuid.startswith("slurm-gpu-") for g in report.gpus)
     lease = reserve(GpuRequest.parse("all"), run_id="r" * 32, owner_pid=os.getpid())
     assert sorted(lease.env["CUDA_VISIBLE_DEVICES"].split(",")) == ["0", "2"]
     assert lease.tags["mlkit.gpu.count"] == "2"
+
+
+def test_a_job_slurm_gave_no_gpus_uses_none_of_its_inherited_ones(monkeypatch, tmp_path):
+    """sbatch exports the submitting shell's environment: a CUDA_VISIBLE_DEVICES=0,1 from there
+    reaches a job Slurm gave no GPUs. Those GPUs are another job's: the run gets none."""
+    from mlkit.errors import GpuUnavailableError
+    from mlkit.gpu import GpuRequest, probe, reserve
+
+    monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
+    monkeypatch.setenv("SLURM_JOB_ID", "13")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "GPU_DEVICE_ORDINAL", "SLURM_GPUS_ON_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    assert probe().gpus == []
+    with pytest.raises(GpuUnavailableError):
+        reserve(GpuRequest.parse("1"), run_id="r" * 32, owner_pid=os.getpid())
+    lease = reserve(GpuRequest.parse("auto"), run_id="r" * 32, owner_pid=os.getpid())
+    assert lease.gpus == [] and lease.env["CUDA_VISIBLE_DEVICES"] == ""
 
 
 def test_listing_with_slurm_unreachable_keeps_the_last_known_status(tmp_path, store_root):
