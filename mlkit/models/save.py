@@ -236,19 +236,29 @@ def _copy_sources(staging: Path, cls: type, code_paths: list[str] | None) -> str
     """Copy into code/ the class's source when a fresh interpreter would not find it, and every
     `code_paths` entry; returns the module name the class is imported from in code/, if copied."""
     code_module = None
+    placed: dict[str, Path] = {}  # name in code/ -> the source copied there
     if not importable_in_fresh_interpreter(cls.__module__, class_origin(cls)):
         code_module, source = source_to_copy(cls)
         (staging / CODE_DIR).mkdir()
         # a single-file module is stored under its module name (it may differ from the file's stem)
-        copy_code(staging / CODE_DIR, source, f"{code_module}.py" if source.is_file() else None)
+        name = f"{code_module}.py" if source.is_file() else source.name
+        placed[name] = source.resolve()
+        copy_code(staging / CODE_DIR, source, name)
     for extra in code_paths or []:
         extra_path = Path(extra)
         if not extra_path.exists():
             raise NotFoundError(
                 f"code_paths entry {extra} does not exist", hint="pass files or directories that exist"
             )
+        source = extra_path.resolve()
+        other = placed.setdefault(source.name, source)
+        if other != source:  # two sources, one name in code/: one would silently not be saved
+            raise InvalidInputError(
+                f"code_paths entry {extra}: code/{source.name} is already {other}",
+                hint="rename one of them, or pass the directory that holds both",
+            )
         (staging / CODE_DIR).mkdir(exist_ok=True)
-        copy_code(staging / CODE_DIR, extra_path.resolve())
+        copy_code(staging / CODE_DIR, source)
     return code_module
 
 

@@ -298,3 +298,21 @@ def test_cuda_model_logs_and_loads_on_the_gpu(nets, store_root):
         on_cpu = load_model(info.model_uri)  # weights are stored on the CPU
         assert not next(on_cpu.parameters()).is_cuda
         assert torch.allclose(on_cpu(x), expected.cpu(), atol=1e-4)
+
+
+def test_two_code_paths_with_one_name_are_refused_not_half_saved(store_root, tmp_path):
+    """`code_paths=[a/utils.py, b/utils.py]` would both be code/utils.py: the second used to be
+    skipped without a word, so the model loaded the wrong helper. Refused; the same file twice is
+    fine."""
+    for sub, body in (("a", "X = 1\n"), ("b", "X = 2\n")):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "utils.py").write_text(body)
+    lin = torch.nn.Linear(3, 2)
+    args = {"in_features": 3, "out_features": 2}
+    with mlkit.start_run():
+        with pytest.raises(InvalidInputError, match="code/utils.py is already"):
+            log_model(lin, "two", init_args=args, code_paths=[str(tmp_path / "a" / "utils.py"),
+                                                               str(tmp_path / "b" / "utils.py")])  # fmt: skip
+        info = log_model(lin, "same", init_args=args, code_paths=[str(tmp_path / "a" / "utils.py")] * 2)
+    assert (info.path / "code" / "utils.py").read_text() == "X = 1\n"
+    assert sorted(p.name for p in info.path.parent.iterdir()) == ["same"]  # nothing of "two" left
