@@ -53,6 +53,7 @@ from mlkit.tracking.registry_validation import (
     validate_alias,
     validate_model_name,
     validate_tag,
+    validate_tags,
     validate_version,
 )
 from mlkit.tracking.store import FileStore
@@ -235,7 +236,7 @@ class RegistryStore:
         self, name: str, *, tags: dict[str, Any] | None = None, description: str | None = None
     ) -> RegisteredModel:
         """Create a registered model; InvalidInputError when it exists already."""
-        checked_tags = {str(k): validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        checked_tags = validate_tags(tags)
         with self.lock(name):
             model_dir = self._model_dir(name)
             if (model_dir / "meta.yaml").is_file():
@@ -504,7 +505,7 @@ class RegistryStore:
         details: dict[str, Any] | None = None,
     ) -> ModelVersion:
         """Add the next version (max existing + 1, never reused); creates the model when missing."""
-        checked_tags = {str(k): validate_tag(str(k), v) for k, v in (tags or {}).items()}
+        checked_tags = validate_tags(tags)
         with self.lock(name):
             if create_model:
                 self._ensure_model(name)

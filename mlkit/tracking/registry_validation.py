@@ -9,7 +9,7 @@ from typing import Any
 
 from mlkit.errors import InvalidInputError
 from mlkit.tracking.registry_entities import STAGES
-from mlkit.tracking.validation import validate_key
+from mlkit.tracking.validation import validate_key, validate_keys
 
 MAX_TAG_VALUE_LENGTH = 100_000
 MAX_ALIAS_LENGTH = 255
@@ -96,6 +96,15 @@ def validate_version(version: int | str) -> int:
             hint="see the versions with `mlkit models show NAME`",
         )
     return number
+
+
+def validate_tags(tags: dict[Any, Any] | None) -> dict[str, str]:
+    """Several tags, checked before any is written: each as `validate_tag`, and no key a
+    directory of another ('a' and 'a/b' cannot both be files: the second write would fail after
+    the first, leaving a model or version half made)."""
+    checked = {str(k): validate_tag(str(k), v) for k, v in (tags or {}).items()}
+    validate_keys(list(checked), "tag")
+    return checked
 
 
 def validate_tag(key: str, value: Any) -> str:

@@ -121,3 +121,23 @@ def test_registering_the_same_model_twice_warns_and_if_new_reuses(model_run, reg
     assert fourth.stdout.strip() == "4" and "already" not in fourth.stderr
     history = json.loads(run_mlkit("models", "history", "cnn", "--json").stdout)
     assert [h["what"] for h in history].count("create_version") == 4
+
+
+def test_tags_that_collide_are_refused_before_a_version_or_model_exists(registry):
+    """Tags 'a' and 'a/b' cannot both be files: the second write used to fail after the version's
+    directory and first tag were written, leaving a half-made version."""
+    import pytest
+
+    from mlkit.errors import InvalidInputError
+
+    registry.create_registered_model("cnn")
+    with pytest.raises(InvalidInputError, match="collides"):
+        registry.create_model_version("cnn", "runs:/" + "a" * 32 + "/model", tags={"a": "1", "a/b": "2"})
+    assert registry.search_model_versions(name="cnn") == []
+    model_dir = registry.root / "models" / "cnn"
+    assert not [p for p in model_dir.iterdir() if p.name.startswith("version-")]
+    with pytest.raises(InvalidInputError, match="collides"):
+        registry.create_registered_model("other", tags={"x/y": "1", "x": "2"})
+    assert not (registry.root / "models" / "other").exists()
+    version = registry.create_model_version("cnn", "runs:/" + "a" * 32 + "/model", tags={"a/b": "2"})
+    assert version.version == 1
