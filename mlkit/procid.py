@@ -115,6 +115,22 @@ def group_of(pid: int) -> int | None:
         return None
 
 
+def ancestors_of(pid: int) -> list[int]:
+    """The parent of `pid`, its parent, ... up to init (nearest first; what /proc can tell)."""
+    found: list[int] = []
+    while len(found) < 4096:  # a cycle cannot happen; this only bounds a corrupt /proc
+        fields = _stat_fields(pid)
+        try:
+            parent = int(fields[1]) if fields else 0
+        except (ValueError, IndexError):
+            parent = 0
+        if parent <= 0:
+            break
+        found.append(parent)
+        pid = parent
+    return found
+
+
 def uid_of(pid: int) -> int | None:
     """The real uid of live process `pid`, None when gone."""
     try:

@@ -394,6 +394,9 @@ def reserve_gpus(
     if entries is not None:  # inside a Slurm job: its GPUs only, and Slurm (not this ledger) arbitrates
         return _reserve_allocated(request, entries, run_id=run_id, owner_pid=owner_pid)
     visible = allocation.inherited()  # an inherited CUDA_VISIBLE_DEVICES: only its GPUs, still leased here
+    parent_run = _parent_lease(visible) if visible else None
+    if parent_run is not None and visible:  # a nested `mlkit run`: within its parent run's lease
+        return _reserve_allocated(request, visible, run_id=run_id, owner_pid=owner_pid, parent_run=parent_run)
     import socket  # import budget: `--gpus none` (returned above) never loads socket
 
     from mlkit.gpu.devices import read_gpus  # import budget: nor the probe (NVML)
@@ -475,26 +478,60 @@ def reserve_gpus(
                 _store(path, leases, [w for w in waiters if not _is(w, run_id, owner_pid)])
 
 
-def _reserve_allocated(request: GpuRequest, entries: list[str], *, run_id: str, owner_pid: int) -> GpuLease:
-    """`reserve` inside a scheduler allocation: select among the allocation's GPUs, no ledger."""
-    # import budget: only a run that asks for GPUs, inside a Slurm job
+def _parent_lease(entries: list[str]) -> str | None:
+    """Inside an mlkit run (MLKIT_RUN_ID inherited): that run's id when its lease holds every GPU
+    of the inherited CUDA_VISIBLE_DEVICES (`entries`, the UUIDs it gave its entry point) and the
+    lease's supervisor is an ancestor of this process, started when the lease says. A nested
+    `mlkit run` then uses those GPUs within its parent's lease: the parent holds them for its
+    whole process tree, and nobody else can take them meanwhile."""
+    parent_run = os.environ.get(trust.RUN_ID_ENV, "")
+    if not parent_run:
+        return None
+    ancestors = set(procid.ancestors_of(os.getpid()))
+    with locked() as path:
+        leases, _waiters = _load(path)
+    held = {
+        lease.uuid
+        for lease in leases
+        if lease.run_id == parent_run
+        and lease.pid in ancestors
+        and lease.pid_start is not None
+        and abs((procid.start_time(lease.pid) or 0.0) - lease.pid_start) <= procid.START_TOLERANCE_S
+    }
+    return parent_run if held and set(entries) <= held else None
+
+
+def _reserve_allocated(
+    request: GpuRequest, entries: list[str], *, run_id: str, owner_pid: int, parent_run: str | None = None
+) -> GpuLease:
+    """`reserve` inside an allocation someone else arbitrates — a Slurm job's, or (`parent_run`)
+    the lease of the mlkit run this one is nested in: select among its GPUs, no ledger entry."""
+    # import budget: only a run that asks for GPUs, inside a Slurm job or another mlkit run
     from mlkit.gpu import allocation
     from mlkit.gpu.devices import read_gpus
 
-    report = allocation.scope(read_gpus([]), entries)
+    if parent_run is None:
+        report = allocation.scope(read_gpus([]), entries)
+        where, hint = (
+            "inside the Slurm job",
+            "ask Slurm for them: mlkit run --backend slurm --gpus N (or sbatch --gpus N)",
+        )
+    else:
+        report = allocation.narrow(read_gpus([]), entries)
+        where, hint = f"inside run {parent_run}", "give the outer run more GPUs (mlkit run --gpus N)"
     selection = select(report, request, {})
     if not selection.ok:
         raise GpuUnavailableError(
-            (selection.message or "no GPU available") + " (inside the Slurm job: only its GPUs count)",
-            hint="ask Slurm for them: mlkit run --backend slurm --gpus N (or sbatch --gpus N)",
+            (selection.message or "no GPU available") + f" ({where}: only its GPUs count)", hint=hint
         )
     env = cuda_env(selection.gpus)
-    if selection.gpus:
+    if selection.gpus and parent_run is None:
         env["CUDA_VISIBLE_DEVICES"] = allocation.visible_devices(selection.gpus, entries)
+    arbiter = "slurm" if parent_run is None else f"run {parent_run}"
     return GpuLease(
         gpus=selection.gpus,
         env=env,
-        tags={**lease_tags(selection.gpus, report), "mlkit.gpu.arbiter": "slurm"},
+        tags={**lease_tags(selection.gpus, report), "mlkit.gpu.arbiter": arbiter},
         notice=selection.notice,
         run_id=run_id,
         owner_pid=owner_pid,

@@ -65,3 +65,64 @@ def test_a_repeated_entry_ends_the_list_as_cuda_ends_it(fake_nvml, monkeypatch):
     fake_nvml("four_idle")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,1,2")
     assert [g.index for g in probe().gpus] == [1]
+
+
+_NESTED = r"""
+import json, os, sys
+from mlkit.errors import GpuUnavailableError
+from mlkit.gpu import GpuRequest, reserve
+try:
+    lease = reserve(GpuRequest.parse(sys.argv[1]), run_id="d" * 32, owner_pid=os.getpid())
+    print(json.dumps({"uuids": lease.uuids, "arbiter": lease.tags.get("mlkit.gpu.arbiter")}))
+except GpuUnavailableError as exc:
+    print(json.dumps({"error": exc.message}))
+"""
+
+
+_HOLDER = r"""
+import json, os, time
+from mlkit.gpu import GpuRequest, reserve
+lease = reserve(GpuRequest.parse("2"), run_id="q" * 32, owner_pid=os.getpid())
+print(json.dumps(lease.env["CUDA_VISIBLE_DEVICES"]), flush=True)
+time.sleep(60)
+"""
+
+
+def _nested(env: dict[str, str], request: str) -> dict:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _NESTED, request], env={**os.environ, **env},
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(out.stdout)
+
+
+def test_a_nested_run_uses_its_parent_runs_gpus_and_only_its_descendants_may(fake_nvml):
+    """An entry point that itself calls `mlkit run` (a pipeline step) inherits its run's
+    CUDA_VISIBLE_DEVICES and MLKIT_RUN_ID: it gets those GPUs within the parent's lease (the
+    ledger is not asked again; before, they read as taken and the nested run failed). A process
+    that is not the lease holder's descendant gets nothing from that lease."""
+    import subprocess
+    import sys
+
+    from mlkit.gpu.ledger import read_leases
+
+    fake_nvml("four_idle")
+    parent = "p" * 32
+    with reserve(GpuRequest.parse("2"), run_id=parent, owner_pid=os.getpid()) as lease:
+        env = {"MLKIT_RUN_ID": parent, "CUDA_VISIBLE_DEVICES": lease.env["CUDA_VISIBLE_DEVICES"]}
+        got = _nested(env, "1")
+        assert got["uuids"][0] in lease.uuids and got["arbiter"] == f"run {parent}"
+        assert sorted(_nested(env, "all")["uuids"]) == sorted(lease.uuids)
+        assert "inside run" in _nested(env, "3")["error"]  # the parent has two
+        assert {r.run_id for r in read_leases()} == {parent}  # nothing added to the ledger
+        # the same variables in a process the lease's holder did not start: no borrowing
+        holder = subprocess.Popen([sys.executable, "-c", _HOLDER], env=os.environ.copy(),
+                                  stdout=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            theirs = json.loads(holder.stdout.readline())  # type: ignore[union-attr]
+            stolen = _nested({"MLKIT_RUN_ID": "q" * 32, "CUDA_VISIBLE_DEVICES": theirs}, "1")
+            assert "error" in stolen, stolen
+        finally:
+            holder.kill()
+            holder.wait()
