@@ -380,7 +380,8 @@ def _build_derived(request: ContainerRequest, tag: str, base_id: str, say: Progr
         if found is not None:  # another run built it while we waited
             return tag, found, False
         log = cache.BuildLog(key, say)
-        context = Path(tempfile.mkdtemp(prefix=".build-", dir=_lock_parent(cache)))
+        remove_dead_build_contexts(_lock_parent(cache))
+        context = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{os.getpid()}-", dir=_lock_parent(cache)))
         try:
             log.step(f"build {tag} from {request.image} with {engine} (--build-image)")
             _write_context(context, request, base_id)
@@ -402,6 +403,34 @@ def _build_derived(request: ContainerRequest, tag: str, base_id: str, say: Progr
     if built is None:
         raise EnvBuildError(f"--build-image: {engine} built {tag} but cannot find it", hint=f"see {log.path}")
     return tag, built, True
+
+
+BUILD_PREFIX = ".build-"  # <env root>/.build-<pid>-<random>: one --build-image build's context
+
+
+def remove_dead_build_contexts(root: Path) -> list[Path]:
+    """Remove the build contexts (a copy of a project each) whose build process is gone: a build
+    SIGKILLed before its `finally` left its context behind. A context whose process still lives is
+    another build's, left alone. Returns what was removed."""
+    from mlkit import procid  # import budget: only when an image is built
+
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = entry.name[len(BUILD_PREFIX) :].split("-", 1)[0]
+        if (
+            not entry.name.startswith(BUILD_PREFIX)
+            or not pid.isdigit()
+            or not entry.is_dir(follow_symlinks=False)
+        ):
+            continue
+        if procid.start_time(int(pid)) is None:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def _lock_parent(cache_mod: object) -> Path:

@@ -117,8 +117,20 @@ def test_build_image_copies_the_project_and_is_built_once(engine, project, ctr_r
         MAIN,
         {"train.py": 'import os\nopen("made-inside.txt", "w").write("x")\nprint(sorted(os.listdir(".")))\n'},
     )
+    # a build SIGKILLed before it could clean up left its context (a copy of a project) behind;
+    # one of a build still running (this process) is left alone
+    from mlkit.env import cache
+
+    dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = cache.env_root() / f".build-{dead_pid}-abc"
+    live = cache.env_root() / f".build-{os.getpid()}-def"
+    for context in (dead, live):
+        (context / "code").mkdir(parents=True)
+        (context / "code" / "big.bin").write_bytes(b"x" * 1024)
     first = ctr_run(str(proj), "--build-image")
     assert first.returncode == 0, first.stderr
+    assert not dead.exists() and live.exists()
     assert "['MLproject', 'made-inside.txt', 'train.py']" in first.stdout
     assert not (proj / "made-inside.txt").exists()  # a copy in the image, not the directory itself
     second = ctr_run(str(proj), "--build-image")
