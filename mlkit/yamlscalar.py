@@ -128,11 +128,7 @@ def _int(text: str) -> int:
     if value[0] == "0":
         return sign * int(value, 8)
     if ":" in value:
-        total, base = 0, 1
-        for digit in reversed([int(part) for part in value.split(":")]):
-            total += digit * base
-            base *= 60
-        return sign * total
+        return sign * _base60(value, int)
     return sign * int(value)
 
 
@@ -147,9 +143,14 @@ def _float(text: str) -> float:
     if value == ".nan":
         return _NAN
     if ":" in value:
-        total, base = 0.0, 1
-        for digit in reversed([float(part) for part in value.split(":")]):
-            total += digit * base
-            base *= 60
-        return sign * total
+        return sign * _base60(value, float)
     return sign * float(value)
+
+
+def _base60(value: str, number: type[int] | type[float]) -> Any:
+    """YAML 1.1's sexagesimal numbers (`1:30` is 90), as SafeConstructor sums them."""
+    total, base = number(0), 1
+    for digit in reversed([number(part) for part in value.split(":")]):
+        total += digit * base
+        base *= 60
+    return total

@@ -107,21 +107,23 @@ def _live_dir(exp_dir: str, *, create: bool) -> int | None:
         return None
 
 
-def _touch(dir_fd: int, name: str) -> None:
-    with contextlib.suppress(OSError):  # EEXIST: there already
-        os.close(os.open(name, _NEW_FILE, 0o666, dir_fd=dir_fd))
+def _touch(exp_dir: str, name: str) -> None:
+    """Create the empty file `name` in the experiment's registry (made if missing); best effort."""
+    fd = _live_dir(exp_dir, create=True)
+    if fd is None:
+        return
+    try:
+        with contextlib.suppress(OSError):  # EEXIST: there already
+            os.close(os.open(name, _NEW_FILE, 0o666, dir_fd=fd))
+    finally:
+        os.close(fd)
 
 
 def register_live(run_dir: Path | str) -> None:
     """Note that this run may be live (RUNNING, with an owner): call it before that is written.
     Best effort: a store we cannot write to is one we are not creating runs in."""
     exp_dir, _, run_id = str(run_dir).rstrip("/").rpartition("/")
-    fd = _live_dir(exp_dir, create=True)
-    if fd is not None:
-        try:
-            _touch(fd, run_id)
-        finally:
-            os.close(fd)
+    _touch(exp_dir, run_id)
 
 
 def unregister_live(run_dir: Path | str) -> None:
@@ -175,12 +177,7 @@ def _candidates(exp_dirs: Iterable[Path], whole: bool) -> Iterator[str]:
         for run_dir in owned:  # only owned runs are ever judged: register those
             register_live(run_dir)
             yield run_dir
-        fd = _live_dir(exp_dir, create=True)
-        if fd is not None:
-            try:
-                _touch(fd, ALL_REGISTERED)
-            finally:
-                os.close(fd)
+        _touch(exp_dir, ALL_REGISTERED)
 
 
 _UNKNOWN = b"?"
