@@ -163,8 +163,10 @@ def start_run(
                     f"run {run_id} belongs to experiment {run.info.experiment_id}, not {experiment_id}",
                     hint="leave experiment_id out when resuming a run",
                 )
-            if not attached and run.info.status != RUNNING:
-                store.update_run_status(run_id, RUNNING)
+            if not attached:  # resumed here: this process owns it now (a lost-run check judges it by us)
+                store.set_tags(run_id, ownership_tags())
+                if run.info.status != RUNNING:
+                    store.update_run_status(run_id, RUNNING)
             for key, value in (tags or {}).items():
                 store.set_tag(run_id, key, value)
             if run_name and run_name != run.info.run_name:

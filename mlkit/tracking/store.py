@@ -891,6 +891,8 @@ class FileStore:
                 f"invalid run status {status!r}", hint=f"use one of {', '.join(STATUS_TO_INT)}"
             )
         run_dir = self._active_run_dir(run_id)
+        if status == RUNNING:  # live again: the lost-run scan must see it (docs/tracking.md)
+            register_live(run_dir)
         self._update_run_meta(run_dir, lambda m: m.update(status=STATUS_TO_INT[status]))
 
     def restart_run(self, run_id: str) -> None:

@@ -209,3 +209,20 @@ def test_a_run_taken_over_while_the_scan_looked_is_not_marked_lost(store_root: P
     with fsio.locked(run_dir / ATTACH_LOCK, wait=1, what="run", hint="", mode=0o644, other_owners=True):
         assert store.mark_lost_runs() == []
     assert store.mark_lost_runs() == [run_id]
+
+
+def test_a_run_resumed_with_the_fluent_api_is_owned_by_its_new_process(store_root: Path) -> None:
+    """`mlkit.start_run(run_id=...)` on an ended run: the run is RUNNING again under this process.
+    The lost-run check must judge it by its new owner — not mark it lost for its old, dead one
+    (as it did), nor miss it once this owner dies."""
+    import mlkit
+
+    store = FileStore(store_root)
+    run_id = store.create_run("0", tags=_dead_owner_tags()).info.run_id
+    store.set_terminated(run_id, "FAILED")
+    with mlkit.start_run(run_id=run_id):
+        assert store.mark_lost_runs() == []  # alive: this process
+        assert store.get_run(run_id).info.status == "RUNNING"
+        assert _markers(store_root / "0") == {run_id}
+        store.set_tags(run_id, _dead_owner_tags())  # as if this process had died
+        assert store.mark_lost_runs() == [run_id]
