@@ -2,7 +2,8 @@
 
 Only this package imports typer or rich, prints, or exits. Each command parses its flags, calls
 one core function, and renders what it returns through `mlkit.cli.output`. This module stays
-light: `mlkit run` with plain flags never imports typer (mlkit.cli.runflags).
+light: `mlkit run` with plain flags never imports typer (mlkit.cli.runflags), nor does
+`mlkit --help` (mlkit.cli.toplevel).
 """
 
 from __future__ import annotations
@@ -35,9 +36,16 @@ def main(*, fast_exit: bool = False) -> None:
         from mlkit.cli.typer_app import build_app, modules_for
 
         sys.exit(complete_main(os.environ["_MLKIT_COMPLETE"], lambda words: build_app(modules_for(words))))
+    args = sys.argv[1:]
+    if args in (["--help"], ["-h"]):  # the top-level page, without typer (~100 ms): mlkit.cli.toplevel
+        from mlkit.cli.toplevel import render_help
+
+        if sys.stdout is not None:  # (none attached: click prints nothing either)
+            sys.stdout.write(render_help())
+            sys.stdout.flush()
+        sys.exit(0)
     from mlkit.cli.output import run_app
 
-    args = sys.argv[1:]
     if args[:1] == ["run"]:  # the common line, read without typer (~40 ms of every run and trial)
         from mlkit.cli import runflags
 

@@ -10,11 +10,7 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors, info, print_json, print_table
 
-env_app = output.command_group(
-    "env",
-    "Project environments: lockfiles, building ahead of time, the cache.\n\n"
-    "Example: mlkit env lock projects/cnn -p linux-64 -p osx-arm64",
-)
+env_app = output.command_group("env", "Example: mlkit env lock projects/cnn -p linux-64 -p osx-arm64")
 
 
 def _ago(ts: float) -> str:

@@ -9,10 +9,7 @@ import typer
 from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 
-experiments_app = output.command_group(
-    "experiments",
-    "List, create, delete and restore experiments.\n\nExample: mlkit experiments create sweep-lr",
-)
+experiments_app = output.command_group("experiments", "Example: mlkit experiments create sweep-lr")
 
 
 def register(app: typer.Typer) -> None:

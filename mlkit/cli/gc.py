@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from mlkit.cli import toplevel
 from mlkit.cli.compare import print_rows
 from mlkit.cli.output import STORE_HELP, handle_errors, human_bytes, info, open_store, out, print_json, warn
 from mlkit.errors import UsageError
@@ -47,9 +48,7 @@ def gc(
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout."),
     store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
-    """Free disk space: deleted runs, runs outside your retention rules, orphaned artifacts.
-
-    An ended run is kept if it is among the last N (--keep-last), or the best K by a metric
+    """An ended run is kept if it is among the last N (--keep-last), or the best K by a metric
     (--keep-best), or ended less than AGE ago (--older-than); with no rule, only deleted runs
     and orphans go. Running runs, registered model versions' runs and runs holding a GPU lease
     are never removed. Stale RUNNING runs are marked FAILED (lost) first.
@@ -135,4 +134,5 @@ def _table(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("gc")(gc)
+    # its help: the summary declared in mlkit.cli.toplevel, then the docstring
+    app.command("gc", help=toplevel.help_text("gc", gc.__doc__))(gc)

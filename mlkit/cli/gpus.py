@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from mlkit.cli import output
+from mlkit.cli import output, toplevel
 from mlkit.cli.output import handle_errors
 
 COLUMNS = [
@@ -29,7 +29,8 @@ COLUMNS = [
 
 
 def register(app: typer.Typer) -> None:
-    app.command("gpus")(gpus)
+    # its help: the summary declared in mlkit.cli.toplevel, then the docstring
+    app.command("gpus", help=toplevel.help_text("gpus", gpus.__doc__))(gpus)
 
 
 @handle_errors
@@ -45,9 +46,7 @@ def gpus(
         "foreign or your own. Another user's live run is refused unless you are root (exit 77).",
     ),
 ) -> None:
-    """List the GPUs NVML sees: memory, utilisation, power, clocks, MIG, processes and leases.
-
-    With no NVIDIA driver it says why and exits 0.
+    """With no NVIDIA driver it says why and exits 0.
 
     Example: mlkit gpus --watch -n 5
     """

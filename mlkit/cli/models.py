@@ -13,11 +13,7 @@ from mlkit.cli import output
 from mlkit.cli.output import handle_errors, info, out, print_json, print_table
 from mlkit.errors import ExitCode, UsageError
 
-models_app = output.command_group(
-    "models",
-    "Register, stage, alias, promote and load models (MLflow's registry layout).\n\n"
-    "Example: mlkit models register runs:/<run-id>/model cnn",
-)
+models_app = output.command_group("models", "Example: mlkit models register runs:/<run-id>/model cnn")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from mlkit.cli import toplevel
 from mlkit.errors import ExitCode, MlkitError
 from mlkit.settings import traceback_enabled
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:  # annotations only: `mlkit run` reads its flags without typer
     import typer
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class _State:
     """Options of the root command that the renderers need (`--traceback`)."""
 
@@ -236,12 +237,16 @@ STORE_HELP = "Tracking store directory (default: $MLKIT_TRACKING_URI, else ./mlr
 RUN_HELP = "Run id, unique id prefix (6+ characters) or unique run name."
 
 
-def command_group(name: str, help: str) -> typer.Typer:
-    """A `mlkit <name>` sub-app: shows its help when called bare, accepts -h."""
+def command_group(name: str, details: str) -> typer.Typer:
+    """A `mlkit <name>` sub-app: shows its help when called bare, accepts -h. Its help is its
+    summary in mlkit.cli.toplevel, then `details`."""
     import typer  # import budget: only when the typer app is built (never for a plain `mlkit run`)
 
     return typer.Typer(
-        name=name, help=help, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]}
+        name=name,
+        help=toplevel.help_text(name, details),
+        no_args_is_help=True,
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from mlkit.cli import toplevel
 from mlkit.cli.output import STORE_HELP, handle_errors, info, open_store, out, print_json
 from mlkit.errors import UsageError
 
@@ -35,9 +36,7 @@ def report(
     json_out: bool = typer.Option(False, "--json", help="One JSON document on stdout describing the report."),
     store: str | None = typer.Option(None, "--store", metavar="DIR", help=STORE_HELP),
 ) -> None:
-    """Write an HTML report: runs table, metric curves, param-vs-metric scatter, system metrics, each run.
-
-    The table puts the params that differ across the runs first. Curves switch between step, epoch
+    """The table puts the params that differ across the runs first. Curves switch between step, epoch
     and time, log scale and smoothing in the page; system metrics are drawn against wall time.
     Each run's name links to its section: params, tags, artifacts, log tail and model URI.
     The file is self-contained (no network): open it in any browser, mail it, archive it.
@@ -79,4 +78,5 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    # its help: the summary declared in mlkit.cli.toplevel, then the docstring
+    app.command("report", help=toplevel.help_text("report", report.__doc__))(report)

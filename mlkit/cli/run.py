@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlkit.cli import output, runflags
+from mlkit.cli import output, runflags, toplevel
 from mlkit.errors import MlkitError, UsageError
 from mlkit.settings import tracking_root
 
@@ -443,19 +443,16 @@ def register(app: typer.Typer) -> None:
 
     run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # typer reads it
     run.__annotations__ = {p.name: p.annotation for p in params}
-    run.__doc__ = RUN_HELP
     app.command(
         "run",
+        help=toplevel.help_text("run", RUN_DETAILS),
         no_args_is_help=True,
         # unknown flags reach `run`, which says how to pass a parameter (`--epochs 3` -> -P epochs=3)
         context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
     )(run)
 
 
-RUN_HELP = """Run a project's entry point as a tracked, supervised run.
-
-    Example: mlkit run projects/cnn -P epochs=5 --gpus 1 --timeout 2h
-    """
+RUN_DETAILS = "Example: mlkit run projects/cnn -P epochs=5 --gpus 1 --timeout 2h"  # after toplevel's summary
 
 
 def _annotation(flag: runflags.Flag) -> Any:

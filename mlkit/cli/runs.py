@@ -13,9 +13,7 @@ from mlkit.cli import output
 from mlkit.cli.output import handle_errors
 from mlkit.errors import NotFoundError
 
-runs_app = output.command_group(
-    "runs", "List, show, compare, follow and delete tracked runs.\n\nExample: mlkit runs list -x cnn -n 10"
-)
+runs_app = output.command_group("runs", "Example: mlkit runs list -x cnn -n 10")
 
 
 def register(app: typer.Typer) -> None:

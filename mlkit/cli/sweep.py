@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 import typer.core
 
-from mlkit.cli import output
+from mlkit.cli import output, toplevel
 from mlkit.cli.output import handle_errors
 from mlkit.errors import UsageError
 
@@ -40,8 +40,9 @@ class _DefaultGroup(typer.core.TyperGroup):
 sweep_app = typer.Typer(
     name="sweep",
     cls=_DefaultGroup,
-    help="Run a project over a parameter space: a parent run, one tracked run per trial.\n\n"
-    "Example: mlkit sweep projects/cnn -P lr=1e-4,3e-4,1e-3 -P width=32,64 --parallel 4",
+    help=toplevel.help_text(
+        "sweep", "Example: mlkit sweep projects/cnn -P lr=1e-4,3e-4,1e-3 -P width=32,64 --parallel 4"
+    ),
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlkit import __version__
-from mlkit.cli import output
+from mlkit.cli import output, toplevel
 
 # Plain click help instead of typer's rich help: rich + markdown-it cost ~300 ms per `--help`.
 _saved = os.environ.get("TYPER_USE_RICH")
@@ -75,32 +75,22 @@ def _completion(value: bool, install: bool) -> None:
         raise typer.Exit()
 
 
+def _option(flag: str, **settings: Any) -> Any:
+    """A root option, its help and environment variable as mlkit.cli.toplevel declares them."""
+    help, envvar = toplevel.OPTIONS[flag]
+    return typer.Option(False, flag, help=help, envvar=envvar, **settings)
+
+
 def _root(
-    traceback: bool = typer.Option(
-        False,
-        "--traceback",
-        help="Show the Python traceback for mlkit's own errors.",
-        envvar="MLKIT_TRACEBACK",
+    traceback: bool = _option("--traceback"),
+    version: bool = _option("--version", callback=_version, is_eager=True),
+    install_completion: bool = _option(
+        "--install-completion", callback=lambda value: _completion(value, install=True), is_eager=True
     ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
-    ),
-    install_completion: bool = typer.Option(
-        False,
-        "--install-completion",
-        callback=lambda value: _completion(value, install=True),
-        is_eager=True,
-        help="Install Tab completion for your shell ($SHELL: bash or zsh).",
-    ),
-    show_completion: bool = typer.Option(
-        False,
-        "--show-completion",
-        callback=lambda value: _completion(value, install=False),
-        is_eager=True,
-        help='Print the completion script (eval "$(mlkit --show-completion)").',
+    show_completion: bool = _option(
+        "--show-completion", callback=lambda value: _completion(value, install=False), is_eager=True
     ),
 ) -> None:
-
     output.state.traceback = traceback
 
 
@@ -108,8 +98,7 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
     """The typer app with the commands of `modules` registered (all of them by default)."""
     app = typer.Typer(
         name="mlkit",
-        help="Run MLflow-format projects on your own GPU machines and track them in a file store.\n\n"
-        "Example: mlkit run projects/cnn -P epochs=5 --gpus 1",
+        help=toplevel.HELP,
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -118,7 +107,7 @@ def build_app(modules: Sequence[str] = COMMAND_MODULES) -> typer.Typer:
     app.callback()(_root)
     for name in modules:
         importlib.import_module(f"mlkit.cli.{name}").register(app)
-    _full_short_help(app)
+    _full_short_help(app, top=True)
     return app
 
 
@@ -157,21 +146,38 @@ def _command_class() -> type:
 _Command: type | None = None
 
 
-def _full_short_help(app: typer.Typer) -> None:
+def _full_short_help(app: typer.Typer, *, top: bool = False) -> None:
     """Command lists show each command's whole first paragraph: click would cut it at 45-60
-    characters with "..." (and typer does not pass the docstring's line breaks through)."""
+    characters with "..." (and typer does not pass the docstring's line breaks through). The
+    top-level list (`top`) shows mlkit.cli.toplevel's summaries, the first paragraph of each
+    command's own help (toplevel.help_text)."""
     for info in app.registered_commands:
         if info.cls is None or info.cls is typer.core.TyperCommand:
             info.cls = _command_class()
         if not info.short_help:
-            info.short_help = _first_paragraph(info.help or (info.callback and info.callback.__doc__))
+            info.short_help = (
+                _summary(info.name)
+                if top
+                else _first_paragraph(info.help or (info.callback and info.callback.__doc__))
+            )
     for group in app.registered_groups:
         sub = group.typer_instance
         if sub is None:
             continue
-        short = _first_paragraph(group.help if isinstance(group.help, str) else sub.info.help)
+        short: str | None
+        if top:
+            short = _summary(group.name or sub.info.name)
+        else:
+            short = _first_paragraph(group.help if isinstance(group.help, str) else sub.info.help)
         if not isinstance(group.short_help, str):
             group.short_help = short
         if not isinstance(sub.info.short_help, str):
             sub.info.short_help = short
         _full_short_help(sub)
+
+
+def _summary(name: object) -> str:
+    """A top-level command's line in `mlkit --help`: declared in mlkit.cli.toplevel, nowhere else."""
+    if not isinstance(name, str) or name not in toplevel.COMMANDS:
+        raise RuntimeError(f"top-level command {name!r} has no summary in mlkit.cli.toplevel.COMMANDS")
+    return toplevel.COMMANDS[name]
