@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 MANAGERS = ("local", "auto", "uv", "conda", "docker")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PreparedEnv:
     """The environment a run gets: its interpreter, the variables the child needs, its run tags."""
 

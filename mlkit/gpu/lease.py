@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # annotations only: the probe (and NVML) load only when GPUs 
     from mlkit.gpu.devices import GpuInfo, GpuReport
 
 
-@dataclass
+@dataclass(eq=False)
 class GpuLease:
     """The GPUs a run holds. Release it when the run ends (or use it as a context manager)."""
 

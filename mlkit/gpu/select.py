@@ -127,7 +127,7 @@ class Held(str):
     runs that have waited longer are served first (mlkit.gpu.queue)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Selection:
     """What `select` decided. `ok` with no GPUs is a CPU run (`notice` says why, for auto)."""
 

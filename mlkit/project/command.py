@@ -84,7 +84,7 @@ _UNSUPPORTED = {  # context -> (what is wrong, how to fix it)
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Template:
     """A parsed command template: literal pieces and placeholder names, plus what the shell sees."""
 
@@ -233,7 +233,7 @@ def check_template(
     return list(dict.fromkeys(problems))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ResolvedCommand:
     """An entry point's command with the parameters filled in.
 
@@ -476,7 +476,7 @@ _ASSIGN_WORD = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=|\[[^\]]*\]
 _MAX_DEPTH = 8
 
 
-@dataclass
+@dataclass(eq=False)
 class _Level:
     """How one shell sees one placeholder occurrence."""
 
@@ -487,7 +487,7 @@ class _Level:
     where: str = ""  # the shell this is, for messages
 
 
-@dataclass
+@dataclass(eq=False)
 class _Word:
     items: list = _field(default_factory=list)  # (char or occurrence id, quoting context)
     expansion: bool = False  # the outer shell computes part of it ($VAR, $(...), $'\n')

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -61,6 +60,8 @@ class _Problems:
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    import difflib  # import budget: difflib loads only to suggest a fix for a typo
+
     close = typo_of(word, choices) or next(iter(difflib.get_close_matches(word, list(choices), n=1)), None)
     return f" (did you mean {close!r}?)" if close else ""
 

@@ -80,7 +80,7 @@ class Parameter:
         return self.default is None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EntryPoint:
     """A named entry point (from the MLproject) or a script entry point (`train.py`, `run.sh`)."""
 
@@ -96,7 +96,7 @@ class EntryPoint:
         return resolve_entry_point(self, params, storage_dir)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Project:
     """An MLflow-format project directory; `file` is None when it has no MLproject."""
 

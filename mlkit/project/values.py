@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -70,6 +69,7 @@ def resolve_path(
 
 
 def _download(url: str, target_dir: Path, key: str) -> str:
+    import shutil  # import budget: shutil (bz2, lzma) loads only for a download
     from urllib.request import urlopen  # import budget: http.client and ssl load only for a URI download
 
     target_dir.mkdir(parents=True, exist_ok=True)

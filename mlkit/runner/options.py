@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only: the GPU package loads when a run asks for
 ENV_MANAGERS = ("local", "auto", "uv", "conda", "docker")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class RunOptions:
     """Everything `mlkit run` was asked to do (parsed, typed; durations in seconds)."""
 

@@ -50,7 +50,7 @@ class PlanLease(Protocol):
     def env(self) -> Mapping[str, str]: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LaunchOptions:
     """How the entry point is launched: the torchrun layout, the deadline and signals, the terminal."""
 

@@ -23,7 +23,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _CREDENTIALS_RE = re.compile(r"^(\w+://)[^/@]*@")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GitInfo:
     """The repository a project directory lives in."""
 

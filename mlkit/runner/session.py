@@ -67,7 +67,7 @@ if TYPE_CHECKING:  # annotations only: `mlkit run` loads each of these when its 
 Notify = Callable[[str], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class Skipped:
     """`--skip-if-done` found a FINISHED run with the same fingerprint."""
 
@@ -391,7 +391,7 @@ def _container(
     return preflight(project, options, store_root, ask_engine=ask_engine)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Created:
     """What steps 1 to 3 settled for a run that now exists in the store."""
 

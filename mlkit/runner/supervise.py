@@ -51,7 +51,7 @@ FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 Notify = Callable[[str], None]
 
 
-@dataclass
+@dataclass(eq=False)
 class RunResult:
     """How a run ended. `exit_code` is what `mlkit run` exits with."""
 
@@ -163,7 +163,7 @@ def _execute(
     return _record_end(plan, store, lease, notify, t0, returncode, stopper, launched.tee.oom, sampler)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Launched:
     """The started entry point: its process, its tree, and the tee reading its output pipes."""
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Iterable, Iterator
@@ -326,6 +325,8 @@ def remove_temp_files(paths: list[Path]) -> int:
     for path in paths:
         try:
             if path.is_dir() and not path.is_symlink():
+                import shutil  # import budget: shutil (bz2, lzma) loads only to remove a leftover
+
                 shutil.rmtree(path)
             else:
                 path.unlink()

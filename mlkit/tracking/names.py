@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import random
+import os
 
 _ADJECTIVES = (
     "able",
@@ -92,4 +92,14 @@ _NOUNS = (
 
 def random_run_name() -> str:
     """A short human-friendly run name, at most 20 characters."""
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_NOUNS)}-{random.randrange(1000)}"
+    return f"{_pick(_ADJECTIVES)}-{_pick(_NOUNS)}-{random_below(1000)}"
+
+
+def random_below(n: int) -> int:
+    """A random int in [0, n) from the OS's random bytes: the `random` module costs ~1.5 ms of
+    every `mlkit run` to import (bias below 1e-6 for these sizes)."""
+    return int.from_bytes(os.urandom(4), "big") % n
+
+
+def _pick(words: tuple[str, ...]) -> str:
+    return words[random_below(len(words))]

@@ -18,8 +18,6 @@ import errno
 import getpass
 import os
 import posixpath
-import random
-import shutil
 import stat
 import threading
 import time
@@ -60,7 +58,7 @@ from mlkit.tracking.lost import (
     run_temp_files,
     unregister_live,
 )
-from mlkit.tracking.names import random_run_name
+from mlkit.tracking.names import random_below, random_run_name
 from mlkit.tracking.runsummary import KINDS, record
 from mlkit.tracking.validation import (
     key_collision,
@@ -107,7 +105,7 @@ def _new_experiment_id() -> str:
     """MLflow's FileStore id: last 18 digits of a uuid4 int, leading zeros replaced at random."""
     digits = str(int.from_bytes(_uuid4(), "big"))[-18:]
     stripped = digits.lstrip("0")
-    return "".join(str(random.randint(1, 9)) for _ in range(len(digits) - len(stripped))) + stripped
+    return "".join(str(1 + random_below(9)) for _ in range(len(digits) - len(stripped))) + stripped
 
 
 def _disk_full(error: MlkitError) -> bool:
@@ -340,6 +338,8 @@ class FileStore:
                 raise fsio.write_error(exp_dir, exc) from exc
         finally:
             if staging.exists():
+                import shutil  # import budget: shutil (bz2, lzma) loads only to clean up
+
                 shutil.rmtree(staging, ignore_errors=True)
 
     def create_experiment(
