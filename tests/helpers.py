@@ -38,12 +38,18 @@ def run_mlkit(
 
 
 def run_on_a_terminal(argv: list[str], *, env: dict[str, str] | None = None, stdout_too: bool = True,
-                      timeout: float = 60) -> tuple[int, bytes]:  # fmt: skip
+                      timeout: float = 60, columns: int | None = None) -> tuple[int, bytes]:  # fmt: skip
     """Run `argv` with its stderr (and stdout, unless `stdout_too` is False: then a pipe) on a fresh
-    pseudo-terminal; (exit code, everything the terminal showed)."""
+    pseudo-terminal (`columns` wide, when given); (exit code, everything the terminal showed)."""
     import pty
 
     leader, follower = pty.openpty()
+    if columns is not None:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.run(
         argv, stdin=subprocess.DEVNULL, stdout=follower if stdout_too else subprocess.PIPE,
         stderr=follower, env=env, timeout=timeout,

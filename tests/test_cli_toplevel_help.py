@@ -3,16 +3,14 @@ app's page at every width, and none of typer, click, rich or the command modules
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import struct
 import subprocess
 import sys
-import termios
 
 import pytest
+
+from helpers import run_on_a_terminal
 
 WIDTHS = ["20", "40", "50", "52", "60", "79", "80", "81", "100", "200", "0", "-5", "abc", " 90 "]
 
@@ -86,34 +84,9 @@ def test_the_page_follows_the_width():
 
 def _on_terminal(code: str, columns: int) -> bytes:
     """What `python -c code` shows on a pseudo-terminal `columns` wide (no COLUMNS set)."""
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", code],
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            env=_env(None),
-            timeout=60,
-        )
-        os.close(follower)
-        follower = -1
-        assert proc.returncode == 0, proc.stderr
-        screen = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the follower side is closed and drained
-                break
-            if not chunk:
-                break
-            screen += chunk
-        return screen
-    finally:
-        if follower != -1:
-            os.close(follower)
-        os.close(leader)
+    returncode, screen = run_on_a_terminal([sys.executable, "-c", code], env=_env(None), columns=columns)
+    assert returncode == 0, screen
+    return screen
 
 
 @pytest.mark.parametrize("columns", [0, 57, 120])
