@@ -10,11 +10,13 @@ are matched with conda's own semantics (rattler's VersionSpec: `torch=2.3` is a 
 from __future__ import annotations
 
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlkit.env import memo
+from mlkit.env.installed import canon as _canon
+from mlkit.env.installed import installed_distributions
 from mlkit.env.spec import BUILD_TOOLS, EnvSpec, python_matches
 
 # conda package name -> PyPI distribution name (canonicalised), where they differ
@@ -42,37 +44,6 @@ class CheckResult:
     reason: str  # the first unmet requirement, or "" when satisfied
 
 
-def _canon(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def installed_distributions() -> dict[str, str | Path]:
-    """canonical name -> version (from the directory name) or the metadata dir when it has none."""
-    found: dict[str, str | Path] = {}
-    for entry in sys.path:
-        if not entry or not os.path.isdir(entry):
-            continue
-        try:
-            names = os.listdir(entry)
-        except OSError:
-            continue
-        for item in names:
-            if item.endswith(".dist-info"):
-                stem = item[: -len(".dist-info")]
-            elif item.endswith(".egg-info"):
-                stem = item[: -len(".egg-info")]
-            else:
-                continue
-            name, _, version = stem.partition("-")
-            key = _canon(name)
-            if key in found:
-                continue  # the first on sys.path wins, as for imports
-            if version and "-py" in version:  # egg-info: name-1.0-py3.11.egg-info
-                version = version.split("-py", 1)[0]
-            found[key] = version if version else Path(entry) / item
-    return found
-
-
 def _version_of(value: str | Path) -> str | None:
     if isinstance(value, str):
         return value
@@ -85,7 +56,31 @@ def _version_of(value: str | Path) -> str | None:
 
 
 def check_current(spec: EnvSpec) -> CheckResult:
-    """Check python, the conda deps (mapped to PyPI names) and the pip requirements."""
+    """Check python, the conda deps (mapped to PyPI names) and the pip requirements. The answer is
+    remembered (mlkit.env.memo) for this spec, interpreter and set of installed distributions."""
+    dists = installed_distributions()
+    memo_key = memo.key(
+        "check", spec.spec_hash, spec.kind, spec.file_label, sys.executable, sys.version, sys.platform,
+        sys.implementation.name, list(os.uname()), sorted((name, str(where)) for name, where in dists.items()),
+        [_mtime(where) for where in dists.values() if isinstance(where, Path)],
+    )  # fmt: skip
+    known = memo.get("check", memo_key)
+    if isinstance(known, list) and len(known) == 3:
+        return CheckResult(bool(known[0]), int(known[1]), str(known[2]))
+    result = _check(spec, dists)
+    memo.put("check", memo_key, [result.satisfied, result.checked, result.reason])
+    return result
+
+
+def _mtime(path: Path) -> int | None:
+    """A metadata directory's time: its version is inside it (a reinstall makes the directory anew)."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _check(spec: EnvSpec, dists: dict[str, str | Path]) -> CheckResult:
     label = spec.file_label
     current = ".".join(map(str, sys.version_info[:3]))
     checked = 0
@@ -93,7 +88,6 @@ def check_current(spec: EnvSpec) -> CheckResult:
         checked += 1
         if not python_matches(spec.python, current):
             return CheckResult(False, checked, f"{label} asks for python {spec.python}, this is {current}")
-    dists = installed_distributions()
     for step in (_check_conda_deps, _check_pip, _check_build_dependencies):
         result = step(spec, dists, checked)
         if not result.satisfied:

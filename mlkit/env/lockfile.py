@@ -11,7 +11,6 @@ made from; a changed conda.yaml makes the lockfile stale and mlkit says so) and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mlkit import fsio
+from mlkit.digest import sha256_hex
 from mlkit.env.ref import HASH_LEN
 from mlkit.errors import EnvBuildError, EnvSpecError
 
@@ -148,7 +148,7 @@ def _packages_hash(packages: list[LockedPackage]) -> str:
         (p.manager, p.platform, p.name, p.version, p.build or "", p.url, p.md5 or "", p.sha256 or "")
         for p in packages
     )
-    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:HASH_LEN]
+    return sha256_hex(json.dumps(rows).encode())[:HASH_LEN]
 
 
 def lockfile_content_hash(path: Path) -> str:

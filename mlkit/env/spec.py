@@ -7,13 +7,16 @@ a `conda-lock.yml` next to the conda.yaml replaces the spec in the hash by the l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from mlkit import __version__
+from mlkit.digest import sha256_hex
+from mlkit.env import memo
+from mlkit.env.installed import installed_distributions
 from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_content_hash
 from mlkit.env.ref import HASH_LEN, EnvRef
 from mlkit.errors import EnvSpecError
@@ -94,12 +97,66 @@ def load_spec(project_dir: Path, env_ref: EnvRef | None) -> EnvSpec | None:
             f"{path.name[:80]}: file not found ({str(path)[:200]})",
             hint="create it or fix the conda_env / python_env entry in MLproject",
         )
+    memo_key = _memo_key(path, env_ref.kind)
+    spec = _from_memo(memo_key, path)
+    if spec is not None:
+        return spec
     data = _read_yaml(path)
+    reads: list[Path] = []  # the -r/-c files the spec was built from
     if env_ref.kind == "python":
-        spec = _python_env(path, data, Path(project_dir))
+        spec = _python_env(path, data, Path(project_dir), reads)
     else:
-        spec = _conda_env(path, data, Path(project_dir))
-    return _with_hashes(spec)
+        spec = _conda_env(path, data, Path(project_dir), reads)
+    spec = _with_hashes(spec)
+    _to_memo(memo_key, spec, reads)
+    return spec
+
+
+def _memo_key(path: Path, kind: str) -> str | None:
+    """What the spec read from `path` depends on, besides the -r/-c files it names (mlkit.env.memo);
+    None when the file cannot be read (load_spec then says why)."""
+    content = memo.digest_file(path)
+    if content is None:
+        return None
+    lockfile = path.parent / LOCKFILE_NAME
+    dists = installed_distributions()
+    return memo.key(
+        "spec", kind, str(path.absolute()), content, memo.digest_file(lockfile) if kind == "conda" else None,
+        sys.version_info[:2], __version__, str(dists.get("py-rattler")), str(dists.get("packaging")),
+    )  # fmt: skip
+
+
+def _from_memo(memo_key: str | None, path: Path) -> EnvSpec | None:
+    """The spec the memo holds for `memo_key`, if every -r/-c file it was built from is unchanged."""
+    entry = memo.get("spec", memo_key) if memo_key else None
+    try:
+        if not entry or any(memo.digest_file(file) != digest for file, digest in entry["reads"]):
+            return None
+        doc = entry["spec"]
+        return EnvSpec(
+            kind=doc["kind"], source=path, name=doc["name"], channels=tuple(doc["channels"]),
+            conda_deps=tuple(doc["conda_deps"]), pip=tuple(PipLine(t, n, bool(c)) for t, n, c in doc["pip"]),
+            build_dependencies=tuple(doc["build_dependencies"]), python=doc["python"],
+            variables=dict(doc["variables"]), lockfile=Path(doc["lockfile"]) if doc["lockfile"] else None,
+            lockfile_hash=doc["lockfile_hash"], spec_hash=doc["spec_hash"], hash=doc["hash"],
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None  # an entry of another shape: read the file
+
+
+def _to_memo(memo_key: str | None, spec: EnvSpec, reads: list[Path]) -> None:
+    if memo_key is None:
+        return
+    files = [[str(file), memo.digest_file(file)] for file in dict.fromkeys(reads)]
+    if any(digest is None for _file, digest in files):
+        return
+    doc = {
+        "kind": spec.kind, "name": spec.name, "channels": list(spec.channels), "conda_deps": list(spec.conda_deps),
+        "pip": [[p.text, p.name, p.constraint] for p in spec.pip], "build_dependencies": list(spec.build_dependencies),
+        "python": spec.python, "variables": spec.variables, "lockfile": str(spec.lockfile) if spec.lockfile else None,
+        "lockfile_hash": spec.lockfile_hash, "spec_hash": spec.spec_hash, "hash": spec.hash,
+    }  # fmt: skip
+    memo.put("spec", memo_key, {"reads": files, "spec": doc})
 
 
 def _read_yaml(path: Path) -> object:
@@ -109,7 +166,7 @@ def _read_yaml(path: Path) -> object:
 # ----------------------------------------------------------------------------------- python_env
 
 
-def _python_env(path: Path, data: object, project_dir: Path) -> EnvSpec:
+def _python_env(path: Path, data: object, project_dir: Path, reads: list[Path]) -> EnvSpec:
     label = path.name
     if data is None:
         data = {}
@@ -135,7 +192,7 @@ def _python_env(path: Path, data: object, project_dir: Path) -> EnvSpec:
     for i, item in enumerate(build):
         _parse_requirement(item, f"{label}: build_dependencies[{i}]")
     deps = _str_list(data.get("dependencies"), f"{label}: dependencies")
-    pip = _pip_lines(deps, f"{label}: dependencies", project_dir)
+    pip = _pip_lines(deps, f"{label}: dependencies", project_dir, reads=reads)
     return EnvSpec(kind="python", source=path, python=python, build_dependencies=tuple(build), pip=pip)
 
 
@@ -153,7 +210,7 @@ def _str_list(value: object, where: str) -> list[str]:
 # ----------------------------------------------------------------------------------- conda.yaml
 
 
-def _conda_env(path: Path, data: object, project_dir: Path) -> EnvSpec:
+def _conda_env(path: Path, data: object, project_dir: Path, reads: list[Path]) -> EnvSpec:
     label = path.name
     if not isinstance(data, dict):
         raise EnvSpecError(f"{label}: must be a mapping with name, channels and dependencies")
@@ -187,7 +244,7 @@ def _conda_env(path: Path, data: object, project_dir: Path) -> EnvSpec:
                 python = spec[1]
         elif isinstance(dep, dict) and list(dep) == ["pip"]:
             items = _str_list(dep["pip"], f"{where}.pip")
-            pip = _pip_lines(items, f"{where}.pip", project_dir)  # as MLflow: the last one wins
+            pip = _pip_lines(items, f"{where}.pip", project_dir, reads=reads)  # as MLflow: the last one wins
         else:
             raise EnvSpecError(
                 f"{where}: invalid conda dependency {dep!r}",
@@ -250,7 +307,14 @@ def _looks_like_path_or_url(text: str) -> bool:
     return "://" in text or text.startswith((".", "/", "~")) or text.endswith((".whl", ".tar.gz", ".zip"))
 
 
-def _pip_lines(items: list[str], where: str, base: Path, seen: frozenset[Path] = frozenset()) -> tuple:
+def _pip_lines(
+    items: list[str],
+    where: str,
+    base: Path,
+    seen: frozenset[Path] = frozenset(),
+    *,
+    reads: list[Path] | None = None,
+) -> tuple:
     from packaging.utils import canonicalize_name  # the import budget: only pip sections need packaging
 
     lines: list[PipLine] = []
@@ -265,10 +329,12 @@ def _pip_lines(items: list[str], where: str, base: Path, seen: frozenset[Path] =
         if option is not None:
             target = item[len(option) :].strip().lstrip("=").strip()
             content, file = _read_requirements(base, target, f"{here}: {item[:200]!r}")
+            if reads is not None:
+                reads.append(file)
             if file in seen:
                 continue
             sub = _join_continuations(content)
-            nested = _pip_lines(sub, f"{file.name}: line", file.parent, seen | {file})
+            nested = _pip_lines(sub, f"{file.name}: line", file.parent, seen | {file}, reads=reads)
             constraint = option in ("-c", "--constraint")
             lines.extend(PipLine(p.text, p.name, p.constraint or constraint) for p in nested)
         elif item.startswith("-"):
@@ -323,7 +389,7 @@ def _join_continuations(content: str) -> list[str]:
 
 def _digest(obj: object) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
+    return sha256_hex(text.encode())[:HASH_LEN]
 
 
 def spec_canonical(spec: EnvSpec) -> dict:

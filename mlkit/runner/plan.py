@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from mlkit.digest import sha256_hex
 from mlkit.errors import UsageError
-from mlkit.runner.digest import sha256_hex
 
 if TYPE_CHECKING:  # only for annotations: importing them would load their packages
     from mlkit.project.command import ResolvedCommand

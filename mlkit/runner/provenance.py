@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mlkit import __version__
+from mlkit.digest import sha256_hex
 from mlkit.procid import hostname
-from mlkit.runner.digest import sha256_hex
 from mlkit.tracking.lost import ownership_tags as tags_of
 
 _SHA_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -119,7 +119,7 @@ def file_hash(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return sha256_hex(Path(path).read_bytes())  # no OpenSSL to load on every run (runner/digest.py)
+        return sha256_hex(Path(path).read_bytes())  # no OpenSSL to load on every run (mlkit/digest.py)
     except OSError:
         return None
 
