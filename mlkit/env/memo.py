@@ -29,6 +29,7 @@ from mlkit.errors import MlkitError
 MEMO_FILE = "env-memo.json"
 MAX_BYTES = 1 << 20  # a bigger file is not ours: ignored
 MAX_ENTRIES = 200  # per kind; the oldest go first
+MAX_FILE_BYTES = 64 << 20  # a bigger environment, requirements or lock file is never remembered
 _VERSION = 1
 
 
@@ -38,12 +39,22 @@ def key(*parts: object) -> str:
 
 
 def digest_file(path: str | os.PathLike[str]) -> str | None:
-    """The sha256 of a file's bytes; None when it cannot be read."""
+    """The sha256 of a regular file's bytes; None when there is none, it cannot be read or it is
+    over MAX_FILE_BYTES (a FIFO put in its place is not waited on)."""
     try:
-        with open(path, "rb") as fh:
-            return sha256_hex(fh.read())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return sha256_hex(fh.read(MAX_FILE_BYTES + 1))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def get(kind: str, memo_key: str) -> Any:
@@ -61,10 +72,14 @@ def put(kind: str, memo_key: str, value: Any) -> None:
             entries = memo[kind] = {}
         entries.pop(memo_key, None)
         entries[memo_key] = value
-        while len(entries) > MAX_ENTRIES:
-            entries.pop(next(iter(entries)))
         memo["v"] = _VERSION
-        data = json.dumps(memo, separators=(",", ":")).encode("utf-8")
+        while True:
+            data = json.dumps(memo, separators=(",", ":")).encode("utf-8")
+            if (len(entries) <= MAX_ENTRIES and len(data) <= MAX_BYTES) or not entries:
+                break
+            entries.pop(next(iter(entries)))  # the oldest first
+        if len(data) > MAX_BYTES:
+            return
         fd = fsio.open_dir(settings.cache_dir(), create=True)
         try:
             fsio.atomic_write(MEMO_FILE, data, mode=0o600, dir_fd=fd)

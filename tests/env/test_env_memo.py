@@ -145,3 +145,28 @@ def test_the_check_is_asked_again_when_the_installed_distributions_change(tmp_pa
     (site / "mlkit_memo_probe-1.2.dist-info").rename(site / "mlkit_memo_probe-0.9.dist-info")
     again = check_current(spec)
     assert not again.satisfied and "installed: 0.9" in again.reason
+
+
+def test_a_requirement_file_replaced_by_a_fifo_is_refused_not_waited_on(tmp_path):
+    """The memo hashes the -r files it was built from again on every use: one that became a FIFO
+    must not block that read (nothing would ever write it), and the file is then read as without a
+    memo, which refuses it."""
+    (tmp_path / "conda.yaml").write_text("dependencies:\n  - pip:\n    - -r requirements.txt\n")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("six\n")
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom mlkit.env import EnvRef\nfrom mlkit.env.spec import load_spec\n"
+        "from mlkit.errors import EnvSpecError\n"
+        "try:\n    print(load_spec(Path(sys.argv[1]), EnvRef('conda', 'conda.yaml')).hash)\n"
+        "except EnvSpecError as exc:\n    print('refused:', exc)\n"
+    )
+    env = {**os.environ, "MLKIT_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(REPO)}
+    first = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    assert first.returncode == 0 and len(first.stdout.strip()) == 16, first.stderr
+    reqs.unlink()
+    os.mkfifo(reqs)
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.startswith("refused:") and "requirements.txt" in second.stdout
