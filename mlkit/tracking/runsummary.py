@@ -36,6 +36,9 @@ from mlkit.tracking.entities import INT_TO_STATUS
 JOURNAL_FILE = ".mlkit-index.journal"
 JOURNAL_FOLD_BYTES = 2 << 20  # a writer folds a journal this large into the cache itself (~500 runs)
 RACY_NS = 1_000_000_000
+# The last bytes read of a metric file, kept with its offset: a file rewritten in place is told
+# from one appended to.
+TAIL_BYTES = 16
 KIND_DIRS = {"metric": "metrics", "param": "params", "tag": "tags"}
 KINDS = ("metric", "param", "tag")
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
@@ -143,23 +146,28 @@ class IndexedRun:
 def _read_metric(
     path: str, key: str, old: tuple[str, str, str] | None, now_ns: int | None
 ) -> tuple[str, str, str] | None:
-    """(latest value repr, sig, extra json [step, ts, count, offset, ino]) read from the last offset."""
+    """(latest value repr, sig, extra json [step, ts, count, offset, ino, tail]) read on from the
+    last offset. `tail` is the last bytes read (latin-1): a file rewritten in place rather than
+    appended to no longer has them before the offset, and is read again whole."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    start, count, best = 0, 0, None
+    start, count, best, tail = 0, 0, None, b""
     if old is not None and old[2]:
-        step, ts, old_count, offset, ino = json.loads(old[2])
-        if ino == st.st_ino and st.st_size >= offset:
-            start, count = offset, old_count
+        step, ts, old_count, offset, ino, *rest = json.loads(old[2])
+        if ino == st.st_ino and st.st_size >= offset and rest:  # an entry without a tail: read whole
+            start, count, tail = offset, old_count, rest[0].encode("latin-1")
             best = (step, ts, float(old[0])) if old_count else None
     try:
         with open(path, "rb") as fh:  # only up to the size stat'ed: later appends are seen next time
-            fh.seek(start)
-            data = fh.read(max(0, st.st_size - start))
+            fh.seek(start - len(tail))
+            data = fh.read(max(0, st.st_size - start + len(tail)))
     except OSError:
         return None
+    if data[: len(tail)] != tail:  # not what was read there before: rewritten, read it whole
+        return _read_metric(path, key, None, now_ns)
+    data = data[len(tail) :]
     try:
         metrics, consumed = files.parse_metric_lines(data, key, path)
     except MalformedMetricError:
@@ -172,11 +180,12 @@ def _read_metric(
         if best is None or cand > best:
             best = cand
     count += len(metrics)
+    tail = (tail + data[:consumed])[-TAIL_BYTES:]
     recent = now_ns is not None and now_ns - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS
     sig = "racy" if recent else f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_size}.{st.st_ino}"
-    if best is None:
-        return "", sig, json.dumps([0, 0, 0, start + consumed, st.st_ino])
-    return repr(best[2]), sig, json.dumps([best[0], best[1], count, start + consumed, st.st_ino])
+    step, ts, value = best if best is not None else (0, 0, None)
+    extra = json.dumps([step, ts, count, start + consumed, st.st_ino, tail.decode("latin-1")])
+    return ("" if value is None else repr(value)), sig, extra
 
 
 def read_run(
@@ -311,7 +320,7 @@ def _name(value: Any) -> bool:
 def _well_formed(entry: Any) -> bool:
     """True when a decoded journal line has exactly the shape `entry_of` writes: every kind one of
     KIND_DIRS (kinds are pasted into SQL as column names), every value of the type read_run
-    makes (a metric's value parses as a float, its extra is [step, ts, count, offset, ino])."""
+    makes (a metric's value parses as a float, its extra is [step, ts, count, offset, ino, tail])."""
     if not isinstance(entry, dict) or entry.get("v") != 1:
         return False
     kinds, info, sigs, values = entry.get("kinds"), entry.get("info"), entry.get("sigs"), entry.get("values")
@@ -338,14 +347,17 @@ def _well_formed(entry: Any) -> bool:
 
 
 def _metric_ok(value: str, extra_json: str) -> bool:
-    """A metric's cached value parses as a float, its extra is [step, ts, count, offset, ino]."""
+    """A metric's cached value parses as a float, its extra is [step, ts, count, offset, ino, tail]
+    (entries written before the tail have five: their file is read whole once)."""
     if value != "":
         float(value)  # ValueError: not ours (the caller skips the line)
     if extra_json == "":
         return True
     extra = json.loads(extra_json)
-    if not (isinstance(extra, list) and len(extra) == 5):
+    if not (isinstance(extra, list) and len(extra) in (5, 6)):
         return False
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in extra):
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in extra[:5]):
+        return False
+    if len(extra) == 6 and not (isinstance(extra[5], str) and len(extra[5]) <= TAIL_BYTES):
         return False
     return value != "" or extra[2] == 0  # a count of points needs a value

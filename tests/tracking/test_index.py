@@ -93,3 +93,33 @@ def test_read_only_index_location_still_answers(store: FileStore, store_root: Pa
     run_id = store.create_run("0").info.run_id
     (store_root / INDEX_FILE).mkdir()  # something in the way: the cache cannot be opened
     assert _ids(store, "") == {run_id}
+
+
+def _latest_acc(store: FileStore, run_id: str) -> float:
+    runs = FileStore(store.root).search_runs(["0"], "metrics.acc > -1")[0]
+    return next(r for r in runs if r.info.run_id == run_id).data.metrics["acc"]
+
+
+def test_a_metric_file_rewritten_in_place_longer_is_read_again_whole(
+    store: FileStore, store_root: Path
+) -> None:
+    """The cache reads a metric file on from where it stopped (MLflow and mlkit only append).
+    A file rewritten in place — truncated and written anew, same inode, longer than before (`cp`
+    of another run's file over it, an editor) — must not be read on from the old offset: the
+    bytes before it are checked, and a file that changed there is read whole."""
+    run_id = store.create_run("0").info.run_id
+    path = store.run_dir(run_id) / "metrics" / "acc"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("1000 0.1 0\n1001 0.2 1\n")
+    _settle(store_root)
+    assert _latest_acc(store, run_id) == 0.2  # cached, with its offset
+    inode = path.stat().st_ino
+    with open(path, "r+") as fh:  # in place: the same inode
+        fh.truncate(0)
+        fh.write("1000 0.7 9\n1001 0.95 1\n1002 0.5 2\n")
+    assert path.stat().st_ino == inode
+    _settle(store_root)
+    assert _latest_acc(store, run_id) == 0.7  # step 9, on the first line: the whole new file was read
+    with open(path, "a") as fh:  # and appends after that are still read on from the new offset
+        fh.write("1003 0.25 9\n")
+    assert _latest_acc(store, run_id) == 0.25
