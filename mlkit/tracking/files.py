@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -265,17 +266,27 @@ def path_from_uri(uri: str) -> Path | None:
     return None
 
 
+# An absolute, normalised path that path_to_uri() turns into "file://" + the path unchanged: no
+# character it would quote, no empty, "." or ".." segment. 12,500 runs returned by a search
+# resolve their artifact URIs by this string comparison instead of ~60 µs of pathlib each.
+_PLAIN_ABSOLUTE = re.compile(r"(/[A-Za-z0-9_~-][A-Za-z0-9_.~-]*)+")
+
+
 def path_to_uri(path: Path) -> str:
     """A file:// URI for an absolute path, as MLflow writes it."""
     return Path(path).absolute().as_uri()
 
 
-def resolve_artifact_uri(run_dir: Path, uri: str) -> str:
+def resolve_artifact_uri(run_dir: Path | str, uri: str) -> str:
     """The run's artifact URI as stored, or its `artifacts/` beside the data when the stored local
     path is gone (the store was moved); a remote URI as it is."""
+    here = f"{run_dir}/artifacts"
+    if uri == f"file://{here}" and _PLAIN_ABSOLUTE.fullmatch(here):
+        return uri  # where the run is now (as path_to_uri writes it): no need to look
+    run_dir = Path(run_dir)
     if uri.startswith("file://") and uri.endswith(f"{run_dir}/artifacts"):
         if uri == path_to_uri(run_dir / "artifacts"):
-            return uri  # where the run is now: no need to look
+            return uri
     stored = path_from_uri(uri)
     if stored is not None and stored.exists():
         return uri

@@ -64,7 +64,7 @@ def _row(run: IndexedRun) -> RunRow:
 def run_of(store: FileStore, run: IndexedRun) -> Run:
     """A Run entity from a complete index entry."""
     info = run.info
-    uri = resolve_artifact_uri(Path(run.run_dir), str(info.get("artifact_uri") or ""))
+    uri = resolve_artifact_uri(run.run_dir, str(info.get("artifact_uri") or ""))
     run_info = RunInfo(
         run_id=run.run_id,
         run_uuid=run.run_id,

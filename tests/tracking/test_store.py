@@ -235,3 +235,21 @@ def test_run_name_tag_renames_run(store: FileStore) -> None:
     store.delete_tag(run_id, "mlflow.runName")
     with pytest.raises(NotFoundError):
         store.delete_tag(run_id, "nope")
+
+
+@pytest.mark.parametrize("name", ["plain", "a b", "a%20b", ".hidden", "ünï"])
+def test_searched_runs_artifact_uri_is_mlflows_form_wherever_the_store_is(tmp_path: Path, name: str) -> None:
+    """search_runs takes a string comparison for plain paths and pathlib for the rest: both give
+    the URI MLflow writes (quoted where the path needs it), here and after the store moved."""
+    root = tmp_path / name / "mlruns"
+    first = FileStore(root)
+    run_id = first.create_run("0").info.run_id
+    first.close()
+    for where in (root, tmp_path / name / "moved"):
+        if where != root:
+            shutil.move(root, where)
+        store = FileStore(where)
+        found, _ = store.search_runs(["0"])
+        expected = (where / "0" / run_id / "artifacts").as_uri()
+        assert found[0].info.artifact_uri == store.get_run(run_id).info.artifact_uri == expected
+        store.close()
