@@ -104,6 +104,39 @@ def test_stale_lockfile_is_refused(tmp_path, kit, conda_channel):
         prepare_env(project, ref, "conda")
 
 
+def test_a_fresh_lockfile_is_parsed_once_and_a_change_to_either_file_is_seen(
+    tmp_path, kit, conda_channel, monkeypatch
+):
+    """The lockfile freshness check is remembered (mlkit.env.memo): the second run of a locked
+    project does not parse the lockfile again, and a changed conda.yaml or lockfile is checked anew."""
+    from mlkit.env import lockfile as lockfile_module
+
+    project, ref = project_with(tmp_path, kit, conda_channel)
+    make_lockfile(project, ref)
+    reads: list[Path] = []
+    real_read = lockfile_module.read_lockfile
+
+    def counting_read(path: Path):
+        reads.append(path)
+        return real_read(path)
+
+    monkeypatch.setattr(lockfile_module, "read_lockfile", counting_read)
+    first = prepare_env(project, ref, "conda")
+    parsed_by_first = len(reads)
+    assert parsed_by_first >= 1
+    assert prepare_env(project, ref, "conda").reused
+    assert len(reads) == parsed_by_first  # answered by the memo: not parsed again
+
+    lock = project / "conda-lock.yml"
+    lock.write_text(lock.read_text() + "# a comment\n")  # other bytes, the same lock: read again
+    assert prepare_env(project, ref, "conda").hash == first.hash
+    assert len(reads) > parsed_by_first
+
+    ref.path.write_text(ref.path.read_text().replace("[hello]", "[hello, world]"))
+    with pytest.raises(EnvSpecError, match="conda-lock.yml: out of date"):
+        prepare_env(project, ref, "conda")  # the spec changed: never answered from the memo
+
+
 def test_unsatisfiable_spec_is_one_line_and_leaves_nothing(tmp_path, kit, conda_channel):
     project, ref = project_with(tmp_path, kit, conda_channel, "['hello>=5']")
     with pytest.raises(EnvBuildError) as info:
