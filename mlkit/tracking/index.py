@@ -10,9 +10,10 @@ query re-stats what its answer depends on before trusting it:
 - for the runs returned: every directory and file of the run.
 
 A run whose signatures differ is re-read whole (metric files from the last offset: they are
-append-only; the 16 bytes before it are checked, and a file rewritten in place is read whole). Signatures taken less than a second after the change are stored as "racy" and
-re-checked next time (timestamps are coarse). Any SQLite error means "no cache": the answer is
-computed from the files, and a corrupt file is removed and rebuilt.
+append-only; the 16 bytes before it are checked, and a file rewritten in place is read whole).
+Signatures taken less than a second after the change are stored as "racy" and re-checked next
+time (timestamps are coarse). Any SQLite error means "no cache": the answer is computed from
+the files, and a corrupt file is removed and rebuilt.
 """
 
 from __future__ import annotations
