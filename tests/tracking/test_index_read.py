@@ -17,9 +17,9 @@ from mlkit.tracking.store import FileStore
 RUNS = ix._PROBE + 40  # past the probe: the rest is read one way or the other
 
 
-@pytest.fixture(scope="module")
-def many_runs(tmp_path_factory) -> tuple[Path, list[tuple[int, str, str, str, bool]]]:
-    root = tmp_path_factory.mktemp("store") / "mlruns"
+@pytest.fixture
+def many_runs(tmp_path: Path) -> tuple[Path, list[tuple[int, str, str, str, bool]]]:
+    root = tmp_path / "mlruns"
     store = FileStore(root)
     for i in range(RUNS):
         run_id = store.create_run("0", run_name=f"r{i}").info.run_id
