@@ -151,9 +151,11 @@ def _packages_hash(packages: list[LockedPackage]) -> str:
     return sha256_hex(json.dumps(rows).encode())[:HASH_LEN]
 
 
-def lockfile_content_hash(path: Path) -> str:
-    """The hash of what the lockfile installs (its packages: URLs and hashes), not of its text."""
-    return read_lockfile(path).content_hash
+def lockfile_hashes(path: Path) -> tuple[str, str | None]:
+    """(the hash of what the lockfile installs — its packages' URLs and hashes, not its text —,
+    the spec hash it was made from, None when another tool made it), from one read."""
+    lock = read_lockfile(path)
+    return lock.content_hash, lock.spec_hash
 
 
 def _build_number(build: str | None) -> int:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlkit import __version__
 from mlkit.env.ref import EnvRef
 from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
 
@@ -149,24 +148,14 @@ def container_env(request: ContainerRequest, image: str, image_id: str | None, *
 
 
 def _check_lock_fresh(spec: EnvSpec, lockfile: Path, project_dir: Path) -> None:
-    """Refuse a lockfile made from another version of the environment file. The answer depends
-    only on the lockfile's bytes and the spec's hash, so a fresh one is remembered (mlkit.env.memo)
-    and the lockfile (PyYAML, thousands of lines) is not parsed again on every run."""
-    from mlkit.env import memo  # the import budget: only runs of a locked environment use it
-    from mlkit.env.lockfile import read_lockfile  # the import budget: see load_spec
-
-    before = memo.digest_file(lockfile)
-    memo_key = memo.key("lock", before, spec.spec_hash, __version__) if before else None
-    if memo_key and memo.get("lock", memo_key) is True:
-        return
-    lock = read_lockfile(lockfile)
-    if lock.spec_hash and lock.spec_hash != spec.spec_hash:
+    """Refuse a lockfile made from another version of the environment file. load_spec read the
+    spec hash the lockfile records when it read the lockfile (and the env memo keeps it with the
+    spec, keyed by both files' bytes), so this is a comparison, not a second parse."""
+    if spec.lockfile_spec_hash and spec.lockfile_spec_hash != spec.spec_hash:
         raise EnvSpecError(
             f"{lockfile.name}: out of date: {spec.file_label} changed since it was locked",
             hint=f"run `mlkit env lock {project_dir}` again (or delete {lockfile.name})",
         )
-    if memo_key and memo.digest_file(lockfile) == before:  # not replaced while it was read
-        memo.put("lock", memo_key, True)
 
 
 def _path_with(bin_dir: str) -> str:

@@ -2,15 +2,15 @@
 conda.yaml / python_env.yaml has not changed does not import py-rattler and packaging (~40-50 ms
 of every `mlkit run` on a small VM) to validate it and check the current environment again.
 
-Three kinds of entry, each the answer of a pure function of what its key covers:
+Two kinds of entry, each the answer of a pure function of what its key covers:
 
 - `spec`: `load_spec`'s EnvSpec, keyed by the file's path and bytes, the lockfile's bytes, the
   running Python's X.Y, mlkit's version and the installed py-rattler and packaging versions; the
-  entry lists every `-r`/`-c` file read with its digest, checked again on every hit.
+  entry lists every `-r`/`-c` file read with its digest, checked again on every hit. With a
+  conda-lock.yml it holds the lockfile's content hash and the spec hash it was made from, so a
+  run of a locked environment neither parses the lockfile nor checks its freshness by reading it.
 - `check`: `check_current`'s answer, keyed by the spec's hash, this interpreter (path, version,
   platform: what pip markers read) and the distributions installed where it imports from.
-- `lock`: True when a conda-lock.yml was made from the spec (mlkit.env.manager), keyed by the
-  lockfile's bytes, the spec's hash and mlkit's version; a stale answer is never stored.
 
 It is a cache, never the truth: a memo that is missing, unreadable, malformed, too large, a link,
 not ours, or writable by another user is ignored (and replaced by the next write); a write that

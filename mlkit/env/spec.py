@@ -17,7 +17,7 @@ from mlkit import __version__
 from mlkit.digest import sha256_hex
 from mlkit.env import memo
 from mlkit.env.installed import installed_distributions
-from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_content_hash
+from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_hashes
 from mlkit.env.ref import HASH_LEN, EnvRef
 from mlkit.errors import EnvSpecError
 from mlkit.yamlsafe import decode_text, load_yaml, read_bounded
@@ -50,6 +50,7 @@ class EnvSpec:
     variables: dict[str, str] = field(default_factory=dict)  # conda.yaml `variables:`
     lockfile: Path | None = None
     lockfile_hash: str | None = None
+    lockfile_spec_hash: str | None = None  # the spec hash the lockfile was made from (mlkit's lockfiles)
     spec_hash: str = ""  # hash of the spec alone (ignores the lockfile)
     hash: str = ""  # the cache key: the lockfile's hash when there is one, else spec_hash
 
@@ -138,7 +139,8 @@ def _from_memo(memo_key: str | None, path: Path) -> EnvSpec | None:
             conda_deps=tuple(doc["conda_deps"]), pip=tuple(PipLine(t, n, bool(c)) for t, n, c in doc["pip"]),
             build_dependencies=tuple(doc["build_dependencies"]), python=doc["python"],
             variables=dict(doc["variables"]), lockfile=Path(doc["lockfile"]) if doc["lockfile"] else None,
-            lockfile_hash=doc["lockfile_hash"], spec_hash=doc["spec_hash"], hash=doc["hash"],
+            lockfile_hash=doc["lockfile_hash"], lockfile_spec_hash=doc["lockfile_spec_hash"],
+            spec_hash=doc["spec_hash"], hash=doc["hash"],
         )  # fmt: skip
     except (KeyError, TypeError, ValueError):
         return None  # an entry of another shape: read the file
@@ -154,7 +156,8 @@ def _to_memo(memo_key: str | None, spec: EnvSpec, reads: list[Path]) -> None:
         "kind": spec.kind, "name": spec.name, "channels": list(spec.channels), "conda_deps": list(spec.conda_deps),
         "pip": [[p.text, p.name, p.constraint] for p in spec.pip], "build_dependencies": list(spec.build_dependencies),
         "python": spec.python, "variables": spec.variables, "lockfile": str(spec.lockfile) if spec.lockfile else None,
-        "lockfile_hash": spec.lockfile_hash, "spec_hash": spec.spec_hash, "hash": spec.hash,
+        "lockfile_hash": spec.lockfile_hash, "lockfile_spec_hash": spec.lockfile_spec_hash,
+        "spec_hash": spec.spec_hash, "hash": spec.hash,
     }  # fmt: skip
     memo.put("spec", memo_key, {"reads": files, "spec": doc})
 
@@ -413,13 +416,16 @@ def spec_canonical(spec: EnvSpec) -> dict:
 def _with_hashes(spec: EnvSpec) -> EnvSpec:
     spec_hash = _digest(spec_canonical(spec))
     lockfile = spec.source.parent / LOCKFILE_NAME if spec.kind == "conda" else None
-    lock_hash = None
+    lock_hash = locked_from = None
     if lockfile is not None and lockfile.is_file():
-        lock_hash = lockfile_content_hash(lockfile)
+        lock_hash, locked_from = lockfile_hashes(lockfile)
     else:
         lockfile = None
     env_key = _digest({"v": 1, "lock": lock_hash}) if lock_hash else spec_hash
-    return replace(spec, spec_hash=spec_hash, lockfile=lockfile, lockfile_hash=lock_hash, hash=env_key)
+    return replace(
+        spec, spec_hash=spec_hash, lockfile=lockfile, lockfile_hash=lock_hash, lockfile_spec_hash=locked_from,
+        hash=env_key,
+    )  # fmt: skip
 
 
 def python_request(spec_python: str | None) -> str | None:
