@@ -286,7 +286,7 @@ def resolve_artifact_uri(run_dir: Path | str, uri: str) -> str:
     run_dir = Path(run_dir)
     if uri.startswith("file://") and uri.endswith(f"{run_dir}/artifacts"):
         if uri == path_to_uri(run_dir / "artifacts"):
-            return uri
+            return uri  # where the run is now, a path file:// quotes: no need to look either
     stored = path_from_uri(uri)
     if stored is not None and stored.exists():
         return uri
