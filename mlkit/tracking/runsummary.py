@@ -156,9 +156,16 @@ def _read_metric(
     start, count, best, tail = 0, 0, None, b""
     if old is not None and old[2]:
         step, ts, old_count, offset, ino, *rest = json.loads(old[2])
-        if ino == st.st_ino and st.st_size >= offset and rest:  # an entry without a tail: read whole
-            start, count, tail = offset, old_count, rest[0].encode("latin-1")
+        # Read on only from an offset that can be right (a journal line may say anything), with
+        # the tail read before it (a tail that is not one only costs a whole read); an entry
+        # without a tail is from before there were tails: read whole.
+        if rest and isinstance(rest[0], str):
+            tail = rest[0].encode("latin-1", "replace")
+        if tail and ino == st.st_ino and len(tail) <= offset <= st.st_size:
+            start, count = offset, old_count
             best = (step, ts, float(old[0])) if old_count else None
+        else:
+            tail = b""
     try:
         with open(path, "rb") as fh:  # only up to the size stat'ed: later appends are seen next time
             fh.seek(start - len(tail))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -123,3 +124,27 @@ def test_a_metric_file_rewritten_in_place_longer_is_read_again_whole(
     with open(path, "a") as fh:  # and appends after that are still read on from the new offset
         fh.write("1003 0.25 9\n")
     assert _latest_acc(store, run_id) == 0.25
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [1, 1000, 2, 3, None, "0.2 1\n0.2 1\n0.2 1\n"[:16]],  # an offset shorter than its tail
+        [1, 1000, 2, -5, None, ""],  # a negative offset, no tail
+        [1, 1000, 2, 10, None, "中文"],  # a tail that is no latin-1 text
+        [1, 1000, 2, 10_000, None, "x"],  # past the end of the file
+        [1, 1000, 2, 11, None, 7],  # a tail of the wrong type
+    ],
+)
+def test_a_cached_metric_entry_that_cannot_be_right_means_a_whole_read(tmp_path: Path, extra: list) -> None:
+    """A journal line may say anything its shape allows: whatever offset and tail it claims, the
+    metric is read whole and comes out as a fresh read gives it — never missing, never a traceback."""
+    from mlkit.tracking.runsummary import _read_metric
+
+    path = tmp_path / "acc"
+    path.write_text("1000 0.1 0\n1001 0.2 1\n")
+    fresh = _read_metric(str(path), "acc", None, None)
+    extra[4] = path.stat().st_ino
+    forged = _read_metric(str(path), "acc", ("0.99", "sig", json.dumps(extra)), None)
+    assert forged is not None and fresh is not None
+    assert forged[0] == fresh[0] == "0.2" and json.loads(forged[2])[:4] == json.loads(fresh[2])[:4]
