@@ -83,6 +83,9 @@ def _load_yaml(path: Path) -> object:
         raise EnvSpecError(f"{path.name}: cannot be read: {exc.strerror}") from None
 
 
+_REGENERATE = "regenerate it with `mlkit env lock` or `conda-lock --kind lock`"
+
+
 def read_lockfile(path: Path) -> Lockfile:
     label = path.name
     data = _load_yaml(path)
@@ -92,7 +95,7 @@ def read_lockfile(path: Path) -> Lockfile:
     if version != 1:
         raise EnvSpecError(
             f"{label}: version: {version!r} is not supported (mlkit reads conda-lock's version 1 format)",
-            hint="regenerate it with `mlkit env lock` or `conda-lock --kind lock`",
+            hint=_REGENERATE,
         )
     meta = data.get("metadata")
     if not isinstance(meta, dict):
@@ -100,9 +103,14 @@ def read_lockfile(path: Path) -> Lockfile:
     platforms = meta.get("platforms")
     if not isinstance(platforms, list) or not platforms:
         raise EnvSpecError(f"{label}: metadata.platforms: missing or empty")
-    channels = [c.get("url") if isinstance(c, dict) else str(c) for c in meta.get("channels") or []]
+    raw_channels = meta.get("channels") or []
+    if not isinstance(raw_channels, list):
+        raise EnvSpecError(f"{label}: metadata.channels: must be a list", hint=_REGENERATE)
+    channels = [c.get("url") if isinstance(c, dict) else str(c) for c in raw_channels]
     custom = meta.get("custom_metadata") or {}
-    vps = {k.split(".", 2)[2]: v for k, v in custom.items() if k.startswith("mlkit.virtual_packages.")}
+    if not isinstance(custom, dict):
+        raise EnvSpecError(f"{label}: metadata.custom_metadata: must be a mapping", hint=_REGENERATE)
+    vps = {k.split(".", 2)[2]: v for k, v in custom.items() if str(k).startswith("mlkit.virtual_packages.")}
     raw = data.get("package")
     if not isinstance(raw, list):
         raise EnvSpecError(f"{label}: package: must be a list")

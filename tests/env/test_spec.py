@@ -177,3 +177,33 @@ package:
 
 def test_no_env_file_has_no_hash(tmp_path):
     assert env_hash(tmp_path, None) is None
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        (
+            "{platforms: [linux-64], custom_metadata: [1, 2]}",
+            "conda-lock.yml: metadata.custom_metadata: must be a mapping",
+        ),
+        ("{platforms: [linux-64], channels: 5}", "conda-lock.yml: metadata.channels: must be a list"),
+    ],
+)
+def test_a_lockfile_of_the_wrong_shape_is_one_line_naming_the_key(tmp_path, kit, metadata, expected):
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(d / "conda-lock.yml", f"version: 1\nmetadata: {metadata}\npackage: []\n")
+    with pytest.raises(EnvSpecError) as info:
+        load_spec(d, conda_ref(f))
+    assert info.value.message == expected and "mlkit env lock" in info.value.hint
+
+
+def test_a_lockfile_with_other_keys_in_its_custom_metadata_is_read(tmp_path, kit):
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(
+        d / "conda-lock.yml",
+        "version: 1\nmetadata: {platforms: [linux-64], custom_metadata: {1: x, mlkit.spec_hash: abc}}\npackage: []\n",
+    )
+    spec = load_spec(d, conda_ref(f))
+    assert spec.lockfile_spec_hash == "abc" and spec.lockfile_hash
