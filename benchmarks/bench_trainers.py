@@ -24,6 +24,10 @@ augmentation) because the bare loops do none.
     python benchmarks/bench_trainers.py --out benchmarks/out            # GPU: ~3 minutes
     python benchmarks/bench_trainers.py --only cnn --seconds 5
     python benchmarks/bench_trainers.py --set cnn.batch=512 --set gan.size=32   # other shapes
+    python benchmarks/bench_trainers.py --only cnn --set cnn.batch=512 --set cnn.compile=1
+
+`--set TRAINER.compile=1` runs the trainer with `--compile 1` (torch.compile of its model); the
+bare loops stay eager, so the ratio is the compiled trainer against the same uncompiled references.
 
 Writes <out>/bench_trainers.json and <out>/bench_trainers.md. Needs torch, numpy and mlkit's own
 dependencies (pyyaml, psutil: the tracked runs); no scikit-learn, no network. On a machine
@@ -214,7 +218,8 @@ def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
     }
     for key in ("MLKIT_RUN_ID", "MLFLOW_RUN_ID"):
         env.pop(key, None)
-    argv = [sys.executable, "train.py", *args, "--device", str(dev), "--log-interval", str(log_interval)]
+    argv = [sys.executable, "train.py", *args, "--device", str(dev), "--log-interval", str(log_interval),
+            "--compile", str(cfg["compile"])]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=PROJECTS / name, env=env, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
@@ -242,14 +247,18 @@ def run_trainer(name, cfg, dev, steps, store: Path, log_interval: int):
 # ones the step is bound by kernel launches, and bf16 buys little over fp32 even in a bare loop);
 # the CPU version shrinks them. `--set trainer.key=N` changes one.
 CONFIGS = {
-    "cnn": dict(size=32, width=64, batch=1024, synthetic_size=50_000, warmup=20),
-    "rnn": dict(embed=64, hidden=1024, layers=2, batch=256, seq_len=256, warmup=10),
-    "gan": dict(size=64, nz=100, ngf=64, ndf=64, batch=512, synthetic_size=50_000, warmup=10, r1_gamma=1.0),
+    "cnn": dict(size=32, width=64, batch=1024, synthetic_size=50_000, warmup=20, compile=0),
+    "rnn": dict(embed=64, hidden=1024, layers=2, batch=256, seq_len=256, warmup=10, compile=0),
+    "gan": dict(
+        size=64, nz=100, ngf=64, ndf=64, batch=512, synthetic_size=50_000, warmup=10, r1_gamma=1.0, compile=0
+    ),
 }
 TINY = {
-    "cnn": dict(size=16, width=8, batch=64, synthetic_size=2_000, warmup=2),
-    "rnn": dict(embed=16, hidden=32, layers=1, batch=8, seq_len=32, warmup=2),
-    "gan": dict(size=16, nz=16, ngf=8, ndf=8, batch=64, synthetic_size=2_000, warmup=2, r1_gamma=1.0),
+    "cnn": dict(size=16, width=8, batch=64, synthetic_size=2_000, warmup=2, compile=0),
+    "rnn": dict(embed=16, hidden=32, layers=1, batch=8, seq_len=32, warmup=2, compile=0),
+    "gan": dict(
+        size=16, nz=16, ngf=8, ndf=8, batch=64, synthetic_size=2_000, warmup=2, r1_gamma=1.0, compile=0
+    ),
 }
 BARE = {"cnn": bare_classifier, "rnn": bare_lm, "gan": bare_gan}
 

@@ -13,6 +13,7 @@ unlisted GPU) gets FLOP/s only: no guessed peak.
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any
 
 import torch
@@ -65,9 +66,18 @@ class FlopCounter:
 
     def __init__(self) -> None:
         self._mode: Any = None
+        self._eager: Any = None
         self.total = 0
 
-    def start(self) -> None:
+    def start(self) -> bool:
+        """Count from now on; False (nothing counted) where counting would undo torch.compile."""
+        # A torch.compile'd model first called under a dispatch mode is never compiled, then or
+        # later: dynamo skips its frame for good. So the counted step runs eagerly (set_stance,
+        # torch >= 2.6) and the next step compiles; an older torch that has compiled something
+        # (dynamo is loaded) gets no count rather than a model that silently stays eager.
+        set_stance = getattr(torch.compiler, "set_stance", None)
+        if set_stance is None and "torch._dynamo" in sys.modules:
+            return False
         # import budget: the dispatch machinery loads only in a trainer that counts FLOPs
         from torch.utils._python_dispatch import TorchDispatchMode
         from torch.utils.flop_counter import flop_registry
@@ -85,14 +95,19 @@ class FlopCounter:
                     counter.total += _rnn_flops(packet.__name__, args)
                 return out
 
+        self._eager = set_stance("force_eager") if set_stance else None  # in force until stop()
         self._mode = _Count()
         self._mode.__enter__()
+        return True
 
     def stop(self) -> int:
         """The FLOPs counted since start()."""
         mode, self._mode = self._mode, None
         if mode is not None:
             mode.__exit__(None, None, None)
+        eager, self._eager = self._eager, None
+        if eager is not None:
+            eager.__exit__(None, None, None)  # back to the stance before start()
         return self.total
 
 

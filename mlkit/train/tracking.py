@@ -111,8 +111,8 @@ class MetricLogger:
 
     def count_flops(self) -> None:
         """Count the model FLOPs of the next step (up to the next `step()` call), once."""
-        self._counter = FlopCounter()
-        self._counter.start()
+        counter = FlopCounter()
+        self._counter = counter if counter.start() else None  # (no count: see FlopCounter.start)
 
     def step(self, step: int, count: int, **values) -> dict[str, float] | None:
         """Record one optimizer step; returns the logged values on a log step, else None."""

@@ -9,6 +9,9 @@ a grid of 64 samples from fixed noise is logged as samples/epoch_NNN.png (writte
     python projects/gan/train.py --epochs 1 --dry-run
     python projects/gan/check_samples.py --run-id <run-id>   # do the samples look like digits?
 
+`-P compile=1` compiles G, and D too when `-P r1_gamma=0`: torch.compile has no double backward,
+which the R1 penalty takes through D, so with R1 on (the default) D runs eagerly (param `compiled`).
+
 Expected result (default run, seed 0, CPU fp32): digit-like strokes from about epoch 10; after 200
 epochs check_samples.py's digits classifier recognises 62 % of 1,000 samples (from the EMA
 generator) with >= 0.9 confidence (held-out real digits: 99 %), all 10 classes present.
@@ -149,8 +152,9 @@ def build(args, rt: Runtime, channels: int) -> Training:
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
         t.step, t.epoch = ckpt["step"], ckpt["epoch"]
+    # torch.compile has no double backward, and R1 differentiates D twice: with R1 on, D stays eager
     t.G = wrap_ddp(torch.compile(raw_g) if args.compile else raw_g, rt)
-    t.D = wrap_ddp(torch.compile(raw_d) if args.compile else raw_d, rt)
+    t.D = wrap_ddp(torch.compile(raw_d) if args.compile and not args.r1_gamma else raw_d, rt)
     return t
 
 
@@ -165,8 +169,13 @@ def log_setup(tracker: Tracker, t: Training, x_all: torch.Tensor, rt: Runtime) -
             device_used=str(rt.device),
             world_size=rt.world_size,
             resumed_from_step=t.step,
+            compiled=",".join(name for name, m in (("G", t.G), ("D", t.D)) if is_compiled(m)),
         )
     )
+
+
+def is_compiled(model: torch.nn.Module) -> bool:
+    return hasattr(getattr(model, "module", model), "_orig_mod")  # (under DDP: .module)
 
 
 # -----------------------------------------------------------------------------

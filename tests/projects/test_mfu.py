@@ -124,3 +124,39 @@ def test_the_counted_step_is_not_a_throughput_sample(store_root):
     rates = store.get_metric_history(tracker.run_id, "samples_per_s")
     assert [m.step for m in rates] == [2, 4]
     assert rates[0].value > 4 * 2 / 0.5 * 5  # the window holds step 2 only, not step 1's half second
+
+
+def test_counting_a_compiled_models_step_leaves_it_compiled():
+    """`--compile 1` with MFU: the counted first step used to run a torch.compile'd model under the
+    counter's dispatch mode, and dynamo then skipped its frame for good: every step ran eagerly
+    (the CNN at batch 512 on an H200: the same speed with and without --compile). The counted step
+    runs eagerly now, counts what the plain model counts, and the next step compiles."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    model, x = _net(), torch.randn(4, 3, 8, 8)
+    compiled = torch.compile(model, backend="eager")  # dynamo's tracing without inductor's C++ build
+    with FlopCounterMode(display=False) as reference:
+        model(x).sum().backward()
+    counter = FlopCounter()
+    assert counter.start()
+    compiled(x).sum().backward()
+    assert counter.stop() == reference.get_total_flops() > 0
+    assert counters["stats"]["unique_graphs"] == 0  # the counted step itself ran eagerly
+    compiled(x).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
+def test_a_torch_without_set_stance_that_compiled_gets_no_count(monkeypatch):
+    """Before torch 2.6 there is no way to run one step of a compiled model eagerly: counting would
+    leave it uncompiled for the whole run, so nothing is counted (no FLOP/s, no mfu) instead."""
+    import torch._dynamo  # noqa: F401 - what torch.compile loads
+
+    monkeypatch.delattr(torch.compiler, "set_stance")
+    counter = FlopCounter()
+    assert counter.start() is False
+    _net()(torch.randn(4, 3, 8, 8)).sum().backward()
+    assert counter.stop() == 0

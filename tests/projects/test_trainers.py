@@ -207,6 +207,21 @@ def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("r1_gamma", "compiled"), [("1.0", "G"), ("0", "G,D")])
+def test_gan_compiles_what_torch_compile_can_differentiate(r1_gamma, compiled, train, the_run):
+    """`-P compile=1`: the R1 penalty is a double backward through D, which torch.compile refuses
+    ("does not currently support double backward") from the first compiled step on, so with R1 on
+    only G is compiled. Two steps: the first is the eager FLOP-counting one, the second compiles."""
+    r = train("gan", "--data", "synthetic", "--image-size", "8", "--synthetic-size", "64", "--batch-size", "32",
+              "--ngf", "8", "--ndf", "8", "--nz", "16", "--epochs", "1", "--compile", "1",
+              "--r1-gamma", r1_gamma, "--log-interval", "1", timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FINISHED" and run.data.params["compiled"] == compiled
+    assert math.isfinite(run.data.metrics["loss_d"])
+
+
+@pytest.mark.slow
 def test_gan_sample_check_script_runs_on_a_gan_run(train, the_run):
     """check_samples.py end to end on a one-epoch GAN (the quality number itself is in the README)."""
     r = train("gan", "--epochs", "1", "--image-size", "8", "--ngf", "8", "--ndf", "8", "--nz", "16")
