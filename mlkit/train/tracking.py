@@ -91,7 +91,9 @@ class MetricLogger:
     After `count_flops()`, the next step's model FLOPs are counted (once, mlkit.train.flops) and
     logged once as the metric `model_flops_per_step`; every log step then adds `flops_per_s` (the
     launch's model FLOP/s) and, on a device whose peak is known, `mfu`. The counted step itself,
-    slowed by the counting, is left out of every throughput sample.
+    slowed by the counting, is left out of every throughput sample. It runs eagerly, also for a
+    torch.compile'd model (which compiles on the next step); a torch older than 2.6, which cannot
+    run one step eagerly, counts nothing once it has compiled something (FlopCounter.start).
     """
 
     def __init__(
