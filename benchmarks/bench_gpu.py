@@ -78,6 +78,11 @@ def bench_tick(ticks: int, uuids: list[str]) -> dict:
     }
 
 
+PATTERN = ["off", "on", "on", "off"] * 3
+MIN_BLOCK_S = 1.0  # at least one tick of the 1 s sampler in each "on" block
+MIN_SECONDS = MIN_BLOCK_S * len(PATTERN) / 2  # --seconds is the "on" time: half the blocks
+
+
 def bench_training(seconds: float, uuid: str) -> dict:
     """Conv+linear training loop (bf16 autocast, SGD): iterations/s with the 1 s sampler off vs on."""
     import torch
@@ -114,7 +119,7 @@ def bench_training(seconds: float, uuid: str) -> dict:
     measure(3.0)  # warm-up: cuDNN autotune, clocks up
     # Alternate off/on blocks in an ABBA pattern (off,on,on,off,...) so clock and thermal drift,
     # which moves throughput by a few % over a minute on its own, cancels out.
-    pattern = ["off", "on", "on", "off"] * 3
+    pattern = PATTERN
     block = 2 * seconds / len(pattern)
     rates: dict[str, list[float]] = {"off": [], "on": []}
     ticks, energy = 0, 0.0
@@ -162,6 +167,11 @@ def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the results as one JSON document")
     args = parser.parse_args()
+    if args.seconds < MIN_SECONDS:  # shorter blocks than the sampler's interval measure nothing
+        parser.error(
+            f"--seconds {args.seconds:g}: each of the {len(PATTERN)} blocks must last >= "
+            f"{MIN_BLOCK_S:g} s for the 1 s sampler to tick inside it; use --seconds >= {MIN_SECONDS:g}"
+        )
 
     from mlkit.gpu import probe
 
