@@ -33,6 +33,7 @@ from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
 ENGINES = ("docker", "podman")
 ENGINE_CHOICES = ("auto", *ENGINES)
 CODE_DIR = "/mlflow/projects/code"  # MLflow's MLFLOW_DOCKER_WORKDIR_PATH
+CONTAINER_HOME = "/tmp"  # HOME for a container user the image does not know (engine_argv)
 NAME_PREFIX = "mlkit-"  # containers are named mlkit-<run id>
 CDI_DIRS = ("/etc/cdi", "/var/run/cdi")  # where podman looks for CDI specs
 _TAG_VERSION = b"mlkit-image-v1"
@@ -93,14 +94,17 @@ class ContainerEnv:
     user: str | None = None
     gpu_problem: str | None = None
     cdi_devices: frozenset[str] = field(default_factory=frozenset)
+    image_home: bool = False  # the image's config sets HOME (ENV HOME=... in its Dockerfile)
 
     @classmethod
-    def of(cls, request: ContainerRequest, image: str, image_id: str | None) -> ContainerEnv:
+    def of(
+        cls, request: ContainerRequest, image: str, image_id: str | None, image_home: bool = False
+    ) -> ContainerEnv:
         return cls(
             engine=request.engine.name, image=image, image_id=image_id, project_dir=request.project_dir,
             mount_code=not request.build_image, volumes=request.volumes, environment=request.environment,
             extra_args=request.extra_args, user=request.user, gpu_problem=request.engine.gpu_problem,
-            cdi_devices=request.engine.cdi_devices,
+            cdi_devices=request.engine.cdi_devices, image_home=image_home,
         )  # fmt: skip
 
 
@@ -144,6 +148,19 @@ def parse_docker_args(values: Sequence[str]) -> tuple[str, ...]:
 def names_user(extra_args: Sequence[str]) -> bool:
     """True when --docker-args sets the container's user itself."""
     return any(a in ("-u", "--user") for a in extra_args)
+
+
+def names_home(extra_args: Sequence[str]) -> bool:
+    """True when --docker-args may set HOME itself: `env=HOME=...`, `e=HOME`, or an env file."""
+    return any(
+        flag == "--env-file"
+        or (
+            flag in ("-e", "--env")
+            and i + 1 < len(extra_args)
+            and extra_args[i + 1].split("=", 1)[0] == "HOME"
+        )
+        for i, flag in enumerate(extra_args)
+    )
 
 
 def resolve_environment(entries: object, label: str) -> tuple[tuple[str, str | None], ...]:
@@ -323,8 +340,19 @@ def which_engine(choice: str = "auto") -> str:
 # ------------------------------------------------------------------------------ the image
 def image_id(engine: str, image: str) -> str | None:
     """The local image's id, None when the engine has no such image."""
-    code, out = _answer([engine, "image", "inspect", "--format", "{{.Id}}", image])
-    return out.strip().splitlines()[0] if code == 0 and out.strip() else None
+    facts = _image_facts(engine, image)
+    return facts[0] if facts else None
+
+
+def _image_facts(engine: str, image: str) -> tuple[str, bool] | None:
+    """(id, whether its config sets HOME) of a local image; None when the engine has no such image."""
+    code, out = _answer(
+        [engine, "image", "inspect", "--format", "{{.Id}}{{range .Config.Env}}\n{{.}}{{end}}", image]
+    )
+    lines = out.strip().splitlines()
+    if code != 0 or not lines:
+        return None
+    return lines[0].strip(), any(line.startswith("HOME=") for line in lines[1:])
 
 
 def _derived_id(engine: str, tag: str, base_id: str) -> str | None:
@@ -337,28 +365,30 @@ def _derived_id(engine: str, tag: str, base_id: str) -> str | None:
     return None
 
 
-def resolve_image(request: ContainerRequest, progress: Progress | None = None) -> tuple[str, str, bool]:
-    """(image to run, its id, built now): the base image (pulled when missing), or with
-    --build-image the derived image, built under the cache's per-key lock when it is not there."""
+def resolve_image(request: ContainerRequest, progress: Progress | None = None) -> tuple[str, str, bool, bool]:
+    """(image to run, its id, built now, its config sets HOME): the base image (pulled when
+    missing), or with --build-image the derived image (which keeps the base image's environment),
+    built under the cache's per-key lock when it is not there."""
     say = progress or (lambda _m: None)
     engine = request.engine.name
-    base_id = image_id(engine, request.image)
-    if base_id is None:
+    facts = _image_facts(engine, request.image)
+    if facts is None:
         say(f"pulling {request.image} with {engine}")
         code, out = _pull(engine, request.image)
-        base_id = image_id(engine, request.image) if code == 0 else None
-        if base_id is None:
+        facts = _image_facts(engine, request.image) if code == 0 else None
+        if facts is None:
             raise EnvBuildError(
                 f"docker_env.image {request.image}: {engine} has no such image and could not pull it: {_last_line(out)}",
                 hint=f"check the name, log in to its registry, or build it here ({engine} build -t {request.image} .)",
             )
+    base_id, home = facts
     if not request.build_image:
-        return request.image, base_id, False
+        return request.image, base_id, False, home
     tag = request.derived_tag
     found = _derived_id(engine, tag, base_id)
     if found is not None:
-        return tag, found, False
-    return _build_derived(request, tag, base_id, say)
+        return tag, found, False, home
+    return (*_build_derived(request, tag, base_id, say), home)
 
 
 def _pull(engine: str, image: str) -> tuple[int, str]:
@@ -510,6 +540,11 @@ def engine_argv(
         argv += ["-v", volume]
     merged: dict[str, str | None] = {k: v for k, v in variables.items() if v is not None}
     merged.update(env.environment)  # MLflow: the project's own entries win
+    if (env.user and not env.user.startswith("0:") and not env.image_home and "HOME" not in merged
+            and not names_home(env.extra_args)):  # fmt: skip
+        # the engine gives a uid the image's passwd does not know HOME=/, which that user cannot
+        # write: whatever caches under ~ (pip, torch.hub, matplotlib, Hugging Face) fails there
+        merged["HOME"] = CONTAINER_HOME
     for key, value in merged.items():
         argv += ["-e", key if value is None else f"{key}={value}"]  # None: the engine copies it
     if not gpu_uuids:  # under docker's nvidia runtime an image's NVIDIA_VISIBLE_DEVICES=all shows every GPU

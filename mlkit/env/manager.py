@@ -73,8 +73,8 @@ def prepare_env(
         # import budget: the container module loads only for docker_env projects
         from mlkit.env.container import resolve_image
 
-        image, image_id, built = resolve_image(container, progress)
-        return container_env(container, image, image_id, built=built)
+        image, image_id, built, image_home = resolve_image(container, progress)
+        return container_env(container, image, image_id, built=built, image_home=image_home)
     if env_ref is not None and env_ref.kind == "docker" and manager != "local":
         raise EnvSpecError(
             f"MLproject: docker_env (image {env_ref.image}) needs its container engine checked first",
@@ -116,7 +116,9 @@ def prepare_env(
     return _cached_build(spec, manager, project_dir, conda_exe=conda_exe, progress=progress, why=why)
 
 
-def container_env(request: ContainerRequest, image: str, image_id: str | None, *, built: bool) -> PreparedEnv:
+def container_env(
+    request: ContainerRequest, image: str, image_id: str | None, *, built: bool, image_home: bool = False
+) -> PreparedEnv:
     """The environment of a docker_env run: the command's `python` is the image's own, the tags
     are MLflow's (mlflow.docker.image.uri / .id) and mlkit's (engine, env manager)."""
     # import budget: the container module loads only for docker_env projects
@@ -143,7 +145,7 @@ def container_env(request: ContainerRequest, image: str, image_id: str | None, *
         reused=not built,
         message=f"{verb} image {image} ({engine}{', ' + image_id[:19] if image_id else ''})",
         tags=tags,
-        container=ContainerEnv.of(request, image, image_id),
+        container=ContainerEnv.of(request, image, image_id, image_home),
     )
 
 

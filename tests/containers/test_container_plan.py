@@ -22,7 +22,7 @@ A, B = "GPU-aaaaaaaa-0000-0000-0000-000000000001", "GPU-bbbbbbbb-0000-0000-0000-
 
 def _env(engine: str, **kw) -> ContainerEnv:
     return ContainerEnv(engine=engine, image="img:1", image_id="sha256:1", project_dir=Path("/p"),
-                        mount_code=True, user="1000:1000", **kw)  # fmt: skip
+                        mount_code=True, **{"user": "1000:1000", **kw})  # fmt: skip
 
 
 def _argv(env: ContainerEnv, uuids=(), variables=None) -> list[str]:
@@ -72,6 +72,46 @@ def test_no_gpu_leased_means_none_visible_and_copied_variables_stay_out_of_the_a
     assert ("-e", "NVIDIA_VISIBLE_DEVICES=void") in pairs  # the nvidia runtime shows no GPU
     assert ("-e", "SECRET") in pairs and ("-e", "GIVEN=1") in pairs  # the engine copies SECRET itself
     assert "NVIDIA_VISIBLE_DEVICES=void" not in _argv(_env("docker"), [A])
+
+
+def test_a_user_the_image_does_not_know_gets_home_tmp_unless_someone_chose_a_home():
+    """mlkit runs the container as the caller's uid, which the image's passwd does not know: the
+    engine would set HOME=/ (not writable). HOME=/tmp then, unless root runs it, the image's
+    config sets HOME, the project's environment does, or --docker-args may (env=HOME=..., an env file)."""
+
+    def home(**kw) -> list[str]:
+        argv = _argv(_env("docker", **kw))
+        return [
+            b
+            for a, b in zip(argv, argv[1:], strict=False)
+            if a in ("-e", "--env") and b.split("=")[0] == "HOME"
+        ]
+
+    assert home() == ["HOME=/tmp"]
+    assert home(user="0:0") == []  # root: the image's /etc/passwd has root's home
+    assert home(user=None) == []  # --docker-args user=...: the user chose who runs it
+    assert home(image_home=True) == []  # ENV HOME=... in the image
+    assert home(environment=(("HOME", "/work"),)) == ["HOME=/work"]
+    assert home(environment=(("HOME", None),)) == ["HOME"]  # copied from this environment by the engine
+    assert home(extra_args=parse_docker_args(["env=HOME=/x"])) == ["HOME=/x"]  # the user's own only
+    assert home(extra_args=parse_docker_args(["e=HOME"])) == ["HOME"]
+    assert home(extra_args=parse_docker_args(["env-file=/f"])) == []  # it may set HOME: left to it
+    assert home(extra_args=parse_docker_args(["env=OTHER=1", "shm-size=1g"])) == ["HOME=/tmp"]
+
+
+def test_an_images_own_home_is_read_from_its_config(monkeypatch):
+    """One `image inspect` gives the id and the config's environment: ENV HOME=... is respected."""
+    from mlkit.env import container as ctr
+
+    answers = {"with": "sha256:a\nPATH=/usr/bin\nHOME=/home/app\n", "without": "sha256:b\nPATH=/usr/bin\n",
+               "homeless": "sha256:c\nNOTHOME=/x\n"}  # fmt: skip
+    monkeypatch.setattr(ctr, "_answer", lambda argv: (0, answers[argv[-1]]))
+    assert ctr._image_facts("docker", "with") == ("sha256:a", True)
+    assert ctr._image_facts("docker", "without") == ("sha256:b", False)
+    assert ctr._image_facts("docker", "homeless") == ("sha256:c", False)
+    assert ctr.image_id("podman", "with") == "sha256:a"
+    monkeypatch.setattr(ctr, "_answer", lambda argv: (125, "Error: no such image"))
+    assert ctr._image_facts("docker", "gone") is None
 
 
 def test_derived_tag_is_a_valid_reference_for_any_project_name():

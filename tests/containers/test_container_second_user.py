@@ -14,12 +14,14 @@ import stat
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import missing
 from ctr_support import BASE_TAG, MLKIT_IN_IMAGE, REPO
-from second_user import AVAILABLE, NOBODY, WHY_NOT, make_box
+from second_user import AVAILABLE, WHY_NOT, make_box
 
 pytestmark = pytest.mark.container
 
@@ -34,8 +36,12 @@ print(json.dumps({"status": result.status, "exit_code": result.exit_code, "run_i
 """
 
 
-@pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
-def test_files_the_container_writes_belong_to_the_user_who_ran_mlkit(container_engines):
+@contextmanager
+def _run_as(
+    container_engines, uid: int, train_py: str
+) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+    """`run_project` of a docker_env project whose entry point is `train_py`, by the real user
+    `uid` (setpriv) in a box of its own; (the finished process, that user's home) inside it."""
     env = container_engines["docker"]
     if isinstance(env, str):
         missing(env)
@@ -52,31 +58,58 @@ def test_files_the_container_writes_belong_to_the_user_who_ran_mlkit(container_e
                 + textwrap.indent(MLKIT_IN_IMAGE.strip(), "  ")
                 + "\nentry_points:\n  main:\n    command: python train.py\n"
             )
-            (proj / "train.py").write_text(
-                "import os, mlkit\n"
-                "mlkit.log_metric('loss', 0.5)\n"
-                "run = os.path.join(os.environ['MLKIT_TRACKING_URI'], os.environ['MLKIT_EXPERIMENT_ID'],"
-                " os.environ['MLKIT_RUN_ID'])\n"
-                "open(os.path.join(run, 'artifacts', 'inside.txt'), 'w').write(str(os.getuid()))\n"
-            )
+            (proj / "train.py").write_text(train_py)
             home = box / "home"
             home.mkdir()
-            os.chown(home, 65534, 65534)
+            os.chown(home, uid, uid)
+            who = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
             done = subprocess.run(
-                [*NOBODY, sys.executable, "-c", RUN, str(proj)], cwd=home, capture_output=True, text=True,
+                [*who, sys.executable, "-c", RUN, str(proj)], cwd=home, capture_output=True, text=True,
                 env={**os.environ, **env, "PYTHONPATH": str(REPO), "HOME": str(home),
                      "MLKIT_TRACKING_URI": str(home / "mlruns"), "MLKIT_ENV_DIR": str(home / "envs"),
                      "MLKIT_STATE_DIR": str(home / "state"), "MLKIT_CACHE_DIR": str(home / "cache")},
                 timeout=120,
             )  # fmt: skip
-            assert done.returncode == 0, done.stderr
-            result = json.loads(done.stdout.strip().splitlines()[-1])
-            assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
-            run_dir = home / "mlruns" / "0" / result["run_id"]
-            assert (run_dir / "artifacts" / "inside.txt").read_text() == "65534"
-            assert (run_dir / "metrics" / "loss").is_file()
-            owners = {(p.stat().st_uid, p.stat().st_gid) for p in run_dir.rglob("*")}
-            assert owners == {(65534, 65534)}
+            yield done, home
         finally:
             sock.chmod(stat.S_IMODE(before[0]))
             sock.parent.chmod(stat.S_IMODE(before[1]))
+
+
+@pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
+def test_files_the_container_writes_belong_to_the_user_who_ran_mlkit(container_engines):
+    train_py = (
+        "import os, mlkit\n"
+        "mlkit.log_metric('loss', 0.5)\n"
+        "run = os.path.join(os.environ['MLKIT_TRACKING_URI'], os.environ['MLKIT_EXPERIMENT_ID'],"
+        " os.environ['MLKIT_RUN_ID'])\n"
+        "open(os.path.join(run, 'artifacts', 'inside.txt'), 'w').write(str(os.getuid()))\n"
+    )
+    with _run_as(container_engines, 65534, train_py) as (done, home):
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
+        run_dir = home / "mlruns" / "0" / result["run_id"]
+        assert (run_dir / "artifacts" / "inside.txt").read_text() == "65534"
+        assert (run_dir / "metrics" / "loss").is_file()
+        owners = {(p.stat().st_uid, p.stat().st_gid) for p in run_dir.rglob("*")}
+        assert owners == {(65534, 65534)}
+
+
+@pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
+def test_a_user_the_image_does_not_know_gets_a_home_it_can_write(container_engines):
+    """uid 4242 is not in the image's passwd: the engine alone would set HOME=/, which that user
+    cannot write, and anything caching under ~ (pip, torch.hub, matplotlib) fails. mlkit sets
+    HOME=/tmp for such a user (an image's own ENV HOME, or the project's, is left alone)."""
+    train_py = (
+        "import os, mlkit\n"
+        "cache = os.path.join(os.path.expanduser('~'), '.cache', 'tool')\n"
+        "os.makedirs(cache)\n"
+        "open(os.path.join(cache, 'x'), 'w').write('cached')\n"
+        "mlkit.log_param('home', os.environ['HOME'])\n"
+    )
+    with _run_as(container_engines, 4242, train_py) as (done, home):
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
+        assert (home / "mlruns" / "0" / result["run_id"] / "params" / "home").read_text() == "/tmp"
