@@ -37,11 +37,9 @@ print(json.dumps({"status": result.status, "exit_code": result.exit_code, "run_i
 
 
 @contextmanager
-def _run_as(
-    container_engines, uid: int, train_py: str
-) -> Iterator[tuple[subprocess.CompletedProcess[str], Path]]:
+def _run_as(container_engines, uid: int, train_py: str) -> Iterator[Path]:
     """`run_project` of a docker_env project whose entry point is `train_py`, by the real user
-    `uid` (setpriv) in a box of its own; (the finished process, that user's home) inside it."""
+    `uid` (setpriv) in a box of its own; checks the run FINISHED and gives its directory."""
     env = container_engines["docker"]
     if isinstance(env, str):
         missing(env)
@@ -70,7 +68,10 @@ def _run_as(
                      "MLKIT_STATE_DIR": str(home / "state"), "MLKIT_CACHE_DIR": str(home / "cache")},
                 timeout=120,
             )  # fmt: skip
-            yield done, home
+            assert done.returncode == 0, done.stderr
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
+            yield home / "mlruns" / "0" / result["run_id"]
         finally:
             sock.chmod(stat.S_IMODE(before[0]))
             sock.parent.chmod(stat.S_IMODE(before[1]))
@@ -85,11 +86,7 @@ def test_files_the_container_writes_belong_to_the_user_who_ran_mlkit(container_e
         " os.environ['MLKIT_RUN_ID'])\n"
         "open(os.path.join(run, 'artifacts', 'inside.txt'), 'w').write(str(os.getuid()))\n"
     )
-    with _run_as(container_engines, 65534, train_py) as (done, home):
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
-        run_dir = home / "mlruns" / "0" / result["run_id"]
+    with _run_as(container_engines, 65534, train_py) as run_dir:
         assert (run_dir / "artifacts" / "inside.txt").read_text() == "65534"
         assert (run_dir / "metrics" / "loss").is_file()
         owners = {(p.stat().st_uid, p.stat().st_gid) for p in run_dir.rglob("*")}
@@ -108,8 +105,5 @@ def test_a_user_the_image_does_not_know_gets_a_home_it_can_write(container_engin
         "open(os.path.join(cache, 'x'), 'w').write('cached')\n"
         "mlkit.log_param('home', os.environ['HOME'])\n"
     )
-    with _run_as(container_engines, 4242, train_py) as (done, home):
-        assert done.returncode == 0, done.stderr
-        result = json.loads(done.stdout.strip().splitlines()[-1])
-        assert (result["status"], result["exit_code"]) == ("FINISHED", 0), done.stderr
-        assert (home / "mlruns" / "0" / result["run_id"] / "params" / "home").read_text() == "/tmp"
+    with _run_as(container_engines, 4242, train_py) as run_dir:
+        assert (run_dir / "params" / "home").read_text() == "/tmp"
