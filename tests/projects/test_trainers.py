@@ -211,7 +211,8 @@ def test_ddp_two_processes_on_cpu_log_one_run_once(store_root, the_run):
 def test_gan_compiles_what_torch_compile_can_differentiate(r1_gamma, compiled, train, the_run):
     """`-P compile=1`: the R1 penalty is a double backward through D, which torch.compile refuses
     ("does not currently support double backward") from the first compiled step on, so with R1 on
-    only G is compiled. Two steps: the first is the eager FLOP-counting one, the second compiles."""
+    only G is compiled (on a CPU; see the next test for CUDA). Two steps: the first is the eager
+    FLOP-counting one, the second compiles."""
     r = train("gan", "--data", "synthetic", "--image-size", "8", "--synthetic-size", "64", "--batch-size", "32",
               "--ngf", "8", "--ndf", "8", "--nz", "16", "--epochs", "1", "--compile", "1",
               "--r1-gamma", r1_gamma, "--log-interval", "1", timeout=300)  # fmt: skip
@@ -219,6 +220,22 @@ def test_gan_compiles_what_torch_compile_can_differentiate(r1_gamma, compiled, t
     run = the_run()
     assert run.info.status == "FINISHED" and run.data.params["compiled"] == compiled
     assert math.isfinite(run.data.metrics["loss_d"])
+
+
+def test_gan_compiles_g_off_cuda_only_and_d_only_without_r1(project_module):
+    """On an H200 (torch 2.11) the compiled G failed its first backward: inductor's backward of its
+    channels_last transposed convolutions asserted a stride the real op did not produce."""
+    from types import SimpleNamespace
+
+    import torch
+
+    what = project_module("gan", "train").what_to_compile
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert what(SimpleNamespace(compile=0, r1_gamma=0.0), cpu) == (False, False)
+    assert what(SimpleNamespace(compile=1, r1_gamma=1.0), cpu) == (True, False)
+    assert what(SimpleNamespace(compile=1, r1_gamma=0.0), cpu) == (True, True)
+    assert what(SimpleNamespace(compile=1, r1_gamma=1.0), cuda) == (False, False)
+    assert what(SimpleNamespace(compile=1, r1_gamma=0.0), cuda) == (False, True)
 
 
 @pytest.mark.slow
