@@ -338,12 +338,6 @@ def which_engine(choice: str = "auto") -> str:
 
 
 # ------------------------------------------------------------------------------ the image
-def image_id(engine: str, image: str) -> str | None:
-    """The local image's id, None when the engine has no such image."""
-    facts = _image_facts(engine, image)
-    return facts[0] if facts else None
-
-
 def _image_facts(engine: str, image: str) -> tuple[str, bool] | None:
     """(id, whether its config sets HOME) of a local image; None when the engine has no such image."""
     code, out = _answer(

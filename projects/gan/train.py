@@ -167,7 +167,7 @@ def what_to_compile(args, device: torch.device) -> tuple[bool, bool]:
     return bool(args.compile) and device.type != "cuda", bool(args.compile) and not args.r1_gamma
 
 
-def log_setup(tracker: Tracker, t: Training, x_all: torch.Tensor, rt: Runtime) -> None:
+def log_setup(tracker: Tracker, t: Training, x_all: torch.Tensor, rt: Runtime, args) -> None:
     """Params the flags do not say: what was built, and where it runs."""
     tracker.log_params(
         dict(
@@ -178,13 +178,9 @@ def log_setup(tracker: Tracker, t: Training, x_all: torch.Tensor, rt: Runtime) -
             device_used=str(rt.device),
             world_size=rt.world_size,
             resumed_from_step=t.step,
-            compiled=",".join(name for name, m in (("G", t.G), ("D", t.D)) if is_compiled(m)),
+            compiled=",".join(n for n, on in zip("GD", what_to_compile(args, rt.device), strict=True) if on),
         )
     )
-
-
-def is_compiled(model: torch.nn.Module) -> bool:
-    return hasattr(getattr(model, "module", model), "_orig_mod")  # (under DDP: .module)
 
 
 # -----------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def main(argv=None):
     tracker.start(vars(args))  # the flags as given, logged before anything else can fail
     x_all = load_data(args, rt)
     t = build(args, rt, channels=x_all.shape[1])
-    log_setup(tracker, t, x_all, rt)
+    log_setup(tracker, t, x_all, rt, args)
     epochs = 1 if args.dry_run else args.epochs
     logger = MetricLogger(tracker, args.log_interval, "samples", epochs * (len(x_all) // args.batch_size))
     # the same 64 latents every epoch, from their own generator: the grids are comparable

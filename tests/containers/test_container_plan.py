@@ -109,7 +109,7 @@ def test_an_images_own_home_is_read_from_its_config(monkeypatch):
     assert ctr._image_facts("docker", "with") == ("sha256:a", True)
     assert ctr._image_facts("docker", "without") == ("sha256:b", False)
     assert ctr._image_facts("docker", "homeless") == ("sha256:c", False)
-    assert ctr.image_id("podman", "with") == "sha256:a"
+    assert ctr._image_facts("podman", "with") == ("sha256:a", True)  # the same call for podman
     monkeypatch.setattr(ctr, "_answer", lambda argv: (125, "Error: no such image"))
     assert ctr._image_facts("docker", "gone") is None
 
