@@ -24,7 +24,7 @@ import resource
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,12 +321,23 @@ class RunIndex:
 
     # ------------------------------------------------------------------ queries
     def query(
-        self, exp_dirs: list[Path], keys: set[tuple[str, str]], attrs: set[str] | frozenset[str] = frozenset()
+        self,
+        exp_dirs: list[Path],
+        keys: set[tuple[str, str]],
+        attrs: set[str] | frozenset[str] = frozenset(),
+        tests: dict[tuple[str, str], Callable[[str | None], bool]] | None = None,
     ) -> list[IndexedRun]:
         """Every run in these experiment dirs with the values of `keys`, all checked fresh.
 
         `info` holds run_id, lifecycle_stage, start_time and the attributes named in `attrs`
         (fewer columns read is most of the speed); `complete()` fills in the rest.
+
+        `tests`: for some of `keys`, a test of the run's value (None when it has none) that every
+        run of the answer passes (a filter's clauses on that key). A cached run whose value, checked
+        fresh, fails it is left out without looking further — its meta.yaml and other keys do not
+        matter to an answer it is not in — and a run's cached params (immutable) are tested
+        first, so a run a param filter excludes costs no `stat` at all. Runs read from their files
+        are returned untested.
         """
         self.ingest(exp_dirs)
         now_ns = time.time_ns()
@@ -342,18 +353,18 @@ class RunIndex:
         marks = ",".join("?" * len(exp_ids))
         cached = {row[0]: row for row in self._select(
             f"SELECT run_id, exp_id, meta_sig, {', '.join(columns)} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
-        values: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {}
-        for kind, key in keys:
-            for run_id, value, sig, extra in self._select(
-                "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?", [kind, key]
-            ):
-                values.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
-        key_paths = [(kind, key, f"{KIND_DIRS[kind]}/{key}") for kind, key in keys]
+        # each key's cached values, checked in this order: params first (they need no stat)
+        checks = [
+            (kind, key, f"{KIND_DIRS[kind]}/{key}", (tests or {}).get((kind, key)), {
+                run_id: (value, sig, extra) for run_id, value, sig, extra in self._select(
+                    "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?", [kind, key])
+            })
+            for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k))
+        ]  # fmt: skip
         out: list[IndexedRun | None] = []
         todo: list[tuple[int, str, str, str, bool]] = []  # runs to read from their files
         changed: list[IndexedRun] = []
         seen: set[str] = set()
-        empty: dict[tuple[str, str], tuple[str, str, str]] = {}
         for exp_dir in exp_dirs:
             exp_id = exp_dir.name
             try:
@@ -369,12 +380,15 @@ class RunIndex:
                 seen.add(name)
                 run_dir = entry.path
                 row = cached.get(name)
-                mine = values.get(name, empty)
-                if row is not None and row[1] == exp_id and self._fresh(run_dir, row, mine, key_paths):
-                    info = dict(zip(columns, row[3:], strict=True))
-                    info["run_id"] = name
-                    out.append(IndexedRun(name, exp_id, run_dir, info, {"meta": row[2]}, mine))
-                    continue
+                if row is not None and row[1] == exp_id:
+                    mine = _checked_keys(run_dir, name, checks)
+                    if mine is _LEFT_OUT:
+                        continue
+                    if mine is not None and file_sig(f"{run_dir}/meta.yaml") == row[2]:
+                        info = dict(zip(columns, row[3:], strict=True))
+                        info["run_id"] = name
+                        out.append(IndexedRun(name, exp_id, run_dir, info, {"meta": row[2]}, mine))
+                        continue
                 # not cached, or changed since: read below (many at once: a few threads)
                 out.append(None)
                 todo.append((len(out) - 1, run_dir, name, exp_id, row is not None))
@@ -451,25 +465,6 @@ class RunIndex:
         except (StoreError, FileNotFoundError, NotADirectoryError):
             return None, False
 
-    @staticmethod
-    def _fresh(
-        run_dir: str,
-        row: tuple[Any, ...],
-        mine: dict[tuple[str, str], tuple[str, str, str]],
-        keys: list[tuple[str, str, str]],
-    ) -> bool:
-        """True when meta.yaml and the files of the queried keys are as cached (1 stat each)."""
-        if file_sig(f"{run_dir}/meta.yaml") != row[2]:
-            return False
-        for kind, key, rel in keys:
-            cached = mine.get((kind, key))
-            if cached is None:
-                if os.path.lexists(f"{run_dir}/{rel}"):
-                    return False  # the key appeared since
-            elif kind != "param" and file_sig(f"{run_dir}/{rel}") != cached[1]:
-                return False  # appended or rewritten (params are immutable)
-        return True
-
     def complete(self, runs: list[IndexedRun]) -> list[IndexedRun]:
         """The same runs with every attribute and key, each checked against its file."""
         now_ns = time.time_ns()
@@ -515,6 +510,32 @@ class RunIndex:
             changed.append(new)
         self._save(changed, [])
         return out
+
+
+_LEFT_OUT: dict[tuple[str, str], tuple[str, str, str]] = {}  # _checked_keys: the run fails a test
+
+
+def _checked_keys(
+    run_dir: str,
+    run_id: str,
+    checks: list[tuple[str, str, str, Callable[[str | None], bool] | None, dict[str, tuple[str, str, str]]]],
+) -> dict[tuple[str, str], tuple[str, str, str]] | None:
+    """A cached run's values of the queried keys when each is as cached (one `stat` per key file;
+    a param the run has needs none: params are immutable); None when one changed (the run is read
+    again); _LEFT_OUT when a checked value fails its key's test, so the run is not in the answer."""
+    mine: dict[tuple[str, str], tuple[str, str, str]] = {}
+    for kind, key, rel, test, known in checks:
+        value = known.get(run_id)
+        if value is None:
+            if os.path.lexists(f"{run_dir}/{rel}"):
+                return None  # the key appeared since
+        elif kind != "param" and file_sig(f"{run_dir}/{rel}") != value[1]:
+            return None  # appended or rewritten
+        else:
+            mine[(kind, key)] = value
+        if test is not None and not test(None if value is None else value[0]):
+            return _LEFT_OUT
+    return mine
 
 
 def _busy(exc: sqlite3.DatabaseError) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,10 +15,13 @@ from mlkit.tracking.files import resolve_artifact_uri
 from mlkit.tracking.index import IndexedRun
 from mlkit.tracking.search_grammar import (
     ATTRIBUTE,
+    METRIC,
+    Clause,
     RunRow,
     check_max_results,
     decode_page_token,
     encode_page_token,
+    holds,
     matches,
     parse_filter,
     parse_order_by,
@@ -51,9 +54,27 @@ def indexed_runs(
     experiment_ids: list[str] | str | None,
     keys: set[tuple[str, str]] | None = None,
     attrs: set[str] | None = None,
+    clauses: list[Clause] | None = None,
 ) -> list[IndexedRun]:
-    """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all)."""
-    return store.run_index().query(_exp_dirs(store, experiment_ids), keys or set(), attrs or set())
+    """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all).
+    Runs the cache knows to fail one of `clauses` on a key may be left out (RunIndex.query's tests);
+    the caller still applies every clause to what is returned."""
+    tests = {k: _key_test(k[0], [c for c in clauses if (c.type, c.key) == k]) for k in {
+        (c.type, c.key) for c in clauses or [] if c.type != ATTRIBUTE}}  # fmt: skip
+    return store.run_index().query(_exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests)
+
+
+def _key_test(kind: str, clauses: list[Clause]) -> Callable[[str | None], bool]:
+    """The clauses on one key as a test of a cached value (as IndexedRun.split reads it: a metric
+    is a float, '' when its file has no point; None when the run has no such key)."""
+
+    def test(raw: str | None) -> bool:
+        lhs: str | float | None = raw
+        if kind == METRIC and raw is not None:
+            lhs = float(raw) if raw != "" else None
+        return all(holds(c, lhs) for c in clauses)
+
+    return test
 
 
 def _row(run: IndexedRun) -> RunRow:
@@ -96,7 +117,7 @@ def search_rows(
     attrs = {c.key for c in clauses if c.type == ATTRIBUTE} | {o.key for o in order if o.type == ATTRIBUTE}
     stages = _view(run_view)
     rows = []
-    for run in indexed_runs(store, experiment_ids, keys, attrs):
+    for run in indexed_runs(store, experiment_ids, keys, attrs, clauses):
         if run.info.get("lifecycle_stage", ACTIVE) not in stages:
             continue
         row = _row(run)

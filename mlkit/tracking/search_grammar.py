@@ -300,20 +300,21 @@ def _lhs(row: RunRow, clause: Clause) -> Any:
     return row.info.get(clause.key)
 
 
+def holds(clause: Clause, lhs: Any) -> bool:
+    """True when a run whose value for the clause's key is `lhs` (None: it has none) satisfies the
+    clause (a missing key never matches, but IS NULL)."""
+    comparator = clause.comparator
+    if comparator == "IS NULL":
+        return lhs is None
+    if comparator == "IS NOT NULL":
+        return lhs is not None
+    return lhs is not None and bool(_OPS[comparator](lhs, clause.value))
+
+
 def matches(row: RunRow, clauses: list[Clause]) -> bool:
-    """True when the run satisfies every clause (a missing key never matches, but IS NULL)."""
+    """True when the run satisfies every clause."""
     for clause in clauses:
-        lhs = _lhs(row, clause)
-        comparator = clause.comparator
-        if comparator == "IS NULL":
-            ok = lhs is None
-        elif comparator == "IS NOT NULL":
-            ok = lhs is not None
-        elif lhs is None:
-            return False
-        else:
-            ok = _OPS[comparator](lhs, clause.value)
-        if not ok:
+        if not holds(clause, _lhs(row, clause)):
             return False
     return True
 

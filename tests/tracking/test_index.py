@@ -148,3 +148,41 @@ def test_a_cached_metric_entry_that_cannot_be_right_means_a_whole_read(tmp_path:
     forged = _read_metric(str(path), "acc", ("0.99", "sig", json.dumps(extra)), None)
     assert forged is not None and fresh is not None
     assert forged[0] == fresh[0] == "0.2" and json.loads(forged[2])[:4] == json.loads(fresh[2])[:4]
+
+
+def test_a_run_its_cached_params_exclude_costs_no_stat_and_the_rest_stay_exact(
+    store: FileStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A filter on a param leaves out every cached run whose param (immutable) fails it without a
+    `stat` of any of its files; the runs that pass are still checked against their files."""
+    import mlkit.tracking.index as index
+
+    runs = {}
+    for i in range(6):
+        run_id = store.create_run("0").info.run_id
+        store.log_param(run_id, "lr", "0.1" if i % 2 else "0.01")
+        store.log_metric(run_id, "acc", i / 10)
+        store.set_terminated(run_id, "FINISHED")
+        runs[run_id] = i
+    store.close()
+    _settle(store_root)
+    wanted = "params.lr = '0.01' and metrics.acc > 0.1"
+    assert _ids(store, wanted) == {r for r, i in runs.items() if i in (2, 4)}  # the cache is warm now
+    touched: list[str] = []
+
+    def counted(real):  # type: ignore[no-untyped-def]
+        def call(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            touched.append(str(path))
+            return real(path, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(index, "file_sig", counted(index.file_sig))
+    monkeypatch.setattr(index.os.path, "lexists", counted(os.path.lexists))
+    # run 0 (lr 0.01, acc 0.0) is appended to behind the cache's back: it must now match
+    run0 = next(r for r, i in runs.items() if i == 0)
+    with open(store.run_dir(run0) / "metrics" / "acc", "a") as fh:
+        fh.write(f"{int(time.time() * 1000)} 0.9 1\n")
+    assert _ids(store, wanted) == {r for r, i in runs.items() if i in (0, 2, 4)}
+    excluded = [str(store.run_dir(r)) for r, i in runs.items() if i % 2]
+    assert touched and not [p for p in touched if any(p.startswith(d + "/") for d in excluded)]
