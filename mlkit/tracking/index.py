@@ -40,22 +40,29 @@ from mlkit.tracking.runsummary import (  # noqa: F401  # re-exported: the index'
     parse_journal,
     read_meta,
     read_run,
+    stored_sig,
 )
 
 INDEX_FILE = ".mlkit-index.sqlite"
 BUSY_TIMEOUT_S = 15.0  # how long a query waits for another process's write to the cache
-SCHEMA_VERSION = 3  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key)
+SCHEMA_VERSION = (
+    4  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key); 4: exps
+)
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
-_OUR_TABLES = {"schema", "runs", "kv"}
+_OUR_TABLES = {"schema", "runs", "kv", "exps"}
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
 CREATE INDEX runs_exp ON runs (exp_id);
 CREATE TABLE kv (kind TEXT, key TEXT, run_id TEXT, value TEXT, sig TEXT, extra TEXT,
                  PRIMARY KEY (kind, key, run_id)) WITHOUT ROWID;
 CREATE INDEX kv_run ON kv (run_id);
+CREATE TABLE exps (exp_id TEXT PRIMARY KEY, sig TEXT);
 """
+# exps: an experiment directory's signature when the cache last held exactly the runs listed in it
+# (RunIndex.query). Version 3 (the same but exps) is brought up to 4 in place, keeping its rows.
+_V3_TO_V4 = "CREATE TABLE IF NOT EXISTS exps (exp_id TEXT PRIMARY KEY, sig TEXT)"
 
 
 class RunIndex:
@@ -90,25 +97,9 @@ class RunIndex:
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("CREATE TABLE IF NOT EXISTS schema (version INTEGER)")
                 row = conn.execute("SELECT version FROM schema").fetchone()
-                if row is None or row[0] != SCHEMA_VERSION:
-                    conn.execute("BEGIN IMMEDIATE")
-                    row = conn.execute("SELECT version FROM schema").fetchone()
-                    tables = {
-                        r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-                    }
-                    if not tables <= _OUR_TABLES:  # only our own tables are ever dropped
-                        conn.execute("ROLLBACK")
-                        conn.close()
-                        break
-                    if row is None or row[0] != SCHEMA_VERSION:  # another process may have won
-                        conn.execute("DROP TABLE IF EXISTS runs")
-                        conn.execute("DROP TABLE IF EXISTS kv")
-                        conn.execute("DELETE FROM schema")
-                        conn.execute("INSERT INTO schema VALUES (?)", (SCHEMA_VERSION,))
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
-                    conn.execute("COMMIT")
+                if (row is None or row[0] != SCHEMA_VERSION) and not _upgrade(conn):
+                    conn.close()  # only our own tables are ever dropped
+                    break
                 self._conn = conn
                 return conn
             except sqlite3.DatabaseError as exc:
@@ -169,8 +160,10 @@ class RunIndex:
             self._disabled = True
             return []
 
-    def _save(self, runs: list[IndexedRun], gone: list[str]) -> None:
-        if not runs and not gone:
+    def _save(self, runs: list[IndexedRun], gone: list[str], exp_sigs: dict[str, str] | None = None) -> None:
+        """Write these runs' rows, remove those of runs gone, and record experiment directory
+        signatures (query()), in one transaction."""
+        if not runs and not gone and not exp_sigs:
             return
         conn = self._connect()
         if conn is None:
@@ -199,6 +192,7 @@ class RunIndex:
                 "INSERT INTO kv VALUES (?, ?, ?, ?, ?, ?)",
                 [(kind, key, r.run_id, *v) for r in runs for (kind, key), v in r.values.items()],
             )
+            conn.executemany("INSERT OR REPLACE INTO exps VALUES (?, ?)", list((exp_sigs or {}).items()))
             conn.execute("COMMIT")
         except (sqlite3.DatabaseError, KeyError, TypeError, ValueError, IndexError):
             # busy past the timeout, disk full, an entry of the wrong shape: the cache is optional
@@ -333,75 +327,153 @@ class RunIndex:
         (fewer columns read is most of the speed); `complete()` fills in the rest.
 
         `tests`: for some of `keys`, a test of the run's value (None when it has none) that every
-        run of the answer passes (a filter's clauses on that key). A cached run whose value, checked
-        fresh, fails it is left out without looking further — its meta.yaml and other keys do not
-        matter to an answer it is not in — and a run's cached params (immutable) are tested
-        first, so a run a param filter excludes costs no `stat` at all. Runs read from their files
-        are returned untested.
+        run of the answer passes (a filter's clauses on that key). The cached runs go through the
+        keys one at a time, params first: a run whose value, checked fresh, fails its key's test
+        is left out there, and what it has not been checked for yet (its meta.yaml, its other
+        keys) is never looked at. A cached param needs no `stat` (params are immutable), so a run
+        a param filter excludes costs none at all. Runs read from their files are returned
+        untested.
         """
         self.ingest(exp_dirs)
         now_ns = time.time_ns()
-        exp_ids = [d.name for d in exp_dirs]
-        if not exp_ids:
+        if not exp_dirs:
             return []
-        orphans: list[str] = []  # journals claimed over a minute ago by a process now gone
+        dirs = {d.name: str(d) for d in exp_dirs}
+        marks = ",".join("?" * len(dirs))
+        where: dict[str, str] = dict(
+            self._select(f"SELECT run_id, exp_id FROM runs WHERE exp_id IN ({marks})", list(dirs))
+        )
+        # An experiment directory with the signature it had when the cache last held exactly the
+        # runs listed in it has the same entries (adding, removing or renaming one changes its
+        # mtime and ctime): its runs are the cached ones, and it is not listed again.
+        sigs = {exp_id: stored_sig(path, now_ns) for exp_id, path in dirs.items()}  # before listing
+        held = dict(self._select(f"SELECT exp_id, sig FROM exps WHERE exp_id IN ({marks})", list(dirs)))
+        same = {e for e, sig in sigs.items() if sig not in ("", "racy") and held.get(e) == sig}
+        listed, orphans = _listing([d for d in exp_dirs if d.name not in same])
+        left = [run_id for run_id, exp_id in where.items() if exp_id in same or listed.get(run_id) == exp_id]
+        todo = [run_id for run_id, exp_id in listed.items() if where.get(run_id) != exp_id]
+        listed.update((run_id, exp_id) for run_id, exp_id in where.items() if exp_id in same)
+        checked: list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]] = []
+        for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k)):
+            test, rel = (tests or {}).get((kind, key)), f"{KIND_DIRS[kind]}/{key}"
+            verdicts: dict[str | None, bool] = {}  # per value: a param has few (lr: 4 in 100,000 runs)
+            known = self._passing_params(key, test, verdicts) if kind == "param" and test else None
+            every = known is not None  # every cached run has the param: `known` holds those that pass
+            if known is None:
+                known = self._key_values(kind, key, left, len(where))
+            passed = []
+            for run_id in left:
+                value = known.get(run_id)
+                if value is None:
+                    if every:
+                        continue  # its cached param (immutable) fails the test
+                    if os.path.lexists(f"{dirs[listed[run_id]]}/{run_id}/{rel}"):
+                        todo.append(run_id)  # the key appeared since
+                        continue
+                elif kind != "param" and file_sig(f"{dirs[listed[run_id]]}/{run_id}/{rel}") != value[1]:
+                    todo.append(run_id)  # appended or rewritten
+                    continue
+                if test is not None:
+                    raw = None if value is None else value[0]
+                    ok = verdicts.get(raw)
+                    if ok is None:
+                        ok = verdicts[raw] = test(raw)
+                    if not ok:
+                        continue
+                passed.append(run_id)
+            left = passed
+            checked.append(((kind, key), known))
         columns = [
             "lifecycle_stage",
             "start_time",
             *sorted(set(attrs) & set(ATTR_COLUMNS) - {"lifecycle_stage", "start_time"}),
         ]
-        marks = ",".join("?" * len(exp_ids))
-        cached = {row[0]: row for row in self._select(
-            f"SELECT run_id, exp_id, meta_sig, {', '.join(columns)} FROM runs WHERE exp_id IN ({marks})", exp_ids)}  # fmt: skip
-        # each key's cached values, checked in this order: params first (they need no stat)
-        checks = [
-            (kind, key, f"{KIND_DIRS[kind]}/{key}", (tests or {}).get((kind, key)), {
-                run_id: (value, sig, extra) for run_id, value, sig, extra in self._select(
-                    "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?", [kind, key])
-            })
-            for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k))
-        ]  # fmt: skip
-        out: list[IndexedRun | None] = []
-        todo: list[tuple[int, str, str, str, bool]] = []  # runs to read from their files
-        changed: list[IndexedRun] = []
-        seen: set[str] = set()
-        for exp_dir in exp_dirs:
-            exp_id = exp_dir.name
-            try:
-                entries = list(os.scandir(exp_dir))
-            except OSError:
+        rows = self._runs_rows(left, ["meta_sig", *columns], len(where))
+        out: list[IndexedRun] = []
+        for run_id in left:
+            exp_id = listed[run_id]
+            run_dir = f"{dirs[exp_id]}/{run_id}"
+            row = rows.get(run_id)
+            if row is None or file_sig(f"{run_dir}/meta.yaml") != row[0]:
+                todo.append(run_id)  # its status, times or lifecycle changed: read it again
                 continue
-            for entry in entries:
-                name = entry.name
-                if name in RESERVED_EXPERIMENT_DIRS or name.startswith(".") or not entry.is_dir():
-                    if name.startswith(_CLAIMED) and _older_than_a_minute(entry.path):
-                        orphans.append(entry.path)
-                    continue
-                seen.add(name)
-                run_dir = entry.path
-                row = cached.get(name)
-                if row is not None and row[1] == exp_id:
-                    mine = _checked_keys(run_dir, name, checks)
-                    if mine is _LEFT_OUT:
-                        continue
-                    if mine is not None and file_sig(f"{run_dir}/meta.yaml") == row[2]:
-                        info = dict(zip(columns, row[3:], strict=True))
-                        info["run_id"] = name
-                        out.append(IndexedRun(name, exp_id, run_dir, info, {"meta": row[2]}, mine))
-                        continue
-                # not cached, or changed since: read below (many at once: a few threads)
-                out.append(None)
-                todo.append((len(out) - 1, run_dir, name, exp_id, row is not None))
-        olds = self._old_values_many([t[2] for t in todo if t[4]]) if todo else {}
-        for i, run in zip((t[0] for t in todo), _read_runs(todo, olds, now_ns), strict=True):
-            out[i] = run
-            if run is not None:
-                changed.append(run)
-        gone = [run_id for run_id in cached if run_id not in seen]
-        self._save(changed, gone)
+            info = dict(zip(columns, row[1:], strict=True))
+            info["run_id"] = run_id
+            mine = {k: known[run_id] for k, known in checked if run_id in known}
+            out.append(IndexedRun(run_id, exp_id, run_dir, info, {"meta": row[0]}, mine))
+        # not cached, or changed since: read from the files (many at once: a few threads)
+        reread = [(0, f"{dirs[listed[r]]}/{r}", r, listed[r], r in where) for r in todo]
+        olds = self._old_values_many([r for r in todo if r in where]) if todo else {}
+        read = _read_runs(reread, olds, now_ns)
+        changed = [run for run in read if run is not None]
+        # a listed experiment's signature is kept when the cache now holds exactly its runs: none
+        # unreadable (a run directory whose meta.yaml is not written yet), no journal left to fold
+        unsure = {listed[r] for r, run in zip(todo, read, strict=True) if run is None}
+        unsure |= {os.path.basename(os.path.dirname(path)) for path in orphans}
+        keep = {
+            e: sig for e, sig in sigs.items() if e not in same and e not in unsure and sig not in ("", "racy")
+        }
+        self._save(changed, [run_id for run_id in where if run_id not in listed], keep)
         if orphans:
             self.ingest([], orphans)
-        return [run for run in out if run is not None]
+        return out + changed
+
+    def _key_values(
+        self, kind: str, key: str, run_ids: list[str], cached: int
+    ) -> dict[str, tuple[str, str, str]]:
+        """run id -> cached (value, sig, extra) of one key: read by run id when the runs asked for
+        are a small part of the cached ones (`cached`), else the key's rows all at once."""
+        sql = "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?"
+        if len(run_ids) * _NARROW >= cached:
+            return {row[0]: row[1:] for row in self._select(sql, [kind, key])}
+        out: dict[str, tuple[str, str, str]] = {}
+        for i in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[i : i + _CHUNK]
+            rows = self._select(f"{sql} AND run_id IN ({','.join('?' * len(chunk))})", [kind, key, *chunk])
+            out.update((row[0], row[1:]) for row in rows)
+        return out
+
+    def _passing_params(
+        self, key: str, test: Callable[[str | None], bool], verdicts: dict[str | None, bool]
+    ) -> dict[str, tuple[str, str, str]] | None:
+        """run id -> cached (value, sig, extra) of param `key` where the value passes `test`, the
+        test run inside SQLite (once per distinct value, kept in `verdicts`), so the runs it
+        leaves out never become Python objects; None unless every cached run has the param (a run
+        without it must be checked for it on disk)."""
+        conn = self._connect()
+        count = (
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM kv WHERE kind = 'param' AND key = ?)"
+        )
+        counts = self._select(count, [key])
+        if conn is None or not counts or counts[0][0] != counts[0][1]:
+            return None
+
+        def keep(raw: str | None) -> bool:
+            ok = verdicts.get(raw)
+            if ok is None:
+                try:
+                    ok = verdicts[raw] = test(raw)
+                except Exception:  # noqa: BLE001  # never raise into SQLite: query() tests it again
+                    return True
+            return ok
+
+        conn.create_function("mlkit_keep", 1, keep, deterministic=True)
+        sql = (
+            "SELECT run_id, value, sig, extra FROM kv WHERE kind = 'param' AND key = ? AND mlkit_keep(value)"
+        )
+        return {row[0]: row[1:] for row in self._select(sql, [key])}
+
+    def _runs_rows(self, run_ids: list[str], columns: list[str], cached: int) -> dict[str, tuple[Any, ...]]:
+        """run id -> these columns of its cached row (by run id, or all rows when most are asked)."""
+        if len(run_ids) * _NARROW >= cached:
+            sql = f"SELECT run_id, {', '.join(columns)} FROM runs"
+            return {row[0]: row[1:] for row in self._select(sql, [])}
+        out: dict[str, tuple[Any, ...]] = {}
+        for i in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[i : i + _CHUNK]
+            sql = f"SELECT run_id, {', '.join(columns)} FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
+            out.update((row[0], row[1:]) for row in self._select(sql, chunk))
+        return out
 
     def recent(self, exp_dirs: list[Path], stages: tuple[str, ...], limit: int) -> list[IndexedRun] | None:
         """The first `limit` runs of these experiments in MLflow's default order (start_time DESC,
@@ -512,30 +584,53 @@ class RunIndex:
         return out
 
 
-_LEFT_OUT: dict[tuple[str, str], tuple[str, str, str]] = {}  # _checked_keys: the run fails a test
+_CHUNK = 500  # run ids per `IN (...)` (SQLite allows 32,766 parameters; small chunks plan well)
+_NARROW = 3  # read a key's values by run id when fewer than 1/_NARROW of the cached runs are left
 
 
-def _checked_keys(
-    run_dir: str,
-    run_id: str,
-    checks: list[tuple[str, str, str, Callable[[str | None], bool] | None, dict[str, tuple[str, str, str]]]],
-) -> dict[tuple[str, str], tuple[str, str, str]] | None:
-    """A cached run's values of the queried keys when each is as cached (one `stat` per key file;
-    a param the run has needs none: params are immutable); None when one changed (the run is read
-    again); _LEFT_OUT when a checked value fails its key's test, so the run is not in the answer."""
-    mine: dict[tuple[str, str], tuple[str, str, str]] = {}
-    for kind, key, rel, test, known in checks:
-        value = known.get(run_id)
-        if value is None:
-            if os.path.lexists(f"{run_dir}/{rel}"):
-                return None  # the key appeared since
-        elif kind != "param" and file_sig(f"{run_dir}/{rel}") != value[1]:
-            return None  # appended or rewritten
-        else:
-            mine[(kind, key)] = value
-        if test is not None and not test(None if value is None else value[0]):
-            return _LEFT_OUT
-    return mine
+def _listing(exp_dirs: list[Path]) -> tuple[dict[str, str], list[str]]:
+    """(run id -> experiment id of every run directory of these experiments, in listing order;
+    journals claimed over a minute ago, by a process now gone)."""
+    listed: dict[str, str] = {}
+    orphans: list[str] = []
+    for exp_dir in exp_dirs:
+        exp_id = exp_dir.name
+        try:
+            entries = list(os.scandir(exp_dir))
+        except OSError:
+            continue
+        for entry in entries:
+            name = entry.name
+            if name in RESERVED_EXPERIMENT_DIRS or name.startswith(".") or not entry.is_dir():
+                if name.startswith(_CLAIMED) and _older_than_a_minute(entry.path):
+                    orphans.append(entry.path)
+                continue
+            listed[name] = exp_id
+    return listed, orphans
+
+
+def _upgrade(conn: sqlite3.Connection) -> bool:
+    """Bring the cache to SCHEMA_VERSION under the write lock: version 3 in place (it lacks only
+    `exps`), any other rebuilt empty. False, changing nothing, when it holds a table not ours."""
+    conn.execute("BEGIN IMMEDIATE")
+    row = conn.execute("SELECT version FROM schema").fetchone()  # again: another process may have won
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables <= _OUR_TABLES:
+        conn.execute("ROLLBACK")
+        return False
+    if row is not None and row[0] == 3:
+        conn.execute(_V3_TO_V4)
+        conn.execute("UPDATE schema SET version = ?", (SCHEMA_VERSION,))
+    elif row is None or row[0] != SCHEMA_VERSION:
+        for table in ("exps", "runs", "kv"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute("DELETE FROM schema")
+        conn.execute("INSERT INTO schema VALUES (?)", (SCHEMA_VERSION,))
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+    conn.execute("COMMIT")
+    return True
 
 
 def _busy(exc: sqlite3.DatabaseError) -> bool:

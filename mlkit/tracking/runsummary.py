@@ -53,7 +53,7 @@ def file_sig(path: str) -> str:
     return f"{st.st_mtime_ns}.{st.st_ctime_ns}.{st.st_size}.{st.st_ino}"
 
 
-def _stored_sig(path: str, now_ns: int | None) -> str:
+def stored_sig(path: str, now_ns: int | None) -> str:
     """The signature to store: 'racy' (never matches) when the path changed within the last second;
     `now_ns` None: the writer that just replaced the file records it (see `record`)."""
     try:
@@ -77,14 +77,14 @@ def dir_sig(top: str, stored: str) -> str:
 
 def _walk(top: str, now_ns: int | None) -> tuple[str, list[str]]:
     """(signature of top and its subdirs, every file key under top), stat taken before listing."""
-    sigs = [_stored_sig(top, now_ns)]
+    sigs = [stored_sig(top, now_ns)]
     keys: list[str] = []
     base = len(top) + 1
     stack = [top]
     while stack:
         current = stack.pop()
         if current != top:
-            sigs.append(f"{current[base:]}={_stored_sig(current, now_ns)}")
+            sigs.append(f"{current[base:]}={stored_sig(current, now_ns)}")
         try:
             entries = list(os.scandir(current))
         except OSError:
@@ -210,7 +210,7 @@ def read_run(
     `now_ns`) is the same for the kind directories; `info`: read_meta's answer, when the caller has
     it (read after the signature was taken)."""
     dir_now = now_ns if dir_now_ns == -1 else dir_now_ns
-    meta_sig = _stored_sig(f"{run_dir}/meta.yaml", now_ns)
+    meta_sig = stored_sig(f"{run_dir}/meta.yaml", now_ns)
     info = read_meta(run_dir) if info is None else info
     run = IndexedRun(run_id, exp_id, run_dir, info, {"meta": meta_sig}, {}, kinds == KINDS)
     for kind in kinds:
@@ -221,7 +221,7 @@ def read_run(
             if kind == "metric":
                 entry = _read_metric(path, key, old.get((kind, key)), now_ns)
             else:
-                sig = _stored_sig(path, now_ns)
+                sig = stored_sig(path, now_ns)
                 try:
                     entry = (files.read_value(path), sig, "")  # a str path: no pathlib per file
                 except OSError:
@@ -254,7 +254,7 @@ def record(run_dir: Path, kinds: tuple[str, ...] = KINDS) -> bool:
     cache is optional, and a store that cannot take the line is searched from its files."""
     try:
         path = str(run_dir)
-        meta_sig = _stored_sig(f"{path}/meta.yaml", None)  # taken before reading: a later change shows
+        meta_sig = stored_sig(f"{path}/meta.yaml", None)  # taken before reading: a later change shows
         info = read_meta(path)
         ended = info["status"] in TERMINAL
         if ended:

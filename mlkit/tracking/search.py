@@ -59,8 +59,11 @@ def indexed_runs(
     """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all).
     Runs the cache knows to fail one of `clauses` on a key may be left out (RunIndex.query's tests);
     the caller still applies every clause to what is returned."""
-    tests = {k: _key_test(k[0], [c for c in clauses if (c.type, c.key) == k]) for k in {
-        (c.type, c.key) for c in clauses or [] if c.type != ATTRIBUTE}}  # fmt: skip
+    on_keys = [c for c in clauses or [] if c.type != ATTRIBUTE]
+    tests = {
+        k: _key_test(k[0], [c for c in on_keys if (c.type, c.key) == k])
+        for k in {(c.type, c.key) for c in on_keys}
+    }
     return store.run_index().query(_exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests)
 
 

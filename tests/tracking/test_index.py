@@ -17,7 +17,10 @@ def _settle(path: Path) -> None:
     """Age every file of the store past the racy window, as if written a while ago."""
     old = time.time() - 10
     for p in [path, *path.rglob("*")]:
-        os.utime(p, (old, old))
+        try:
+            os.utime(p, (old, old))
+        except FileNotFoundError:
+            continue  # the cache's -wal, say, removed as a connection closed
     time.sleep(RACY_NS / 1e9 + 0.05)  # ctimes are 'now': let them age too
 
 
@@ -186,3 +189,112 @@ def test_a_run_its_cached_params_exclude_costs_no_stat_and_the_rest_stay_exact(
     assert _ids(store, wanted) == {r for r, i in runs.items() if i in (0, 2, 4)}
     excluded = [str(store.run_dir(r)) for r, i in runs.items() if i % 2]
     assert touched and not [p for p in touched if any(p.startswith(d + "/") for d in excluded)]
+
+
+def _scandirs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The directories the search cache lists from now on."""
+    import mlkit.tracking.index as index
+
+    listed: list[str] = []
+    real = os.scandir
+
+    def counted(path):  # type: ignore[no-untyped-def]
+        listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(index.os, "scandir", counted)
+    return listed
+
+
+def test_an_experiment_directory_unchanged_since_it_was_listed_is_not_listed_again(
+    store: FileStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = store.create_run("0").info.run_id
+    store.log_param(first, "lr", "0.01")
+    store.close()
+    _settle(store_root)
+    assert _ids(store, "params.lr = '0.01'") == {first}  # folds the journal, a change to 0/ just now
+    time.sleep(RACY_NS / 1e9 + 0.05)
+    assert _ids(store, "params.lr = '0.01'") == {first}  # lists 0/ and records its signature
+    exp_dir = str(store_root / "0")
+    listed = _scandirs(monkeypatch)
+    assert _ids(store, "params.lr = '0.01'") == {first}
+    assert exp_dir not in listed
+    # any entry added, removed or renamed changes the directory: it is listed again
+    second = store.create_run("0").info.run_id
+    store.log_param(second, "lr", "0.01")
+    assert _ids(store, "params.lr = '0.01'") == {first, second}
+    assert exp_dir in listed
+    os.rename(store.run_dir(second), f"{exp_dir}/{'f' * 32}")
+    assert _ids(store, "params.lr = '0.01'") == {first, "f" * 32}
+    import shutil
+
+    shutil.rmtree(store.run_dir(first))
+    assert _ids(store, "params.lr = '0.01'") == {"f" * 32}
+
+
+def test_a_run_directory_listed_before_its_meta_yaml_was_written_is_found_once_it_is(
+    store: FileStore, store_root: Path
+) -> None:
+    """MLflow makes a run's directory, then writes meta.yaml into it (which leaves the experiment
+    directory as it was): a listing between the two must not be taken for the experiment's runs."""
+    done = store.create_run("0").info.run_id
+    store.log_param(done, "lr", "0.01")
+    store.close()
+    half = store_root / "0" / ("a" * 32)
+    (half / "params").mkdir(parents=True)
+    (half / "params" / "lr").write_text("0.01")
+    _settle(store_root)
+    assert _ids(store, "params.lr = '0.01'") == {done}  # folds the journal: 0/ changed just now
+    time.sleep(RACY_NS / 1e9 + 0.05)
+    assert _ids(store, "params.lr = '0.01'") == {done}  # `half` has no meta.yaml: skipped, as by MLflow
+    meta = (store.run_dir(done) / "meta.yaml").read_text().replace(done, "a" * 32)
+    (half / "meta.yaml").write_text(meta)  # 0/ itself is left as it was
+    assert _ids(store, "params.lr = '0.01'") == {done, "a" * 32}
+
+
+def test_a_param_written_behind_the_caches_back_into_a_run_that_had_none_is_found(
+    store: FileStore, store_root: Path
+) -> None:
+    with_lr = store.create_run("0").info.run_id
+    store.log_param(with_lr, "lr", "0.1")
+    without = store.create_run("0").info.run_id
+    store.close()
+    _settle(store_root)
+    assert _ids(store, "params.lr = '0.01'") == set()
+    (store.run_dir(without) / "params" / "lr").write_text("0.01")  # as MLflow writes a param
+    assert _ids(store, "params.lr = '0.01'") == {without}
+
+
+def test_a_version_3_cache_is_upgraded_in_place_keeping_its_runs(store: FileStore, store_root: Path) -> None:
+    import sqlite3
+
+    import mlkit.tracking.index as index
+
+    run_id = store.create_run("0").info.run_id
+    store.log_param(run_id, "lr", "0.01")
+    store.close()
+    _settle(store_root)
+    assert _ids(store, "params.lr = '0.01'") == {run_id}
+    with sqlite3.connect(store_root / INDEX_FILE) as conn:  # as version 3 left it: no exps table
+        conn.execute("DROP TABLE exps")
+        conn.execute("UPDATE schema SET version = 3")
+    conn.close()
+    time.sleep(RACY_NS / 1e9 + 0.05)  # 0/ changed when the search folded the journal
+    reads: list[str] = []
+    real = index.read_run
+
+    def counted(run_dir, *args, **kwargs):  # type: ignore[no-untyped-def]
+        reads.append(run_dir)
+        return real(run_dir, *args, **kwargs)
+
+    index.read_run = counted  # type: ignore[assignment]
+    try:
+        assert _ids(store, "params.lr = '0.01'") == {run_id}
+    finally:
+        index.read_run = real  # type: ignore[assignment]
+    assert reads == []  # answered from the rows version 3 held
+    with sqlite3.connect(store_root / INDEX_FILE) as conn:
+        assert conn.execute("SELECT version FROM schema").fetchone() == (index.SCHEMA_VERSION,)
+        assert conn.execute("SELECT count(*) FROM exps").fetchone() == (1,)
+    conn.close()
