@@ -54,15 +54,20 @@ _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_
 _OUR_TABLES = {"schema", "runs", "kv", "exps"}
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
-CREATE INDEX runs_exp ON runs (exp_id);
+CREATE INDEX runs_exp_run ON runs (exp_id, run_id);
 CREATE TABLE kv (kind TEXT, key TEXT, run_id TEXT, value TEXT, sig TEXT, extra TEXT,
                  PRIMARY KEY (kind, key, run_id)) WITHOUT ROWID;
 CREATE INDEX kv_run ON kv (run_id);
 CREATE TABLE exps (exp_id TEXT PRIMARY KEY, sig TEXT);
 """
 # exps: an experiment directory's signature when the cache last held exactly the runs listed in it
-# (RunIndex.query). Version 3 (the same but exps) is brought up to 4 in place, keeping its rows.
-_V3_TO_V4 = "CREATE TABLE IF NOT EXISTS exps (exp_id TEXT PRIMARY KEY, sig TEXT)"
+# (RunIndex.query); runs_exp_run: an experiment's run ids without reading its rows. Version 3 (the
+# same but these) is brought up to 4 in place, keeping its rows.
+_V3_TO_V4 = (
+    "CREATE TABLE IF NOT EXISTS exps (exp_id TEXT PRIMARY KEY, sig TEXT)",
+    "DROP INDEX IF EXISTS runs_exp",
+    "CREATE INDEX IF NOT EXISTS runs_exp_run ON runs (exp_id, run_id)",
+)
 
 
 class RunIndex:
@@ -320,6 +325,8 @@ class RunIndex:
         keys: set[tuple[str, str]],
         attrs: set[str] | frozenset[str] = frozenset(),
         tests: dict[tuple[str, str], Callable[[str | None], bool]] | None = None,
+        first: int | None = None,
+        wanted: Callable[[IndexedRun], bool] | None = None,
     ) -> list[IndexedRun]:
         """Every run in these experiment dirs with the values of `keys`, all checked fresh.
 
@@ -333,6 +340,14 @@ class RunIndex:
         keys) is never looked at. A cached param needs no `stat` (params are immutable), so a run
         a param filter excludes costs none at all. Runs read from their files are returned
         untested.
+
+        `first`: only the first `first` runs in MLflow's default order (start_time DESC, run_id
+        ASC) that `wanted` accepts are asked for (a page of a search without order_by). The runs
+        left after the key tests are walked in that order by their cached start times, each
+        meta.yaml checked, until that many are accepted; the runs past them are not returned.
+        A run read again (its meta.yaml changed) is returned wherever its start time now puts it
+        and does not count towards `first`; a run past the page is not looked at, which relies on
+        its start time never changing (MLflow has no call that changes it), as recent() does.
         """
         self.ingest(exp_dirs)
         now_ns = time.time_ns()
@@ -353,44 +368,23 @@ class RunIndex:
         left = [run_id for run_id, exp_id in where.items() if exp_id in same or listed.get(run_id) == exp_id]
         todo = [run_id for run_id, exp_id in listed.items() if where.get(run_id) != exp_id]
         listed.update((run_id, exp_id) for run_id, exp_id in where.items() if exp_id in same)
-        checked: list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]] = []
-        for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k)):
-            test, rel = (tests or {}).get((kind, key)), f"{KIND_DIRS[kind]}/{key}"
-            verdicts: dict[str | None, bool] = {}  # per value: a param has few (lr: 4 in 100,000 runs)
-            known = self._passing_params(key, test, verdicts) if kind == "param" and test else None
-            every = known is not None  # every cached run has the param: `known` holds those that pass
-            if known is None:
-                known = self._key_values(kind, key, left, len(where))
-            passed = []
-            for run_id in left:
-                value = known.get(run_id)
-                if value is None:
-                    if every:
-                        continue  # its cached param (immutable) fails the test
-                    if os.path.lexists(f"{dirs[listed[run_id]]}/{run_id}/{rel}"):
-                        todo.append(run_id)  # the key appeared since
-                        continue
-                elif kind != "param" and file_sig(f"{dirs[listed[run_id]]}/{run_id}/{rel}") != value[1]:
-                    todo.append(run_id)  # appended or rewritten
-                    continue
-                if test is not None:
-                    raw = None if value is None else value[0]
-                    ok = verdicts.get(raw)
-                    if ok is None:
-                        ok = verdicts[raw] = test(raw)
-                    if not ok:
-                        continue
-                passed.append(run_id)
-            left = passed
-            checked.append(((kind, key), known))
+        run_dirs = {exp_id: f"{path}/" for exp_id, path in dirs.items()}
+        left, checked = self._key_pass(keys, tests or {}, left, len(where), listed, run_dirs, todo)
         columns = [
             "lifecycle_stage",
             "start_time",
             *sorted(set(attrs) & set(ATTR_COLUMNS) - {"lifecycle_stage", "start_time"}),
         ]
         rows = self._runs_rows(left, ["meta_sig", *columns], len(where))
+        if first is not None and all(isinstance(row[2], (int, type(None))) for row in rows.values()):
+            left.sort(key=lambda r: _order_of(rows[r][2], r) if r in rows else (-(1 << 63), r))
+        else:
+            first = None  # a start time SQLite and Python would order differently: walk them all
         out: list[IndexedRun] = []
+        taken = 0
         for run_id in left:
+            if first is not None and taken >= first:
+                break  # the rest come after the page
             exp_id = listed[run_id]
             run_dir = f"{dirs[exp_id]}/{run_id}"
             row = rows.get(run_id)
@@ -400,7 +394,9 @@ class RunIndex:
             info = dict(zip(columns, row[1:], strict=True))
             info["run_id"] = run_id
             mine = {k: known[run_id] for k, known in checked if run_id in known}
-            out.append(IndexedRun(run_id, exp_id, run_dir, info, {"meta": row[0]}, mine))
+            run = IndexedRun(run_id, exp_id, run_dir, info, {"meta": row[0]}, mine)
+            out.append(run)
+            taken += wanted is None or wanted(run)
         # not cached, or changed since: read from the files (many at once: a few threads)
         reread = [(0, f"{dirs[listed[r]]}/{r}", r, listed[r], r in where) for r in todo]
         olds = self._old_values_many([r for r in todo if r in where]) if todo else {}
@@ -418,6 +414,51 @@ class RunIndex:
             self.ingest([], orphans)
         return out + changed
 
+    def _key_pass(
+        self,
+        keys: set[tuple[str, str]],
+        tests: dict[tuple[str, str], Callable[[str | None], bool]],
+        left: list[str],
+        cached: int,
+        listed: dict[str, str],
+        run_dirs: dict[str, str],
+        todo: list[str],
+    ) -> tuple[list[str], list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]]]:
+        """query()'s pass over the keys, params first: (the cached runs in `left` whose value of
+        every key is as cached and passes its test, [(key, run id -> cached value)]). A run whose
+        key file changed is put in `todo`, to be read again."""
+        checked: list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]] = []
+        for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k)):
+            test, rel = tests.get((kind, key)), f"/{KIND_DIRS[kind]}/{key}"
+            known = self._passing_params(key, test) if kind == "param" and test else None
+            if known is not None:  # every cached run has the param; the runs whose value passes
+                left = [run_id for run_id in left if run_id in known]
+                checked.append(((kind, key), known))
+                continue
+            known = self._key_values(kind, key, left, cached)
+            verdicts: dict[str | None, bool] = {}  # per value: a param has few (lr: 4 in 100,000 runs)
+            passed = []
+            for run_id in left:
+                value = known.get(run_id)
+                if value is None:
+                    if os.path.lexists(f"{run_dirs[listed[run_id]]}{run_id}{rel}"):
+                        todo.append(run_id)  # the key appeared since
+                        continue
+                elif kind != "param" and file_sig(f"{run_dirs[listed[run_id]]}{run_id}{rel}") != value[1]:
+                    todo.append(run_id)  # appended or rewritten
+                    continue
+                if test is not None:
+                    raw = None if value is None else value[0]
+                    ok = verdicts.get(raw)
+                    if ok is None:
+                        ok = verdicts[raw] = test(raw)
+                    if not ok:
+                        continue
+                passed.append(run_id)
+            left = passed
+            checked.append(((kind, key), known))
+        return left, checked
+
     def _key_values(
         self, kind: str, key: str, run_ids: list[str], cached: int
     ) -> dict[str, tuple[str, str, str]]:
@@ -434,12 +475,12 @@ class RunIndex:
         return out
 
     def _passing_params(
-        self, key: str, test: Callable[[str | None], bool], verdicts: dict[str | None, bool]
+        self, key: str, test: Callable[[str | None], bool]
     ) -> dict[str, tuple[str, str, str]] | None:
         """run id -> cached (value, sig, extra) of param `key` where the value passes `test`, the
-        test run inside SQLite (once per distinct value, kept in `verdicts`), so the runs it
-        leaves out never become Python objects; None unless every cached run has the param (a run
-        without it must be checked for it on disk)."""
+        test run inside SQLite (once per distinct value), so the runs it leaves out never become
+        Python objects. None — test it in Python — unless every cached run has the param (a run
+        without it must be checked for it on disk), or when the test raised."""
         conn = self._connect()
         count = (
             "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM kv WHERE kind = 'param' AND key = ?)"
@@ -447,13 +488,16 @@ class RunIndex:
         counts = self._select(count, [key])
         if conn is None or not counts or counts[0][0] != counts[0][1]:
             return None
+        verdicts: dict[str | None, bool] = {}  # per value: a param has few (lr: 4 in 100,000 runs)
+        raised: list[Exception] = []
 
         def keep(raw: str | None) -> bool:
             ok = verdicts.get(raw)
             if ok is None:
                 try:
                     ok = verdicts[raw] = test(raw)
-                except Exception:  # noqa: BLE001  # never raise into SQLite: query() tests it again
+                except Exception as exc:  # noqa: BLE001  # never into SQLite (it would end the query)
+                    raised.append(exc)
                     return True
             return ok
 
@@ -461,7 +505,8 @@ class RunIndex:
         sql = (
             "SELECT run_id, value, sig, extra FROM kv WHERE kind = 'param' AND key = ? AND mlkit_keep(value)"
         )
-        return {row[0]: row[1:] for row in self._select(sql, [key])}
+        passing = {row[0]: row[1:] for row in self._select(sql, [key])}
+        return None if raised else passing
 
     def _runs_rows(self, run_ids: list[str], columns: list[str], cached: int) -> dict[str, tuple[Any, ...]]:
         """run id -> these columns of its cached row (by run id, or all rows when most are asked)."""
@@ -619,7 +664,8 @@ def _upgrade(conn: sqlite3.Connection) -> bool:
         conn.execute("ROLLBACK")
         return False
     if row is not None and row[0] == 3:
-        conn.execute(_V3_TO_V4)
+        for statement in _V3_TO_V4:
+            conn.execute(statement)
         conn.execute("UPDATE schema SET version = ?", (SCHEMA_VERSION,))
     elif row is None or row[0] != SCHEMA_VERSION:
         for table in ("exps", "runs", "kv"):

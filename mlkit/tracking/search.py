@@ -55,6 +55,8 @@ def indexed_runs(
     keys: set[tuple[str, str]] | None = None,
     attrs: set[str] | None = None,
     clauses: list[Clause] | None = None,
+    first: int | None = None,
+    wanted: Callable[[IndexedRun], bool] | None = None,
 ) -> list[IndexedRun]:
     """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all).
     Runs the cache knows to fail one of `clauses` on a key may be left out (RunIndex.query's tests);
@@ -64,7 +66,9 @@ def indexed_runs(
         k: _key_test(k[0], [c for c in on_keys if (c.type, c.key) == k])
         for k in {(c.type, c.key) for c in on_keys}
     }
-    return store.run_index().query(_exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests)
+    return store.run_index().query(
+        _exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests, first, wanted
+    )
 
 
 def _key_test(kind: str, clauses: list[Clause]) -> Callable[[str | None], bool]:
@@ -111,22 +115,28 @@ def search_rows(
     filter_string: str = "",
     order_by: list[str] | None = None,
     run_view: str | int = "active",
+    first: int | None = None,
 ) -> list[RunRow]:
-    """Every matching run as a RunRow (holding only the keys the query needs), in order."""
+    """Every matching run as a RunRow (holding only the keys the query needs), in order; with
+    `first` and no order_by, at least the first `first` of them (as many as there are)."""
     clauses = parse_filter(filter_string)
     order = parse_order_by(order_by)
     keys = {(c.type, c.key) for c in clauses if c.type != ATTRIBUTE}
     keys |= {(o.type, o.key) for o in order if o.type != ATTRIBUTE}
     attrs = {c.key for c in clauses if c.type == ATTRIBUTE} | {o.key for o in order if o.type == ATTRIBUTE}
     stages = _view(run_view)
-    rows = []
-    for run in indexed_runs(store, experiment_ids, keys, attrs, clauses):
-        if run.info.get("lifecycle_stage", ACTIVE) not in stages:
-            continue
-        row = _row(run)
-        if matches(row, clauses):
-            rows.append(row)
-    return sort_rows(rows, order_by)
+    rows: dict[str, RunRow | None] = {}  # run id -> its row, None when it does not match
+
+    def wanted(run: IndexedRun) -> bool:
+        row = _row(run) if run.info.get("lifecycle_stage", ACTIVE) in stages else None
+        rows[run.run_id] = row if row is not None and matches(row, clauses) else None
+        return rows[run.run_id] is not None
+
+    found = indexed_runs(store, experiment_ids, keys, attrs, clauses, None if order else first, wanted)
+    for run in found:
+        if run.run_id not in rows:  # read from its files, or returned without the walk
+            wanted(run)
+    return sort_rows([row for row in (rows[run.run_id] for run in found) if row is not None], order_by)
 
 
 def complete_runs(store: FileStore, rows: list[RunRow]) -> list[Run]:
@@ -181,7 +191,7 @@ def _search_runs(
             token = encode_page_token(offset + max_results) if len(recent) > offset + max_results else None
             entries = store.run_index().complete(recent[offset : offset + max_results])
             return [run_of(store, e) for e in entries], token
-    rows = search_rows(store, experiment_ids, filter_string, order_by, run_view)
+    rows = search_rows(store, experiment_ids, filter_string, order_by, run_view, offset + max_results + 1)
     page = rows[offset : offset + max_results]
     token = encode_page_token(offset + max_results) if offset + max_results < len(rows) else None
     return complete_runs(store, page), token

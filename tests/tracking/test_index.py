@@ -278,6 +278,8 @@ def test_a_version_3_cache_is_upgraded_in_place_keeping_its_runs(store: FileStor
     assert _ids(store, "params.lr = '0.01'") == {run_id}
     with sqlite3.connect(store_root / INDEX_FILE) as conn:  # as version 3 left it: no exps table
         conn.execute("DROP TABLE exps")
+        conn.execute("DROP INDEX runs_exp_run")
+        conn.execute("CREATE INDEX runs_exp ON runs (exp_id)")
         conn.execute("UPDATE schema SET version = 3")
     conn.close()
     time.sleep(RACY_NS / 1e9 + 0.05)  # 0/ changed when the search folded the journal
@@ -297,4 +299,48 @@ def test_a_version_3_cache_is_upgraded_in_place_keeping_its_runs(store: FileStor
     with sqlite3.connect(store_root / INDEX_FILE) as conn:
         assert conn.execute("SELECT version FROM schema").fetchone() == (index.SCHEMA_VERSION,)
         assert conn.execute("SELECT count(*) FROM exps").fetchone() == (1,)
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "runs_exp_run" in indexes and "runs_exp" not in indexes
     conn.close()
+
+
+def test_a_filtered_page_in_the_default_order_checks_the_runs_up_to_the_page_only(
+    store: FileStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without order_by, a page of a filtered search is the first runs by start time (newest
+    first): past the page, no run's meta.yaml is looked at, and the pages still add up to the
+    whole answer — with a run deleted and one whose status changed behind the cache's back."""
+    import mlkit.tracking.index as index
+
+    ids = []
+    for i in range(12):
+        run_id = store.create_run("0", start_time=1_000_000 + i).info.run_id
+        store.log_param(run_id, "lr", "0.01" if i % 3 else "0.1")
+        store.set_terminated(run_id, "FINISHED")
+        ids.append(run_id)
+    store.close()
+    _settle(store_root)
+    wanted = "params.lr = '0.01'"
+    newest_first = [r for i, r in reversed(list(enumerate(ids))) if i % 3]
+    assert [r.info.run_id for r in FileStore(store_root).search_runs(["0"], wanted)[0]] == newest_first
+    FileStore(store_root).delete_run(ids[10])  # the newest match but one
+    meta = store.run_dir(ids[8]) / "meta.yaml"
+    meta.write_text(meta.read_text().replace("status: 3", "status: 4"))  # FAILED, in place
+    expected = [r for r in newest_first if r != ids[10]]
+    touched: list[str] = []
+    real = index.file_sig
+    monkeypatch.setattr(index, "file_sig", lambda path: touched.append(path) or real(path))
+    page, token = FileStore(store_root).search_runs(["0"], wanted, max_results=2)
+    assert [r.info.run_id for r in page] == expected[:2] and token is not None
+    assert {r.info.run_id: r.info.status for r in page}[ids[8]] == "FAILED"
+    metas = {os.path.basename(os.path.dirname(p)) for p in touched if p.endswith("/meta.yaml")}
+    # 11 and 7 and 5 make the page and one more (for the token): 10 and 8 changed, and were read
+    # again; 4, 2 and 1 are past the page (9, 6, 3, 0: left out by their param, no stat at all)
+    assert metas == {ids[11], ids[10], ids[8], ids[7], ids[5]}
+    seen, token = [], None
+    while True:
+        page, token = FileStore(store_root).search_runs(["0"], wanted, max_results=3, page_token=token)
+        seen += [r.info.run_id for r in page]
+        if token is None:
+            break
+    assert seen == expected
