@@ -54,19 +54,19 @@ _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_
 _OUR_TABLES = {"schema", "runs", "kv", "exps"}
 _SCHEMA = f"""
 CREATE TABLE runs ({", ".join(c + (" TEXT PRIMARY KEY" if c == "run_id" else "") for c in _RUN_COLUMNS)});
-CREATE INDEX runs_exp_run ON runs (exp_id, run_id);
+CREATE INDEX runs_exp_start ON runs (exp_id, start_time, run_id);
 CREATE TABLE kv (kind TEXT, key TEXT, run_id TEXT, value TEXT, sig TEXT, extra TEXT,
                  PRIMARY KEY (kind, key, run_id)) WITHOUT ROWID;
 CREATE INDEX kv_run ON kv (run_id);
 CREATE TABLE exps (exp_id TEXT PRIMARY KEY, sig TEXT);
 """
 # exps: an experiment directory's signature when the cache last held exactly the runs listed in it
-# (RunIndex.query); runs_exp_run: an experiment's run ids without reading its rows. Version 3 (the
-# same but these) is brought up to 4 in place, keeping its rows.
+# (RunIndex.query); runs_exp_start: an experiment's run ids and start times without reading its
+# rows. Version 3 (the same but these) is brought up to 4 in place, keeping its rows.
 _V3_TO_V4 = (
     "CREATE TABLE IF NOT EXISTS exps (exp_id TEXT PRIMARY KEY, sig TEXT)",
     "DROP INDEX IF EXISTS runs_exp",
-    "CREATE INDEX IF NOT EXISTS runs_exp_run ON runs (exp_id, run_id)",
+    "CREATE INDEX IF NOT EXISTS runs_exp_start ON runs (exp_id, start_time, run_id)",
 )
 
 
@@ -355,9 +355,11 @@ class RunIndex:
             return []
         dirs = {d.name: str(d) for d in exp_dirs}
         marks = ",".join("?" * len(dirs))
-        where: dict[str, str] = dict(
-            self._select(f"SELECT run_id, exp_id FROM runs WHERE exp_id IN ({marks})", list(dirs))
+        cached = self._select(
+            f"SELECT run_id, exp_id, start_time FROM runs WHERE exp_id IN ({marks})", list(dirs)
         )
+        where: dict[str, str] = {row[0]: row[1] for row in cached}
+        starts: dict[str, Any] = {row[0]: row[2] for row in cached}
         # An experiment directory with the signature it had when the cache last held exactly the
         # runs listed in it has the same entries (adding, removing or renaming one changes its
         # mtime and ctime): its runs are the cached ones, and it is not listed again.
@@ -369,34 +371,44 @@ class RunIndex:
         todo = [run_id for run_id, exp_id in listed.items() if where.get(run_id) != exp_id]
         listed.update((run_id, exp_id) for run_id, exp_id in where.items() if exp_id in same)
         run_dirs = {exp_id: f"{path}/" for exp_id, path in dirs.items()}
-        left, checked = self._key_pass(keys, tests or {}, left, len(where), listed, run_dirs, todo)
+        # A page in the default order: the params (which need no stat) are tested now, the other
+        # keys and meta.yaml run by run in that order, up to the page.
+        lazy = {k for k in keys if k[0] != "param"} if first is not None else set()
+        left, checked = self._key_pass(keys - lazy, tests or {}, left, len(where), listed, run_dirs, todo)
+        if first is not None and all(isinstance(starts[r], (int, type(None))) for r in left):
+            left.sort(key=lambda r: _order_of(starts[r], r))
+        else:
+            first = None  # a start time SQLite and Python would order differently: walk them all
         columns = [
             "lifecycle_stage",
             "start_time",
             *sorted(set(attrs) & set(ATTR_COLUMNS) - {"lifecycle_stage", "start_time"}),
         ]
-        rows = self._runs_rows(left, ["meta_sig", *columns], len(where))
-        if first is not None and all(isinstance(row[2], (int, type(None))) for row in rows.values()):
-            left.sort(key=lambda r: _order_of(rows[r][2], r) if r in rows else (-(1 << 63), r))
-        else:
-            first = None  # a start time SQLite and Python would order differently: walk them all
         out: list[IndexedRun] = []
-        taken = 0
-        for run_id in left:
-            if first is not None and taken >= first:
-                break  # the rest come after the page
-            exp_id = listed[run_id]
-            run_dir = f"{dirs[exp_id]}/{run_id}"
-            row = rows.get(run_id)
-            if row is None or file_sig(f"{run_dir}/meta.yaml") != row[0]:
-                todo.append(run_id)  # its status, times or lifecycle changed: read it again
-                continue
-            info = dict(zip(columns, row[1:], strict=True))
-            info["run_id"] = run_id
-            mine = {k: known[run_id] for k, known in checked if run_id in known}
-            run = IndexedRun(run_id, exp_id, run_dir, info, {"meta": row[0]}, mine)
-            out.append(run)
-            taken += wanted is None or wanted(run)
+        taken, start, step = 0, 0, _WALK_STEP
+        while start < len(left) and (first is None or taken < first):
+            chunk = left[start:] if first is None else left[start : start + step]
+            start, step = start + len(chunk), step * 2
+            if lazy:
+                chunk, more = self._key_pass(lazy, tests or {}, chunk, len(where), listed, run_dirs, todo)
+                for key, known in more.items():
+                    checked.setdefault(key, {}).update(known)
+            rows = self._runs_rows(chunk, ["meta_sig", *columns], len(where))
+            for run_id in chunk:
+                if first is not None and taken >= first:
+                    break  # the rest come after the page
+                exp_id = listed[run_id]
+                run_dir = f"{dirs[exp_id]}/{run_id}"
+                row = rows.get(run_id)
+                if row is None or file_sig(f"{run_dir}/meta.yaml") != row[0]:
+                    todo.append(run_id)  # its status, times or lifecycle changed: read it again
+                    continue
+                info = dict(zip(columns, row[1:], strict=True))
+                info["run_id"] = run_id
+                mine = {k: known[run_id] for k, known in checked.items() if run_id in known}
+                run = IndexedRun(run_id, exp_id, run_dir, info, {"meta": row[0]}, mine)
+                out.append(run)
+                taken += wanted is None or wanted(run)
         # not cached, or changed since: read from the files (many at once: a few threads)
         reread = [(0, f"{dirs[listed[r]]}/{r}", r, listed[r], r in where) for r in todo]
         olds = self._old_values_many([r for r in todo if r in where]) if todo else {}
@@ -423,17 +435,17 @@ class RunIndex:
         listed: dict[str, str],
         run_dirs: dict[str, str],
         todo: list[str],
-    ) -> tuple[list[str], list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]]]:
+    ) -> tuple[list[str], dict[tuple[str, str], dict[str, tuple[str, str, str]]]]:
         """query()'s pass over the keys, params first: (the cached runs in `left` whose value of
-        every key is as cached and passes its test, [(key, run id -> cached value)]). A run whose
+        every key is as cached and passes its test, {key: run id -> cached value}). A run whose
         key file changed is put in `todo`, to be read again."""
-        checked: list[tuple[tuple[str, str], dict[str, tuple[str, str, str]]]] = []
+        checked: dict[tuple[str, str], dict[str, tuple[str, str, str]]] = {}
         for kind, key in sorted(keys, key=lambda k: (k[0] != "param", k)):
             test, rel = tests.get((kind, key)), f"/{KIND_DIRS[kind]}/{key}"
             known = self._passing_params(key, test) if kind == "param" and test else None
             if known is not None:  # every cached run has the param; the runs whose value passes
                 left = [run_id for run_id in left if run_id in known]
-                checked.append(((kind, key), known))
+                checked[(kind, key)] = known
                 continue
             known = self._key_values(kind, key, left, cached)
             verdicts: dict[str | None, bool] = {}  # per value: a param has few (lr: 4 in 100,000 runs)
@@ -456,7 +468,7 @@ class RunIndex:
                         continue
                 passed.append(run_id)
             left = passed
-            checked.append(((kind, key), known))
+            checked[(kind, key)] = known
         return left, checked
 
     def _key_values(
@@ -630,6 +642,7 @@ class RunIndex:
 
 
 _CHUNK = 500  # run ids per `IN (...)` (SQLite allows 32,766 parameters; small chunks plan well)
+_WALK_STEP = 256  # runs a page's walk takes at first (then twice as many each time)
 _NARROW = 3  # read a key's values by run id when fewer than 1/_NARROW of the cached runs are left
 
 

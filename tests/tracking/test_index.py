@@ -278,7 +278,7 @@ def test_a_version_3_cache_is_upgraded_in_place_keeping_its_runs(store: FileStor
     assert _ids(store, "params.lr = '0.01'") == {run_id}
     with sqlite3.connect(store_root / INDEX_FILE) as conn:  # as version 3 left it: no exps table
         conn.execute("DROP TABLE exps")
-        conn.execute("DROP INDEX runs_exp_run")
+        conn.execute("DROP INDEX runs_exp_start")
         conn.execute("CREATE INDEX runs_exp ON runs (exp_id)")
         conn.execute("UPDATE schema SET version = 3")
     conn.close()
@@ -300,7 +300,7 @@ def test_a_version_3_cache_is_upgraded_in_place_keeping_its_runs(store: FileStor
         assert conn.execute("SELECT version FROM schema").fetchone() == (index.SCHEMA_VERSION,)
         assert conn.execute("SELECT count(*) FROM exps").fetchone() == (1,)
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert "runs_exp_run" in indexes and "runs_exp" not in indexes
+        assert "runs_exp_start" in indexes and "runs_exp" not in indexes
     conn.close()
 
 
