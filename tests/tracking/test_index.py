@@ -344,3 +344,30 @@ def test_a_filtered_page_in_the_default_order_checks_the_runs_up_to_the_page_onl
         if token is None:
             break
     assert seen == expected
+
+
+def test_a_filtered_page_checks_metric_files_only_as_far_as_the_page_goes(
+    store: FileStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlkit.tracking.index as index
+
+    ids = []
+    for i in range(12):
+        run_id = store.create_run("0", start_time=1_000_000 + i).info.run_id
+        store.log_metric(run_id, "acc", 0.9)
+        ids.append(run_id)
+    store.close()
+    _settle(store_root)
+    assert len(FileStore(store_root).search_runs(["0"], "metrics.acc > 0.5")[0]) == 12
+    monkeypatch.setattr(index, "_WALK_STEP", 2)  # walk 2 runs, then 4, 8...
+    touched: list[str] = []
+    real = index.file_sig
+    monkeypatch.setattr(index, "file_sig", lambda path: touched.append(path) or real(path))
+    with open(store.run_dir(ids[9]) / "metrics" / "acc", "a") as fh:  # behind the cache's back
+        fh.write(f"{int(time.time() * 1000)} 0.1 1\n")
+    page, _ = FileStore(store_root).search_runs(["0"], "metrics.acc > 0.5", max_results=2)
+    assert [r.info.run_id for r in page] == [ids[11], ids[10]]
+    page, _ = FileStore(store_root).search_runs(["0"], "metrics.acc > 0.5", max_results=3)
+    assert [r.info.run_id for r in page] == [ids[11], ids[10], ids[8]]  # 9 no longer matches
+    accs = {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in touched if p.endswith("/acc")}
+    assert accs == set(ids[6:])  # the first 2 runs, then 4 (the page and one more were found there)
