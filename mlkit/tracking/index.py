@@ -4,11 +4,15 @@ The files stay the truth; the cache only saves re-reading them. Every cached val
 stat signature (mtime, ctime, size, inode) of the file or directory it came from, and every
 query re-stats what its answer depends on before trusting it:
 
-- always a run's meta.yaml (status, times, lifecycle) and the run directory listing;
-- for each entity kind a filter or order_by names (metrics, params, tags): that directory (a new
-  key changes its ctime) and, for each run, the named key's file (appends and in-place rewrites);
+- the experiment directory: listed again unless its signature is the one it had when the cache
+  last held exactly its runs (adding, removing or renaming a run changes it);
+- for each key a filter or order_by names: that key's file in each run still in question (appends
+  and in-place rewrites), or its absence; a cached param needs no stat (params are immutable);
+- a run's meta.yaml (status, times, lifecycle) once its keys leave it in the answer;
 - for the runs returned: every directory and file of the run.
 
+A filter's clauses on keys are tested as each key is checked, params first, so a run they exclude
+costs nothing more; a page without order_by is walked in start-time order only as far as it goes.
 A run whose signatures differ is re-read whole (metric files from the last offset: they are
 append-only; the 16 bytes before it are checked, and a file rewritten in place is read whole).
 Signatures taken less than a second after the change are stored as "racy" and re-checked next

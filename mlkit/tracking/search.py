@@ -134,7 +134,7 @@ def search_rows(
 
     found = indexed_runs(store, experiment_ids, keys, attrs, clauses, None if order else first, wanted)
     for run in found:
-        if run.run_id not in rows:  # read from its files, or returned without the walk
+        if run.run_id not in rows:  # read from its files: the walk did not see it
             wanted(run)
     return sort_rows([row for row in (rows[run.run_id] for run in found) if row is not None], order_by)
 
