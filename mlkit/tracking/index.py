@@ -347,8 +347,9 @@ class RunIndex:
 
         `first`: only the first `first` runs in MLflow's default order (start_time DESC, run_id
         ASC) that `wanted` accepts are asked for (a page of a search without order_by). The runs
-        left after the key tests are walked in that order by their cached start times, each
-        meta.yaml checked, until that many are accepted; the runs past them are not returned.
+        left after the params' tests are walked in that order by their cached start times, their
+        other keys and meta.yaml checked a chunk at a time, until that many are accepted; the runs
+        past them are not returned.
         A run read again (its meta.yaml changed) is returned wherever its start time now puts it
         and does not count towards `first`; a run past the page is not looked at, which relies on
         its start time never changing (MLflow has no call that changes it), as recent() does.
