@@ -371,3 +371,27 @@ def test_a_filtered_page_checks_metric_files_only_as_far_as_the_page_goes(
     assert [r.info.run_id for r in page] == [ids[11], ids[10], ids[8]]  # 9 no longer matches
     accs = {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in touched if p.endswith("/acc")}
     assert accs == set(ids[6:])  # the first 2 runs, then 4 (the page and one more were found there)
+
+
+def test_a_run_added_by_a_writer_that_puts_the_directory_mtime_back_is_seen(
+    store: FileStore, store_root: Path
+) -> None:
+    """rsync -a (and anyone who owns the directory) sets an experiment directory's mtime back after
+    adding runs to it; its ctime cannot be set back, and the cache's signature holds both."""
+    import shutil
+
+    first = store.create_run("0").info.run_id
+    store.log_param(first, "lr", "0.01")
+    store.close()
+    _settle(store_root)
+    assert _ids(store, "params.lr = '0.01'") == {first}  # folds the journal
+    time.sleep(RACY_NS / 1e9 + 0.05)
+    assert _ids(store, "params.lr = '0.01'") == {first}  # records 0/'s signature
+    exp_dir = store_root / "0"
+    before = os.stat(exp_dir)
+    copy = exp_dir / ("b" * 32)
+    shutil.copytree(store.run_dir(first), copy)
+    (copy / "meta.yaml").write_text((copy / "meta.yaml").read_text().replace(first, "b" * 32))
+    os.utime(exp_dir, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(exp_dir).st_mtime_ns == before.st_mtime_ns
+    assert _ids(store, "params.lr = '0.01'") == {first, "b" * 32}
