@@ -398,7 +398,7 @@ class RunIndex:
                 chunk, more = self._key_pass(lazy, tests or {}, chunk, len(where), listed, run_dirs, todo)
                 for key, known in more.items():
                     checked.setdefault(key, {}).update(known)
-            rows = self._runs_rows(chunk, ["meta_sig", *columns], len(where))
+            rows = self._runs_rows(chunk, ["meta_sig", *columns], list(dirs), len(where))
             for run_id in chunk:
                 if first is not None and taken >= first:
                     break  # the rest come after the page
@@ -525,11 +525,14 @@ class RunIndex:
         passing = {row[0]: row[1:] for row in self._select(sql, [key])}
         return None if raised else passing
 
-    def _runs_rows(self, run_ids: list[str], columns: list[str], cached: int) -> dict[str, tuple[Any, ...]]:
-        """run id -> these columns of its cached row (by run id, or all rows when most are asked)."""
+    def _runs_rows(
+        self, run_ids: list[str], columns: list[str], exp_ids: list[str], cached: int
+    ) -> dict[str, tuple[Any, ...]]:
+        """run id -> these columns of its cached row: by run id, or the rows of these experiments
+        (`cached` of them) all at once when most are asked for."""
         if len(run_ids) * _NARROW >= cached:
-            sql = f"SELECT run_id, {', '.join(columns)} FROM runs"
-            return {row[0]: row[1:] for row in self._select(sql, [])}
+            sql = f"SELECT run_id, {', '.join(columns)} FROM runs WHERE exp_id IN ({','.join('?' * len(exp_ids))})"
+            return {row[0]: row[1:] for row in self._select(sql, exp_ids)}
         out: dict[str, tuple[Any, ...]] = {}
         for i in range(0, len(run_ids), _CHUNK):
             chunk = run_ids[i : i + _CHUNK]

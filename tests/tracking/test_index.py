@@ -395,3 +395,26 @@ def test_a_run_added_by_a_writer_that_puts_the_directory_mtime_back_is_seen(
     os.utime(exp_dir, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat(exp_dir).st_mtime_ns == before.st_mtime_ns
     assert _ids(store, "params.lr = '0.01'") == {first, "b" * 32}
+
+
+def test_each_experiment_answers_for_its_own_runs_and_a_run_moved_between_them_follows(
+    store: FileStore, store_root: Path
+) -> None:
+    other = store.create_experiment("other")
+    mine = {store.create_run("0").info.run_id for _ in range(2)}
+    theirs = {store.create_run(other).info.run_id for _ in range(5)}
+    for run_id in mine | theirs:
+        store.log_param(run_id, "lr", "0.01")
+    store.close()
+    _settle(store_root)
+
+    def ids(exps: list[str]) -> set[str]:
+        return {r.info.run_id for r in FileStore(store_root).search_runs(exps, "params.lr = '0.01'")[0]}
+
+    assert ids(["0"]) == mine and ids([other]) == theirs  # fold the journals
+    time.sleep(RACY_NS / 1e9 + 0.05)
+    assert ids(["0"]) == mine and ids([other]) == theirs and ids(["0", other]) == mine | theirs
+    moved = sorted(theirs)[0]
+    os.rename(store_root / other / moved, store_root / "0" / moved)  # as `mv` would, meta.yaml untouched
+    assert ids(["0"]) == mine | {moved}
+    assert ids([other]) == theirs - {moved}
