@@ -49,9 +49,8 @@ from mlkit.tracking.runsummary import (  # noqa: F401  # re-exported: the index'
 
 INDEX_FILE = ".mlkit-index.sqlite"
 BUSY_TIMEOUT_S = 15.0  # how long a query waits for another process's write to the cache
-SCHEMA_VERSION = (
-    4  # 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key); 4: exps
-)
+# 1: one JSON doc per run; 2: runs columns + kv rows; 3: kv clustered by (kind, key); 4: exps
+SCHEMA_VERSION = 4
 ATTR_COLUMNS = ("experiment_id", "run_name", "user_id", "status", "start_time", "end_time",
                 "artifact_uri", "lifecycle_stage")  # fmt: skip
 _RUN_COLUMNS = ("run_id", "exp_id", "meta_sig", "metric_sig", "param_sig", "tag_sig", *ATTR_COLUMNS)
@@ -216,15 +215,17 @@ class RunIndex:
 
     def _old_values_many(self, run_ids: list[str]) -> dict[str, dict[tuple[str, str], tuple[str, str, str]]]:
         out: dict[str, dict[tuple[str, str], tuple[str, str, str]]] = {}
-        for i in range(0, len(run_ids), 500):
-            chunk = run_ids[i : i + 500]
-            rows = self._select(
-                f"SELECT run_id, kind, key, value, sig, extra FROM kv WHERE run_id IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for run_id, kind, key, value, sig, extra in rows:
-                out.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
+        sql = "SELECT run_id, kind, key, value, sig, extra FROM kv WHERE"
+        for run_id, kind, key, value, sig, extra in self._select_ids(sql, [], run_ids):
+            out.setdefault(run_id, {})[(kind, key)] = (value, sig, extra)
         return out
+
+    def _select_ids(self, sql: str, args: list[Any], run_ids: list[str]) -> Iterator[tuple[Any, ...]]:
+        """The rows of `sql` (ending in WHERE or AND) run_id IN (...), for these run ids, a chunk of
+        them per statement."""
+        for i in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[i : i + _CHUNK]
+            yield from self._select(f"{sql} run_id IN ({','.join('?' * len(chunk))})", [*args, *chunk])
 
     # ------------------------------------------------------------------ the writers' journal
     def ingest(self, exp_dirs: list[Path], orphans: list[str] | None = None) -> None:
@@ -484,12 +485,7 @@ class RunIndex:
         sql = "SELECT run_id, value, sig, extra FROM kv WHERE kind = ? AND key = ?"
         if len(run_ids) * _NARROW >= cached:
             return {row[0]: row[1:] for row in self._select(sql, [kind, key])}
-        out: dict[str, tuple[str, str, str]] = {}
-        for i in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[i : i + _CHUNK]
-            rows = self._select(f"{sql} AND run_id IN ({','.join('?' * len(chunk))})", [kind, key, *chunk])
-            out.update((row[0], row[1:]) for row in rows)
-        return out
+        return {row[0]: row[1:] for row in self._select_ids(f"{sql} AND", [kind, key], run_ids)}
 
     def _passing_params(
         self, key: str, test: Callable[[str | None], bool]
@@ -533,12 +529,8 @@ class RunIndex:
         if len(run_ids) * _NARROW >= cached:
             sql = f"SELECT run_id, {', '.join(columns)} FROM runs WHERE exp_id IN ({','.join('?' * len(exp_ids))})"
             return {row[0]: row[1:] for row in self._select(sql, exp_ids)}
-        out: dict[str, tuple[Any, ...]] = {}
-        for i in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[i : i + _CHUNK]
-            sql = f"SELECT run_id, {', '.join(columns)} FROM runs WHERE run_id IN ({','.join('?' * len(chunk))})"
-            out.update((row[0], row[1:]) for row in self._select(sql, chunk))
-        return out
+        sql = f"SELECT run_id, {', '.join(columns)} FROM runs WHERE"
+        return {row[0]: row[1:] for row in self._select_ids(sql, [], run_ids)}
 
     def recent(self, exp_dirs: list[Path], stages: tuple[str, ...], limit: int) -> list[IndexedRun] | None:
         """The first `limit` runs of these experiments in MLflow's default order (start_time DESC,
@@ -609,14 +601,10 @@ class RunIndex:
         changed: list[IndexedRun] = []
         todo = [r.run_id for r in runs if not r.complete]
         olds = self._old_values_many(todo)
-        full_rows: dict[str, tuple[Any, ...]] = {}
-        for i in range(0, len(todo), 500):
-            chunk = todo[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._select(
-                f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE run_id IN ({marks})", chunk
-            ):
-                full_rows[row[0]] = row
+        full_rows = {
+            row[0]: row
+            for row in self._select_ids(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE", [], todo)
+        }
         for run in runs:
             if run.complete:
                 out.append(run)
