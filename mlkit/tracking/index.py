@@ -30,7 +30,7 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mlkit.errors import MalformedMetricError, StoreError
 from mlkit.tracking.layout import RESERVED_EXPERIMENT_DIRS
@@ -71,6 +71,14 @@ _V3_TO_V4 = (
     "DROP INDEX IF EXISTS runs_exp",
     "CREATE INDEX IF NOT EXISTS runs_exp_start ON runs (exp_id, start_time, run_id)",
 )
+
+
+class Ordering(NamedTuple):
+    """An order_by that a page can be walked in (RunIndex.query): the keys it reads, and how to
+    put runs holding fresh values of those keys (and run_id, start_time) in that order."""
+
+    keys: frozenset[tuple[str, str]]
+    arrange: Callable[[list[IndexedRun]], list[IndexedRun]]
 
 
 class RunIndex:
@@ -332,6 +340,7 @@ class RunIndex:
         tests: dict[tuple[str, str], Callable[[str | None], bool]] | None = None,
         first: int | None = None,
         wanted: Callable[[IndexedRun], bool] | None = None,
+        order: Ordering | None = None,
     ) -> list[IndexedRun]:
         """Every run in these experiment dirs with the values of `keys`, all checked fresh.
 
@@ -354,6 +363,11 @@ class RunIndex:
         A run read again (its meta.yaml changed) is returned wherever its start time now puts it
         and does not count towards `first`; a run past the page is not looked at, which relies on
         its start time never changing (MLflow has no call that changes it), as recent() does.
+
+        `order`: the page is in this order instead (an order_by whose keys are metrics, params,
+        tags, start_time or run_id): its keys are checked fresh for every run left after the
+        params' tests, the runs put in order by `order.arrange` on those values, and walked as
+        above. Only keys a run's meta.yaml does not hold can be ordered by before it is checked.
         """
         self.ingest(exp_dirs)
         now_ns = time.time_ns()
@@ -379,10 +393,19 @@ class RunIndex:
         run_dirs = {exp_id: f"{path}/" for exp_id, path in dirs.items()}
         # A page in the default order: the params (which need no stat) are tested now, the other
         # keys and meta.yaml run by run in that order, up to the page.
-        lazy = {k for k in keys if k[0] != "param"} if first is not None else set()
+        ordered = order.keys if order is not None else frozenset()
+        lazy = {k for k in keys - ordered if k[0] != "param"} if first is not None else set()
         left, checked = self._key_pass(keys - lazy, tests or {}, left, len(where), listed, run_dirs, todo)
         if first is not None and all(isinstance(starts[r], (int, type(None))) for r in left):
-            left.sort(key=lambda r: _order_of(starts[r], r))
+            if order is None:
+                left.sort(key=lambda r: _order_of(starts[r], r))
+            else:  # by the ordered keys' values, just checked
+                bare = [
+                    IndexedRun(r, listed[r], "", {"run_id": r, "start_time": starts[r]}, {},
+                               {k: checked[k][r] for k in ordered if r in checked[k]})
+                    for r in left
+                ]  # fmt: skip
+                left = [run.run_id for run in order.arrange(bare)]
         else:
             first = None  # a start time SQLite and Python would order differently: walk them all
         columns = [

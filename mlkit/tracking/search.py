@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from mlkit.errors import InvalidInputError
 from mlkit.tracking.entities import ACTIVE, DELETED, Run, RunData, RunInfo
 from mlkit.tracking.files import resolve_artifact_uri
-from mlkit.tracking.index import IndexedRun
+from mlkit.tracking.index import IndexedRun, Ordering
 from mlkit.tracking.search_grammar import (
     ATTRIBUTE,
     METRIC,
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mlkit.tracking.store import FileStore
 
 _VIEWS = {"active": (ACTIVE,), "deleted": (DELETED,), "all": (ACTIVE, DELETED)}
+_FIXED = frozenset({"start_time", "run_id"})  # attributes a run's meta.yaml never changes
 
 
 def _view(run_view: str | int) -> tuple[str, ...]:
@@ -57,17 +58,19 @@ def indexed_runs(
     clauses: list[Clause] | None = None,
     first: int | None = None,
     wanted: Callable[[IndexedRun], bool] | None = None,
+    order: Ordering | None = None,
 ) -> list[IndexedRun]:
     """Fresh attributes `attrs` and values of `keys` of every run of these experiments (None = all).
     Runs the cache knows to fail one of `clauses` on a key may be left out (RunIndex.query's tests);
-    the caller still applies every clause to what is returned."""
+    the caller still applies every clause to what is returned. `first`, `wanted`, `order`: only
+    a page is asked for (RunIndex.query)."""
     on_keys = [c for c in clauses or [] if c.type != ATTRIBUTE]
     tests = {
         k: _key_test(k[0], [c for c in on_keys if (c.type, c.key) == k])
         for k in {(c.type, c.key) for c in on_keys}
     }
     return store.run_index().query(
-        _exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests, first, wanted
+        _exp_dirs(store, experiment_ids), keys or set(), attrs or set(), tests, first, wanted, order
     )
 
 
@@ -118,7 +121,9 @@ def search_rows(
     first: int | None = None,
 ) -> list[RunRow]:
     """Every matching run as a RunRow (holding only the keys the query needs), in order; with
-    `first` and no order_by, at least the first `first` of them (as many as there are)."""
+    `first`, at least the first `first` of them (as many as there are) — all of them when the
+    order_by names an attribute other than start_time and run_id (those come from meta.yaml,
+    which is checked only for the runs a page walks past)."""
     clauses = parse_filter(filter_string)
     order = parse_order_by(order_by)
     keys = {(c.type, c.key) for c in clauses if c.type != ATTRIBUTE}
@@ -132,7 +137,16 @@ def search_rows(
         rows[run.run_id] = row if row is not None and matches(row, clauses) else None
         return rows[run.run_id] is not None
 
-    found = indexed_runs(store, experiment_ids, keys, attrs, clauses, None if order else first, wanted)
+    walk = None
+    if order:
+        if any(o.type == ATTRIBUTE and o.key not in _FIXED for o in order):
+            first = None
+        else:
+            ordered = frozenset((o.type, o.key) for o in order if o.type != ATTRIBUTE)
+            walk = Ordering(
+                ordered, lambda runs: [row.extra["run"] for row in sort_rows(list(map(_row, runs)), order_by)]
+            )
+    found = indexed_runs(store, experiment_ids, keys, attrs, clauses, first, wanted, walk)
     for run in found:
         if run.run_id not in rows:  # read from its files: the walk did not see it
             wanted(run)

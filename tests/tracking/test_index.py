@@ -418,3 +418,56 @@ def test_each_experiment_answers_for_its_own_runs_and_a_run_moved_between_them_f
     os.rename(store_root / other / moved, store_root / "0" / moved)  # as `mv` would, meta.yaml untouched
     assert ids(["0"]) == mine | {moved}
     assert ids([other]) == theirs - {moved}
+
+
+def test_a_page_in_a_metrics_order_checks_meta_yaml_up_to_the_page_only(
+    store: FileStore, store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """order_by a metric: every run's metric file is checked (an append can move any run to the
+    top), but meta.yaml only for the runs the page walks past — with a run deleted, one whose
+    status changed and one moved to the top by an append, all behind the cache's back."""
+    import mlkit.tracking.index as index
+
+    accs = [(i * 5 % 12) / 12 for i in range(12)]  # all different
+    ids = []
+    for i, acc in enumerate(accs):
+        run_id = store.create_run("0", start_time=1_000_000 + i).info.run_id
+        store.log_metric(run_id, "acc", acc)
+        store.set_terminated(run_id, "FINISHED")
+        ids.append(run_id)
+    store.close()
+    _settle(store_root)
+    best = [ids[i] for i in sorted(range(12), key=lambda i: -accs[i])]
+
+    def ordered(max_results: int, token: str | None = None) -> tuple[list[str], str | None]:
+        page, token = FileStore(store_root).search_runs(["0"], "", ["metrics.acc DESC"], max_results, token)
+        return [r.info.run_id for r in page], token
+
+    assert ordered(12) == (best, None)
+    FileStore(store_root).delete_run(best[0])
+    meta = store.run_dir(best[2]) / "meta.yaml"
+    meta.write_text(meta.read_text().replace("status: 3", "status: 4"))  # FAILED, in place
+    with open(store.run_dir(best[-1]) / "metrics" / "acc", "a") as fh:  # the worst becomes the best
+        fh.write(f"{int(time.time() * 1000)} 0.99 1\n")
+    expected = [best[-1], *best[1:-1]]
+    touched: list[str] = []
+    real = index.file_sig
+    monkeypatch.setattr(index, "file_sig", lambda path: touched.append(path) or real(path))
+    page, token = FileStore(store_root).search_runs(["0"], "", ["metrics.acc DESC"], max_results=3)
+    assert [r.info.run_id for r in page] == expected[:3] and token is not None
+    assert {r.info.run_id: r.info.status for r in page}[best[2]] == "FAILED"
+    metas = {os.path.basename(os.path.dirname(p)) for p in touched if p.endswith("/meta.yaml")}
+    accs_checked = {
+        os.path.basename(os.path.dirname(os.path.dirname(p))) for p in touched if p.endswith("/acc")
+    }
+    # the walk accepts the page's 3 runs and one more, for the token (best[1], [3], [4], [5]: the
+    # appended best[-1] was read again whole and does not count), passing best[0] (deleted) and
+    # best[2] (its status) on the way; none past them
+    assert metas == set(best[:6]) and accs_checked == set(ids)
+    seen, token = [], None
+    while True:
+        page_ids, token = ordered(4, token)
+        seen += page_ids
+        if token is None:
+            break
+    assert seen == expected

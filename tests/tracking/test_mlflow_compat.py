@@ -163,6 +163,61 @@ def test_search_gives_mlflows_ids_in_mlflows_order(store_root: Path, mlflow_clie
     assert sum(1 for c in counts if 1 < c < 30) >= 6, counts  # the cases are not vacuous
 
 
+PAGED_ORDERS = [
+    ("", ["metrics.acc DESC"]),
+    ("", ["metrics.acc"]),
+    ("metrics.loss >= 0.2", ["metrics.loss DESC", "params.lr"]),
+    ("params.lr != '0.1'", ["tags.team", "start_time ASC"]),
+    ("", ["params.seed DESC"]),
+    ("tags.team = 'a'", ["metrics.acc DESC", "attributes.run_id DESC"]),
+    ("", ["metrics.acc DESC", "end_time"]),
+]
+
+
+def test_pages_in_an_order_by_add_up_to_mlflows_answer(store_root: Path, mlflow_client) -> None:
+    """A page in an order_by of metrics, params or tags walks only as far as the page goes
+    (RunIndex.query): page after page it gives MLflow's runs in MLflow's order — ties, missing and
+    NaN values, deleted runs, and a run whose metric was appended after the cache was built."""
+    from mlflow.entities import ViewType
+    from mlflow.store.tracking.file_store import FileStore as MlflowFileStore
+
+    store = FileStore(store_root)
+    exp = store.create_experiment("paged-order")
+    ids = []
+    for i in range(23):
+        run_id = store.create_run(exp, start_time=1_700_000_000_000 + i % 5).info.run_id
+        store.log_params(run_id, {"lr": ["0.1", "0.01"][i % 2], "seed": str(i)})
+        if i % 6:
+            store.log_metric(run_id, "acc", float("nan") if i % 7 == 3 else (i * 13 % 9) / 9)
+        store.log_metric(run_id, "loss", (i * 5 % 4) / 4)
+        store.set_tag(run_id, "team", "ab"[i % 3 == 0])
+        store.set_terminated(run_id, "FINISHED", end_time=1_700_000_000_100 - i)
+        ids.append(run_id)
+    store.close()
+    for filter_string, order_by in PAGED_ORDERS:  # builds the cache
+        FileStore(store_root).search_runs([exp], filter_string, order_by)
+    store = FileStore(store_root)
+    store.delete_run(ids[4])
+    store.log_metric(ids[6], "acc", 2.0, step=1)  # a run without acc gets the best
+    store.close()
+    theirs = MlflowFileStore(str(store_root))
+    for filter_string, order_by in PAGED_ORDERS:
+        expected = [r.info.run_id for r in theirs.search_runs([exp], filter_string, ViewType.ACTIVE_ONLY,
+                                                              max_results=1000, order_by=order_by)]  # fmt: skip
+        first = [r.info.run_id for r in theirs.search_runs([exp], filter_string, ViewType.ACTIVE_ONLY,
+                                                           max_results=4, order_by=order_by)]  # fmt: skip
+        seen: list[str] = []
+        token = None
+        while True:
+            page, token = FileStore(store_root).search_runs([exp], filter_string, order_by, 4, token)
+            seen += [r.info.run_id for r in page]
+            if len(seen) == len(page):
+                assert seen == first, (filter_string, order_by)
+            if token is None:
+                break
+        assert seen == expected and len(expected) > 4, (filter_string, order_by)
+
+
 QUOTED = ["it's", "it''s", "a\\'b", "a\\b", "a_b", "a\\_b", 'say "hi"', 'say \\"hi\\"']
 QUOTED_FILTERS = [
     "params.v = 'it''s'",
