@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
 import math
 import operator
@@ -290,14 +289,11 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }  # fmt: skip
 
 
+_ROW_FIELDS = {METRIC: "metrics", PARAM: "params", TAG: "tags"}  # RunRow's dict per entity; else info
+
+
 def _lhs(row: RunRow, clause: Clause) -> Any:
-    if clause.type == METRIC:
-        return row.metrics.get(clause.key)
-    if clause.type == PARAM:
-        return row.params.get(clause.key)
-    if clause.type == TAG:
-        return row.tags.get(clause.key)
-    return row.info.get(clause.key)
+    return getattr(row, _ROW_FIELDS.get(clause.type, "info")).get(clause.key)
 
 
 def holds(clause: Clause, lhs: Any) -> bool:
@@ -363,17 +359,21 @@ def parse_order_by(order_by: Sequence[str] | None) -> list[OrderKey]:
     return keys
 
 
-def _sort_value(row: RunRow, key: OrderKey) -> tuple[bool, Any]:
-    value = _lhs(row, Clause(key.type, key.key, "=", None))
-    is_none = value is None
-    is_nan = isinstance(value, float) and math.isnan(value)
-    fill = (1 if key.ascending else -1) * math.inf
-    if is_none:
-        value = fill
-    elif is_nan:
-        value = -fill
-    missing = is_none or is_nan
-    return (missing, value) if key.ascending else (not missing, value)
+def _sort_value(key: OrderKey) -> Callable[[RunRow], tuple[bool, Any]]:
+    """A row's sort key for one order_by clause: a run without the key, or with NaN, comes after
+    the others in either direction (as in MLflow)."""
+    entity, name, ascending = _ROW_FIELDS.get(key.type, "info"), key.key, key.ascending
+    fill = math.inf if ascending else -math.inf
+
+    def value(row: RunRow) -> tuple[bool, Any]:
+        value = getattr(row, entity).get(name)
+        if value is None:
+            return (ascending, fill)
+        if value != value:  # NaN
+            return (ascending, -fill)
+        return (not ascending, value)
+
+    return value
 
 
 def sort_rows(rows: list[RunRow], order_by: Sequence[str] | None) -> list[RunRow]:
@@ -382,20 +382,22 @@ def sort_rows(rows: list[RunRow], order_by: Sequence[str] | None) -> list[RunRow
     rows = sorted(rows, key=lambda r: (-(r.info.get("start_time") or 0), r.info.get("run_id", "")))
     for key in reversed(keys):
         try:
-            rows.sort(key=functools.partial(_sort_value, key=key), reverse=not key.ascending)
+            rows.sort(key=_sort_value(key), reverse=not key.ascending)
         except TypeError:  # mixed types (e.g. inf fill against strings): sort as text
-            rows.sort(key=functools.partial(_text_sort_value, key=key), reverse=not key.ascending)
+            rows.sort(key=_text_sort_value(key), reverse=not key.ascending)
     return rows
 
 
-def _text_sort_value(row: RunRow, key: OrderKey) -> tuple[bool, str]:
-    value = _lhs(row, Clause(key.type, key.key, "=", None))
-    missing = value is None
-    return (
-        (missing, "" if missing else str(value))
-        if key.ascending
-        else (not missing, "" if missing else str(value))
-    )
+def _text_sort_value(key: OrderKey) -> Callable[[RunRow], tuple[bool, str]]:
+    entity, name, ascending = _ROW_FIELDS.get(key.type, "info"), key.key, key.ascending
+
+    def value(row: RunRow) -> tuple[bool, str]:
+        value = getattr(row, entity).get(name)
+        missing = value is None
+        text = "" if missing else str(value)
+        return (missing, text) if ascending else (not missing, text)
+
+    return value
 
 
 # ---------------------------------------------------------------------- paging
