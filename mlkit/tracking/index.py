@@ -367,7 +367,8 @@ class RunIndex:
         `order`: the page is in this order instead (an order_by whose keys are metrics, params,
         tags, start_time or run_id): its keys are checked fresh for every run left after the
         params' tests, the runs put in order by `order.arrange` on those values, and walked as
-        above. Only keys a run's meta.yaml does not hold can be ordered by before it is checked.
+        above. meta.yaml's other attributes (end_time, status, ...) change as a run ends and are
+        checked only on the walk, so no page is walked in their order (search.search_rows).
         """
         self.ingest(exp_dirs)
         now_ns = time.time_ns()
@@ -391,8 +392,9 @@ class RunIndex:
         todo = [run_id for run_id, exp_id in listed.items() if where.get(run_id) != exp_id]
         listed.update((run_id, exp_id) for run_id, exp_id in where.items() if exp_id in same)
         run_dirs = {exp_id: f"{path}/" for exp_id, path in dirs.items()}
-        # A page in the default order: the params (which need no stat) are tested now, the other
-        # keys and meta.yaml run by run in that order, up to the page.
+        # A page (in the default order, or the order_by's): the params (which need no stat) and
+        # the ordered keys are checked now, the other keys and meta.yaml run by run in that
+        # order, up to the page.
         ordered = order.keys if order is not None else frozenset()
         lazy = {k for k in keys - ordered if k[0] != "param"} if first is not None else set()
         left, checked = self._key_pass(keys - lazy, tests or {}, left, len(where), listed, run_dirs, todo)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from mlkit.tracking.store import FileStore
 
 _VIEWS = {"active": (ACTIVE,), "deleted": (DELETED,), "all": (ACTIVE, DELETED)}
-_FIXED = frozenset({"start_time", "run_id"})  # attributes a run's meta.yaml never changes
+_FIXED = frozenset({"start_time", "run_id"})  # attributes no MLflow call changes: a page can walk their order
 
 
 def _view(run_view: str | int) -> tuple[str, ...]:
@@ -137,15 +137,14 @@ def search_rows(
         rows[run.run_id] = row if row is not None and matches(row, clauses) else None
         return rows[run.run_id] is not None
 
+    def arrange(runs: list[IndexedRun]) -> list[IndexedRun]:
+        return [row.extra["run"] for row in sort_rows([_row(run) for run in runs], order_by)]
+
     walk = None
-    if order:
-        if any(o.type == ATTRIBUTE and o.key not in _FIXED for o in order):
-            first = None
-        else:
-            ordered = frozenset((o.type, o.key) for o in order if o.type != ATTRIBUTE)
-            walk = Ordering(
-                ordered, lambda runs: [row.extra["run"] for row in sort_rows(list(map(_row, runs)), order_by)]
-            )
+    if any(o.type == ATTRIBUTE and o.key not in _FIXED for o in order):
+        first = None  # meta.yaml holds the order: every matching run is checked and sorted
+    elif order:
+        walk = Ordering(frozenset((o.type, o.key) for o in order if o.type != ATTRIBUTE), arrange)
     found = indexed_runs(store, experiment_ids, keys, attrs, clauses, first, wanted, walk)
     for run in found:
         if run.run_id not in rows:  # read from its files: the walk did not see it
