@@ -12,7 +12,8 @@ query re-stats what its answer depends on before trusting it:
 - for the runs returned: every directory and file of the run.
 
 A filter's clauses on keys are tested as each key is checked, params first, so a run they exclude
-costs nothing more; a page without order_by is walked in start-time order only as far as it goes.
+costs nothing more; a page without order_by (or in an order_by of metrics, params, tags, start_time
+and run_id) is walked in that order only as far as it goes.
 A run whose signatures differ is re-read whole (metric files from the last offset: they are
 append-only; the 16 bytes before it are checked, and a file rewritten in place is read whole).
 Signatures taken less than a second after the change are stored as "racy" and re-checked next
