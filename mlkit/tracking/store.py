@@ -615,9 +615,29 @@ class FileStore:
         run_id = _uuid4().hex()  # as MLflow's uuid.uuid4().hex
         exp_dir = self.experiment_dir(experiment.experiment_id)
         run_dir = exp_dir / run_id
-        location = experiment.artifact_location.rstrip("/")
         try:
             run_dir.mkdir()
+        except OSError as exc:
+            raise fsio.write_error(run_dir, exc) from exc
+        try:
+            self._make_run_dir(run_dir, tags)
+            meta = self._new_run_meta(experiment, run_id, run_name, user_id, start_time, status)
+            files.write_yaml_atomic(run_dir / "meta.yaml", meta)  # now it is a run
+        except BaseException:  # a full disk, a signal: no half-made run is left behind
+            unregister_live(run_dir)
+            import shutil  # import budget: shutil (bz2, lzma) loads only to clean up
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        self._run_dirs[run_id] = run_dir
+        self._journal(run_dir)
+        return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
+
+    @staticmethod
+    def _make_run_dir(run_dir: Path, tags: dict[str, str]) -> None:
+        """A new run's subdirectories and tag files, in its directory that no reader takes for a
+        run yet (there is no meta.yaml); an owned run is registered live first."""
+        try:
             for sub in ("metrics", "params", "tags", "artifacts"):
                 (run_dir / sub).mkdir()
         except OSError as exc:
@@ -629,7 +649,14 @@ class FileStore:
             if "/" in key:
                 (tags_dir / key).parent.mkdir(parents=True, exist_ok=True)
             files.write_new(tags_dir / key, value)
-        meta: dict[str, Any] = {
+
+    @staticmethod
+    def _new_run_meta(
+        experiment: Experiment, run_id: str, run_name: str, user_id: str, start_time: int | None, status: str
+    ) -> dict[str, Any]:
+        """A new run's meta.yaml, as MLflow's FileStore writes it."""
+        location = experiment.artifact_location.rstrip("/")
+        return {
             "artifact_uri": f"{location}/{run_id}/artifacts",
             "end_time": None,
             "entry_point_name": "",
@@ -646,10 +673,6 @@ class FileStore:
             "tags": [],
             "user_id": user_id,
         }
-        files.write_yaml_atomic(run_dir / "meta.yaml", meta)  # now it is a run
-        self._run_dirs[run_id] = run_dir
-        self._journal(run_dir)
-        return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
 
     def get_run(self, run_id: str) -> Run:
         """A run with its params, tags and latest metrics; NotFoundError when missing."""

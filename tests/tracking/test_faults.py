@@ -441,3 +441,81 @@ def test_terminal_status_lands_on_a_disk_that_stays_full(
     assert (run.info.status, run.info.end_time, run.info.run_name) == ("FINISHED", 1796305651359, "short")
     theirs = _mlflow_client(store_root).get_run(run_id)
     assert (theirs.info.status, theirs.info.end_time) == ("FINISHED", 1796305651359)
+
+
+def _half_made_runs(exp_dir: Path) -> list[str]:
+    """Run directories without a meta.yaml: what a failed create_run must never leave behind."""
+    return sorted(
+        p.name for p in exp_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not (p / "meta.yaml").exists()
+    )  # fmt: skip
+
+
+def _registered_live(exp_dir: Path) -> set[str]:
+    live = exp_dir / ".mlkit-live"
+    return {p.name for p in live.iterdir() if p.name != ".all"} if live.is_dir() else set()
+
+
+def test_a_run_the_full_disk_stops_leaves_no_directory(small_fs: Path) -> None:
+    """create_run on a disk that fills up part-way: each failure is a one-line "disk is full",
+    and leaves neither a run directory without its meta.yaml nor a live registration."""
+    from mlkit.errors import StoreError
+
+    root = small_fs / "mlruns"
+    store = FileStore(root)
+    exp_id = store.get_or_create_experiment("e")
+    _fill(small_fs / "filler", leave=24 * 1024)
+    tags = {"long": "v" * 3000, "mlkit.pid": str(os.getpid()), "mlkit.pid_start": "1.0"}
+    made, errors = [], []
+    for _ in range(40):
+        try:
+            made.append(store.create_run(exp_id, tags=tags).info.run_id)
+        except StoreError as exc:
+            errors.append(str(exc))
+    assert made and errors, (len(made), errors[:1])  # the disk filled part-way through
+    assert all("disk is full" in e and "\n" not in e for e in errors), errors[:3]
+    exp_dir = root / exp_id
+    assert _half_made_runs(exp_dir) == []
+    assert _registered_live(exp_dir) == set(made)
+    (small_fs / "filler").unlink()
+    assert sorted(r.info.run_id for r in FileStore(root).search_runs([exp_id])[0]) == sorted(made)
+
+
+def test_a_run_whose_meta_yaml_cannot_be_written_leaves_no_directory(
+    store_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last step of create_run (meta.yaml) fails: its tags and directories go too."""
+    import errno
+
+    from mlkit import fsio
+    from mlkit.errors import StoreError
+
+    store = FileStore(store_root)
+    before = set(os.listdir(store_root / "0"))
+
+    def full(path, *_a, **_k):
+        raise fsio.write_error(path, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+
+    monkeypatch.setattr(fsio, "atomic_write", full)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.create_run("0", tags={"mlkit.pid": str(os.getpid()), "a": "b"})
+    monkeypatch.undo()
+    assert set(os.listdir(store_root / "0")) - before <= {".mlkit-live"}
+    assert _half_made_runs(store_root / "0") == [] and _registered_live(store_root / "0") == set()
+
+
+def test_cli_run_on_a_full_disk_creates_nothing(small_fs: Path, tmp_path: Path) -> None:
+    """`mlkit run` when the store's disk is already full: a one-line error, exit non-zero, and
+    no run directory or live registration left for `mlkit gc` to find later."""
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "MLproject").write_text("name: p\nentry_points:\n  main:\n    command: python -c pass\n")
+    root = small_fs / "mlruns"
+    FileStore(root).close()
+    _fill(small_fs / "filler", leave=2048)
+    args = ("run", str(project), "--env-manager", "local", "--gpus", "none", "--store", str(root))
+    for _ in range(3):
+        done = run_mlkit(*args, env=trainer_env(), timeout=120)
+        assert done.returncode != 0, done.stdout
+        assert "disk is full" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert _half_made_runs(root / "0") == [] and _registered_live(root / "0") == set()
