@@ -79,6 +79,19 @@ def _now_iso() -> str:
 
 
 # ---------------------------------------------------------------------------------------- the store
+@contextmanager
+def _whole_or_removed(new_dir: Path | None) -> Iterator[None]:
+    """Fill a directory just made for a model or a version (its meta.yaml last); if that fails (a
+    full disk, a signal), remove it: MLflow's registry reader fails on a directory without its
+    meta.yaml, and the version number was never used."""
+    try:
+        yield
+    except BaseException:
+        if new_dir is not None:
+            shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+
+
 class RegistryStore:
     """The model registry under `<root>/models/`; `root=None` means the tracking root."""
 
@@ -246,12 +259,15 @@ class RegistryStore:
             now = files.now_ms()
             model = RegisteredModel(name, now, now, description, tags=checked_tags)
             try:
-                model_dir.mkdir(parents=True, exist_ok=True)
+                model_dir.parent.mkdir(parents=True, exist_ok=True)
+                made = not model_dir.exists()
+                model_dir.mkdir(exist_ok=True)  # a deleted model's name keeps its history.jsonl
             except OSError as exc:
                 raise StoreError(f"{model_dir}: cannot create: {exc}", hint="check permissions") from exc
-            for key, value in checked_tags.items():
-                self._write_value(model_dir / "tags" / key, value)
-            files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
+            with _whole_or_removed(model_dir if made else None):
+                for key, value in checked_tags.items():
+                    self._write_value(model_dir / "tags" / key, value)
+                files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
             self._record(
                 name, "create_model", to=name, details={"description": description} if description else None
             )
@@ -534,9 +550,10 @@ class RegistryStore:
                 tags=checked_tags,
                 storage_location=storage_location or source,
             )
-            for key, value in checked_tags.items():
-                self._write_value(model_dir / f"version-{number}" / "tags" / key, value)
-            self._save_version(version)
+            with _whole_or_removed(model_dir / f"version-{number}"):
+                for key, value in checked_tags.items():
+                    self._write_value(model_dir / f"version-{number}" / "tags" / key, value)
+                self._save_version(version)
             self._touch_model(name, now)
             self._record(name, "create_version", version=number, to=source, details=details)
             return version

@@ -519,3 +519,32 @@ def test_cli_run_on_a_full_disk_creates_nothing(small_fs: Path, tmp_path: Path) 
         assert done.returncode != 0, done.stdout
         assert "disk is full" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert _half_made_runs(root / "0") == [] and _registered_live(root / "0") == set()
+
+
+@pytest.mark.mlflow
+def test_a_model_version_the_full_disk_stops_leaves_the_registry_readable(small_fs: Path) -> None:
+    """A version (or a new model) that cannot be written whole leaves no directory without its
+    meta.yaml: MLflow's registry reader fails on one. When space returns, the number is used."""
+    from mlkit.errors import StoreError
+    from mlkit.tracking.registry import RegistryStore
+
+    root = small_fs / "mlruns"
+    root.mkdir()
+    registry = RegistryStore(root)
+    registry.create_model_version("m", "runs:/abc/model")
+    _fill(small_fs / "filler", leave=2048)
+    big = {"note": "v" * 8000}
+    for _ in range(3):
+        with pytest.raises(StoreError, match="disk is full"):
+            registry.create_model_version("m", "runs:/abc/model", tags=big)
+        with pytest.raises(StoreError, match="disk is full"):
+            registry.create_registered_model("other", tags=big)
+    (small_fs / "filler").unlink()
+    models = root / "models"
+    assert sorted(p.name for p in (models / "m").iterdir() if p.is_dir()) == ["version-1"]
+    assert not (models / "other").exists()
+    client = _mlflow_client(root)
+    assert [int(v.version) for v in client.search_model_versions("name='m'")] == [1]
+    assert [m.name for m in client.search_registered_models()] == ["m"]
+    assert registry.create_model_version("m", "runs:/abc/model", tags=big).version == 2
+    assert sorted(int(v.version) for v in client.search_model_versions("name='m'")) == [1, 2]
