@@ -60,6 +60,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
             raise
         except OSError as exc:
             raise StoreError(f"{path}: cannot read: {exc}", hint="check the file's permissions") from exc
+        except UnicodeDecodeError as exc:  # MLflow cannot read it either: one damaged file, not a store
+            raise StoreError(
+                f"{path}: not UTF-8 text (byte {exc.start})",
+                hint="fix or remove the file; the store keeps the rest",
+            ) from exc
         if text.strip() or delay is None:
             break
         time.sleep(delay)
@@ -72,6 +77,22 @@ def read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise StoreError(f"{path}: expected a mapping, found {type(data).__name__}", hint="fix the file")
     return data
+
+
+def read_run_meta(path: Path) -> dict[str, Any]:
+    """A run's meta.yaml, its times checked: whole milliseconds, or empty. StoreError otherwise,
+    as for malformed YAML, so the one run is left out instead of every sort and listing failing
+    on a string where a number belongs (a hand edit, a foreign writer). A missing `status` reads
+    as RUNNING, as MLflow reads it."""
+    meta = read_yaml(path)
+    for key in ("start_time", "end_time"):
+        value = meta.get(key)
+        if value and (isinstance(value, bool) or not isinstance(value, int)):
+            raise StoreError(
+                f"{path}: {key} is {value!r}, not milliseconds since the epoch",
+                hint="fix or remove the file; the store keeps the rest",
+            )
+    return meta
 
 
 def write_atomic(path: Path, text: str, tmp_dir: Path | None = None) -> None:
@@ -175,8 +196,9 @@ def is_temp_name(name: str) -> bool:
 
 
 def read_value(path: str | os.PathLike[str]) -> str:
-    """The whole content of a param or tag file (no trailing newline is added or removed)."""
-    with open(path, encoding="utf-8") as fh:
+    """The whole content of a param or tag file, as MLflow reads it: no newline added, removed or
+    translated (a `\r` stays one); bytes that are not UTF-8 read as U+FFFD, as in metric files."""
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         return fh.read()
 
 

@@ -99,7 +99,7 @@ def _walk(top: str, now_ns: int | None) -> tuple[str, list[str]]:
 
 def read_meta(run_dir: str) -> dict[str, Any]:
     """The attributes of a run from its meta.yaml."""
-    meta = files.read_yaml(Path(run_dir) / "meta.yaml")
+    meta = files.read_run_meta(Path(run_dir) / "meta.yaml")
     status = meta.get("status", 1)
     return {
         "run_id": str(meta.get("run_id") or meta.get("run_uuid") or os.path.basename(run_dir)),

@@ -502,7 +502,7 @@ class FileStore:
 
     def _read_run_meta(self, run_dir: Path) -> dict[str, Any]:
         try:
-            return files.read_yaml(run_dir / "meta.yaml")
+            return files.read_run_meta(run_dir / "meta.yaml")
         except FileNotFoundError as exc:
             raise NotFoundError(f"{run_dir / 'meta.yaml'}: run metadata is missing", hint="") from exc
 
@@ -1152,7 +1152,7 @@ class FileStore:
             try:  # judged again under the run's attach lock: a supervisor taking it over holds it
                 with fsio.locked(run_dir / ATTACH_LOCK, wait=0, what=f"run {run_dir.name}",
                                  hint="a supervisor is taking it over", mode=0o644, other_owners=True):  # fmt: skip
-                    meta = files.read_yaml(run_dir / "meta.yaml")
+                    meta = files.read_run_meta(run_dir / "meta.yaml")
                     run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
                     if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
                         continue
