@@ -37,6 +37,8 @@ def main(*, fast_exit: bool = False) -> None:
 
         sys.exit(complete_main(os.environ["_MLKIT_COMPLETE"], lambda words: build_app(modules_for(words))))
     args = sys.argv[1:]
+    if not all(arg.isascii() for arg in args):
+        _refuse_undecodable(args)
     if args in (["--help"], ["-h"]):  # the top-level page, without typer (~100 ms): mlkit.cli.toplevel
         from mlkit.cli.toplevel import render_help
 
@@ -63,6 +65,28 @@ def main(*, fast_exit: bool = False) -> None:
         lambda: app(prog_name="mlkit"),
         fast_exit=fast_exit and modules in (MODULES_FOR["run"], MODULES_FOR["sweep"]),
     )
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """Exit with one line (UsageError) when an argument is not UTF-8: the store holds text as
+    UTF-8, as MLflow's does, so such bytes could not be recorded (Python keeps them as lone
+    surrogates, which no write can encode). Checked before anything is created."""
+    for number, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            from mlkit.cli.output import fail
+            from mlkit.errors import UsageError
+
+            shown = os.fsencode(arg).decode("utf-8", "backslashreplace")
+            fail(
+                UsageError(
+                    f"argument {number} ({shown}) is not UTF-8 text; mlkit records its arguments in the "
+                    "store as UTF-8, as MLflow does",
+                    hint="pass it as UTF-8 (iconv -f latin1 -t utf-8 converts text; rename a file or "
+                    "directory whose name is not UTF-8)",
+                )
+            )
 
 
 def entry() -> None:
