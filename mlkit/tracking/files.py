@@ -214,9 +214,13 @@ def read_value_dir(directory: Path) -> dict[str, str]:
                 continue  # a writer's temp file
             full = os.path.join(dirpath, name)
             try:
-                values[full[base:]] = read_value(Path(full))
+                values[full[base:]] = read_value(full)
             except FileNotFoundError:
                 continue
+            except OSError as exc:  # another user's file, kept to themselves: say which, in one line
+                raise StoreError(
+                    f"{full}: cannot read: {exc.strerror or exc}", hint="check the file's permissions"
+                ) from exc
     return values
 
 

@@ -285,6 +285,19 @@ def _old_enough(path: Path, now: float) -> bool:
         return False
 
 
+def _orphan_run_dir(path: Path, now: float) -> bool:
+    """A run directory without a meta.yaml, untouched for the grace period. False when that cannot
+    be told (a directory another user keeps to themselves): gc leaves what it cannot read alone."""
+    try:
+        return (
+            not (path / "meta.yaml").exists()
+            and any((path / sub).is_dir() for sub in ("artifacts", "metrics", "params"))
+            and _old_enough(path, now)
+        )
+    except OSError:
+        return False
+
+
 def _scan_orphans(exp_dir: Path, experiment_id: str, known: set[str], now: float) -> list[GcItem]:
     items: list[GcItem] = []
     try:
@@ -299,13 +312,7 @@ def _scan_orphans(exp_dir: Path, experiment_id: str, known: set[str], now: float
             items.append(
                 GcItem("orphan", str(path), "left over from an interrupted gc", experiment_id=experiment_id)
             )
-        elif (
-            _RUN_DIR_RE.match(entry.name)
-            and entry.name not in known
-            and not (path / "meta.yaml").exists()
-            and any((path / sub).is_dir() for sub in ("artifacts", "metrics", "params"))
-            and _old_enough(path, now)
-        ):
+        elif _RUN_DIR_RE.match(entry.name) and entry.name not in known and _orphan_run_dir(path, now):
             items.append(
                 GcItem(
                     "orphan",

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from second_user import AVAILABLE, WHY_NOT, as_nobody, make_box
 
 from mlkit.tracking.store import FileStore
 
@@ -115,3 +116,33 @@ def test_a_carriage_return_in_a_value_reads_back_as_mlflow_reads_it(tmp_path: Pa
     )
     found = FileStore(root).search_runs(["0"], "params.p = 'a\rb\r\n' and tags.t = 'x\ry'")[0]
     assert [r.info.run_id for r in found] == [run_id]
+
+
+@pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
+def test_another_users_unreadable_run_is_a_one_line_error_or_skipped() -> None:
+    """On a shared store, a run directory (or one file) another user keeps to themselves: `runs
+    show` of it says which file it cannot read, in one line; gc's dry run leaves it alone."""
+    with make_box() as box:
+        root = box / "mlruns"
+        store, ids = _store(root, n=2)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        (store.run_dir(ids[0]) / "tags" / "note").chmod(0o600)
+        store.run_dir(ids[1]).chmod(0o700)
+        done = as_nobody(
+            "from mlkit.errors import MlkitError\n"
+            "from mlkit.tracking.store import FileStore\n"
+            "from mlkit.tracking.gc import plan_gc\n"
+            "from mlkit.tracking.retention import RetentionPolicy\n"
+            f"store = FileStore({str(root)!r})\n"
+            "try:\n"
+            f"    store.get_run({ids[0]!r})\n"
+            "except MlkitError as exc:\n"
+            "    print('ERROR', str(exc).replace(chr(10), ' '))\n"
+            "plan, _runs = plan_gc(store, RetentionPolicy(), orphans=True)\n"
+            "print('GC', sorted(item.kind for item in plan.items))\n"
+        )
+        assert done.returncode == 0, done.stderr[-1500:]
+        lines = done.stdout.splitlines()
+        assert lines[0].startswith("ERROR") and "tags/note" in lines[0] and "cannot read" in lines[0], lines
+        assert lines[1] == "GC []", lines
