@@ -37,7 +37,8 @@ _STATUS_EVERY_S = 30.0
 ErrorFactory = Callable[[str, str], MlkitError]
 
 
-def _describe_type(mode: int) -> str:
+def describe_type(mode: int) -> str:
+    """What a file that is not a regular one is, for an error: 'a directory', 'a FIFO', ..."""
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISLNK(mode):
@@ -63,7 +64,7 @@ def check_dir(fd: int, path: Path | str) -> os.stat_result:
     st = os.fstat(fd)
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeStateError(
-            f"{path}: is {_describe_type(st.st_mode)}, not a directory", hint=f"remove {path}"
+            f"{path}: is {describe_type(st.st_mode)}, not a directory", hint=f"remove {path}"
         )
     me = os.geteuid()
     if st.st_uid not in (me, 0):
@@ -171,7 +172,7 @@ def open_file(
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafeStateError(
-                f"{shown}: is {_describe_type(st.st_mode)}, not a regular file",
+                f"{shown}: is {describe_type(st.st_mode)}, not a regular file",
                 hint=f"remove {shown}; mlkit makes the file itself",
             )
         if st.st_nlink != 1:

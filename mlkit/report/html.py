@@ -14,10 +14,13 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
 from mlkit import __version__, fsio
+from mlkit.errors import UsageError
 from mlkit.report.assets import CSS, JS
 from mlkit.report.collect import (
     LOG_TAIL_LINES,
@@ -442,14 +445,33 @@ def render_html(data: ReportData, sweeps: str = "") -> str:
 """
 
 
+def _check_output(output: Path) -> None:
+    """UsageError unless `output` is a regular file or nothing yet: the page is renamed over it,
+    which would turn a link (`-o /dev/stdout`), a FIFO or a device (`-o /dev/null`, as root)
+    into a regular file."""
+    try:
+        mode = os.lstat(output).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise fsio.write_error(output, exc) from exc
+    if not stat.S_ISREG(mode):
+        raise UsageError(
+            f"{output}: is {fsio.describe_type(mode)}, not a regular file; the report replaces the file "
+            "at that path, so it never writes into a link, a FIFO or a device",
+            hint="name a new or regular file, e.g. -o report.html",
+        )
+
+
 def build_report(store, experiment: str, output: Path, options: ReportOptions | None = None) -> ReportResult:
     """Collect, render and write the report to `output` (atomically)."""
+    output = Path(output)
+    _check_output(output)
     data = collect_report(store, experiment, options)
     # import budget: the sweep section (and the sweep results) load only when a report is built
     from mlkit.report.sweeps import sweeps_html
 
     page = render_html(data, sweeps_html(store, [r.run for r in data.runs])).encode("utf-8")
-    output = Path(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

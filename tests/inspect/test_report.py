@@ -254,3 +254,33 @@ def test_report_screenshot_is_not_blank(report: tuple[Path, str], tmp_path: Path
             counts[row[i : i + 3]] = counts.get(row[i : i + 3], 0) + 1
     for rgb in (b"\x1f\x77\xb4", b"\xff\x7f\x0e", b"\x2c\xa0\x2c"):
         assert counts.get(rgb, 0) > 400, (rgb, counts.get(rgb))
+
+
+def test_the_report_never_replaces_a_link_fifo_or_device(sweep: SweepStore, tmp_path: Path):
+    """The page is written to a temp file renamed over the output path: that would turn a FIFO, a
+    device (`-o /dev/null` run as root) or a link (`-o /dev/stdout`) into a regular file. Each is
+    refused with one line, and left as it was."""
+    import stat as stat_mod
+
+    box = tmp_path / "box"
+    box.mkdir()
+    target = box / "target.html"
+    target.write_text("theirs")
+    link, fifo, folder = box / "link.html", box / "fifo", box / "folder"
+    link.symlink_to(target)
+    os.mkfifo(fifo)
+    folder.mkdir()
+    paths = [link, fifo, folder]
+    if os.geteuid() == 0:  # a node like /dev/null, made here rather than risking the real one
+        device = box / "null"
+        os.mknod(device, stat_mod.S_IFCHR | 0o666, os.makedev(1, 3))
+        paths.append(device)
+    before = {p: os.lstat(p) for p in paths}
+    for path in paths:
+        with pytest.raises(UsageError, match="not a regular file") as caught:
+            build_report(sweep.store, "cnn-sweep", path)
+        assert str(path) in caught.value.message and "\n" not in caught.value.message
+        after = os.lstat(path)
+        assert (after.st_mode, after.st_ino) == (before[path].st_mode, before[path].st_ino), path
+    assert target.read_text() == "theirs"
+    assert sorted(p.name for p in box.iterdir()) == sorted(["target.html", *(p.name for p in paths)])
