@@ -151,6 +151,31 @@ def _check_flags(options: SweepOptions) -> None:
         )
     if not options.params:
         raise UsageError("nothing to sweep", hint="give -P NAME=VALUES, e.g. -P lr=1e-4,1e-3")
+    _check_trial_flags(options)
+
+
+def _check_trial_flags(options: SweepOptions) -> None:
+    """The flags each trial's `mlkit run` (and the metric's reader) would refuse: refused before the
+    sweep's parent run exists, as `mlkit run` refuses them before its run does."""
+    # import budget: the runner's rules, reused (its options module is light)
+    from mlkit.runner.options import ENV_MANAGERS
+
+    if options.env_manager not in ENV_MANAGERS:
+        raise UsageError(
+            f"--env-manager {options.env_manager!r}: unknown manager",
+            hint=f"use one of {', '.join(ENV_MANAGERS)}",
+        )
+    if options.system_metrics_interval is not None and options.system_metrics_interval < 0:
+        raise UsageError(
+            "--system-metrics-interval: cannot be negative",
+            hint="seconds between samples; 0 turns sampling off",
+        )
+    if options.metric is not None:
+        if not options.metric.strip():
+            raise UsageError("--metric is empty", hint="name the metric to optimise, e.g. --metric val_loss")
+        from mlkit.tracking.validation import validate_key  # import budget: with --metric only
+
+        validate_key(options.metric, "metric")  # InvalidInputError (exit 2), as the store says it
 
 
 def _check_method(options: SweepOptions, space: list[sp.Dimension]) -> str:

@@ -140,6 +140,27 @@ def test_out_of_range_flags_and_bounds_exit_2_and_create_nothing(
     assert not store_root.exists()
 
 
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (["-P", "x=0,1", "--metric", "../x"], "invalid metric key '../x'"),
+        (["-P", "x=0,1", "--metric", ""], "--metric is empty"),
+        (["-P", "x=0,1", "--env-manager", "bogus"], "--env-manager 'bogus'"),
+        (["-P", "x=0,1", "--system-metrics-interval", "-1"], "--system-metrics-interval"),
+    ],
+)
+def test_flags_a_trial_would_refuse_are_refused_before_the_sweep_exists(
+    project, tmp_path, store_root, params, message
+):
+    """What `mlkit run` refuses up front, a sweep refuses before its parent run and trial 0 exist
+    (they used to: the parent FAILED, one trial run, then the error)."""
+    result = run_mlkit("sweep", str(project), *params, "--gpus-per-trial", "0", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "Error:" in result.stderr
+    assert not store_root.exists()
+
+
 # 6-7. a joined driver: never adopts the first driver's trials, never ends the parent on its own
 # Ctrl-C, and stops (as on a signal) once the parent is ended by `sweep cancel`
 def _resume_join(tmp_path: Path, sweep_id: str) -> subprocess.Popen[str]:
