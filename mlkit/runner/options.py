@@ -147,6 +147,26 @@ def experiment_from_env() -> tuple[str | None, str | None]:
     return None, exp_id or None
 
 
+def requested_experiment(
+    experiment_id: str | None, experiment_name: str | None
+) -> tuple[str | None, str | None]:
+    """(id, name) of the experiment the flags ask for, else the environment's (experiment_from_env)."""
+    if experiment_id is None and experiment_name is None:
+        experiment_name, experiment_id = experiment_from_env()
+    return experiment_id, experiment_name
+
+
+def check_experiment_id(store_root: str | os.PathLike[str], experiment_id: str | None) -> None:
+    """NotFoundError (exit 66) when the id names no experiment of the store at `store_root`, asked
+    before the store is opened: opening creates a store that is not there (holding only Default,
+    "0"), and a wrong id must leave nothing behind."""
+    if experiment_id is not None and str(experiment_id) != "0":
+        # import budget: the store module is loaded by the run's next step anyway
+        from mlkit.tracking.store import experiment_dir
+
+        experiment_dir(Path(store_root), str(experiment_id))
+
+
 def describe_experiment(options: RunOptions) -> str:
     """The experiment a run would go to, as `--dry-run` shows it: its name, "id <x>" or Default."""
     if options.experiment_id is not None:

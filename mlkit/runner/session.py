@@ -41,10 +41,11 @@ from mlkit.errors import (
 from mlkit.proc import describe
 from mlkit.runner.options import (
     RunOptions,
-    experiment_from_env,
+    check_experiment_id,
     gpu_request,
     heartbeat_interval,
     kill_grace,
+    requested_experiment,
     validate,
 )
 from mlkit.runner.plan import LaunchOptions, plan_run, signal_name
@@ -78,10 +79,7 @@ class Skipped:
 
 def _find_experiment(store: FileStore, options: RunOptions) -> tuple[str | None, str]:
     """(experiment id or None when it would be created, its name) without creating anything."""
-    exp_id = options.experiment_id
-    name = options.experiment_name
-    if exp_id is None and name is None:
-        name, exp_id = experiment_from_env()
+    exp_id, name = requested_experiment(options.experiment_id, options.experiment_name)
     if exp_id is not None:
         return exp_id, store.get_experiment(exp_id).name  # NotFoundError (66) when missing
     if name is not None:
@@ -223,6 +221,9 @@ def _run(
         # 3. the store, the experiment, the run
         from mlkit.tracking.store import FileStore
 
+        check_experiment_id(
+            store_root, requested_experiment(options.experiment_id, options.experiment_name)[0]
+        )
         store = FileStore(store_root)
         try:
             store.mark_lost_runs()

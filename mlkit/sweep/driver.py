@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlkit import fsio, procid
+from mlkit import fsio, procid, settings
 from mlkit.errors import ExitCode, MlkitError, NotFoundError, UsageError
 from mlkit.sweep import space as sp
 from mlkit.sweep.launch import (
@@ -201,6 +201,13 @@ def _check_method(options: SweepOptions, space: list[sp.Dimension]) -> str:
 def prepare(options: SweepOptions) -> Prepared:
     """Check every flag, the space and each trial's values against the project; create nothing."""
     _check_flags(options)
+    # import budget: the runner's experiment rules are reused
+    from mlkit.runner.options import check_experiment_id, requested_experiment
+
+    check_experiment_id(
+        settings.tracking_root(options.store),
+        requested_experiment(options.experiment_id, options.experiment_name)[0],
+    )
     space = sp.parse_space(options.params)
     method = _check_method(options, space)
     # import budget: the project loads when a sweep is checked
@@ -279,12 +286,10 @@ def _resources(options: SweepOptions) -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------- create
 def _experiment(store: Any, options: SweepOptions) -> str:
-    exp_id, name = options.experiment_id, options.experiment_name
-    if exp_id is None and name is None:
-        # import budget: the runner's env rule (MLKIT_/MLFLOW_EXPERIMENT_NAME / _ID) is reused
-        from mlkit.runner.options import experiment_from_env
+    # import budget: the runner's env rule (MLKIT_/MLFLOW_EXPERIMENT_NAME / _ID) is reused
+    from mlkit.runner.options import requested_experiment
 
-        name, exp_id = experiment_from_env()
+    exp_id, name = requested_experiment(options.experiment_id, options.experiment_name)
     if exp_id is not None:
         store.get_experiment(exp_id)  # NotFoundError (66) when missing
         return str(exp_id)

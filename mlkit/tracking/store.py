@@ -165,6 +165,19 @@ def _current_user() -> str:
         return "unknown"
 
 
+def experiment_dir(root: Path, experiment_id: str) -> Path:
+    """The directory of an experiment of the store at `root`, active or in the trash; NotFoundError
+    when neither. Reads only: `mlkit run --experiment-id` and `sweep start` ask it before they
+    create a store (a new one holds only Default, "0"), so a wrong id leaves nothing behind."""
+    experiment_id = validate_experiment_id(experiment_id)
+    for path in (root / experiment_id, root / TRASH / experiment_id):
+        if (path / "meta.yaml").is_file():
+            return path
+    raise NotFoundError(
+        f"experiment {experiment_id!r} does not exist in {root}", hint="see `mlkit experiments list`"
+    )
+
+
 class FileStore:
     """A tracking store rooted at a directory (MLflow's FileStore layout)."""
 
@@ -221,14 +234,7 @@ class FileStore:
 
     def experiment_dir(self, experiment_id: str) -> Path:
         """The directory of an experiment, active or in the trash; NotFoundError when neither."""
-        experiment_id = validate_experiment_id(experiment_id)
-        for path in (self.root / experiment_id, self.root / TRASH / experiment_id):
-            if (path / "meta.yaml").is_file():
-                return path
-        raise NotFoundError(
-            f"experiment {experiment_id!r} does not exist in {self.root}",
-            hint="see `mlkit experiments list`",
-        )
+        return experiment_dir(self.root, experiment_id)
 
     def experiment_dirs(self, view: str = "active") -> list[Path]:
         """The experiment directories of a view: 'active' (the root), 'deleted' (the trash), 'all'."""

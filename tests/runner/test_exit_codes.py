@@ -82,6 +82,18 @@ def test_not_found_66(make_project, mlkit_run):
     _one_line_error(result.stderr)
 
 
+def test_not_found_66_leaves_no_store_behind(make_project, mlkit_run, store_root):
+    """A wrong experiment id (flag or MLFLOW_EXPERIMENT_ID) is found out before the store would be
+    created: no `mlruns/` with only Default in it is left behind."""
+    project = make_project(PROJECT)
+    for args, env in ((["--experiment-id", "424242"], {}), ([], {"MLFLOW_EXPERIMENT_ID": "424242"})):
+        result = mlkit_run(str(project), *args, env=env)
+        assert result.returncode == ExitCode.NOT_FOUND, result.stderr
+        _one_line_error(result.stderr)
+        assert "experiment '424242' does not exist" in result.stderr
+        assert not store_root.exists()
+
+
 def test_gpu_unavailable_69(make_project, mlkit_run, only_run):
     project = make_project(PROJECT)
     result = mlkit_run(

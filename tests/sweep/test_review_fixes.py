@@ -161,6 +161,16 @@ def test_flags_a_trial_would_refuse_are_refused_before_the_sweep_exists(
     assert not store_root.exists()
 
 
+def test_an_unknown_experiment_id_leaves_no_store_behind(project, tmp_path, store_root):
+    result = run_mlkit(
+        "sweep", str(project), "-P", "x=0,1", "--gpus-per-trial", "0", "--experiment-id", "12345",
+        cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 66, result.stderr
+    assert "experiment '12345' does not exist" in result.stderr and "Traceback" not in result.stderr
+    assert not store_root.exists()
+
+
 # 6-7. a joined driver: never adopts the first driver's trials, never ends the parent on its own
 # Ctrl-C, and stops (as on a signal) once the parent is ended by `sweep cancel`
 def _resume_join(tmp_path: Path, sweep_id: str) -> subprocess.Popen[str]:
