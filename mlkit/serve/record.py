@@ -6,7 +6,8 @@ URI, the version it resolved to, the model's own run, the address and the batchi
 Every `interval` seconds (60 by default): `serve_requests`, `serve_errors`,
 `serve_latency_p50_ms`, `serve_latency_p99_ms` over that interval, `serve_model_version`, and
 `serve_gpu_memory_bytes` on a GPU. The run ends FINISHED when the server drains, FAILED when it
-could not start.
+could not start (its model failed to load or warm up); an address it cannot listen on is refused
+before the run exists.
 """
 
 from __future__ import annotations

@@ -159,7 +159,14 @@ def serve(opts: ServeOptions, *, on_ready: Callable[[Started], None] | None = No
         request = request if _gpus_present() else GpuRequest.parse("none")
     name = parsed.name or Path(resolved.path).name
     suffix = f"@{parsed.alias}" if parsed.alias else (f"/{parsed.stage}" if parsed.stage else "")
-    record = ServingRecord(root, run_name=f"serve-{name}{suffix}", experiment=opts.experiment)
+    # an address that cannot be listened on (taken, not this host's) is exit 2 with no record left,
+    # as every usage error is; with --workers this socket keeps the port while the workers start
+    sock = _bind(opts.host, opts.port, reuse_port=opts.workers > 1)
+    try:
+        record = ServingRecord(root, run_name=f"serve-{name}{suffix}", experiment=opts.experiment)
+    except BaseException:
+        sock.close()
+        raise
     status = "FAILED"
     lease = None
     worker_owns_record = False
@@ -186,14 +193,17 @@ def serve(opts: ServeOptions, *, on_ready: Callable[[Started], None] | None = No
             }
         )
         if opts.workers > 1:
-            code = _serve_workers(opts, record.run_id, lease.uuids, on_ready, lease.notice)
+            code = _serve_workers(opts, record.run_id, lease.uuids, on_ready, lease.notice, sock)
         else:
             device = "cuda:0" if lease.gpus else "cpu"
             worker_owns_record = True  # run_worker ends the record however it ends
-            code = run_worker(opts, token, device, record=record, on_ready=on_ready, notice=lease.notice)
+            code = run_worker(
+                opts, token, device, record=record, on_ready=on_ready, notice=lease.notice, sock=sock
+            )
         status = "FINISHED" if code == 0 else "FAILED"
         return code
     finally:
+        sock.close()  # (the server closed it already when it served)
         if not worker_owns_record:
             record.end(status)
         if lease is not None:
@@ -337,15 +347,16 @@ def _serve_workers(
     uuids: list[str],
     on_ready: Callable[[Started], None] | None,
     notice: str | None,
+    holder: socket.socket,
 ) -> int:
-    """Start one worker process per GPU (or `workers` CPU processes) on one SO_REUSEPORT port."""
+    """Start one worker process per GPU (or `workers` CPU processes) on one SO_REUSEPORT port;
+    `holder`, bound to it with SO_REUSEPORT, keeps the port ours while they start."""
     # import budget: the subprocess helper loads only for --workers
     import tempfile
 
     # the subprocess helper, for the workers only
     from mlkit import proc
 
-    holder = _bind(opts.host, opts.port, reuse_port=True)  # keeps the port ours while workers start
     port = holder.getsockname()[1]
     ready_dir = tempfile.mkdtemp(prefix="mlkit-serve-")
     children = []

@@ -67,6 +67,38 @@ def test_a_model_failing_its_warm_up_is_one_line_and_its_serving_run_ends(model,
     assert [r.info.status for r in runs] == ["FAILED"]
 
 
+def test_a_port_that_is_taken_is_exit_2_and_leaves_no_serving_run(model, mlkit_cli, store_root):
+    """Exit 2 is a usage error, and those create nothing (docs/exit-codes.md): the address is tried
+    before the serving run exists (it used to be left FAILED), with one worker or several."""
+    import socket
+
+    from mlkit.tracking.store import FileStore
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = str(taken.getsockname()[1])
+    try:
+        for workers in ("1", "2"):
+            result = mlkit_cli(
+                "models",
+                "serve",
+                "models:/digits@champion",
+                "--gpus",
+                "none",
+                "--port",
+                port,
+                "--workers",
+                workers,
+            )
+            assert result.returncode == 2, result.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    finally:
+        taken.close()
+    runs, _ = FileStore(store_root).search_runs(None, "tags.`mlkit.kind` = 'serving'")
+    assert runs == []
+
+
 def test_token_file_readable_by_its_group_or_not_text_is_refused(model, mlkit_cli, tmp_path):
     token = tmp_path / "tok"
     token.write_text("secret\n")
