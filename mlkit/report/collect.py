@@ -390,6 +390,10 @@ def collect_report(store, experiment: str, options: ReportOptions | None = None)
     max_runs, max_points, x_axis, smoothing = o.max_runs, o.max_points, o.x_axis, o.smoothing
     if max_runs < 1:
         raise UsageError(f"--max-runs {max_runs}: must be at least 1", hint="e.g. --max-runs 50")
+    if o.max_images_per_run < 0:
+        raise UsageError(
+            f"--max-images-per-run {o.max_images_per_run}: must not be negative", hint="0 shows none; e.g. 8"
+        )
     if x_axis not in X_AXES:
         raise UsageError(f"--x {x_axis!r}: must be one of {', '.join(X_AXES)}", hint="e.g. --x time")
     if not 0 <= smoothing < 1:

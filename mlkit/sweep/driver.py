@@ -165,6 +165,9 @@ def _check_trial_flags(options: SweepOptions) -> None:
             f"--env-manager {options.env_manager!r}: unknown manager",
             hint=f"use one of {', '.join(ENV_MANAGERS)}",
         )
+    for flag, value in (("--timeout", options.timeout), ("--trial-timeout", options.trial_timeout)):
+        if value is not None and value <= 0:
+            raise UsageError(f"{flag} {value:g}: must be more than 0 seconds", hint=f"e.g. {flag} 3h")
     if options.system_metrics_interval is not None and options.system_metrics_interval < 0:
         raise UsageError(
             "--system-metrics-interval: cannot be negative",

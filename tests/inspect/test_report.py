@@ -284,3 +284,10 @@ def test_the_report_never_replaces_a_link_fifo_or_device(sweep: SweepStore, tmp_
         assert (after.st_mode, after.st_ino) == (before[path].st_mode, before[path].st_ino), path
     assert target.read_text() == "theirs"
     assert sorted(p.name for p in box.iterdir()) == sorted(["target.html", *(p.name for p in paths)])
+
+
+def test_a_negative_image_count_is_refused_before_anything_is_written(sweep: SweepStore, tmp_path: Path):
+    out = tmp_path / "r.html"
+    with pytest.raises(UsageError, match="--max-images-per-run -1: must not be negative"):
+        build_report(sweep.store, "cnn-sweep", out, ReportOptions(max_images_per_run=-1))
+    assert not out.exists()

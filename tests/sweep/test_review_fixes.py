@@ -147,6 +147,8 @@ def test_out_of_range_flags_and_bounds_exit_2_and_create_nothing(
         (["-P", "x=0,1", "--metric", ""], "--metric is empty"),
         (["-P", "x=0,1", "--env-manager", "bogus"], "--env-manager 'bogus'"),
         (["-P", "x=0,1", "--system-metrics-interval", "-1"], "--system-metrics-interval"),
+        (["-P", "x=0,1", "--timeout", "0"], "--timeout 0: must be more than 0 seconds"),
+        (["-P", "x=0,1", "--trial-timeout", "0s"], "--trial-timeout 0: must be more than 0 seconds"),
     ],
 )
 def test_flags_a_trial_would_refuse_are_refused_before_the_sweep_exists(
