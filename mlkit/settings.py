@@ -16,7 +16,14 @@ from mlkit.errors import UnsafeStateError, UsageError
 
 
 def tracking_root(flag: str | os.PathLike[str] | None = None) -> Path:
-    """The store root: --store > MLKIT_TRACKING_URI > MLFLOW_TRACKING_URI (file only) > ./mlruns."""
+    """The store root: --store > MLKIT_TRACKING_URI > MLFLOW_TRACKING_URI (file only) > ./mlruns.
+    An empty --store is refused (UsageError): `--store "$STORE"` with STORE unset must not write to
+    ./mlruns of whatever directory cron started in."""
+    if isinstance(flag, str) and not flag.strip():
+        raise UsageError(
+            f"--store {flag!r}: the store path is empty (an unset variable in --store \"$VAR\"?)",
+            hint="give the store's directory, or leave --store out for MLKIT_TRACKING_URI or ./mlruns",
+        )
     for value, origin in (
         (flag, "--store"),
         (os.environ.get("MLKIT_TRACKING_URI"), "MLKIT_TRACKING_URI"),
@@ -29,6 +36,11 @@ def tracking_root(flag: str | os.PathLike[str] | None = None) -> Path:
 
 def _path_from_uri(value: str, origin: str) -> Path:
     parsed = urlparse(value)
+    if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+        raise UsageError(
+            f"{origin}={value!r}: names a store on host {parsed.netloc!r}; mlkit's store is a local directory",
+            hint="mount it here and give its local path, or write file:///path (three slashes)",
+        )
     if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and os.name == "nt"):
         path = unquote(parsed.path) if parsed.scheme == "file" else value
         return Path(path).expanduser().resolve()
