@@ -21,7 +21,7 @@ def tracking_root(flag: str | os.PathLike[str] | None = None) -> Path:
     ./mlruns of whatever directory cron started in."""
     if isinstance(flag, str) and not flag.strip():
         raise UsageError(
-            f"--store {flag!r}: the store path is empty (an unset variable in --store \"$VAR\"?)",
+            f'--store {flag!r}: the store path is empty (an unset variable in --store "$VAR"?)',
             hint="give the store's directory, or leave --store out for MLKIT_TRACKING_URI or ./mlruns",
         )
     for value, origin in (

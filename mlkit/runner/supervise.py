@@ -293,10 +293,18 @@ def _record_end(
     # The entry point's outcome is decided: a store that cannot record it (a full disk) is said,
     # never allowed to turn it into another exit code. set_terminated retries and, on a full
     # disk, rewrites meta.yaml in place, so the status lands whenever it can.
-    records = [lambda: store.set_tags(plan.run_id, tags), lambda: store.set_terminated(plan.run_id, status)]
+    # A run deleted while it ran (a soft delete, as MLflow's) still gets its end: never left RUNNING.
+    records = [
+        lambda: store.set_tags(plan.run_id, tags, deleted_ok=True),
+        lambda: store.set_terminated(plan.run_id, status, deleted_ok=True),
+    ]
     if plan.secondary:  # the first node records the run; this one names itself if it failed
         records = (
-            [lambda: store.set_tags(plan.run_id, failed_node_tags(plan.node_rank, exit_code))]
+            [
+                lambda: store.set_tags(
+                    plan.run_id, failed_node_tags(plan.node_rank, exit_code), deleted_ok=True
+                )
+            ]
             if status != FINISHED
             else []
         )

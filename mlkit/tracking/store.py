@@ -573,8 +573,12 @@ class FileStore:
             lifecycle_stage=str(meta.get("lifecycle_stage") or ACTIVE),
         )
 
-    def _active_run_dir(self, run_id: str) -> Path:
+    def _active_run_dir(self, run_id: str, *, deleted_ok: bool = False) -> Path:
+        """The directory of a run that may be changed: an active one (InvalidInputError for a
+        deleted run, as MLflow's), or with `deleted_ok` a deleted one too."""
         run_dir = self.run_dir(run_id)
+        if deleted_ok:
+            return run_dir
         meta = self._read_run_meta(run_dir)
         if meta.get("lifecycle_stage", ACTIVE) != ACTIVE:
             raise InvalidInputError(
@@ -750,13 +754,13 @@ class FileStore:
         """Set (or overwrite) a tag; `mlflow.runName` also renames the run in meta.yaml."""
         self.set_tags(run_id, {key: value})
 
-    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+    def set_tags(self, run_id: str, tags: dict[str, Any], *, deleted_ok: bool = False) -> None:
         """Set several tags: every key is checked (name, collisions) first, then each tag file is
-        written once."""
+        written once. `deleted_ok`: as for set_terminated (the tags saying how a run ended)."""
         validate_keys(list(tags), "tag")
         if not tags:
             return
-        run_dir = self._active_run_dir(run_id)
+        run_dir = self._active_run_dir(run_id, deleted_ok=deleted_ok)
         if PID_TAG in tags:  # an owner takes the run: the lost-run scan must see it from now on
             register_live(run_dir)
         _check_key_paths(run_dir / "tags", tags, "tag")
@@ -898,14 +902,18 @@ class FileStore:
         if self._index is not None:
             self._index.close()
 
-    def set_terminated(self, run_id: str, status: str, end_time: int | None = None) -> None:
-        """End a run: status FINISHED, FAILED or KILLED (or any status MLflow knows) and end time."""
+    def set_terminated(
+        self, run_id: str, status: str, end_time: int | None = None, *, deleted_ok: bool = False
+    ) -> None:
+        """End a run: status FINISHED, FAILED or KILLED (or any status MLflow knows) and end time.
+        `deleted_ok`: a supervisor records how its run ended even when the run (or its
+        experiment) was deleted while it ran, a soft delete, so it is never left RUNNING."""
         if status not in STATUS_TO_INT:
             raise InvalidInputError(
                 f"invalid run status {status!r}", hint=f"use one of {', '.join(STATUS_TO_INT)}"
             )
         self.close_run_files(run_id)
-        run_dir = self._active_run_dir(run_id)
+        run_dir = self._active_run_dir(run_id, deleted_ok=deleted_ok)
         end = int(end_time) if end_time is not None else files.now_ms()
         self._update_run_meta(
             run_dir, lambda m: m.update(status=STATUS_TO_INT[status], end_time=end), must_land=True

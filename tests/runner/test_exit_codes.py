@@ -197,3 +197,41 @@ def test_interrupted_while_waiting_for_the_lock_creates_no_run(
     assert len(runs) == 1  # only the holder's
     holder.send_signal(signal.SIGTERM)
     holder.wait(timeout=30)
+
+
+NAP = {
+    "MLproject": "name: nap\nentry_points:\n  main:\n    command: python nap.py\n",
+    "nap.py": "import os, time\nprint('ready', flush=True)\nwhile not os.path.exists('go'):\n    time.sleep(0.05)\n",
+}
+
+
+@pytest.mark.parametrize("what", ["run", "experiment"])
+def test_a_run_deleted_while_it_runs_still_records_its_end(
+    make_project, start_mlkit, wait_for, store_root, what
+):
+    """`runs delete` (or `experiments delete`) of a live run is a soft delete, as MLflow's: the
+    supervisor still records how it ended, so the run is never left RUNNING with no one behind
+    it, and a restore shows the real outcome, not FAILED/lost."""
+    from mlkit.tracking.store import FileStore
+
+    project = make_project(NAP)
+    sup = start_mlkit(str(project), "--experiment-name", "naps")
+    wait_for(lambda: b"ready" in sup.out_path.read_bytes(), what="the entry point to run")
+    store = FileStore(store_root)
+    exp_id = store.get_experiment_by_name("naps").experiment_id
+    (run,), _ = store.search_runs([exp_id])
+    if what == "run":
+        store.delete_run(run.info.run_id)
+    else:
+        store.delete_experiment(exp_id)
+    (project / "go").touch()
+    assert sup.wait(timeout=60) == 0, sup.err_path.read_text()
+    assert "could not record" not in sup.err_path.read_text()
+    ended = FileStore(store_root).get_run(run.info.run_id).info
+    assert (ended.status, ended.lifecycle_stage) == ("FINISHED", "deleted") and ended.end_time
+    if what == "run":
+        store.restore_run(run.info.run_id)
+    else:
+        store.restore_experiment(exp_id)
+    assert FileStore(store_root).mark_lost_runs(whole=True) == []
+    assert FileStore(store_root).get_run(run.info.run_id).info.status == "FINISHED"
