@@ -83,9 +83,12 @@ def _parse_duration_text(text: str, flag: str) -> float:
     )
     if not text:
         raise bad
+    parts = list(_DURATION_PART.finditer(text))
     total, pos = 0.0, 0
-    for match in _DURATION_PART.finditer(text):
+    for match in parts:
         if match.start() != pos and text[pos : match.start()].strip():
+            raise bad
+        if not match.group(2) and len(parts) > 1:  # `1.5.5h`, `1 2h`: a bare number is the whole value
             raise bad
         unit = match.group(2) or "s"
         if unit not in _DURATION_UNITS:

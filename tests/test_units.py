@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mlkit.errors import UsageError
-from mlkit.units import parse_duration, parse_memory
+from mlkit.units import parse_age, parse_duration, parse_memory
 
 
 @pytest.mark.parametrize(
@@ -70,3 +70,18 @@ def test_parse_age_refuses_bare_numbers_and_junk(text):
 
     with pytest.raises(UsageError, match="not an age"):
         parse_age(text, flag="--older-than")
+
+
+@pytest.mark.parametrize("text", ["1.5.5h", "1 2h", "2h 30", "1h30", "30m1", "1.2.3", "1..5h"])
+def test_parse_duration_refuses_a_bare_number_among_parts(text):
+    """A number without a unit is seconds only when it is the whole value: `1.5.5h` used to read as
+    1.5 s + 0.5 h, and `gc --older-than 1.5.5d` as 12 hours."""
+    with pytest.raises(UsageError, match="not a duration"):
+        parse_duration(text)
+    with pytest.raises(UsageError):
+        parse_age(text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1h 30m", 5400.0), (" 2h ", 7200.0), ("1d12h", 129600.0)])
+def test_parse_duration_still_takes_parts_with_units(text, expected):
+    assert parse_duration(text) == expected

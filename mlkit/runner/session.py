@@ -178,7 +178,10 @@ def _run(
         nnodes=options.nnodes,
         node_rank=options.node_rank,
         rdzv_endpoint=options.rdzv_endpoint,
-        timeout=options.timeout,
+        # `--timeout inf` (or longer than a thread can wait, ~292 years) is no deadline at all
+        timeout=options.timeout
+        if options.timeout is not None and options.timeout < threading.TIMEOUT_MAX
+        else None,
         kill_grace=grace,
         stderr_tty=_stderr_is_tty(),
     )

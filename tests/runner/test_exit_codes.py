@@ -235,3 +235,16 @@ def test_a_run_deleted_while_it_runs_still_records_its_end(
         store.restore_experiment(exp_id)
     assert FileStore(store_root).mark_lost_runs(whole=True) == []
     assert FileStore(store_root).get_run(run.info.run_id).info.status == "FINISHED"
+
+
+@pytest.mark.parametrize("value", ["inf", "99999999999999999999d"])
+def test_a_timeout_of_forever_is_no_deadline(make_project, mlkit_run, value):
+    """The duration hint offers 'inf'; as --timeout it used to crash the timer thread (a traceback
+    on stderr, no deadline kept). Now it is no deadline, and --dry-run says so."""
+    import json
+
+    project = make_project(PROJECT)
+    result = mlkit_run(str(project), "--timeout", value)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    dry = mlkit_run(str(project), "--timeout", value, "--dry-run", "--json")
+    assert json.loads(dry.stdout)["timeout_s"] is None
