@@ -156,9 +156,20 @@ def plan_run(
     argv = base_argv
     use_torchrun = False
     rdzv_id = None
-    if multi:
-        if command.argv is not None and command.argv and command.argv[0] in PYTHON_NAMES:
+    script = None
+    if multi and command.argv and command.argv[0] in PYTHON_NAMES:
+        try:
             script = _script_part(command.argv[1:])
+        except UsageError:
+            if nproc_per_node is not None or (nnodes is not None and nnodes > 1):
+                raise  # several processes were asked for by name: say why they cannot be had
+            notices.append(  # several GPUs only: the command runs once and sees them all, as MLflow runs it
+                "the command is not `python script.py` or `python -m module`, so it runs once with all "
+                f"{gpu_count} GPUs, not through torchrun"
+            )
+            multi = False
+    if multi:
+        if script is not None:
             rdzv_id = rdzv_id_for(own, nnodes, rdzv_endpoint) if nnodes and nnodes > 1 else None
             argv = [
                 python,

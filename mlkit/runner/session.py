@@ -185,6 +185,11 @@ def _run(
         kill_grace=grace,
         stderr_tty=_stderr_is_tty(),
     )
+    if (launch.nproc_per_node or 1) > 1 or (launch.nnodes or 1) > 1:
+        # the launch layout asked for by name is checked before anything exists (a command torchrun
+        # cannot take is exit 2 with no run); plan_run is pure, the run's own plan comes later
+        plan_run(project, options.entry_point, dict(options.params), env=None, lease=None, store_root=store_root,
+                 run_id="<run-id>", experiment_id="<experiment-id>", command=command, launch=launch)  # fmt: skip
     if options.dry_run:
         # import budget: dryrun loads only for --dry-run
         from mlkit.runner.dryrun import dry_run

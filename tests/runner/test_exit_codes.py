@@ -248,3 +248,14 @@ def test_a_timeout_of_forever_is_no_deadline(make_project, mlkit_run, value):
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     dry = mlkit_run(str(project), "--timeout", value, "--dry-run", "--json")
     assert json.loads(dry.stdout)["timeout_s"] is None
+
+
+def test_processes_torchrun_cannot_start_are_usage_2_before_the_run_exists(
+    make_project, mlkit_run, store_root
+):
+    project = make_project({"MLproject": "entry_points:\n  main:\n    command: \"python -c 'print(1)'\"\n"})
+    result = mlkit_run(str(project), "--nproc-per-node", "2")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "cannot hand the command to torchrun" in result.stderr
+    _one_line_error(result.stderr)
+    assert not store_root.exists()

@@ -274,3 +274,19 @@ def test_non_python_commands_are_not_wrapped(project):
 )
 def test_classify(returncode, reason, signum, expected):
     assert classify(returncode, reason, signum) == expected
+
+
+def test_several_gpus_for_a_command_torchrun_cannot_take_run_it_once(make_project):
+    """`python -c ...` with `--gpus 2`: torchrun takes only a script or a module, so the command
+    runs once and sees both GPUs, as MLflow would run it (it used to fail with exit 2 after the
+    run was created). Several processes asked for by name still fail, saying why."""
+    inline = load_project(
+        make_project(
+            {"MLproject": "name: i\nentry_points:\n  main:\n    command: \"python -c 'print(1)'\"\n"}
+        )
+    )
+    p = plan(inline, lease=lease(2))
+    assert not p.torchrun and p.argv[1:] == ["-c", "print(1)"]
+    assert p.notices and "runs once with all 2 GPUs" in p.notices[0]
+    with pytest.raises(UsageError, match="python option '-c' is not supported"):
+        plan(inline, lease=lease(2), nproc_per_node=2)
