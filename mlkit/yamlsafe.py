@@ -116,7 +116,7 @@ def loads(text: str, label: str, error: type[MlkitError]) -> object:
         finally:
             loader.dispose()
     except yaml.YAMLError as exc:
-        raise error(f"{label}: {_yaml_problem(exc)}", hint=_HINT) from None
+        raise error(f"{label}: {yaml_problem(exc)}", hint=_HINT) from None
     except RecursionError:
         raise error(f"{label}: the document is nested too deeply", hint=_HINT) from None
     _check_keys(data, label, error)
@@ -126,7 +126,7 @@ def loads(text: str, label: str, error: type[MlkitError]) -> object:
 _HINT = "fix the YAML at that line (indent with spaces, quote values that contain ': ' or '#')"
 
 
-def _yaml_problem(exc: BaseException) -> str:
+def yaml_problem(exc: BaseException) -> str:
     """`line N, column M: invalid YAML: problem (context)`, N being the line to fix.
 
     PyYAML marks where it gave up, which for a key without its `:` or a quote left open is the

@@ -71,8 +71,11 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = load_yaml_text(text)
     except Exception as exc:  # yaml.YAMLError, but yaml is imported lazily
+        from mlkit.yamlsafe import yaml_problem  # import budget: only for a file that is not YAML
+
         raise StoreError(
-            f"{path}: malformed YAML: {exc}", hint="fix or remove the file; the store keeps the rest"
+            f"{path}: malformed YAML: {yaml_problem(exc)}",
+            hint="fix or remove the file; the store keeps the rest",
         ) from exc
     if not isinstance(data, dict):
         raise StoreError(f"{path}: expected a mapping, found {type(data).__name__}", hint="fix the file")

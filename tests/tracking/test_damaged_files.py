@@ -146,3 +146,16 @@ def test_another_users_unreadable_run_is_a_one_line_error_or_skipped() -> None:
         lines = done.stdout.splitlines()
         assert lines[0].startswith("ERROR") and "tags/note" in lines[0] and "cannot read" in lines[0], lines
         assert lines[1] == "GC []", lines
+
+
+def test_a_malformed_meta_yaml_is_named_in_one_line(tmp_path: Path) -> None:
+    from mlkit.errors import StoreError
+
+    root = tmp_path / "mlruns"
+    store, ids = _store(root, n=1)
+    meta = store.run_dir(ids[0]) / "meta.yaml"
+    meta.write_text(meta.read_text() + "status: [\n")
+    with pytest.raises(StoreError) as caught:
+        FileStore(root).get_run(ids[0])
+    message = caught.value.message
+    assert "\n" not in message and str(meta) in message and "line " in message, message
