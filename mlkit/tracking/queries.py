@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlkit import settings
-from mlkit.errors import NotFoundError, UsageError
+from mlkit.errors import InvalidInputError, NotFoundError, UsageError
 from mlkit.tracking import files
 from mlkit.tracking.columns import Column, keys_of, unknown_keys
 from mlkit.tracking.entities import ACTIVE, STATUS_TO_INT, Experiment, FileInfo, Run
@@ -29,13 +29,24 @@ def parse_duration(text: str) -> float:
 
 
 def resolve_experiment(store: FileStore, ref: str) -> Experiment:
-    """An experiment by id or by name (active or deleted); NotFoundError when neither matches."""
+    """An experiment by id or by name (active or deleted); NotFoundError when neither matches,
+    InvalidInputError when `ref` is one experiment's id and another's name (`experiments delete 5`
+    must not pick one of them silently)."""
+    by_id = None
     if ref.replace("-", "").replace("_", "").isalnum():
         try:
-            return store.get_experiment(ref)
+            by_id = store.get_experiment(ref)
         except NotFoundError:
             pass
     experiment = store.get_experiment_by_name(ref)
+    if by_id is not None:
+        if experiment is not None and experiment.experiment_id != by_id.experiment_id:
+            raise InvalidInputError(
+                f"{ref!r} is experiment {by_id.experiment_id}'s id ({by_id.name!r}) and experiment "
+                f"{experiment.experiment_id}'s name",
+                hint=f"name one of them another way: {by_id.name!r} or {experiment.experiment_id}",
+            )
+        return by_id
     if experiment is None:
         raise NotFoundError(
             f"no experiment with id or name {ref!r} in {store.root}", hint="see `mlkit experiments list`"

@@ -120,3 +120,17 @@ def test_runs_logs_follow_until_the_run_ends(store_root: Path) -> None:
     out, err = follow.communicate(timeout=30)
     assert follow.returncode == 0, err
     assert out == "line 1\nline 2\n"
+
+
+def test_an_experiment_ref_that_is_one_id_and_another_name_is_refused(store_root: Path) -> None:
+    """`experiments delete 1` where experiment 1 is "a" and the experiment named "1" is another:
+    refused (exit 2, both named), never one picked silently; each is still reachable."""
+    store = FileStore(store_root)
+    first = store.create_experiment("a")
+    named = store.create_experiment(first)  # an experiment whose name is the other's id
+    done = run_mlkit("experiments", "delete", first, "--store", str(store_root))
+    assert done.returncode == 2, done.stderr
+    assert f"experiment {named}'s name" in done.stderr and "Traceback" not in done.stderr
+    assert {e.experiment_id for e in FileStore(store_root).list_experiments()} >= {first, named}
+    assert run_mlkit("experiments", "delete", "a", "--store", str(store_root)).returncode == 0
+    assert [e.experiment_id for e in FileStore(store_root).list_experiments("deleted")] == [first]
