@@ -97,13 +97,16 @@ def print_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         writer.writerow(["" if v is None else v for v in row])
 
 
+_TSV_ESCAPES = str.maketrans({"\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> None:
     """A rich table on a terminal; tab-separated plain lines when piped."""
     rows = [["" if v is None else str(v) for v in row] for row in rows]
-    if not sys.stdout.isatty():
+    if not sys.stdout.isatty():  # one line a row, one tab a column: a tab or newline in a value is escaped
         sys.stdout.write("\t".join(columns) + "\n")
         for row in rows:
-            sys.stdout.write("\t".join(row) + "\n")
+            sys.stdout.write("\t".join(cell.translate(_TSV_ESCAPES) for cell in row) + "\n")
         return
     # import budget: rich loads only when a table is rendered
     from rich.table import Table

@@ -134,3 +134,19 @@ def test_an_experiment_ref_that_is_one_id_and_another_name_is_refused(store_root
     assert {e.experiment_id for e in FileStore(store_root).list_experiments()} >= {first, named}
     assert run_mlkit("experiments", "delete", "a", "--store", str(store_root)).returncode == 0
     assert [e.experiment_id for e in FileStore(store_root).list_experiments("deleted")] == [first]
+
+
+def test_piped_listings_keep_one_line_a_run_whatever_the_values(store_root: Path) -> None:
+    """A run name with a newline, a param with a tab: piped (tab-separated) output escapes them as
+    \\n and \\t, so `cut -f` and `wc -l` still see one line a run and one column a field."""
+    store = FileStore(store_root)
+    odd = store.create_run("0", run_name="two\nlines").info.run_id
+    store.log_param(odd, "p", "a\tb")
+    plain = store.create_run("0", run_name="plain").info.run_id
+    store.log_param(plain, "p", "c")
+    for args in (["runs", "list"], ["experiments", "list"]):
+        done = run_mlkit(*args, "--store", str(store_root))
+        lines = done.stdout.splitlines()
+        assert done.returncode == 0 and all(line.count("\t") == lines[0].count("\t") for line in lines), lines
+    listed = run_mlkit("runs", "list", "--store", str(store_root)).stdout.splitlines()
+    assert len(listed) == 3 and any("two\\nlines" in line and "a\\tb" in line for line in listed), listed
