@@ -191,8 +191,14 @@ def _load(path: Path | str, entry_point: str | None, strict: bool) -> Project:  
 def _default_env(directory: Path) -> EnvRef | None:
     defaults: tuple[tuple[str, EnvKind], ...] = (("python_env.yaml", "python"), ("conda.yaml", "conda"))
     for filename, kind in defaults:
-        if (directory / filename).is_file():
-            return EnvRef(kind=kind, path=(directory / filename).resolve())
+        path = directory / filename
+        if path.is_file():
+            return EnvRef(kind=kind, path=path.resolve())
+        if os.path.lexists(path):  # a FIFO, a device, a dangling link: not "no environment file"
+            raise ProjectError(
+                f"{display_path(path)}: not a regular file, so it cannot be the project's environment",
+                hint=f"make {filename} a plain file, or remove it to run without an environment file",
+            )
     return None
 
 

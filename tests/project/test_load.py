@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import pytest
@@ -350,3 +351,19 @@ def test_literal_braces(make_project) -> None:
     assert (
         result.shell == "python x.py --json '{\"a\": 1}' {b}"
     )  # {b} unquoted: brace expansion is shell syntax
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device-link", "dangling-link"])
+def test_a_default_env_file_that_is_not_a_file_is_an_error_not_no_environment(tmp_path, kind):
+    """conda.yaml as a FIFO or a link to /dev/zero used to read as "no environment file": the run
+    went ahead in the wrong interpreter. It is refused, naming the file."""
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "MLproject").write_text("name: p\nentry_points:\n  main:\n    command: python -c pass\n")
+    env = project / "conda.yaml"
+    if kind == "fifo":
+        os.mkfifo(env)
+    else:
+        env.symlink_to("/dev/zero" if kind == "device-link" else project / "gone.yaml")
+    with pytest.raises(ProjectError, match="conda.yaml: not a regular file"):
+        load_project(project)
