@@ -27,6 +27,7 @@ class GpuLease:
     owner_pid: int | None = None
     released: bool = False
     _held_fd: int | None = field(default=None, repr=False, compare=False)
+    _gpu_fds: list[int] = field(default_factory=list, repr=False, compare=False)  # flocks on its GPUs' files
     # the ledger's steps for a lease of GPUs (mlkit.gpu.ledger.track_lease / remove_lease)
     _track: Callable[[GpuLease, int], None] | None = field(default=None, repr=False, compare=False)
     _remove: Callable[[GpuLease], None] | None = field(default=None, repr=False, compare=False)
@@ -56,6 +57,9 @@ class GpuLease:
             if self._held_fd is not None:
                 os.close(self._held_fd)
                 self._held_fd = None
+            for fd in self._gpu_fds:  # the GPUs are free again, as the kernel tells other reservers
+                os.close(fd)
+            self._gpu_fds = []
 
     def __enter__(self) -> GpuLease:
         return self

@@ -49,6 +49,8 @@ if TYPE_CHECKING:  # the probe (and NVML) is loaded only when GPUs are asked for
     from mlkit.gpu.devices import GpuReport
 
 LEDGER_FILE = "gpu-leases.json"
+GPU_HELD_PREFIX = "gpu-held-"  # `gpu-held-<uuid>`: flocked by the live holder of that GPU (_held_by_kernel)
+KERNEL_HOLDER = ""  # the run holding such a GPU, unknown: `select` says "leased by another mlkit run"
 LOCK_FILE = "gpu-leases.lock"
 POLL_ENV = "MLKIT_GPU_POLL_INTERVAL"
 LOCK_WAIT_S = 10.0  # the ledger lock's deadline without --wait: `mlkit gpus`, gc, release, --gpus N
@@ -423,6 +425,8 @@ def reserve_gpus(
                 report.leases = leases
                 kept = leases + [r for r, _, _ in survey.ignored if isinstance(r, Lease)]
                 taken = {lease.uuid: lease.run_id for lease in leases}
+                for uuid in _held_by_kernel([g.uuid for g in report.gpus if g.uuid not in taken]):
+                    taken[uuid] = KERNEL_HOLDER  # a live holder the ledger lost (spoiled, torn)
                 held = holds(report, waiters[:place], taken)  # for the runs that have waited longer
                 selection = select(report, request, {**taken, **held})
                 if selection.ok:
@@ -446,6 +450,7 @@ def reserve_gpus(
                     )
                     if new:
                         lease._held_fd, held_fd = held_fd, None
+                        lease._gpu_fds = _hold_gpus([g.uuid for g in selection.gpus])
                     return lease
                 if not selection.fatal and deadline is not None and place == len(waiters):
                     # join the queue (or re-join it, in our old place, if a torn ledger lost it)
@@ -601,6 +606,65 @@ def _hold() -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _gpu_file(uuid: str) -> str:
+    """`gpu-held-<uuid>` in the state dir: flocked (exclusive) by the live holder of that GPU."""
+    return GPU_HELD_PREFIX + uuid.replace("/", "_")  # a MIG uuid holds slashes
+
+
+def _gpu_fds(uuids: list[str]) -> Iterator[tuple[str, int]]:
+    """(uuid, an open descriptor of its `gpu-held-` file) for each GPU whose file can be had, made
+    if missing (shared like the ledger). One that cannot (a planted link) is skipped with a warning:
+    the ledger still speaks for that GPU."""
+    try:
+        dir_fd = settings.open_state_dir()
+    except (MlkitError, OSError):
+        return
+    try:
+        mode = settings.state_file_mode(dir_fd)
+        for uuid in uuids:
+            try:
+                fd = fsio.open_file(_gpu_file(uuid), dir_fd=dir_fd, create=True, mode=mode, other_owners=True)
+            except (MlkitError, OSError) as exc:
+                trust.warn(f"GPU ledger: {_gpu_file(uuid)}: {exc}")
+                continue
+            yield uuid, fd
+    finally:
+        os.close(dir_fd)
+
+
+def _held_by_kernel(uuids: list[str]) -> set[str]:
+    """The GPUs of `uuids` that a live process holds, as the kernel says: its flock on the GPU's
+    `gpu-held-` file. Asked under the ledger's lock, so no reserver takes one meanwhile. This is what
+    no ledger text can hide: another user may overwrite the 0666 ledger, and a rebuild cannot read
+    the live runs of users it may not inspect (their /proc/PID/environ)."""
+    held = set()
+    for uuid, fd in _gpu_fds(uuids):
+        try:
+            if not fsio.try_lock(fd):
+                held.add(uuid)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # our test lock, if we got it, goes with the descriptor
+    return held
+
+
+def _hold_gpus(uuids: list[str]) -> list[int]:
+    """Exclusive flocks on the leased GPUs' files, kept open (close-on-exec: the supervisor's own)
+    until the lease is released or the process dies (docs/gpus.md, "Shared state")."""
+    fds = []
+    for _uuid, fd in _gpu_fds(uuids):
+        try:
+            locked = fsio.try_lock(fd)
+        except OSError:
+            locked = False
+        if locked:
+            fds.append(fd)
+        else:
+            os.close(fd)
+    return fds
 
 
 def _is(waiter: Waiter, run_id: str, pid: int) -> bool:

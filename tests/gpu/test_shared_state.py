@@ -231,3 +231,38 @@ def test_another_users_ledger_is_rewritten_in_place_through_a_checked_descriptor
     assert (after.st_ino, after.st_uid, stat.S_IMODE(after.st_mode)) == (before.st_ino, 0, 0o666)
     assert json.loads(path.read_text()) == {"version": 1, "leases": []}
     assert path.stat().st_size < 100  # truncated: no tail of the old text
+
+
+def test_a_ledger_another_user_spoils_never_hands_out_a_gpu_in_use(box):
+    """The ledger is 0666 in a shared dir: uid 65534 can overwrite it. A rebuild from the live
+    processes cannot read root's /proc/PID/environ as that user, so the kernel decides: a live
+    holder keeps an flock on each of its GPUs' files, and no ledger text can take that away."""
+    from mlkit.gpu.reserving import reserve
+    from mlkit.gpu.select import GpuRequest
+
+    lease = reserve(GpuRequest.parse("1"), run_id="a" * 32, owner_pid=os.getpid())
+    try:
+        (held,) = lease.uuids
+        for spoiled in ("{garbage", '{"version": 1, "leases": []}'):
+            ledger.ledger_path().chmod(0o666)
+            done = as_nobody(
+                f"open({str(ledger.ledger_path())!r}, 'w').write({spoiled!r})\n"
+                "import os\n"
+                "from mlkit.errors import GpuUnavailableError\n"
+                "from mlkit.gpu.reserving import reserve\n"
+                "from mlkit.gpu.select import GpuRequest\n"
+                "try:\n"
+                "    reserve(GpuRequest.parse('4'), run_id='b' * 32, owner_pid=os.getpid())\n"
+                "    print('GOT 4')\n"
+                "except GpuUnavailableError as exc:\n"
+                "    print('REFUSED')\n"
+                "other = reserve(GpuRequest.parse('3'), run_id='c' * 32, owner_pid=os.getpid())\n"
+                "print('GOT', ','.join(other.uuids))\n"
+                "other.release()\n"
+            )
+            assert done.returncode == 0, done.stderr[-2000:]
+            lines = done.stdout.splitlines()
+            assert lines[0] == "REFUSED", (spoiled, done.stdout, done.stderr[-1000:])
+            assert lines[1].startswith("GOT ") and held not in lines[1], lines
+    finally:
+        lease.release()
