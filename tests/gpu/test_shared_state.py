@@ -31,7 +31,7 @@ from mlkit import settings
 from mlkit.gpu import ledger
 from mlkit.tracking.store import FileStore
 
-from helpers import run_mlkit
+from helpers import REPO, run_mlkit
 
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT)
 
@@ -237,9 +237,17 @@ def test_a_ledger_another_user_spoils_never_hands_out_a_gpu_in_use(box):
     """The ledger is 0666 in a shared dir: uid 65534 can overwrite it. A rebuild from the live
     processes cannot read root's /proc/PID/environ as that user, so the kernel decides: a live
     holder keeps an flock on each of its GPUs' files, and no ledger text can take that away."""
+    import shutil
+
+    import pynvml
+
     from mlkit.gpu.reserving import reserve
     from mlkit.gpu.select import GpuRequest
 
+    # the stand-in NVML imports pynvml, in root's site-packages, which uid 65534 may not read
+    site = box / "site"
+    site.mkdir()
+    shutil.copy(pynvml.__file__, site / "pynvml.py")
     lease = reserve(GpuRequest.parse("1"), run_id="a" * 32, owner_pid=os.getpid())
     try:
         (held,) = lease.uuids
@@ -258,7 +266,8 @@ def test_a_ledger_another_user_spoils_never_hands_out_a_gpu_in_use(box):
                 "    print('REFUSED')\n"
                 "other = reserve(GpuRequest.parse('3'), run_id='c' * 32, owner_pid=os.getpid())\n"
                 "print('GOT', ','.join(other.uuids))\n"
-                "other.release()\n"
+                "other.release()\n",
+                PYTHONPATH=f"{REPO}:{site}",
             )
             assert done.returncode == 0, done.stderr[-2000:]
             lines = done.stdout.splitlines()
