@@ -85,11 +85,10 @@ def validate_alias(alias: str, *, reserved_ok: bool = False) -> str:
 
 
 def validate_version(version: int | str) -> int:
-    """A version number as an int; InvalidInputError for anything else."""
-    try:
-        number = int(str(version).strip())
-    except (TypeError, ValueError):
-        number = 0
+    """A version number as an int; InvalidInputError for anything else, including what `int()`
+    would also take: other scripts' digits ('١'), '1_0', a sign."""
+    text = str(version).strip()
+    number = int(text) if text.isascii() and text.isdigit() else 0
     if number < 1 or isinstance(version, bool):
         raise InvalidInputError(
             f"invalid model version {version!r}: versions are whole numbers from 1",

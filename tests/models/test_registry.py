@@ -113,6 +113,16 @@ def test_unknown_model_and_version(registry):
         registry.transition_model_version_stage("m", 7, "Staging")
 
 
+def test_a_version_is_written_in_ascii_digits_only(registry):
+    """`int()` also takes '١' (an Arabic-Indic one), '1_0' and ' +1': each named version 1 or 10
+    by another spelling. A version is plain digits, as MLflow's stores write it."""
+    registry.create_model_version("m", "runs:/r/model")
+    assert registry.get_model_version("m", "1").version == registry.get_model_version("m", 1).version == 1
+    for bad in ("\u0661", "+1", "1_0", "\uff11"):
+        with pytest.raises(InvalidInputError, match="whole numbers from 1"):
+            registry.get_model_version("m", bad)
+
+
 def test_every_change_appends_a_history_line(registry, store_root: Path):
     registry.create_model_version("m", "runs:/r/model")
     registry.create_model_version("m", "runs:/r/model")
