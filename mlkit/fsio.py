@@ -309,6 +309,24 @@ def temp_name(path: Path | str, tmp_dir: Path | str | None = None) -> Path:
     return directory / f".{stem}.{os.getpid()}.{time.monotonic_ns()}.tmp"
 
 
+@contextlib.contextmanager
+def removed_on_failure(new_dir: Path | str | None, undo: Callable[[], None] | None = None) -> Iterator[None]:
+    """Fill a directory this process has just made (a run's, a model version's, its meta.yaml
+    last); if that fails (a full disk, a signal), call `undo` and remove the directory before the
+    error goes on, so no half-made one is left for readers (MLflow's fail on one) or for `gc`.
+    `new_dir` None: nothing was made here, nothing is removed."""
+    try:
+        yield
+    except BaseException:
+        if undo is not None:
+            undo()
+        if new_dir is not None:
+            import shutil  # import budget: shutil (bz2, lzma) loads only to clean up
+
+            shutil.rmtree(new_dir, ignore_errors=True)
+        raise
+
+
 def write_error(path: Path | str, exc: OSError, error: type[MlkitError] = StoreError) -> MlkitError:
     """The one-line error for a failed write: a full disk is said plainly."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):

@@ -79,19 +79,6 @@ def _now_iso() -> str:
 
 
 # ---------------------------------------------------------------------------------------- the store
-@contextmanager
-def _whole_or_removed(new_dir: Path | None) -> Iterator[None]:
-    """Fill a directory just made for a model or a version (its meta.yaml last); if that fails (a
-    full disk, a signal), remove it: MLflow's registry reader fails on a directory without its
-    meta.yaml, and the version number was never used."""
-    try:
-        yield
-    except BaseException:
-        if new_dir is not None:
-            shutil.rmtree(new_dir, ignore_errors=True)
-        raise
-
-
 class RegistryStore:
     """The model registry under `<root>/models/`; `root=None` means the tracking root."""
 
@@ -264,7 +251,7 @@ class RegistryStore:
                 model_dir.mkdir(exist_ok=True)  # a deleted model's name keeps its history.jsonl
             except OSError as exc:
                 raise StoreError(f"{model_dir}: cannot create: {exc}", hint="check permissions") from exc
-            with _whole_or_removed(model_dir if made else None):
+            with fsio.removed_on_failure(model_dir if made else None):
                 for key, value in checked_tags.items():
                     self._write_value(model_dir / "tags" / key, value)
                 files.write_yaml_atomic(model_dir / "meta.yaml", self._model_meta(model))
@@ -550,7 +537,7 @@ class RegistryStore:
                 tags=checked_tags,
                 storage_location=storage_location or source,
             )
-            with _whole_or_removed(model_dir / f"version-{number}"):
+            with fsio.removed_on_failure(model_dir / f"version-{number}"):
                 for key, value in checked_tags.items():
                     self._write_value(model_dir / f"version-{number}" / "tags" / key, value)
                 self._save_version(version)

@@ -629,16 +629,10 @@ class FileStore:
             run_dir.mkdir()
         except OSError as exc:
             raise fsio.write_error(run_dir, exc) from exc
-        try:
+        with fsio.removed_on_failure(run_dir, undo=lambda: unregister_live(run_dir)):
             self._make_run_dir(run_dir, tags)
             meta = self._new_run_meta(experiment, run_id, run_name, user_id, start_time, status)
             files.write_yaml_atomic(run_dir / "meta.yaml", meta)  # now it is a run
-        except BaseException:  # a full disk, a signal: no half-made run is left behind
-            unregister_live(run_dir)
-            import shutil  # import budget: shutil (bz2, lzma) loads only to clean up
-
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
         self._run_dirs[run_id] = run_dir
         self._journal(run_dir)
         return Run(self._run_info(run_dir, meta, tags), RunData(params={}, metrics={}, tags=tags))
