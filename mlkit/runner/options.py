@@ -82,25 +82,14 @@ def heartbeat_interval() -> float:
 
 def validate(options: RunOptions) -> None:
     """Refuse options that cannot make a run (UsageError), before anything is created."""
-    if options.env_manager not in ENV_MANAGERS:
-        raise UsageError(
-            f"--env-manager {options.env_manager!r}: unknown manager",
-            hint=f"use one of {', '.join(ENV_MANAGERS)}",
-        )
+    check_env_manager(options.env_manager)
     if options.experiment_name is not None and options.experiment_id is not None:
         raise UsageError(
             "--experiment-name and --experiment-id were both given",
             hint="specify only one of them",
         )
-    if options.timeout is not None and options.timeout <= 0:
-        raise UsageError(
-            f"--timeout {options.timeout:g}: must be more than 0 seconds", hint="e.g. --timeout 3h"
-        )
-    if options.system_metrics_interval < 0:
-        raise UsageError(
-            "--system-metrics-interval: cannot be negative",
-            hint="seconds between samples; 0 turns sampling off",
-        )
+    check_timeout(options.timeout)
+    check_metrics_interval(options.system_metrics_interval)
     if options.nproc_per_node is not None and options.nproc_per_node < 1:
         raise UsageError("--nproc-per-node: must be 1 or more", hint="e.g. --nproc-per-node 2")
     if options.nnodes is not None:
@@ -120,6 +109,29 @@ def validate(options: RunOptions) -> None:
     if options.lock is not None and not options.lock.strip():
         raise UsageError("--lock: the lock name is empty", hint="e.g. --lock nightly-train")
     _validate_run_id(options)
+
+
+def check_env_manager(manager: str) -> None:
+    """UsageError unless `manager` is one `--env-manager` takes (`mlkit run`, each sweep trial)."""
+    if manager not in ENV_MANAGERS:
+        raise UsageError(
+            f"--env-manager {manager!r}: unknown manager", hint=f"use one of {', '.join(ENV_MANAGERS)}"
+        )
+
+
+def check_timeout(seconds: float | None, flag: str = "--timeout") -> None:
+    """UsageError for a deadline of 0 s or less (None: no deadline)."""
+    if seconds is not None and seconds <= 0:
+        raise UsageError(f"{flag} {seconds:g}: must be more than 0 seconds", hint=f"e.g. {flag} 3h")
+
+
+def check_metrics_interval(seconds: float | None) -> None:
+    """UsageError for a negative `--system-metrics-interval` (None: the default)."""
+    if seconds is not None and seconds < 0:
+        raise UsageError(
+            "--system-metrics-interval: cannot be negative",
+            hint="seconds between samples; 0 turns sampling off",
+        )
 
 
 def _validate_run_id(options: RunOptions) -> None:

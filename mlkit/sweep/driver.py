@@ -158,21 +158,12 @@ def _check_trial_flags(options: SweepOptions) -> None:
     """The flags each trial's `mlkit run` (and the metric's reader) would refuse: refused before the
     sweep's parent run exists, as `mlkit run` refuses them before its run does."""
     # import budget: the runner's rules, reused (its options module is light)
-    from mlkit.runner.options import ENV_MANAGERS
+    from mlkit.runner.options import check_env_manager, check_metrics_interval, check_timeout
 
-    if options.env_manager not in ENV_MANAGERS:
-        raise UsageError(
-            f"--env-manager {options.env_manager!r}: unknown manager",
-            hint=f"use one of {', '.join(ENV_MANAGERS)}",
-        )
-    for flag, value in (("--timeout", options.timeout), ("--trial-timeout", options.trial_timeout)):
-        if value is not None and value <= 0:
-            raise UsageError(f"{flag} {value:g}: must be more than 0 seconds", hint=f"e.g. {flag} 3h")
-    if options.system_metrics_interval is not None and options.system_metrics_interval < 0:
-        raise UsageError(
-            "--system-metrics-interval: cannot be negative",
-            hint="seconds between samples; 0 turns sampling off",
-        )
+    check_env_manager(options.env_manager)
+    check_timeout(options.timeout)
+    check_timeout(options.trial_timeout, "--trial-timeout")
+    check_metrics_interval(options.system_metrics_interval)
     if options.metric is not None:
         if not options.metric.strip():
             raise UsageError("--metric is empty", hint="name the metric to optimise, e.g. --metric val_loss")
