@@ -1168,8 +1168,10 @@ class FileStore:
                     if run.info.status != RUNNING or not is_owner_gone(run.data.tags):
                         continue  # it ended, or a new owner took it over, while we looked
                     self.set_tag(run_id, FAILURE_REASON_TAG, "lost")
-                    beat = run.data.tags.get(HEARTBEAT_TAG, "")
-                    self.set_terminated(run_id, FAILED, end_time=int(beat) if beat.isdigit() else None)
+                    beat = run.data.tags.get(HEARTBEAT_TAG, "")  # its last sign of life,
+                    start = run.info.start_time or 0  # but never before its start
+                    end = max(int(beat), start) if beat.isdigit() else None
+                    self.set_terminated(run_id, FAILED, end_time=end)
             except (MlkitError, OSError):
                 continue  # deleted or removed meanwhile, or being taken over
             lost.append(run_id)

@@ -226,3 +226,15 @@ def test_a_run_resumed_with_the_fluent_api_is_owned_by_its_new_process(store_roo
         assert _markers(store_root / "0") == {run_id}
         store.set_tags(run_id, _dead_owner_tags())  # as if this process had died
         assert store.mark_lost_runs() == [run_id]
+
+
+def test_a_lost_run_never_ends_before_it_started(store_root: Path) -> None:
+    """`mlkit run` writes its first heartbeat just before the run's start time; an owner killed
+    before the next beat must not leave an end time before the start (`runs list` showed -0.0s)."""
+    store = FileStore(store_root)
+    start = int(time.time() * 1000)
+    tags = {**_dead_owner_tags(), "mlkit.heartbeat": str(start - 1)}
+    run_id = store.create_run("0", start_time=start, tags=tags).info.run_id
+    assert store.mark_lost_runs(whole=True) == [run_id]
+    info = store.get_run(run_id).info
+    assert info.status == "FAILED" and info.end_time == start
