@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mlkit.digest import sha256_hex
 from mlkit.errors import UsageError
+from mlkit.settings import host_state_dir
 
 if TYPE_CHECKING:  # only for annotations: importing them would load their packages
     from mlkit.project.command import ResolvedCommand
@@ -214,6 +215,11 @@ def plan_run(
         from mlkit.env.container import container_name, engine_argv, inner_command
 
         uuids = [str(getattr(g, "uuid", g)) for g in lease.gpus] if lease is not None else []
+        if uuids and os.environ.get("MLKIT_STATE_DIR"):
+            # the ledger counts a process as the run's when its environment names the run and this
+            # state dir (gpu.trust.run_processes): the container's must, or a SIGKILLed supervisor's
+            # container would run on, on GPUs the ledger then gives to the next run
+            child_env["MLKIT_STATE_DIR"] = str(host_state_dir())
         inner = inner_command(argv, shell if argv is base_argv else None)
         art_abs = Path(os.path.abspath(art))
         mounts = [store_abs] if art_abs.is_relative_to(store_abs) else [store_abs, art_abs]

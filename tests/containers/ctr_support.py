@@ -18,7 +18,8 @@ import subprocess
 import sysconfig
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BASE_TAG = "localhost/mlkit-test-base:py3"
@@ -260,3 +261,25 @@ MLKIT_IN_IMAGE = f"""
 volumes: ["{REPO}:/opt/mlkit:ro", "{SITE}:/opt/site:ro"]
 environment: [["PYTHONPATH", "/opt/mlkit:/opt/site"], ["MLFLOW_ALLOW_FILE_STORE", "true"]]
 """
+
+
+FAKE_UUIDS = [f"GPU-f4ce000{i}-0000-4000-8000-00000000000{i}" for i in range(4)]  # MLKIT_FAKE_NVML=four_idle
+
+
+@contextmanager
+def fake_cdi_spec() -> Iterator[None]:
+    """A CDI spec naming the stand-in NVML's four GPUs by UUID, each a harmless device node
+    (/dev/null, ...) at /dev/nvidia<i>: podman passes the leased ones in. Root only."""
+    spec = Path("/var/run/cdi") / f"mlkit-test-{os.getpid()}.yaml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    nodes = ["/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"]
+    devices = "".join(
+        f'  - name: "{u}"\n    containerEdits:\n      deviceNodes:\n        - path: "/dev/nvidia{i}"\n'
+        f'          hostPath: "{nodes[i]}"\n'
+        for i, u in enumerate(FAKE_UUIDS)
+    )
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield
+    finally:
+        spec.unlink(missing_ok=True)
