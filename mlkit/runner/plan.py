@@ -223,7 +223,10 @@ def plan_run(
         inner = inner_command(argv, shell if argv is base_argv else None)
         art_abs = Path(os.path.abspath(art))
         mounts = [store_abs] if art_abs.is_relative_to(store_abs) else [store_abs, art_abs]
-        argv = engine_argv(container, inner, child_env, run_id=run_id, mounts=mounts, gpu_uuids=uuids)
+        argv = engine_argv(
+            container, inner, child_env, run_id=run_id, mounts=mounts, gpu_uuids=uuids,
+            node_rank=node_rank or 0,
+        )  # fmt: skip
         manager = "docker"
     return RunPlan(
         run_id=run_id,
@@ -248,7 +251,7 @@ def plan_run(
         notices=notices,
         interpreter=interpreter,
         container_engine=container.engine if container is not None else None,
-        container_name=container_name(run_id) if container is not None else None,
+        container_name=container_name(run_id, node_rank or 0) if container is not None else None,
         container_image=container.image if container is not None else None,
     )
 

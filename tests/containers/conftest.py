@@ -101,6 +101,7 @@ def project(tmp_path: Path) -> Callable[..., Path]:
             + "\n"
         )
         for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(textwrap.dedent(text).lstrip("\n"))
         return root
 

@@ -266,6 +266,42 @@ def test_a_killed_supervisors_container_keeps_its_gpus_until_it_is_gone(
         assert read_leases() == []
 
 
+# `python -m torch.distributed.run` finds this package first (the project is the working directory)
+FAKE_TORCHRUN = {
+    "torch/__init__.py": "",
+    "torch/distributed/__init__.py": "",
+    "torch/distributed/run.py": """
+        import os, sys, time
+        rank = sys.argv[sys.argv.index("--node-rank") + 1]
+        print("ready", rank, flush=True)
+        if rank == "0":  # node 0 runs until node 1 has run beside it
+            while not os.path.exists("node1-ran"):
+                time.sleep(0.1)
+        else:
+            open("node1-ran", "w").close()
+    """,
+    "t.py": "",
+}
+
+
+def test_two_nodes_of_one_run_on_one_host_get_a_container_each(
+    engine, project, start_ctr, ctr_run, store_root
+):
+    """`--node-rank 1 --run-id RUN` beside node 0 on the same host: each node's container has a
+    name of its own (node 1's was refused: the name mlkit-<run id> was node 0's)."""
+    proj = str(project("", 'main:\n  command: "python t.py"', FAKE_TORCHRUN))
+    nodes = ("--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:29400")
+    first = start_ctr(*nodes, "--node-rank", "0", proj)
+    run_id = _started(store_root, first)
+    second = ctr_run(*nodes, "--node-rank", "1", "--run-id", run_id, proj)
+    assert second.returncode == 0, second.stderr
+    assert f"--name mlkit-{run_id}-node1 " in second.stderr
+    assert first.wait(timeout=60) == 0
+    run = only_run(store_root)
+    assert run.info.status == "FINISHED"
+    assert containers(engine, run_id) == []
+
+
 def test_auto_picks_the_engine_that_answers_and_says_so(engine, project, store_root, tmp_path, monkeypatch):
     if engine == "docker":
         monkeypatch.setenv("PATH", _path_without("podman"))
