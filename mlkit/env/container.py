@@ -483,8 +483,10 @@ def _write_context(context: Path, request: ContainerRequest, base_id: str) -> No
 
 
 # ------------------------------------------------------------------------------ the argv (pure)
-def container_name(run_id: str) -> str:
-    return NAME_PREFIX + run_id
+def container_name(run_id: str, node_rank: int = 0) -> str:
+    """`mlkit-<run id>`; a run's node other than the first (`--node-rank R`, which may run on the
+    same host as node 0) gets `mlkit-<run id>-node<R>`."""
+    return NAME_PREFIX + run_id + (f"-node{node_rank}" if node_rank else "")
 
 
 def gpu_args(env: ContainerEnv, uuids: Sequence[str]) -> list[str]:
@@ -517,11 +519,12 @@ def engine_argv(
     run_id: str,
     mounts: Sequence[Path],
     gpu_uuids: Sequence[str] = (),
+    node_rank: int = 0,
 ) -> list[str]:
     """`<engine> run ...` that runs `command` in the container, with `mounts` (the store, and the
     run's artifact directory when it lies elsewhere) at their own paths, so the run's tracking and
     artifact URIs hold inside too, and `variables` (then docker_env.environment) set."""
-    argv = [env.engine, "run", "--rm", "--init", "--name", container_name(run_id)]
+    argv = [env.engine, "run", "--rm", "--init", "--name", container_name(run_id, node_rank)]
     argv += ["--label", f"mlkit.run_id={run_id}"]
     if env.user:
         argv += ["--user", env.user]

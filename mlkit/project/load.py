@@ -252,11 +252,20 @@ def _parse_docker(value: Any, problems: _Problems) -> EnvRef | None:
     image = value.get("image")
     if not isinstance(image, str) or not image:
         problems.add("docker_env.image", "missing or empty", "write docker_env: {image: my-image:tag}")
+    elif image.startswith("-") or any(c.isspace() or not c.isprintable() for c in image):
+        # the engine would read it as one of its own flags (`--help` ran as the run), or fail on it
+        problems.add("docker_env.image", f"{clip(repr(image), 80)} is not an image name",
+                     "write docker_env: {image: my-image:tag} (no leading '-', no spaces)")  # fmt: skip
     volumes = value.get("volumes")
     if volumes and not (isinstance(volumes, list) and all(isinstance(v, str) for v in volumes)):
         problems.add(
             "docker_env.volumes", "must be a list of strings", 'write volumes: ["/host/path:/container/path"]'
         )
+    elif volumes:
+        for volume in volumes:
+            if not volume or volume.startswith("-") or not volume.isprintable():
+                problems.add("docker_env.volumes", f"{clip(repr(volume), 80)} is not a volume",
+                             'write volumes: ["/host/path:/container/path"]')  # fmt: skip
     environment = value.get("environment")
     if environment and not (
         isinstance(environment, list)
@@ -267,8 +276,26 @@ def _parse_docker(value: Any, problems: _Problems) -> EnvRef | None:
             "must be a list of variable names or [NAME, value] pairs",
             'write environment: [["NEW_VAR", "value"], "VAR_TO_COPY"]',
         )
+    elif environment:
+        for entry in environment:
+            _check_variable(entry, problems)
     ok = len(problems.items) == before
     return EnvRef(kind="docker", image=image, docker=dict(value)) if ok else None
+
+
+def _check_variable(entry: str | list, problems: _Problems) -> None:
+    """One docker_env.environment entry: a name the engine can set (non-empty, no `=`: `-e A=B=c`
+    would set A), and a value that is text, a number or a boolean (`null` would reach the
+    container as the word None); no control character in a name, no NUL byte in a value."""
+    name, val = (entry, "") if isinstance(entry, str) else entry
+    hint = 'write environment: [["NEW_VAR", "value"], "VAR_TO_COPY"]'
+    if not isinstance(name, str) or not name or "=" in name or not name.isprintable():
+        problems.add("docker_env.environment", f"{clip(repr(name), 80)} is not a variable name", hint)
+    elif isinstance(val, (dict, list)) or val is None:
+        problems.add("docker_env.environment", f"{name}: the value must be text or a number, "
+                     f"not {'null' if val is None else type(val).__name__}", hint)  # fmt: skip
+    elif "\x00" in str(val):
+        problems.add("docker_env.environment", f"{name}: the value contains a NUL byte", hint)
 
 
 def _parse_entry_point(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from mlkit.digest import sha256_hex
 from mlkit.errors import UsageError
+from mlkit.settings import host_state_dir
 
 if TYPE_CHECKING:  # only for annotations: importing them would load their packages
     from mlkit.project.command import ResolvedCommand
@@ -214,10 +215,18 @@ def plan_run(
         from mlkit.env.container import container_name, engine_argv, inner_command
 
         uuids = [str(getattr(g, "uuid", g)) for g in lease.gpus] if lease is not None else []
+        if uuids and os.environ.get("MLKIT_STATE_DIR"):
+            # the ledger counts a process as the run's when its environment names the run and this
+            # state dir (gpu.trust.run_processes): the container's must, or a SIGKILLed supervisor's
+            # container would run on, on GPUs the ledger then gives to the next run
+            child_env["MLKIT_STATE_DIR"] = str(host_state_dir())
         inner = inner_command(argv, shell if argv is base_argv else None)
         art_abs = Path(os.path.abspath(art))
         mounts = [store_abs] if art_abs.is_relative_to(store_abs) else [store_abs, art_abs]
-        argv = engine_argv(container, inner, child_env, run_id=run_id, mounts=mounts, gpu_uuids=uuids)
+        argv = engine_argv(
+            container, inner, child_env, run_id=run_id, mounts=mounts, gpu_uuids=uuids,
+            node_rank=node_rank or 0,
+        )  # fmt: skip
         manager = "docker"
     return RunPlan(
         run_id=run_id,
@@ -242,7 +251,7 @@ def plan_run(
         notices=notices,
         interpreter=interpreter,
         container_engine=container.engine if container is not None else None,
-        container_name=container_name(run_id) if container is not None else None,
+        container_name=container_name(run_id, node_rank or 0) if container is not None else None,
         container_image=container.image if container is not None else None,
     )
 

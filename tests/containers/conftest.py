@@ -17,7 +17,7 @@ import pytest
 from helpers import run_mlkit
 
 sys.path.insert(0, str(Path(__file__).parent))  # so test modules can import ctr_support
-from ctr_support import BASE_TAG, Dockerd, base_rootfs_tar, import_image, podman_env  # noqa: E402
+from ctr_support import BASE_TAG, Dockerd, base_rootfs_tar, import_image, podman_env, podman_stop  # noqa: E402
 
 ENGINES = ("podman", "docker")
 # No GPU probe, no sampler thread: each container test stays short.
@@ -67,25 +67,9 @@ def container_engines() -> Iterator[dict[str, dict[str, str] | str]]:
     finally:
         podman = found.get("podman")
         if isinstance(podman, dict):
-            _podman_cleanup({**os.environ, **podman})
+            podman_stop({**os.environ, **podman}, work)
         dockerd.stop()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _podman_cleanup(env: dict[str, str]) -> None:
-    """Our containers (mlkit-*) and images (the base image, localhost/mlkit-* built by tests)."""
-    names = subprocess.run(
-        ["podman", "ps", "-a", "--filter", "label=mlkit.run_id", "--format", "{{.Names}}"],
-        env=env, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
-    if names:
-        subprocess.run(["podman", "rm", "-f", *names], env=env, capture_output=True, timeout=60)
-    images = subprocess.run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=localhost/mlkit-*"],
-        env=env, capture_output=True, text=True,
-    ).stdout.split()  # fmt: skip
-    if images:
-        subprocess.run(["podman", "rmi", "-f", *images], env=env, capture_output=True, timeout=60)
 
 
 @pytest.fixture(params=ENGINES)
@@ -117,6 +101,7 @@ def project(tmp_path: Path) -> Callable[..., Path]:
             + "\n"
         )
         for rel, text in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
             (root / rel).write_text(textwrap.dedent(text).lstrip("\n"))
         return root
 

@@ -1,7 +1,8 @@
 """Real container engines for the `container` tests, set up without systemd or a registry.
 
-podman: Debian's podman with runc and a containers.conf in a scratch dir (CONTAINERS_CONF): this
-machine kind has hybrid cgroups (crun refuses them) and no CAP_SYS_RESOURCE (podman's default
+podman: Debian's podman with runc, a containers.conf and storage of its own in a scratch dir
+(CONTAINERS_CONF, CONTAINERS_STORAGE_CONF: the clean-up never touches the host's other containers
+and images); this machine kind has hybrid cgroups (crun refuses them) and no CAP_SYS_RESOURCE (podman's default
 ulimits cannot be set). docker: dockerd started here on private paths (DOCKER_HOST), stopped at
 the end. The base image is the host's /usr/bin/python3.11 with its stdlib and the libraries it
 links, plus a static busybox for /bin/sh, imported as a tar (no pull). See
@@ -17,7 +18,8 @@ import subprocess
 import sysconfig
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BASE_TAG = "localhost/mlkit-test-base:py3"
@@ -149,12 +151,26 @@ def import_image(engine: str, env: dict[str, str], tar: Path, tag: str = BASE_TA
 
 
 def podman_env(work: Path) -> dict[str, str] | None:
-    """The variables that make podman work here (None: podman is not installed)."""
+    """The variables that make podman work here (None: podman is not installed), with storage of
+    its own under `work`: podman's default storage is the whole host's, and the session's clean-up
+    would remove another session's (or a real user's) mlkit containers and images there."""
     if not shutil.which("podman") or not shutil.which("runc"):
         return None
+    store = work / "podman"
     conf = work / "containers.conf"
-    conf.write_text(CONTAINERS_CONF)
-    return {"CONTAINERS_CONF": str(conf)}
+    conf.write_text(CONTAINERS_CONF + f'tmp_dir = "{store / "tmp"}"\n')
+    storage = work / "storage.conf"
+    storage.write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{store / "root"}"\nrunroot = "{store / "run"}"\n'
+    )
+    return {"CONTAINERS_CONF": str(conf), "CONTAINERS_STORAGE_CONF": str(storage)}
+
+
+def podman_stop(env: dict[str, str], work: Path) -> None:
+    """Remove the session's podman storage: its containers and images (no mount is left), then its files."""
+    for argv in (["podman", "rm", "-a", "-f"], ["podman", "rmi", "-a", "-f"]):
+        subprocess.run(argv, env=env, capture_output=True, timeout=120)
+    shutil.rmtree(work / "podman", ignore_errors=True)
 
 
 class Dockerd:
@@ -245,3 +261,25 @@ MLKIT_IN_IMAGE = f"""
 volumes: ["{REPO}:/opt/mlkit:ro", "{SITE}:/opt/site:ro"]
 environment: [["PYTHONPATH", "/opt/mlkit:/opt/site"], ["MLFLOW_ALLOW_FILE_STORE", "true"]]
 """
+
+
+FAKE_UUIDS = [f"GPU-f4ce000{i}-0000-4000-8000-00000000000{i}" for i in range(4)]  # MLKIT_FAKE_NVML=four_idle
+
+
+@contextmanager
+def fake_cdi_spec() -> Iterator[None]:
+    """A CDI spec naming the stand-in NVML's four GPUs by UUID, each a harmless device node
+    (/dev/null, ...) at /dev/nvidia<i>: podman passes the leased ones in. Root only."""
+    spec = Path("/var/run/cdi") / f"mlkit-test-{os.getpid()}.yaml"
+    spec.parent.mkdir(parents=True, exist_ok=True)
+    nodes = ["/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"]
+    devices = "".join(
+        f'  - name: "{u}"\n    containerEdits:\n      deviceNodes:\n        - path: "/dev/nvidia{i}"\n'
+        f'          hostPath: "{nodes[i]}"\n'
+        for i, u in enumerate(FAKE_UUIDS)
+    )
+    spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
+    try:
+        yield
+    finally:
+        spec.unlink(missing_ok=True)

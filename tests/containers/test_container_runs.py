@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ctr_support import MLKIT_IN_IMAGE, containers, only_run, wait_for
+from ctr_support import FAKE_UUIDS, MLKIT_IN_IMAGE, containers, fake_cdi_spec, only_run, wait_for
 
 from helpers import run_mlkit
 
@@ -238,6 +239,69 @@ def test_a_killed_supervisor_leaves_a_container_the_next_command_stops(
     assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("FAILED", "lost")
 
 
+def test_a_killed_supervisors_container_keeps_its_gpus_until_it_is_gone(
+    engine, project, start_ctr, store_root, monkeypatch
+):
+    """A SIGKILLed supervisor's container runs on, on the run's GPUs: the lease holds while it
+    does (the ledger knows the run by its processes in the container), so no other run is given
+    those GPUs; once the next command has removed the container, they are free. podman only: docker
+    here cannot pass GPUs in (no NVIDIA Container Toolkit)."""
+    if engine == "docker" or os.geteuid() != 0:
+        pytest.skip("needs podman and root (a CDI spec in /var/run/cdi)")
+    from mlkit.gpu.ledger import read_leases
+
+    monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
+    with fake_cdi_spec():
+        proc = start_ctr("--gpus", "2", "--nproc-per-node", "1", str(project("", MAIN, SLEEPER)))
+        run_id = _started(store_root, proc)
+        assert {lease.run_id for lease in read_leases()} == {run_id}
+        proc.kill()
+        proc.wait()
+        assert containers(engine, run_id) == [f"mlkit-{run_id}"]  # the engine keeps it running
+        leases = read_leases()
+        assert [lease.run_id for lease in leases] == [run_id, run_id]  # still its GPUs
+        listed = run_mlkit("runs", "list")  # marks the run lost and removes its container
+        assert listed.returncode == 0, listed.stderr
+        assert containers(engine, run_id) == []
+        assert read_leases() == []
+
+
+# `python -m torch.distributed.run` finds this package first (the project is the working directory)
+FAKE_TORCHRUN = {
+    "torch/__init__.py": "",
+    "torch/distributed/__init__.py": "",
+    "torch/distributed/run.py": """
+        import os, sys, time
+        rank = sys.argv[sys.argv.index("--node-rank") + 1]
+        print("ready", rank, flush=True)
+        if rank == "0":  # node 0 runs until node 1 has run beside it
+            while not os.path.exists("node1-ran"):
+                time.sleep(0.1)
+        else:
+            open("node1-ran", "w").close()
+    """,
+    "t.py": "",
+}
+
+
+def test_two_nodes_of_one_run_on_one_host_get_a_container_each(
+    engine, project, start_ctr, ctr_run, store_root
+):
+    """`--node-rank 1 --run-id RUN` beside node 0 on the same host: each node's container has a
+    name of its own (node 1's was refused: the name mlkit-<run id> was node 0's)."""
+    proj = str(project("", 'main:\n  command: "python t.py"', FAKE_TORCHRUN))
+    nodes = ("--nnodes", "2", "--rdzv-endpoint", "127.0.0.1:29400")
+    first = start_ctr(*nodes, "--node-rank", "0", proj)
+    run_id = _started(store_root, first)
+    second = ctr_run(*nodes, "--node-rank", "1", "--run-id", run_id, proj)
+    assert second.returncode == 0, second.stderr
+    assert f"--name mlkit-{run_id}-node1 " in second.stderr
+    assert first.wait(timeout=60) == 0
+    run = only_run(store_root)
+    assert run.info.status == "FINISHED"
+    assert containers(engine, run_id) == []
+
+
 def test_auto_picks_the_engine_that_answers_and_says_so(engine, project, store_root, tmp_path, monkeypatch):
     if engine == "docker":
         monkeypatch.setenv("PATH", _path_without("podman"))
@@ -257,7 +321,6 @@ def _path_without(program: str) -> str:
     return os.pathsep.join(keep)
 
 
-FAKE_UUIDS = [f"GPU-f4ce000{i}-0000-4000-8000-00000000000{i}" for i in range(4)]  # MLKIT_FAKE_NVML=four_idle
 GPU_MAIN = """
 main:
   command: "python gpus.py"
@@ -276,24 +339,12 @@ def test_the_leased_gpus_and_only_those_are_passed_in(engine, project, store_roo
     nodes) shows exactly the leased two inside. docker here has no NVIDIA Container Toolkit: the
     run fails with one line that says so (exit 73, env_build_failed)."""
     monkeypatch.setenv("MLKIT_FAKE_NVML", "four_idle")
-    spec = Path("/var/run/cdi") / f"mlkit-test-{os.getpid()}.yaml"
-    if engine == "podman":
-        if os.geteuid() != 0:
-            pytest.skip("writing a CDI spec in /var/run/cdi needs root")
-        spec.parent.mkdir(parents=True, exist_ok=True)
-        nodes = ["/dev/null", "/dev/zero", "/dev/full", "/dev/urandom"]
-        devices = "".join(
-            f'  - name: "{u}"\n    containerEdits:\n      deviceNodes:\n        - path: "/dev/nvidia{i}"\n'
-            f'          hostPath: "{nodes[i]}"\n'
-            for i, u in enumerate(FAKE_UUIDS)
-        )
-        spec.write_text(f'cdiVersion: "0.5.0"\nkind: "nvidia.com/gpu"\ndevices:\n{devices}')
-    try:
+    if engine == "podman" and os.geteuid() != 0:
+        pytest.skip("writing a CDI spec in /var/run/cdi needs root")
+    with fake_cdi_spec() if engine == "podman" else contextlib.nullcontext():
         done = run_mlkit("run", "--gpus", "2", "--nproc-per-node", "1", "--system-metrics-interval", "0",
                          "--container-engine", engine,
                          str(project("", GPU_MAIN, GPU_FILES)), cwd=tmp_path)  # fmt: skip
-    finally:
-        spec.unlink(missing_ok=True)
     run = only_run(store_root)
     if engine == "docker":
         assert done.returncode == 73

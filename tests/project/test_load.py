@@ -300,6 +300,45 @@ def test_env_errors(make_project, monkeypatch, text: str, files: dict, expected:
     assert load_error(directory).message.startswith(expected)
 
 
+@pytest.mark.parametrize(
+    ("docker", "expected"),
+    [
+        # the engine took these as its own flags: `--help` printed docker's help as the run (FINISHED)
+        ("{image: '--help'}", "docker_env.image: '--help' is not an image name"),
+        ("{image: 'ubuntu --privileged'}", "docker_env.image: 'ubuntu --privileged' is not an image name"),
+        ('{image: "ubuntu\\0"}', "docker_env.image: 'ubuntu\\x00' is not an image name"),
+        ("{image: x, volumes: ['--privileged']}", "docker_env.volumes: '--privileged' is not a volume"),
+        ('{image: x, volumes: ["/data\\0:/d"]}', "docker_env.volumes: '/data\\x00:/d' is not a volume"),
+        # the engine refused these only once the run existed (exit 125), or set something else
+        ("{image: x, environment: [['', v]]}", "docker_env.environment: '' is not a variable name"),
+        ("{image: x, environment: [[A=B, v]]}", "docker_env.environment: 'A=B' is not a variable name"),
+        ('{image: x, environment: [["A\\nB", v]]}', "docker_env.environment: 'A\\nB' is not a variable name"),
+        ("{image: x, environment: [[1, v]]}", "docker_env.environment: 1 is not a variable name"),
+        (
+            "{image: x, environment: [[A, null]]}",
+            "docker_env.environment: A: the value must be text or a number, not null",
+        ),
+        (
+            "{image: x, environment: [[A, {b: 1}]]}",
+            "docker_env.environment: A: the value must be text or a number, not dict",
+        ),
+        # a traceback (embedded null byte) from starting the engine, the run left FAILED internal_error
+        (
+            '{image: x, environment: [[A, "a\\0b"]]}',
+            "docker_env.environment: A: the value contains a NUL byte",
+        ),
+    ],
+)
+def test_hostile_docker_env_is_refused_before_anything_runs(
+    make_project, monkeypatch, docker, expected
+) -> None:
+    directory = make_project(f"name: d\ndocker_env: {docker}\n" + MAIN)
+    monkeypatch.chdir(directory)
+    error = load_error(directory)
+    assert error.message == f"MLproject: {expected}", error.message
+    assert "hint: " not in error.message and error.hint.startswith("write ")
+
+
 def test_whole_document_is_validated_at_once(make_project, monkeypatch) -> None:
     directory = make_project(
         """
