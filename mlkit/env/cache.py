@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -31,14 +32,69 @@ from pathlib import Path
 
 from mlkit import fsio, procid, settings
 from mlkit import proc as procs
-from mlkit.errors import EnvBuildError
+from mlkit.errors import EnvBuildError, UnsafeStateError
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
 
 
 def env_root() -> Path:
-    return settings.env_dir()
+    """`settings.env_dir()`, refused (UnsafeStateError) when another user could write into it."""
+    root = settings.env_dir()
+    check_root(root)
+    return root
+
+
+def check_root(root: Path) -> None:
+    """Refuse an env dir that is not ours (or root's), or that others can write to.
+
+    Whoever can create entries in it can plant `<hash>-<manager>/.mlkit-complete` naming their own
+    python, which our next run would execute, or a `logs/<key>.log` link our next build would append
+    to; the sticky bit does not help (it only stops renaming what others made). A missing dir is
+    fine: `make_root` makes it. A link is followed, but must itself be ours or root's.
+    """
+    try:
+        link = os.lstat(root)
+        st = os.stat(root) if stat.S_ISLNK(link.st_mode) else link
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnsafeStateError(f"{root}: cannot read the environment cache: {exc.strerror}") from None
+    ours = (os.geteuid(), 0)
+    hint = "set MLKIT_ENV_DIR to a directory of your own"
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateError(f"{root}: is {fsio.describe_type(st.st_mode)}, not a directory", hint=hint)
+    for what, owner in (("a link", link.st_uid), ("", st.st_uid)):
+        if owner not in ours:
+            raise UnsafeStateError(
+                f"{root}: {what + ' ' if what else ''}owned by {procid.user_name(owner)} (uid {owner}), not by you"
+                " or root; that user could plant an environment your runs would execute",
+                hint=hint,
+            )
+    if st.st_mode & 0o022:
+        raise UnsafeStateError(
+            f"{root}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); any of them could plant"
+            " an environment your runs would execute",
+            hint=f"chmod go-w {root} (a cache to share is built by its owner and only read by others), or {hint}",
+        )
+
+
+def make_root() -> Path:
+    """The env dir, made when missing (0755 whatever the umask: see `check_root`)."""
+    root = settings.env_dir()
+    if not os.path.lexists(root):
+        root.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(root, 0o755)
+    return env_root()
+
+
+def make_subdir(name: str) -> Path:
+    """`.locks` or `logs` in the env dir, made 0755 (others must not plant links there either)."""
+    path = make_root() / name
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o755)
+    return path
 
 
 def env_path(key: str) -> Path:
@@ -145,9 +201,7 @@ def is_locked(key: str) -> bool:
 
 def _lock_dir(key: str) -> Path:
     """The lock file's path, its directory made."""
-    path = lock_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_subdir(".locks") / f"{key}.lock"
 
 
 def remove_tree(path: Path) -> None:
@@ -279,8 +333,7 @@ class BuildLog:
 
     def __init__(self, key: str, progress: Callable[[str], None] | None = None):
         self.key = key
-        self.path = log_path(key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = make_subdir("logs") / f"{key}.log"
         self.progress = progress
         self._fh = self.path.open("a", encoding="utf-8")
 

@@ -219,7 +219,7 @@ def _cached_build(
         from mlkit.env.conda import resolve_conda_exe  # the import budget: only with --conda-exe
 
         resolve_conda_exe(conda_exe)  # a missing binary fails before anything is locked or made
-    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.make_root()
     with cache.build_lock(key, on_wait=progress):
         marker = _usable(cache.read_marker(path))
         if marker is not None:  # another process built it while we waited
