@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mlkit import fsio, procid, settings
 from mlkit import proc as procs
-from mlkit.errors import EnvBuildError, UnsafeStateError
+from mlkit.errors import EnvBuildError, MlkitError, UnsafeStateError
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
@@ -139,11 +139,35 @@ def kill_orphans(key: str, env: Path) -> list[int]:
     return killed
 
 
+MAX_MARKER_BYTES = 1 << 20
+_MARKER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "python": str, "python_version": str, "project": str, "source": str, "hash": str, "manager": str,
+    "created": (int, float),
+}  # fmt: skip
+_MARKER_REQUIRED = ("created", "hash", "manager")  # every build writes them
+
+
 def read_marker(path: Path) -> dict | None:
+    """The env's marker, or None (an incomplete env: rebuilt, pruned) when there is none that holds:
+    not a regular file (a FIFO is not waited on, a link not followed), over 1 MiB, not a JSON
+    object, or a field mlkit reads missing or of the wrong type."""
     try:
-        return json.loads((path / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = fsio.open_file(path / MARKER)
+    except (MlkitError, OSError):
         return None
+    try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            doc = json.loads(fh.read(MAX_MARKER_BYTES + 1))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(doc, dict):
+        return None
+    for name, kind in _MARKER_FIELDS.items():
+        if (doc.get(name) is not None or name in _MARKER_REQUIRED) and not isinstance(doc.get(name), kind):
+            return None
+    return doc
 
 
 def write_marker(path: Path, info: dict) -> None:
@@ -206,7 +230,11 @@ def _lock_dir(key: str) -> Path:
 
 def remove_tree(path: Path) -> None:
     """Delete a directory, first renaming it aside so nobody sees it half-deleted."""
-    if not path.exists() and not path.is_symlink():
+    if path.is_symlink():  # never followed: only the link goes
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if not path.exists():
         return
     aside = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     try:
@@ -255,20 +283,28 @@ def list_envs(with_size: bool = True) -> list[CachedEnv]:
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name == "logs" or not entry.is_dir():
             continue
-        marker = read_marker(entry)
         hash_, _, manager = entry.name.partition("-")
+        link = entry.is_symlink()  # not something mlkit makes: never reused, pruned as incomplete
+        marker = None if link else read_marker(entry)
+        doc = marker or {}
+        try:
+            used = last_used(entry)
+            created = doc.get("created") or entry.stat().st_mtime
+            size = dir_size(entry) if with_size and not link else 0
+        except OSError:
+            continue  # deleted since it was listed (another prune)
         envs.append(
             CachedEnv(
                 key=entry.name,
-                hash=(marker or {}).get("hash", hash_),
-                manager=(marker or {}).get("manager", manager),
+                hash=doc.get("hash") or hash_,
+                manager=doc.get("manager") or manager,
                 path=entry,
-                size=dir_size(entry) if with_size else 0,
-                last_used=last_used(entry),
-                created=float((marker or {}).get("created", entry.stat().st_mtime)),
-                project=(marker or {}).get("project"),
-                source=(marker or {}).get("source"),
-                python_version=(marker or {}).get("python_version"),
+                size=size,
+                last_used=used,
+                created=float(created),
+                project=doc.get("project"),
+                source=doc.get("source"),
+                python_version=doc.get("python_version"),
                 complete=marker is not None,
             )
         )
@@ -317,7 +353,28 @@ def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = Non
             freed += env.size
         finally:
             os.close(fd)
+    freed += _remove_dead_trash(dry_run)
     return PruneResult(removed, skipped, freed, dry_run)
+
+
+def _remove_dead_trash(dry_run: bool) -> int:
+    """Remove what `remove_tree` set aside (`.trash-<key>-<pid>-<n>`) and did not finish deleting
+    because its process was killed (hidden from `list_envs`, it would take its space for ever); a
+    deletion whose process lives is left to it. Returns the bytes freed."""
+    freed = 0
+    for entry in env_root().glob(".trash-*"):
+        pid = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 3 else ""
+        if not pid.isdigit() or procid.start_time(int(pid)) is not None:
+            continue
+        link = entry.is_symlink()
+        freed += 0 if link else dir_size(entry)
+        if not dry_run:
+            if link:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+    return freed
 
 
 def _try_lock(key: str) -> int | None:

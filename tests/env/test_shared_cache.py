@@ -39,7 +39,7 @@ def test_an_env_planted_by_another_user_is_never_run(kit, wheelhouse, monkeypatc
         plant = (
             f"mkdir -p {fake.parent} {shared}/logs && "
             f"printf '#!/bin/sh\\ntouch {flag}\\n' > {fake} && chmod 755 {fake} && "
-            f'printf \'{{"python": "{fake}", "python_version": "3.11.7"}}\' > {shared / key}/.mlkit-complete && '
+            f'printf \'{{"python": "{fake}", "python_version": "3.11.7", "created": 1, "hash": "{key[:-3]}", "manager": "uv"}}\' > {shared / key}/.mlkit-complete && '
             f"ln -s {secret} {shared}/logs/{key}.log"
         )
         subprocess.run([*NOBODY, "sh", "-c", plant], check=True, timeout=60)
