@@ -395,8 +395,10 @@ class BuildLog:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, text: str) -> None:
-        self._fh.write(text if text.endswith("\n") else text + "\n")
-        self._fh.flush()
+        """Best effort: a log the full disk cannot take must not hide the build's own error."""
+        with contextlib.suppress(OSError, ValueError):
+            self._fh.write(text if text.endswith("\n") else text + "\n")
+            self._fh.flush()
 
     def step(self, text: str) -> None:
         self.write(f"--- {time.strftime('%H:%M:%S')} {text}")
@@ -404,7 +406,8 @@ class BuildLog:
             self.progress(text)
 
     def close(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):
+            self._fh.close()  # what a full disk did not take is lost; the build's error says why
         with contextlib.suppress(OSError):
             children_path(self.key).unlink()
 
@@ -435,12 +438,27 @@ class BuildLog:
         return output
 
 
+def disk_full(what: str, log: Path) -> EnvBuildError:
+    """The one-line error of a build that ran out of space."""
+    return EnvBuildError(
+        f"{what}: the disk is full",
+        hint=f"free space on the filesystem that holds {env_root()} (or set MLKIT_ENV_DIR to another); "
+        f"build log: {log}",
+    )
+
+
 class CommandFailed(Exception):
     def __init__(self, argv: list[str], code: int, output: str):
         super().__init__(f"{os.path.basename(argv[0])} exited with {code}")
         self.argv = argv
         self.code = code
         self.output = output
+
+    @property
+    def disk_full(self) -> bool:
+        """Did the command fail for want of space (its own words, as uv and conda write them)?"""
+        low = self.output.lower()
+        return any(t in low for t in ("no space left on device", "os error 28", "disk quota exceeded"))
 
     def last_error_line(self) -> str:
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]

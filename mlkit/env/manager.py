@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
@@ -254,6 +255,10 @@ def _cached_build(
             if isinstance(exc, MlkitError):
                 exc.hint = (exc.hint + "; " if exc.hint else "") + f"build log: {log.path}"
                 raise
+            what = f"{manager} environment for {spec.file_label} failed"
+            full = isinstance(exc, cache.CommandFailed) and exc.disk_full
+            if full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+                raise cache.disk_full(what, log.path) from None
             if isinstance(exc, cache.CommandFailed):
                 raise EnvBuildError(
                     f"{manager} environment for {spec.file_label} failed: {exc.last_error_line()}",

@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from mlkit import proc as procs
-from mlkit.env.cache import BuildLog, CommandFailed
+from mlkit.env.cache import BuildLog, CommandFailed, disk_full
 from mlkit.env.lockfile import current_platform, read_lockfile
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
@@ -251,6 +251,8 @@ def _uv_pip_install(
         try:
             log.run(argv, env=env, cwd=project_dir)  # relative paths in requirements: the project's
         except CommandFailed as exc:
+            if exc.disk_full:
+                raise disk_full(f"{label}: uv pip install failed", log.path) from None
             raise EnvBuildError(_pip_failure(exc, label)) from None
 
 
@@ -309,6 +311,22 @@ def _copy_module(name: str, dest: Path, abi: str) -> None:
         return out
 
     if spec.submodule_search_locations:  # a package
-        shutil.copytree(origin.parent, dest / name, dirs_exist_ok=True, ignore=skip)
+        try:
+            shutil.copytree(origin.parent, dest / name, dirs_exist_ok=True, ignore=skip, copy_function=_copy)
+        except _CopyFailed as failed:  # the first error as it is (copytree would list them all as text)
+            raise failed.error from None
     elif not skip("", [origin.name]):
         shutil.copy2(origin, dest / origin.name)
+
+
+class _CopyFailed(Exception):  # not an OSError: copytree lets it through at once
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _copy(src: str, dst: str) -> object:
+    try:
+        return shutil.copy2(src, dst)
+    except OSError as exc:
+        raise _CopyFailed(exc) from None
