@@ -326,6 +326,11 @@ def _pip_lines(
         if not item:
             continue
         here = f"{where}[{i}]"
+        if _CONTROL.search(item):  # uv would read a second line (an option, a -r never checked here)
+            raise EnvSpecError(
+                f"{here}: {item[:200]!r} holds a line break or another control character",
+                hint="give each requirement or option its own list entry",
+            )
         option = next((o for o in _PIP_FILE_OPTIONS if item == o or item.startswith(o + " ")), None)
         if option is None:
             option = next((o for o in ("-r", "-c") if item.startswith(o) and len(item) > 2), None)
@@ -351,6 +356,7 @@ def _pip_lines(
 
 
 MAX_REQUIREMENTS_BYTES = 1 << 20
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # all but tab
 
 
 def _read_requirements(base: Path, target: str, where: str) -> tuple[str, Path]:

@@ -207,3 +207,25 @@ def test_a_lockfile_with_other_keys_in_its_custom_metadata_is_read(tmp_path, kit
     )
     spec = load_spec(d, conda_ref(f))
     assert spec.lockfile_spec_hash == "abc" and spec.lockfile_hash
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "tinypkg\\n--index-url http://127.0.0.1:9/simple",  # a second line uv would read as an option
+        "--pre\\n-r /dev/zero",  # a -r mlkit never read (nor bounded, nor hashed)
+        "./local\\r-e /",
+        "-e ./a\\x0b-r /dev/zero",
+    ],
+)
+@pytest.mark.parametrize("kind", ["python", "conda"])
+def test_a_pip_entry_holding_a_line_break_is_refused(tmp_path, kit, entry, kind):
+    if kind == "python":
+        f = kit.write(tmp_path / "python_env.yaml", f'dependencies: ["{entry}"]\n')
+        where = "python_env.yaml: dependencies[0]"
+    else:
+        f = kit.write(tmp_path / "conda.yaml", f'dependencies:\n  - pip:\n    - "{entry}"\n')
+        where = "conda.yaml: dependencies[0].pip[0]"
+    with pytest.raises(EnvSpecError, match="line break") as err:
+        load_spec(tmp_path, EnvRef(kind, f))
+    assert err.value.message.startswith(where) and "\n" not in err.value.message
