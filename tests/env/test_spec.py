@@ -229,3 +229,43 @@ def test_a_pip_entry_holding_a_line_break_is_refused(tmp_path, kit, entry, kind)
     with pytest.raises(EnvSpecError, match="line break") as err:
         load_spec(tmp_path, EnvRef(kind, f))
     assert err.value.message.startswith(where) and "\n" not in err.value.message
+
+
+LOCK_PACKAGE = (
+    "version: 1\nmetadata: {{platforms: [linux-64]}}\npackage:\n"
+    "- {{name: hello, version: '1', manager: conda, platform: linux-64, url: 'file:///c/hello-1-0.tar.bz2', {rest}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("hash: [1]", "conda-lock.yml: package[0]: hash: must be a mapping"),
+        ("hash: {md5: [1]}", "conda-lock.yml: package[0]: hash.md5: must be a string"),
+        (
+            "hash: {md5: abc}, dependencies: [a, b]",
+            "conda-lock.yml: package[0]: dependencies: must be a mapping",
+        ),
+    ],
+)
+def test_a_locked_package_of_the_wrong_shape_is_one_line(tmp_path, kit, rest, expected):
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(d / "conda-lock.yml", LOCK_PACKAGE.format(rest=rest))
+    with pytest.raises(EnvSpecError) as info:
+        load_spec(d, conda_ref(f))
+    assert info.value.message == expected
+
+
+def test_a_lockfile_alias_bomb_is_refused_before_it_is_expanded(tmp_path, kit):
+    """conda-lock.yml is read on every run (its hash is the env's): it gets the bounded reader too."""
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]  # 10**7 values
+    kit.write(
+        d / "conda-lock.yml",
+        "\n".join(bomb) + "\n" + LOCK_PACKAGE.format(rest="hash: {md5: abc}, dependencies: {world: *a6}"),
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: line \d+: .*alias bomb"):
+        load_spec(d, conda_ref(f))
