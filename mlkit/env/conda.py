@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlkit import settings
 from mlkit.env.cache import BuildLog, CommandFailed
-from mlkit.env.lockfile import current_platform, locked_records, read_lockfile
+from mlkit.env.lockfile import current_platform, locked_records, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, dep_name
 from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
 from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
@@ -159,12 +159,7 @@ def build_prefix(
     info["virtual_packages"] = describe_virtual_packages(vps)
     if spec.lockfile is not None:
         locked = read_lockfile(spec.lockfile)
-        if platform not in locked.platforms:
-            raise EnvSpecError(
-                f"{spec.lockfile.name}: has no packages for this platform ({platform}); it has "
-                f"{', '.join(locked.platforms)}",
-                hint=f"mlkit env lock {project_dir} -p {platform}",
-            )
+        require_platform(locked, platform, project_dir)
         lock_vps = locked.virtual_packages.get(platform)
         info["lock_virtual_packages"] = lock_vps or ""
         info["lock_cuda"] = _cuda_from_text(lock_vps)

@@ -127,6 +127,16 @@ def read_lockfile(path: Path) -> Lockfile:
     )
 
 
+def require_platform(lock: Lockfile, platform: str, project_dir: Path) -> None:
+    """Refuse a lockfile made for other platforms only: installing its (no) entries for this one
+    would build an environment without any of the packages."""
+    if platform not in lock.platforms:
+        raise EnvSpecError(
+            f"{lock.path.name}: has no packages for this platform ({platform}); it has {', '.join(lock.platforms)}",
+            hint=f"mlkit env lock {project_dir} -p {platform}",
+        )
+
+
 def _locked_package(item: object, where: str) -> LockedPackage:
     if not isinstance(item, dict):
         raise EnvSpecError(f"{where}: must be a mapping")

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from mlkit import proc as procs
 from mlkit.env.cache import BuildLog, CommandFailed, disk_full
-from mlkit.env.lockfile import current_platform, read_lockfile
+from mlkit.env.lockfile import current_platform, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
 
@@ -214,6 +214,7 @@ def install_requirements(
         _uv_pip_install(python, build, log, project_dir, env, label=spec.file_label)
     if spec.lockfile is not None:
         locked = read_lockfile(spec.lockfile)
+        require_platform(locked, current_platform(), project_dir)
         pip = [p for p in locked.packages if p.manager == "pip" and p.platform == current_platform()]
         if pip:
             lines = [f"{p.name} @ {p.url}" + (f" --hash=sha256:{p.sha256}" if p.sha256 else "") for p in pip]

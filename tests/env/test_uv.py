@@ -12,7 +12,7 @@ import pytest
 from mlkit import settings
 from mlkit.env import EnvRef, prepare_env
 from mlkit.env.cache import MARKER
-from mlkit.errors import EnvBuildError
+from mlkit.errors import EnvBuildError, EnvSpecError
 
 PY = ".".join(map(str, sys.version_info[:2]))
 
@@ -128,3 +128,19 @@ def test_env_whose_python_is_gone_is_rebuilt(tmp_path, kit, wheelhouse):
     first.python.unlink()  # e.g. the venv's base interpreter was uninstalled
     again = prepare_env(tmp_path, EnvRef("python", f), "uv")
     assert not again.reused and again.python.exists() and again.path == first.path
+
+
+@pytest.mark.parametrize("manager", ["uv", "auto"])
+def test_a_lockfile_without_this_platform_is_refused_not_built_empty(tmp_path, kit, wheelhouse, manager):
+    """A pip-only conda.yaml locked on a Mac: uv found no locked entry for linux-64 and built an
+    environment with none of the packages, without a word (the conda manager refused it)."""
+    f = kit.write(tmp_path / "conda.yaml", f"dependencies:\n  - python={PY}\n  - pip:\n    - tinypkg\n")
+    wheel = next(wheelhouse.glob("tinypkg-1.0-*.whl"))
+    kit.write(
+        tmp_path / "conda-lock.yml",
+        "version: 1\nmetadata: {platforms: [osx-arm64]}\npackage:\n"
+        f"- {{name: tinypkg, version: '1.0', manager: pip, platform: osx-arm64, url: 'file://{wheel}'}}\n",
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: has no packages for this platform \(linux-64\)"):
+        prepare_env(tmp_path, EnvRef("conda", f), manager)
+    assert not any(p.name.endswith("-uv") for p in settings.env_dir().iterdir())
