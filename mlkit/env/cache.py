@@ -18,6 +18,7 @@ next deletes it and builds again. A build that fails is deleted before the lock 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from mlkit import fsio, procid, settings
 from mlkit import proc as procs
@@ -107,6 +109,28 @@ def lock_path(key: str) -> Path:
 
 def log_path(key: str) -> Path:
     return env_root() / "logs" / f"{key}.log"
+
+
+def use_path(key: str) -> Path:
+    """Shared-flocked by every process that runs in the env, for as long as it does (`hold_in_use`)."""
+    return env_root() / ".locks" / f"{key}.use"
+
+
+def hold_in_use(key: str) -> IO[bytes] | None:
+    """Mark the env `key` in use until the returned file is closed (by the caller, or when the
+    process ends): `prune` never deletes an env in use. Best effort: None where the lock cannot be
+    taken (a read-only cache whose owner never ran the env: nobody else can prune it anyway)."""
+    try:
+        try:
+            fd = fsio.open_file(use_path(key))  # read-only is enough for a shared flock
+        except FileNotFoundError:
+            fd = fsio.open_file(make_subdir(".locks") / f"{key}.use", write=True, create=True, mode=0o644)
+    except (MlkitError, OSError):
+        return None
+    # only prune takes it exclusively (without waiting), for as long as it deletes the env: then
+    # the marker is gone and the caller builds it again
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return os.fdopen(fd, "rb")
 
 
 def children_path(key: str) -> Path:
@@ -317,44 +341,65 @@ class PruneResult:
     skipped_locked: list[CachedEnv]
     bytes_freed: int
     dry_run: bool
+    skipped_in_use: list[CachedEnv]
 
 
 def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = None) -> PruneResult:
     """Remove envs not used for `older_than_s` seconds (and dead half-built ones).
 
-    An env whose build lock is held (a build in progress) is never touched: the lock is taken
-    without waiting before deleting, and held while deleting.
+    An env whose build lock is held (a build in progress) is never touched, nor one a run is
+    using (`hold_in_use`): both locks are taken without waiting before deleting, and held while
+    deleting.
     """
     now = time.time() if now is None else now
     removed: list[CachedEnv] = []
     skipped: list[CachedEnv] = []
+    in_use: list[CachedEnv] = []
     freed = 0
     for env in list_envs():
         if env.complete and now - env.last_used < older_than_s:
             continue
-        if is_locked(env.key):
-            skipped.append(env)
-            continue
-        if dry_run:
-            removed.append(env)
-            freed += env.size
-            continue
-        fd = _try_lock(env.key)
+        fd = _try_lock(env.key) if not dry_run else (None if is_locked(env.key) else -1)
         if fd is None:
             skipped.append(env)
             continue
         try:
-            if read_marker(env.path) is not None and now - last_used(env.path) < older_than_s:
-                continue  # used since we listed it
-            remove_tree(env.path)
-            with contextlib.suppress(OSError):
-                log_path(env.key).unlink()
-            removed.append(env)
-            freed += env.size
+            use_fd = _try_lock_use(env.key)
+            if use_fd is False:
+                in_use.append(env)
+                continue
+            try:
+                if read_marker(env.path) is not None and now - last_used(env.path) < older_than_s:
+                    continue  # used since we listed it
+                if not dry_run:
+                    remove_tree(env.path)
+                    with contextlib.suppress(OSError):
+                        log_path(env.key).unlink()
+                removed.append(env)
+                freed += env.size
+            finally:
+                if use_fd is not None and use_fd is not False:
+                    os.close(use_fd)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
     freed += _remove_dead_trash(dry_run)
-    return PruneResult(removed, skipped, freed, dry_run)
+    return PruneResult(removed, skipped, freed, dry_run, in_use)
+
+
+def _try_lock_use(key: str) -> int | None | bool:
+    """The in-use lock of `key`, taken exclusively without waiting: its fd; None when nobody ever
+    marked the env in use (no file); False when a run holds it."""
+    try:
+        fd = fsio.open_file(use_path(key))
+    except FileNotFoundError:
+        return None
+    except (MlkitError, OSError):
+        return False  # a lock we cannot check: keep the env
+    if not fsio.try_lock(fd):
+        os.close(fd)
+        return False
+    return fd
 
 
 def _remove_dead_trash(dry_run: bool) -> int:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mlkit.env.ref import EnvRef
 from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
@@ -212,10 +212,11 @@ def _cached_build(
 
     key = env_key(spec, manager)
     path = cache.env_path(key)
+    in_use = cache.hold_in_use(key)  # before the marker is read: prune never deletes it from now on
     marker = _usable(cache.read_marker(path))
     if marker is not None:  # fast path: complete envs are used without a lock
         cache.touch_last_used(path)
-        return _prepared(spec, manager, path, marker, reused=True, why=why)
+        return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
     if conda_exe:
         from mlkit.env.conda import resolve_conda_exe  # the import budget: only with --conda-exe
 
@@ -225,7 +226,7 @@ def _cached_build(
         marker = _usable(cache.read_marker(path))
         if marker is not None:  # another process built it while we waited
             cache.touch_last_used(path)
-            return _prepared(spec, manager, path, marker, reused=True, why=why)
+            return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
         log = cache.BuildLog(key, progress)
         try:
             if path.exists() or path.is_symlink():
@@ -272,7 +273,7 @@ def _cached_build(
             raise
         finally:
             log.close()
-    return _prepared(spec, manager, path, info, reused=False, why=why)
+    return _prepared(spec, manager, path, info, reused=False, why=why, in_use=in_use)
 
 
 def _usable(marker: dict | None) -> dict | None:
@@ -295,7 +296,16 @@ def _build(spec, manager, path, log, project_dir, conda_exe) -> dict:
     return build_prefix(spec, path, log, project_dir, conda_exe=conda_exe)
 
 
-def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bool, why: str) -> PreparedEnv:
+def _prepared(
+    spec: EnvSpec,
+    manager: str,
+    path: Path,
+    info: dict,
+    *,
+    reused: bool,
+    why: str,
+    in_use: IO[bytes] | None = None,
+) -> PreparedEnv:
     bin_dir = path / "bin"
     python = Path(info.get("python") or sys.executable)
     env_vars = {"PATH": _path_with(str(bin_dir))}
@@ -334,7 +344,7 @@ def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bo
         message += f" ({why})"
     if notes:
         message += "; " + "; ".join(notes)
-    return PreparedEnv(
+    prepared = PreparedEnv(
         manager=manager,
         python=python,
         env_vars=env_vars,
@@ -344,3 +354,5 @@ def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bo
         message=message,
         tags=tags,
     )
+    object.__setattr__(prepared, "_in_use", in_use)  # held while the PreparedEnv lives (not a field)
+    return prepared
