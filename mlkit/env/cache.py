@@ -41,8 +41,9 @@ LAST_USED = ".mlkit-last-used"
 
 
 def env_root() -> Path:
-    """`settings.env_dir()`, refused (UnsafeStateError) when another user could write into it."""
-    root = settings.env_dir()
+    """`settings.env_dir()` made absolute (venvs are built in place and used from the project's
+    directory), refused (UnsafeStateError) when another user could write into it."""
+    root = settings.env_dir().absolute()
     check_root(root)
     return root
 
@@ -83,7 +84,7 @@ def check_root(root: Path) -> None:
 
 def make_root() -> Path:
     """The env dir, made when missing (0755 whatever the umask: see `check_root`)."""
-    root = settings.env_dir()
+    root = settings.env_dir().absolute()
     if not os.path.lexists(root):
         root.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):

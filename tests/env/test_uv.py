@@ -144,3 +144,20 @@ def test_a_lockfile_without_this_platform_is_refused_not_built_empty(tmp_path, k
     with pytest.raises(EnvSpecError, match=r"conda-lock.yml: has no packages for this platform \(linux-64\)"):
         prepare_env(tmp_path, EnvRef("conda", f), manager)
     assert not any(p.name.endswith("-uv") for p in settings.env_dir().iterdir())
+
+
+def test_a_relative_env_dir_is_taken_from_where_mlkit_was_started(tmp_path, kit, wheelhouse, monkeypatch):
+    """MLKIT_ENV_DIR=envs: uv ran in the project directory and found no `envs/<key>/bin/python`."""
+    project = tmp_path / "proj"
+    f = kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("MLKIT_ENV_DIR", "rel-envs")
+    prepared = prepare_env(project, EnvRef("python", f), "uv")
+    assert (
+        prepared.path == tmp_path / "here" / "rel-envs" / prepared.path.name and prepared.python.is_absolute()
+    )
+    out = subprocess.run(
+        [str(prepared.python), "-c", "import tinypkg"], cwd=project, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
