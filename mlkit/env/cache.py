@@ -200,6 +200,30 @@ def write_marker(path: Path, info: dict) -> None:
     touch_last_used(path)
 
 
+RUNTIME_DIR = ".mlkit-runtime"  # mlkit inside the env (mlkit.env.uv.install_runtime)
+
+
+def link_runtime(path: Path) -> None:
+    """Point `<env>/.mlkit-runtime/mlkit` at the mlkit package running now, if it points elsewhere:
+    the install that built the env may have been removed since (or another one runs it now), and
+    the env's `import mlkit` must be this one. Atomic (a link renamed over the old one); a no-op
+    for an env without the runtime (a conda env without python) or one we may not write."""
+    runtime = path / RUNTIME_DIR
+    package = str(Path(__file__).resolve().parent.parent)
+    with contextlib.suppress(OSError):
+        if os.readlink(runtime / "mlkit") == package:
+            return
+    if not runtime.is_dir():
+        return
+    tmp = runtime / f".mlkit.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        os.symlink(package, tmp, target_is_directory=True)
+        os.replace(tmp, runtime / "mlkit")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
 def touch_last_used(path: Path) -> None:
     stamp = path / LAST_USED
     try:

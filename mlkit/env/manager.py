@@ -216,6 +216,7 @@ def _cached_build(
     marker = _usable(cache.read_marker(path))
     if marker is not None:  # fast path: complete envs are used without a lock
         cache.touch_last_used(path)
+        cache.link_runtime(path)
         return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
     if conda_exe:
         from mlkit.env.conda import resolve_conda_exe  # the import budget: only with --conda-exe
@@ -226,6 +227,7 @@ def _cached_build(
         marker = _usable(cache.read_marker(path))
         if marker is not None:  # another process built it while we waited
             cache.touch_last_used(path)
+            cache.link_runtime(path)
             return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
         log = cache.BuildLog(key, progress)
         try:

@@ -28,12 +28,11 @@ import tempfile
 from pathlib import Path
 
 from mlkit import proc as procs
-from mlkit.env.cache import BuildLog, CommandFailed, disk_full
+from mlkit.env.cache import RUNTIME_DIR, BuildLog, CommandFailed, disk_full, link_runtime
 from mlkit.env.lockfile import current_platform, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
 
-RUNTIME_DIR = ".mlkit-runtime"
 RUNTIME_PTH = "mlkit-runtime.pth"
 # top-level modules mlkit.tracking needs at runtime besides the standard library: PyYAML (its C
 # speedups only when the env's Python has the host's ABI) and psutil (abi3 extension: any CPython 3)
@@ -278,10 +277,7 @@ def install_runtime(site_packages: Path, env_path: Path, python_version: str) ->
     runtime = env_path / RUNTIME_DIR
     runtime.mkdir(parents=True, exist_ok=True)
     package = Path(__file__).resolve().parent.parent  # the mlkit package this code runs from
-    link = runtime / "mlkit"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(package, target_is_directory=True)
+    link_runtime(env_path)  # <runtime>/mlkit -> package
     abi = "cpython-" + "".join(python_version.split(".")[:2])
     for name in RUNTIME_MODULES:
         _copy_module(name, runtime, abi)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -161,3 +162,27 @@ def test_a_relative_env_dir_is_taken_from_where_mlkit_was_started(tmp_path, kit,
         [str(prepared.python), "-c", "import tinypkg"], cwd=project, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_a_cached_env_follows_the_mlkit_that_runs_it(tmp_path, kit, wheelhouse):
+    """The env links to the mlkit package that built it; once that install is gone (mlkit
+    reinstalled into a new venv, the old one deleted) every run in the env failed on `import mlkit`."""
+    f = kit.write(tmp_path / "python_env.yaml", "dependencies: [tinypkg]\n")
+    first = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    link = first.path / ".mlkit-runtime" / "mlkit"
+    link.unlink()
+    link.symlink_to(tmp_path / "old-venv" / "site-packages" / "mlkit")  # removed since
+    again = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    assert again.reused
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [str(again.python), "-c", "import mlkit.tracking; print(mlkit.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    import mlkit
+
+    assert Path(out.stdout.strip()).resolve() == Path(mlkit.__file__).resolve()
