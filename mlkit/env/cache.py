@@ -48,13 +48,18 @@ def env_root() -> Path:
     return root
 
 
-def check_root(root: Path) -> None:
-    """Refuse an env dir that is not ours (or root's), or that others can write to.
+ENV_DIR_RISK = "an environment your runs would execute"
 
-    Whoever can create entries in it can plant `<hash>-<manager>/.mlkit-complete` naming their own
-    python, which our next run would execute, or a `logs/<key>.log` link our next build would append
-    to; the sticky bit does not help (it only stops renaming what others made). A missing dir is
-    fine: `make_root` makes it. A link is followed, but must itself be ours or root's.
+
+def check_root(root: Path, var: str = "MLKIT_ENV_DIR", risk: str = ENV_DIR_RISK) -> None:
+    """Refuse a directory whose entries mlkit runs (the env dir; the cache dir's conda packages)
+    when it is not ours (or root's), or others can write to it.
+
+    Whoever can create entries in the env dir can plant `<hash>-<manager>/.mlkit-complete` naming
+    their own python, which our next run would execute, or a `logs/<key>.log` link our next build
+    would append to; the sticky bit does not help (it only stops renaming what others made). A
+    missing dir is fine: `make_checked_dir` makes it. A link is followed, but must itself be ours
+    or root's. `var` is the variable that names the directory, `risk` what a planted entry is.
     """
     try:
         link = os.lstat(root)
@@ -62,34 +67,40 @@ def check_root(root: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise UnsafeStateError(f"{root}: cannot read the environment cache: {exc.strerror}") from None
+        raise UnsafeStateError(f"{root}: cannot be read: {exc.strerror}") from None
     ours = (os.geteuid(), 0)
-    hint = "set MLKIT_ENV_DIR to a directory of your own"
+    hint = f"set {var} to a directory of your own"
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeStateError(f"{root}: is {fsio.describe_type(st.st_mode)}, not a directory", hint=hint)
     for what, owner in (("a link", link.st_uid), ("", st.st_uid)):
         if owner not in ours:
             raise UnsafeStateError(
                 f"{root}: {what + ' ' if what else ''}owned by {procid.user_name(owner)} (uid {owner}), not by you"
-                " or root; that user could plant an environment your runs would execute",
+                f" or root; that user could plant {risk}",
                 hint=hint,
             )
     if st.st_mode & 0o022:
         raise UnsafeStateError(
-            f"{root}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); any of them could plant"
-            " an environment your runs would execute",
+            f"{root}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); any of them could plant {risk}",
             hint=f"chmod go-w {root} (a cache to share is built by its owner and only read by others), or {hint}",
         )
 
 
+def make_checked_dir(
+    path: Path, var: str = "MLKIT_ENV_DIR", risk: str = ENV_DIR_RISK, mode: int = 0o755
+) -> Path:
+    """`path`, made when missing (`mode`, whatever the umask), then checked (`check_root`)."""
+    if not os.path.lexists(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode)
+    check_root(path, var, risk)
+    return path
+
+
 def make_root() -> Path:
     """The env dir, made when missing (0755 whatever the umask: see `check_root`)."""
-    root = settings.env_dir().absolute()
-    if not os.path.lexists(root):
-        root.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(root, 0o755)
-    return env_root()
+    return make_checked_dir(settings.env_dir().absolute())
 
 
 def make_subdir(name: str) -> Path:

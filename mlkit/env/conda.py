@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from mlkit import settings
-from mlkit.env.cache import BuildLog, CommandFailed
+from mlkit.env.cache import BuildLog, CommandFailed, make_checked_dir
 from mlkit.env.lockfile import current_platform, locked_records, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, dep_name
 from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
@@ -27,11 +27,22 @@ DEFAULT_CHANNELS = ("conda-forge",)
 
 def package_cache_dir() -> Path:
     """Downloaded and extracted conda packages, shared by every env (installs hard-link from it)."""
-    return settings.cache_dir() / "conda-pkgs"
+    return _checked_cache_dir() / "conda-pkgs"
 
 
 def repodata_cache_dir() -> Path:
-    return settings.cache_dir() / "repodata"
+    return _checked_cache_dir() / "repodata"
+
+
+def _checked_cache_dir() -> Path:
+    """The cache dir, which nobody else may write: a package planted in conda-pkgs/ is installed
+    as it is (rattler does not check an extracted package against its hash)."""
+    return make_checked_dir(
+        settings.cache_dir().absolute(),
+        "MLKIT_CACHE_DIR",
+        "a conda package your environments would install",
+        0o700,
+    )
 
 
 def channel_url(channel: str, base: Path) -> str:

@@ -81,3 +81,36 @@ def test_a_private_env_dir_is_made_unwritable_by_others_whatever_the_umask(kit, 
         assert not first.reused and again.reused
         for path in (box / "mine" / "envs", box / "mine" / "envs" / ".locks", box / "mine" / "envs" / "logs"):
             assert not path.stat().st_mode & 0o022, path
+
+
+def test_a_conda_package_planted_in_a_shared_cache_dir_is_never_installed(
+    tmp_path, kit, conda_channel, monkeypatch
+):
+    """MLKIT_CACHE_DIR holds the extracted conda packages every build hard-links from: another user
+    who can write there plants `conda-pkgs/hello-1.0-0/bin/hello`, and root's next build installed it."""
+    with make_box() as box:
+        project = tmp_path / "proj"
+        kit.write(project / "conda.yaml", f"channels: [{conda_channel}]\ndependencies: [world]\n")
+        ref = EnvRef("conda", project / "conda.yaml")
+        private = prepare_env(project, ref, "conda")  # root's own cache: the layout to plant
+        assert (
+            subprocess.run([str(private.path / "bin" / "world")], capture_output=True, text=True).stdout
+            == "world\n"
+        )
+
+        shared = box / "cache"
+        shared.mkdir()
+        os.chmod(shared, 0o1777)
+        planted = shared / "conda-pkgs"
+        subprocess.run(
+            ["cp", "-r", str(Path(os.environ["MLKIT_CACHE_DIR"]) / "conda-pkgs"), str(planted)], check=True
+        )
+        (planted / "world-1.2-0" / "bin" / "world").write_text("#!/bin/sh\necho planted\n")
+        subprocess.run(["chown", "-R", "65534:65534", str(planted)], check=True)  # the other user's files
+        monkeypatch.setenv("MLKIT_CACHE_DIR", str(shared))
+        monkeypatch.setenv("MLKIT_ENV_DIR", str(tmp_path / "envs2"))
+
+        with pytest.raises(UnsafeStateError, match="writable by other users") as err:
+            prepare_env(project, ref, "conda")
+        assert "MLKIT_CACHE_DIR" in (err.value.hint or "")
+        assert not any((tmp_path / "envs2").glob("*-conda/bin/world"))
