@@ -24,6 +24,9 @@ from mlkit.errors import EnvBuildError, EnvSpecError
 from mlkit.yamlsafe import load_yaml
 
 LOCKFILE_NAME = "conda-lock.yml"  # read next to the conda.yaml; replaces it in the env hash
+# what may not be in a requirement line uv reads (all control characters but tab): a line break
+# would make one entry two, the second never checked
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def current_platform() -> str:
@@ -156,6 +159,11 @@ def _locked_package(item: object, where: str) -> LockedPackage:
     deps = item.get("dependencies") or {}
     if not isinstance(deps, dict):
         raise EnvSpecError(f"{where}: dependencies: must be a mapping")
+    for key, value in (*item.items(), *(("hash." + k, v) for k, v in hashes.items())):
+        if isinstance(value, str) and CONTROL_CHARS.search(value):
+            raise EnvSpecError(
+                f"{where}: {key}: {value[:200]!r} holds a line break or another control character"
+            )
     return LockedPackage(
         name=item["name"],
         version=str(item["version"]),

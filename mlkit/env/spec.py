@@ -17,7 +17,7 @@ from mlkit import __version__
 from mlkit.digest import sha256_hex
 from mlkit.env import memo
 from mlkit.env.installed import installed_distributions
-from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_hashes
+from mlkit.env.lockfile import CONTROL_CHARS, LOCKFILE_NAME, lockfile_hashes
 from mlkit.env.ref import HASH_LEN, EnvRef
 from mlkit.errors import EnvSpecError
 from mlkit.yamlsafe import decode_text, load_yaml, read_bounded
@@ -326,7 +326,7 @@ def _pip_lines(
         if not item:
             continue
         here = f"{where}[{i}]"
-        if _CONTROL.search(item):  # uv would read a second line (an option, a -r never checked here)
+        if CONTROL_CHARS.search(item):  # uv would read a second line (an option, a -r never checked here)
             raise EnvSpecError(
                 f"{here}: {item[:200]!r} holds a line break or another control character",
                 hint="give each requirement or option its own list entry",
@@ -356,7 +356,6 @@ def _pip_lines(
 
 
 MAX_REQUIREMENTS_BYTES = 1 << 20
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")  # all but tab
 
 
 def _read_requirements(base: Path, target: str, where: str) -> tuple[str, Path]:

@@ -269,3 +269,23 @@ def test_a_lockfile_alias_bomb_is_refused_before_it_is_expanded(tmp_path, kit):
     )
     with pytest.raises(EnvSpecError, match=r"conda-lock.yml: line \d+: .*alias bomb"):
         load_spec(d, conda_ref(f))
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        'manager: pip, name: "tinypkg\\n-r /dev/zero", url: "file:///w/tinypkg-1.0-py3-none-any.whl"',
+        'manager: pip, name: tinypkg, url: "file:///w/t.whl\\n--index-url http://127.0.0.1:9"',
+        "manager: pip, name: tinypkg, url: 'file:///w/t.whl', hash: {sha256: \"ab\\n--pre\"}",
+    ],
+)
+def test_a_locked_entry_holding_a_line_break_is_refused(tmp_path, kit, rest):
+    """Locked pip entries become `name @ url --hash=...` lines of the file uv reads."""
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(
+        d / "conda-lock.yml",
+        f"version: 1\nmetadata: {{platforms: [linux-64]}}\npackage:\n- {{version: '1', platform: linux-64, {rest}}}\n",
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: package\[0\]: .* line break"):
+        load_spec(d, conda_ref(f))
