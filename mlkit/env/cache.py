@@ -34,7 +34,7 @@ from typing import IO
 
 from mlkit import fsio, procid, settings
 from mlkit import proc as procs
-from mlkit.errors import EnvBuildError, MlkitError, UnsafeStateError
+from mlkit.errors import EnvBuildError, MlkitError, UnsafeStateError, UsageError
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
@@ -44,6 +44,12 @@ def env_root() -> Path:
     """`settings.env_dir()` made absolute (venvs are built in place and used from the project's
     directory), refused (UnsafeStateError) when another user could write into it."""
     root = settings.env_dir().absolute()
+    if os.pathsep in str(root):  # `<env>/bin` goes first on PATH: it would be two entries, neither the env's
+        raise UsageError(
+            f"environment dir {root}: holds {os.pathsep!r}, which cannot be in PATH (a command's `python` would"
+            " not be the environment's)",
+            hint=f"set MLKIT_ENV_DIR to a path without {os.pathsep!r}",
+        )
     check_root(root)
     return root
 
@@ -100,7 +106,7 @@ def make_checked_dir(
 
 def make_root() -> Path:
     """The env dir, made when missing (0755 whatever the umask: see `check_root`)."""
-    return make_checked_dir(settings.env_dir().absolute())
+    return make_checked_dir(env_root())
 
 
 def make_subdir(name: str) -> Path:

@@ -186,3 +186,22 @@ def test_a_cached_env_follows_the_mlkit_that_runs_it(tmp_path, kit, wheelhouse):
     import mlkit
 
     assert Path(out.stdout.strip()).resolve() == Path(mlkit.__file__).resolve()
+
+
+def test_an_env_dir_that_cannot_go_on_path_is_refused(tmp_path, kit, wheelhouse, monkeypatch, mlkit_cli):
+    """MLKIT_ENV_DIR=/data/a:b put `/data/a:b/<key>/bin` first on PATH, which is two entries: the
+    command's `python` was the host's, run without a word while the tags said uv."""
+    project = tmp_path / "proj"
+    kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
+    kit.write(project / "run.sh", "python -c 'import tinypkg'\n")  # `python` found on PATH
+    kit.write(
+        project / "MLproject",
+        "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: sh run.sh\n",
+    )
+    monkeypatch.setenv("MLKIT_ENV_DIR", str(tmp_path / "a:b"))
+    result = mlkit_cli("run", str(project), "--env-manager", "uv", "--store", str(tmp_path / "mlruns"))
+    assert result.returncode == 2, result.stderr
+    assert (
+        str(tmp_path / "a:b") in result.stderr and "':'" in result.stderr and "MLKIT_ENV_DIR" in result.stderr
+    )
+    assert not (tmp_path / "a:b").exists()
