@@ -227,6 +227,12 @@ def _conda_env(path: Path, data: object, project_dir: Path, reads: list[Path]) -
     variables = data.get("variables") or {}
     if not isinstance(variables, dict):
         raise EnvSpecError(f"{label}: variables: must be a mapping of names to values")
+    for var in variables:
+        if not var or "=" in var:  # the run's environment could not hold it
+            raise EnvSpecError(
+                f"{label}: variables: {var[:200]!r} is not a variable name",
+                hint="a name is not empty and holds no '=', e.g. CUDA_LAUNCH_BLOCKING",
+            )
     deps = data.get("dependencies")
     if deps is None:
         deps = []

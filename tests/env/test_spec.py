@@ -289,3 +289,12 @@ def test_a_locked_entry_holding_a_line_break_is_refused(tmp_path, kit, rest):
     )
     with pytest.raises(EnvSpecError, match=r"conda-lock.yml: package\[0\]: .* line break"):
         load_spec(d, conda_ref(f))
+
+
+@pytest.mark.parametrize("name", ["A=B", ""])
+def test_a_variable_name_the_run_cannot_set_is_refused(tmp_path, kit, name):
+    """`variables: {"A=B": x}` was a ValueError traceback when the run's process was started."""
+    f = kit.write(tmp_path / "conda.yaml", f'dependencies: []\nvariables: {{"{name}": x}}\n')
+    with pytest.raises(EnvSpecError) as err:
+        load_spec(tmp_path, conda_ref(f))
+    assert err.value.message == f"conda.yaml: variables: {name!r} is not a variable name"
