@@ -406,7 +406,7 @@ def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = Non
             skipped.append(env)
             continue
         try:
-            use_fd = _try_lock_use(env.key)
+            use_fd = _try_lock_use(env.key, create=not dry_run)
             if use_fd is False:
                 in_use.append(env)
                 continue
@@ -429,11 +429,13 @@ def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = Non
     return PruneResult(removed, skipped, freed, dry_run, in_use)
 
 
-def _try_lock_use(key: str) -> int | None | bool:
-    """The in-use lock of `key`, taken exclusively without waiting: its fd; None when nobody ever
-    marked the env in use (no file); False when a run holds it."""
+def _try_lock_use(key: str, create: bool) -> int | None | bool:
+    """The in-use lock of `key`, taken exclusively without waiting: its fd (made when `create`, so
+    that a run starting now waits for the deletion instead of using the env it deletes); None when
+    there is no such file and not `create` (no run ever marked the env in use); False when a run
+    holds it."""
     try:
-        fd = fsio.open_file(use_path(key))
+        fd = fsio.open_file(use_path(key), write=create, create=create, mode=0o644)
     except FileNotFoundError:
         return None
     except (MlkitError, OSError):
