@@ -332,11 +332,6 @@ def _pip_lines(
         if not item:
             continue
         here = f"{where}[{i}]"
-        if CONTROL_CHARS.search(item):  # uv would read a second line (an option, a -r never checked here)
-            raise EnvSpecError(
-                f"{here}: {item[:200]!r} holds a line break or another control character",
-                hint="give each requirement or option its own list entry",
-            )
         option = next((o for o in _PIP_FILE_OPTIONS if item == o or item.startswith(o + " ")), None)
         if option is None:
             option = next((o for o in ("-r", "-c") if item.startswith(o) and len(item) > 2), None)
@@ -351,6 +346,11 @@ def _pip_lines(
             nested = _pip_lines(sub, f"{file.name}: line", file.parent, seen | {file}, reads=reads)
             constraint = option in ("-c", "--constraint")
             lines.extend(PipLine(p.text, p.name, p.constraint or constraint) for p in nested)
+        elif CONTROL_CHARS.search(item):  # uv would read a second line (an option, a -r never checked here)
+            raise EnvSpecError(
+                f"{here}: {item[:200]!r} holds a line break or another control character",
+                hint="give each requirement or option its own list entry",
+            )
         elif item.startswith("-"):
             lines.append(PipLine(item))  # --extra-index-url, --find-links, -e path, --pre ...
         elif _looks_like_path_or_url(item):
