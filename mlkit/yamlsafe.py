@@ -90,13 +90,25 @@ def decode_text(data: bytes, label: str, error: type[MlkitError]) -> str:
         ) from None
 
 
-def load_yaml(path: Path, label: str, error: type[MlkitError]) -> object:
-    """The YAML document in `path`, read within the limits above; `error(one line)` otherwise."""
-    text = decode_text(read_bounded(path, label, error), label, error)
-    return loads(text, label, error)
+def load_yaml(
+    path: Path,
+    label: str,
+    error: type[MlkitError],
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_nodes: int = MAX_NODES,
+    string_keys: bool = True,
+) -> object:
+    """The YAML document in `path`, read within the limits above; `error(one line)` otherwise.
+    A file that is bigger by nature (a conda-lock.yml) gives its own `max_bytes` and `max_nodes`;
+    one written by other tools whose keys may be numbers gives `string_keys=False`."""
+    text = decode_text(read_bounded(path, label, error, max_bytes), label, error)
+    return loads(text, label, error, max_nodes=max_nodes, string_keys=string_keys)
 
 
-def loads(text: str, label: str, error: type[MlkitError]) -> object:
+def loads(
+    text: str, label: str, error: type[MlkitError], *, max_nodes: int = MAX_NODES, string_keys: bool = True
+) -> object:
     fast = yamlfast.load(text)  # the usual simple file, read without importing PyYAML (issue 20)
     if fast is not None:
         return fast
@@ -105,13 +117,13 @@ def loads(text: str, label: str, error: type[MlkitError]) -> object:
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        _check_events(yaml, text, loader_cls, label, error)
+        _check_events(yaml, text, loader_cls, label, error, max_nodes)
         loader = loader_cls(text)
         try:
             node = loader.get_single_node()
             if node is None:
                 return None
-            _check_nodes(yaml, node, label, error)
+            _check_nodes(yaml, node, label, error, max_nodes)
             data = loader.construct_document(node)
         finally:
             loader.dispose()
@@ -119,7 +131,8 @@ def loads(text: str, label: str, error: type[MlkitError]) -> object:
         raise error(f"{label}: {yaml_problem(exc)}", hint=_HINT) from None
     except RecursionError:
         raise error(f"{label}: the document is nested too deeply", hint=_HINT) from None
-    _check_keys(data, label, error)
+    if string_keys:
+        _check_keys(data, label, error)
     return data
 
 
@@ -156,7 +169,7 @@ _STARTS_THE_PROBLEM = (
 )
 
 
-def _check_events(yaml, text: str, loader_cls, label: str, error: type[MlkitError]) -> None:
+def _check_events(yaml, text: str, loader_cls, label: str, error: type[MlkitError], max_nodes: int) -> None:
     """Nesting depth and a first bound on aliases, from the event stream (no tree is built)."""
     depth = 0
     aliases = 0
@@ -173,11 +186,11 @@ def _check_events(yaml, text: str, loader_cls, label: str, error: type[MlkitErro
             depth -= 1
         elif isinstance(event, yaml.AliasEvent):
             aliases += 1
-            if aliases > MAX_NODES:
-                raise error(f"{label}: more than {MAX_NODES} aliases (*name)", hint="expand them by hand")
+            if aliases > max_nodes:
+                raise error(f"{label}: more than {max_nodes} aliases (*name)", hint="expand them by hand")
 
 
-def _check_nodes(yaml, root, label: str, error: type[MlkitError]) -> None:
+def _check_nodes(yaml, root, label: str, error: type[MlkitError], max_nodes: int) -> None:
     """The size of the document with every alias expanded, computed once per shared node."""
     sizes: dict[int, int] = {}
     open_ids: set[int] = set()
@@ -194,22 +207,22 @@ def _check_nodes(yaml, root, label: str, error: type[MlkitError]) -> None:
             open_ids.add(key)
             for k, v in node.value:
                 total += size(k) + size(v)
-                if total > MAX_NODES:
+                if total > max_nodes:
                     break
             open_ids.discard(key)
         elif isinstance(node, yaml.SequenceNode):
             open_ids.add(key)
             for item in node.value:
                 total += size(item)
-                if total > MAX_NODES:
+                if total > max_nodes:
                     break
             open_ids.discard(key)
         sizes[key] = total
-        if total > MAX_NODES:
+        if total > max_nodes:
             line = node.start_mark.line + 1 if node.start_mark else "?"
             raise error(
                 f"{label}: line {line}: with its aliases (*name) expanded the document has more than "
-                f"{MAX_NODES} values (an alias bomb?)",
+                f"{max_nodes} values (an alias bomb?)",
                 hint="write the values out instead of nesting aliases",
             )
         return total

@@ -128,7 +128,7 @@ def prune(
 ) -> None:
     """Remove environments not used for a while (and half-built leftovers).
 
-    An env whose build is in progress (its lock is held) is never touched.
+    An env whose build is in progress (its lock is held), or that a run is using, is never touched.
 
     Example: mlkit env prune --older-than 14d --dry-run
     """
@@ -145,6 +145,8 @@ def prune(
         info(f"{verb} {env.path} ({output.human_bytes(env.size)}, last used {_ago(env.last_used)})")
     for env in result.skipped_locked:
         info(f"kept {env.path}: a build holds its lock")
+    for env in result.skipped_in_use:
+        info(f"kept {env.path}: a run is using it")
     freed = "would free" if dry_run else "freed"
     info(f"{verb} {len(result.removed)} environment(s), {freed} {output.human_bytes(result.bytes_freed)}")
 

@@ -18,27 +18,103 @@ next deletes it and builds again. A build that fails is deleted before the lock 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import math
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from mlkit import fsio, procid, settings
 from mlkit import proc as procs
-from mlkit.errors import EnvBuildError
+from mlkit.errors import EnvBuildError, MlkitError, UnsafeStateError, UsageError
 
 MARKER = ".mlkit-complete"
 LAST_USED = ".mlkit-last-used"
 
 
 def env_root() -> Path:
-    return settings.env_dir()
+    """`settings.env_dir()` made absolute (venvs are built in place and used from the project's
+    directory), refused (UnsafeStateError) when another user could write into it."""
+    root = settings.env_dir().absolute()
+    if os.pathsep in str(root):  # `<env>/bin` goes first on PATH: it would be two entries, neither the env's
+        raise UsageError(
+            f"environment dir {root}: holds {os.pathsep!r}, which cannot be in PATH (a command's `python` would"
+            " not be the environment's)",
+            hint=f"set MLKIT_ENV_DIR to a path without {os.pathsep!r}",
+        )
+    check_root(root)
+    return root
+
+
+ENV_DIR_RISK = "an environment your runs would execute"
+
+
+def check_root(root: Path, var: str = "MLKIT_ENV_DIR", risk: str = ENV_DIR_RISK) -> None:
+    """Refuse a directory whose entries mlkit runs (the env dir; the cache dir's conda packages)
+    when it is not ours (or root's), or others can write to it.
+
+    Whoever can create entries in the env dir can plant `<hash>-<manager>/.mlkit-complete` naming
+    their own python, which our next run would execute, or a `logs/<key>.log` link our next build
+    would append to; the sticky bit does not help (it only stops renaming what others made). A
+    missing dir is fine: `make_checked_dir` makes it. A link is followed, but must itself be ours
+    or root's. `var` is the variable that names the directory, `risk` what a planted entry is.
+    """
+    try:
+        link = os.lstat(root)
+        st = os.stat(root) if stat.S_ISLNK(link.st_mode) else link
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise UnsafeStateError(f"{root}: cannot be read: {exc.strerror}") from None
+    ours = (os.geteuid(), 0)
+    hint = f"set {var} to a directory of your own"
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateError(f"{root}: is {fsio.describe_type(st.st_mode)}, not a directory", hint=hint)
+    for what, owner in (("a link", link.st_uid), ("", st.st_uid)):
+        if owner not in ours:
+            raise UnsafeStateError(
+                f"{root}: {what + ' ' if what else ''}owned by {procid.user_name(owner)} (uid {owner}), not by you"
+                f" or root; that user could plant {risk}",
+                hint=hint,
+            )
+    if st.st_mode & 0o022:
+        raise UnsafeStateError(
+            f"{root}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); any of them could plant {risk}",
+            hint=f"chmod go-w {root} (a cache to share is built by its owner and only read by others), or {hint}",
+        )
+
+
+def make_checked_dir(
+    path: Path, var: str = "MLKIT_ENV_DIR", risk: str = ENV_DIR_RISK, mode: int = 0o755
+) -> Path:
+    """`path`, made when missing (`mode`, whatever the umask), then checked (`check_root`)."""
+    if not os.path.lexists(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, mode)
+    check_root(path, var, risk)
+    return path
+
+
+def make_root() -> Path:
+    """The env dir, made when missing (0755 whatever the umask: see `check_root`)."""
+    return make_checked_dir(env_root())
+
+
+def make_subdir(name: str) -> Path:
+    """`.locks` or `logs` in the env dir, made 0755 (others must not plant links there either)."""
+    path = make_root() / name
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o755)
+    return path
 
 
 def env_path(key: str) -> Path:
@@ -51,6 +127,28 @@ def lock_path(key: str) -> Path:
 
 def log_path(key: str) -> Path:
     return env_root() / "logs" / f"{key}.log"
+
+
+def use_path(key: str) -> Path:
+    """Shared-flocked by every process that runs in the env, for as long as it does (`hold_in_use`)."""
+    return env_root() / ".locks" / f"{key}.use"
+
+
+def hold_in_use(key: str) -> IO[bytes] | None:
+    """Mark the env `key` in use until the returned file is closed (by the caller, or when the
+    process ends): `prune` never deletes an env in use. Best effort: None where the lock cannot be
+    taken (a read-only cache whose owner never ran the env: nobody else can prune it anyway)."""
+    try:
+        try:
+            fd = fsio.open_file(use_path(key))  # read-only is enough for a shared flock
+        except FileNotFoundError:
+            fd = fsio.open_file(make_subdir(".locks") / f"{key}.use", write=True, create=True, mode=0o644)
+    except (MlkitError, OSError):
+        return None
+    # only prune takes it exclusively (without waiting), for as long as it deletes the env: then
+    # the marker is gone and the caller builds it again
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return os.fdopen(fd, "rb")
 
 
 def children_path(key: str) -> Path:
@@ -83,16 +181,64 @@ def kill_orphans(key: str, env: Path) -> list[int]:
     return killed
 
 
+MAX_MARKER_BYTES = 1 << 20
+_MARKER_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "python": str, "python_version": str, "project": str, "source": str, "hash": str, "manager": str,
+    "created": (int, float),
+}  # fmt: skip
+_MARKER_REQUIRED = ("created", "hash", "manager")  # every build writes them
+
+
 def read_marker(path: Path) -> dict | None:
+    """The env's marker, or None (an incomplete env: rebuilt, pruned) when there is none that holds:
+    not a regular file (a FIFO is not waited on, a link not followed), over 1 MiB, not a JSON
+    object, or a field mlkit reads missing or of the wrong type."""
     try:
-        return json.loads((path / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        fd = fsio.open_file(path / MARKER)
+    except (MlkitError, OSError):
         return None
+    try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            doc = json.loads(fh.read(MAX_MARKER_BYTES + 1))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(doc, dict):
+        return None
+    for name, kind in _MARKER_FIELDS.items():
+        if (doc.get(name) is not None or name in _MARKER_REQUIRED) and not isinstance(doc.get(name), kind):
+            return None
+    return doc
 
 
 def write_marker(path: Path, info: dict) -> None:
     fsio.atomic_write(path / MARKER, json.dumps(info, indent=2, sort_keys=True), error=EnvBuildError)
     touch_last_used(path)
+
+
+RUNTIME_DIR = ".mlkit-runtime"  # mlkit inside the env (mlkit.env.uv.install_runtime)
+
+
+def link_runtime(path: Path) -> None:
+    """Point `<env>/.mlkit-runtime/mlkit` at the mlkit package running now, if it points elsewhere:
+    the install that built the env may have been removed since (or another one runs it now), and
+    the env's `import mlkit` must be this one. Atomic (a link renamed over the old one); a no-op
+    for an env without the runtime (a conda env without python) or one we may not write."""
+    runtime = path / RUNTIME_DIR
+    package = str(Path(__file__).resolve().parent.parent)
+    with contextlib.suppress(OSError):
+        if os.readlink(runtime / "mlkit") == package:
+            return
+    if not runtime.is_dir():
+        return
+    tmp = runtime / f".mlkit.{os.getpid()}.{time.monotonic_ns()}.tmp"
+    try:
+        os.symlink(package, tmp, target_is_directory=True)
+        os.replace(tmp, runtime / "mlkit")
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
 
 
 def touch_last_used(path: Path) -> None:
@@ -145,14 +291,16 @@ def is_locked(key: str) -> bool:
 
 def _lock_dir(key: str) -> Path:
     """The lock file's path, its directory made."""
-    path = lock_path(key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return make_subdir(".locks") / f"{key}.lock"
 
 
 def remove_tree(path: Path) -> None:
     """Delete a directory, first renaming it aside so nobody sees it half-deleted."""
-    if not path.exists() and not path.is_symlink():
+    if path.is_symlink():  # never followed: only the link goes
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    if not path.exists():
         return
     aside = path.with_name(f".trash-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
     try:
@@ -201,20 +349,28 @@ def list_envs(with_size: bool = True) -> list[CachedEnv]:
     for entry in sorted(root.iterdir()):
         if entry.name.startswith(".") or entry.name == "logs" or not entry.is_dir():
             continue
-        marker = read_marker(entry)
         hash_, _, manager = entry.name.partition("-")
+        link = entry.is_symlink()  # not something mlkit makes: never reused, pruned as incomplete
+        marker = None if link else read_marker(entry)
+        doc = marker or {}
+        try:
+            used = last_used(entry)
+            created = doc.get("created") or entry.stat().st_mtime
+            size = dir_size(entry) if with_size and not link else 0
+        except OSError:
+            continue  # deleted since it was listed (another prune)
         envs.append(
             CachedEnv(
                 key=entry.name,
-                hash=(marker or {}).get("hash", hash_),
-                manager=(marker or {}).get("manager", manager),
+                hash=doc.get("hash") or hash_,
+                manager=doc.get("manager") or manager,
                 path=entry,
-                size=dir_size(entry) if with_size else 0,
-                last_used=last_used(entry),
-                created=float((marker or {}).get("created", entry.stat().st_mtime)),
-                project=(marker or {}).get("project"),
-                source=(marker or {}).get("source"),
-                python_version=(marker or {}).get("python_version"),
+                size=size,
+                last_used=used,
+                created=float(created),
+                project=doc.get("project"),
+                source=doc.get("source"),
+                python_version=doc.get("python_version"),
                 complete=marker is not None,
             )
         )
@@ -227,43 +383,87 @@ class PruneResult:
     skipped_locked: list[CachedEnv]
     bytes_freed: int
     dry_run: bool
+    skipped_in_use: list[CachedEnv]
 
 
 def prune(older_than_s: float, *, dry_run: bool = False, now: float | None = None) -> PruneResult:
     """Remove envs not used for `older_than_s` seconds (and dead half-built ones).
 
-    An env whose build lock is held (a build in progress) is never touched: the lock is taken
-    without waiting before deleting, and held while deleting.
+    An env whose build lock is held (a build in progress) is never touched, nor one a run is
+    using (`hold_in_use`): both locks are taken without waiting before deleting, and held while
+    deleting.
     """
     now = time.time() if now is None else now
     removed: list[CachedEnv] = []
     skipped: list[CachedEnv] = []
+    in_use: list[CachedEnv] = []
     freed = 0
     for env in list_envs():
         if env.complete and now - env.last_used < older_than_s:
             continue
-        if is_locked(env.key):
-            skipped.append(env)
-            continue
-        if dry_run:
-            removed.append(env)
-            freed += env.size
-            continue
-        fd = _try_lock(env.key)
+        fd = _try_lock(env.key) if not dry_run else (None if is_locked(env.key) else -1)
         if fd is None:
             skipped.append(env)
             continue
         try:
-            if read_marker(env.path) is not None and now - last_used(env.path) < older_than_s:
-                continue  # used since we listed it
-            remove_tree(env.path)
-            with contextlib.suppress(OSError):
-                log_path(env.key).unlink()
-            removed.append(env)
-            freed += env.size
+            use_fd = _try_lock_use(env.key, create=not dry_run)
+            if use_fd is False:
+                in_use.append(env)
+                continue
+            try:
+                if read_marker(env.path) is not None and now - last_used(env.path) < older_than_s:
+                    continue  # used since we listed it
+                if not dry_run:
+                    remove_tree(env.path)
+                    with contextlib.suppress(OSError):
+                        log_path(env.key).unlink()
+                removed.append(env)
+                freed += env.size
+            finally:
+                if use_fd is not None and use_fd is not False:
+                    os.close(use_fd)
         finally:
-            os.close(fd)
-    return PruneResult(removed, skipped, freed, dry_run)
+            if fd >= 0:
+                os.close(fd)
+    freed += _remove_dead_trash(dry_run)
+    return PruneResult(removed, skipped, freed, dry_run, in_use)
+
+
+def _try_lock_use(key: str, create: bool) -> int | None | bool:
+    """The in-use lock of `key`, taken exclusively without waiting: its fd (made when `create`, so
+    that a run starting now waits for the deletion instead of using the env it deletes); None when
+    there is no such file and not `create` (no run ever marked the env in use); False when a run
+    holds it."""
+    try:
+        fd = fsio.open_file(use_path(key), write=create, create=create, mode=0o644)
+    except FileNotFoundError:
+        return None
+    except (MlkitError, OSError):
+        return False  # a lock we cannot check: keep the env
+    if not fsio.try_lock(fd):
+        os.close(fd)
+        return False
+    return fd
+
+
+def _remove_dead_trash(dry_run: bool) -> int:
+    """Remove what `remove_tree` set aside (`.trash-<key>-<pid>-<n>`) and did not finish deleting
+    because its process was killed (hidden from `list_envs`, it would take its space for ever); a
+    deletion whose process lives is left to it. Returns the bytes freed."""
+    freed = 0
+    for entry in env_root().glob(".trash-*"):
+        pid = entry.name.rsplit("-", 2)[-2] if entry.name.count("-") >= 3 else ""
+        if not pid.isdigit() or procid.start_time(int(pid)) is not None:
+            continue
+        link = entry.is_symlink()
+        freed += 0 if link else dir_size(entry)
+        if not dry_run:
+            if link:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            else:
+                shutil.rmtree(entry, ignore_errors=True)
+    return freed
 
 
 def _try_lock(key: str) -> int | None:
@@ -279,14 +479,15 @@ class BuildLog:
 
     def __init__(self, key: str, progress: Callable[[str], None] | None = None):
         self.key = key
-        self.path = log_path(key)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = make_subdir("logs") / f"{key}.log"
         self.progress = progress
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, text: str) -> None:
-        self._fh.write(text if text.endswith("\n") else text + "\n")
-        self._fh.flush()
+        """Best effort: a log the full disk cannot take must not hide the build's own error."""
+        with contextlib.suppress(OSError, ValueError):
+            self._fh.write(text if text.endswith("\n") else text + "\n")
+            self._fh.flush()
 
     def step(self, text: str) -> None:
         self.write(f"--- {time.strftime('%H:%M:%S')} {text}")
@@ -294,7 +495,8 @@ class BuildLog:
             self.progress(text)
 
     def close(self) -> None:
-        self._fh.close()
+        with contextlib.suppress(OSError):
+            self._fh.close()  # what a full disk did not take is lost; the build's error says why
         with contextlib.suppress(OSError):
             children_path(self.key).unlink()
 
@@ -325,12 +527,27 @@ class BuildLog:
         return output
 
 
+def disk_full(what: str, log: Path) -> EnvBuildError:
+    """The one-line error of a build that ran out of space."""
+    return EnvBuildError(
+        f"{what}: the disk is full",
+        hint=f"free space on the filesystem that holds {env_root()} (or set MLKIT_ENV_DIR to another); "
+        f"build log: {log}",
+    )
+
+
 class CommandFailed(Exception):
     def __init__(self, argv: list[str], code: int, output: str):
         super().__init__(f"{os.path.basename(argv[0])} exited with {code}")
         self.argv = argv
         self.code = code
         self.output = output
+
+    @property
+    def disk_full(self) -> bool:
+        """Did the command fail for want of space (its own words, as uv and conda write them)?"""
+        low = self.output.lower()
+        return any(t in low for t in ("no space left on device", "os error 28", "disk quota exceeded"))
 
     def last_error_line(self) -> str:
         lines = [ln.strip() for ln in self.output.splitlines() if ln.strip()]

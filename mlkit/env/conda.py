@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from mlkit import settings
-from mlkit.env.cache import BuildLog, CommandFailed
-from mlkit.env.lockfile import current_platform, locked_records, read_lockfile
+from mlkit.env.cache import BuildLog, CommandFailed, make_checked_dir
+from mlkit.env.lockfile import current_platform, locked_records, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, dep_name
 from mlkit.env.uv import install_requirements, install_runtime, interpreter_info
 from mlkit.errors import EnvBuildError, EnvSpecError, UsageError
@@ -27,11 +27,22 @@ DEFAULT_CHANNELS = ("conda-forge",)
 
 def package_cache_dir() -> Path:
     """Downloaded and extracted conda packages, shared by every env (installs hard-link from it)."""
-    return settings.cache_dir() / "conda-pkgs"
+    return _checked_cache_dir() / "conda-pkgs"
 
 
 def repodata_cache_dir() -> Path:
-    return settings.cache_dir() / "repodata"
+    return _checked_cache_dir() / "repodata"
+
+
+def _checked_cache_dir() -> Path:
+    """The cache dir, which nobody else may write: a package planted in conda-pkgs/ is installed
+    as it is (rattler does not check an extracted package against its hash)."""
+    return make_checked_dir(
+        settings.cache_dir().absolute(),
+        "MLKIT_CACHE_DIR",
+        "a conda package your environments would install",
+        0o700,
+    )
 
 
 def channel_url(channel: str, base: Path) -> str:
@@ -159,12 +170,7 @@ def build_prefix(
     info["virtual_packages"] = describe_virtual_packages(vps)
     if spec.lockfile is not None:
         locked = read_lockfile(spec.lockfile)
-        if platform not in locked.platforms:
-            raise EnvSpecError(
-                f"{spec.lockfile.name}: has no packages for this platform ({platform}); it has "
-                f"{', '.join(locked.platforms)}",
-                hint=f"mlkit env lock {project_dir} -p {platform}",
-            )
+        require_platform(locked, platform, project_dir)
         lock_vps = locked.virtual_packages.get(platform)
         info["lock_virtual_packages"] = lock_vps or ""
         info["lock_cuda"] = _cuda_from_text(lock_vps)

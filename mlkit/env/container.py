@@ -458,9 +458,7 @@ def remove_dead_build_contexts(root: Path) -> list[Path]:
 
 
 def _lock_parent(cache_mod: object) -> Path:
-    root = Path(cache_mod.env_root())  # type: ignore[attr-defined]
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    return Path(cache_mod.make_root())  # type: ignore[attr-defined]
 
 
 def _write_context(context: Path, request: ContainerRequest, base_id: str) -> None:

@@ -21,8 +21,12 @@ from mlkit import fsio
 from mlkit.digest import sha256_hex
 from mlkit.env.ref import HASH_LEN
 from mlkit.errors import EnvBuildError, EnvSpecError
+from mlkit.yamlsafe import load_yaml
 
 LOCKFILE_NAME = "conda-lock.yml"  # read next to the conda.yaml; replaces it in the env hash
+# what may not be in a requirement line uv reads (all control characters but tab): a line break
+# would make one entry two, the second never checked
+CONTROL_CHARS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def current_platform() -> str:
@@ -71,16 +75,16 @@ class Lockfile:
 # ------------------------------------------------------------------------------------ reading
 
 
-def _load_yaml(path: Path) -> object:
-    import yaml  # the import budget: yaml loads only when a lockfile is read
+# a lockfile is bigger by nature than a conda.yaml (every package of every platform, with its
+# dependencies): the bounded reader with limits far above any real one, but not an alias bomb's
+MAX_LOCK_BYTES = 16 << 20
+MAX_LOCK_NODES = 2_000_000
 
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 (safe loader)
-    except yaml.YAMLError as exc:
-        raise EnvSpecError(f"{path.name}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    except OSError as exc:
-        raise EnvSpecError(f"{path.name}: cannot be read: {exc.strerror}") from None
+
+def _load_yaml(path: Path) -> object:
+    return load_yaml(
+        path, path.name, EnvSpecError, max_bytes=MAX_LOCK_BYTES, max_nodes=MAX_LOCK_NODES, string_keys=False
+    )
 
 
 _REGENERATE = "regenerate it with `mlkit env lock` or `conda-lock --kind lock`"
@@ -126,6 +130,16 @@ def read_lockfile(path: Path) -> Lockfile:
     )
 
 
+def require_platform(lock: Lockfile, platform: str, project_dir: Path) -> None:
+    """Refuse a lockfile made for other platforms only: installing its (no) entries for this one
+    would build an environment without any of the packages."""
+    if platform not in lock.platforms:
+        raise EnvSpecError(
+            f"{lock.path.name}: has no packages for this platform ({platform}); it has {', '.join(lock.platforms)}",
+            hint=f"mlkit env lock {project_dir} -p {platform}",
+        )
+
+
 def _locked_package(item: object, where: str) -> LockedPackage:
     if not isinstance(item, dict):
         raise EnvSpecError(f"{where}: must be a mapping")
@@ -135,9 +149,21 @@ def _locked_package(item: object, where: str) -> LockedPackage:
     if item["manager"] not in ("conda", "pip"):
         raise EnvSpecError(f"{where}: manager: {item['manager']!r} is not conda or pip")
     hashes = item.get("hash") or {}
+    if not isinstance(hashes, dict):
+        raise EnvSpecError(f"{where}: hash: must be a mapping")
+    for key in ("md5", "sha256"):
+        if hashes.get(key) is not None and not isinstance(hashes[key], str):
+            raise EnvSpecError(f"{where}: hash.{key}: must be a string")
     if item["manager"] == "conda" and not hashes.get("md5"):
         raise EnvSpecError(f"{where}: hash.md5: missing (conda packages need one)")
     deps = item.get("dependencies") or {}
+    if not isinstance(deps, dict):
+        raise EnvSpecError(f"{where}: dependencies: must be a mapping")
+    for key, value in (*item.items(), *(("hash." + k, v) for k, v in hashes.items())):
+        if isinstance(value, str) and CONTROL_CHARS.search(value):
+            raise EnvSpecError(
+                f"{where}: {key}: {value[:200]!r} holds a line break or another control character"
+            )
     return LockedPackage(
         name=item["name"],
         version=str(item["version"]),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from mlkit.env.ref import EnvRef
 from mlkit.errors import EnvBuildError, EnvSpecError, MlkitError, UsageError
@@ -211,20 +212,23 @@ def _cached_build(
 
     key = env_key(spec, manager)
     path = cache.env_path(key)
+    in_use = cache.hold_in_use(key)  # before the marker is read: prune never deletes it from now on
     marker = _usable(cache.read_marker(path))
     if marker is not None:  # fast path: complete envs are used without a lock
         cache.touch_last_used(path)
-        return _prepared(spec, manager, path, marker, reused=True, why=why)
+        cache.link_runtime(path)
+        return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
     if conda_exe:
         from mlkit.env.conda import resolve_conda_exe  # the import budget: only with --conda-exe
 
         resolve_conda_exe(conda_exe)  # a missing binary fails before anything is locked or made
-    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.make_root()
     with cache.build_lock(key, on_wait=progress):
         marker = _usable(cache.read_marker(path))
         if marker is not None:  # another process built it while we waited
             cache.touch_last_used(path)
-            return _prepared(spec, manager, path, marker, reused=True, why=why)
+            cache.link_runtime(path)
+            return _prepared(spec, manager, path, marker, reused=True, why=why, in_use=in_use)
         log = cache.BuildLog(key, progress)
         try:
             if path.exists() or path.is_symlink():
@@ -254,6 +258,10 @@ def _cached_build(
             if isinstance(exc, MlkitError):
                 exc.hint = (exc.hint + "; " if exc.hint else "") + f"build log: {log.path}"
                 raise
+            what = f"{manager} environment for {spec.file_label} failed"
+            full = isinstance(exc, cache.CommandFailed) and exc.disk_full
+            if full or (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+                raise cache.disk_full(what, log.path) from None
             if isinstance(exc, cache.CommandFailed):
                 raise EnvBuildError(
                     f"{manager} environment for {spec.file_label} failed: {exc.last_error_line()}",
@@ -267,7 +275,7 @@ def _cached_build(
             raise
         finally:
             log.close()
-    return _prepared(spec, manager, path, info, reused=False, why=why)
+    return _prepared(spec, manager, path, info, reused=False, why=why, in_use=in_use)
 
 
 def _usable(marker: dict | None) -> dict | None:
@@ -290,7 +298,16 @@ def _build(spec, manager, path, log, project_dir, conda_exe) -> dict:
     return build_prefix(spec, path, log, project_dir, conda_exe=conda_exe)
 
 
-def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bool, why: str) -> PreparedEnv:
+def _prepared(
+    spec: EnvSpec,
+    manager: str,
+    path: Path,
+    info: dict,
+    *,
+    reused: bool,
+    why: str,
+    in_use: IO[bytes] | None = None,
+) -> PreparedEnv:
     bin_dir = path / "bin"
     python = Path(info.get("python") or sys.executable)
     env_vars = {"PATH": _path_with(str(bin_dir))}
@@ -329,7 +346,7 @@ def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bo
         message += f" ({why})"
     if notes:
         message += "; " + "; ".join(notes)
-    return PreparedEnv(
+    prepared = PreparedEnv(
         manager=manager,
         python=python,
         env_vars=env_vars,
@@ -339,3 +356,5 @@ def _prepared(spec: EnvSpec, manager: str, path: Path, info: dict, *, reused: bo
         message=message,
         tags=tags,
     )
+    object.__setattr__(prepared, "_in_use", in_use)  # held while the PreparedEnv lives (not a field)
+    return prepared

@@ -119,6 +119,10 @@ def make_lockfile(
             "mlkit env lock: the project has no conda.yaml",
             hint="lockfiles are made from a conda environment file (conda_env in MLproject)",
         )
+    if cuda is not None and not re.fullmatch(r"\d+(\.\d+){0,2}", cuda):
+        raise UsageError(
+            f"--cuda {cuda!r}: not a CUDA version", hint="give the driver's CUDA version, e.g. --cuda 12.4"
+        )
     platforms = list(dict.fromkeys(platforms or [current_platform()]))
     for p in platforms:
         if p not in KNOWN_PLATFORMS:

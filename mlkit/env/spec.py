@@ -17,7 +17,7 @@ from mlkit import __version__
 from mlkit.digest import sha256_hex
 from mlkit.env import memo
 from mlkit.env.installed import installed_distributions
-from mlkit.env.lockfile import LOCKFILE_NAME, lockfile_hashes
+from mlkit.env.lockfile import CONTROL_CHARS, LOCKFILE_NAME, lockfile_hashes
 from mlkit.env.ref import HASH_LEN, EnvRef
 from mlkit.errors import EnvSpecError
 from mlkit.yamlsafe import decode_text, load_yaml, read_bounded
@@ -227,6 +227,12 @@ def _conda_env(path: Path, data: object, project_dir: Path, reads: list[Path]) -
     variables = data.get("variables") or {}
     if not isinstance(variables, dict):
         raise EnvSpecError(f"{label}: variables: must be a mapping of names to values")
+    for var in variables:
+        if not var or "=" in var:  # the run's environment could not hold it
+            raise EnvSpecError(
+                f"{label}: variables: {var[:200]!r} is not a variable name",
+                hint="a name is not empty and holds no '=', e.g. CUDA_LAUNCH_BLOCKING",
+            )
     deps = data.get("dependencies")
     if deps is None:
         deps = []
@@ -340,6 +346,11 @@ def _pip_lines(
             nested = _pip_lines(sub, f"{file.name}: line", file.parent, seen | {file}, reads=reads)
             constraint = option in ("-c", "--constraint")
             lines.extend(PipLine(p.text, p.name, p.constraint or constraint) for p in nested)
+        elif CONTROL_CHARS.search(item):  # uv would read a second line (an option, a -r never checked here)
+            raise EnvSpecError(
+                f"{here}: {item[:200]!r} holds a line break or another control character",
+                hint="give each requirement or option its own list entry",
+            )
         elif item.startswith("-"):
             lines.append(PipLine(item))  # --extra-index-url, --find-links, -e path, --pre ...
         elif _looks_like_path_or_url(item):

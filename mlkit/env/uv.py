@@ -28,12 +28,11 @@ import tempfile
 from pathlib import Path
 
 from mlkit import proc as procs
-from mlkit.env.cache import BuildLog, CommandFailed
-from mlkit.env.lockfile import current_platform, read_lockfile
+from mlkit.env.cache import RUNTIME_DIR, BuildLog, CommandFailed, disk_full, link_runtime
+from mlkit.env.lockfile import current_platform, read_lockfile, require_platform
 from mlkit.env.spec import EnvSpec, python_matches, python_request
 from mlkit.errors import EnvBuildError, MlkitError
 
-RUNTIME_DIR = ".mlkit-runtime"
 RUNTIME_PTH = "mlkit-runtime.pth"
 # top-level modules mlkit.tracking needs at runtime besides the standard library: PyYAML (its C
 # speedups only when the env's Python has the host's ABI) and psutil (abi3 extension: any CPython 3)
@@ -214,6 +213,7 @@ def install_requirements(
         _uv_pip_install(python, build, log, project_dir, env, label=spec.file_label)
     if spec.lockfile is not None:
         locked = read_lockfile(spec.lockfile)
+        require_platform(locked, current_platform(), project_dir)
         pip = [p for p in locked.packages if p.manager == "pip" and p.platform == current_platform()]
         if pip:
             lines = [f"{p.name} @ {p.url}" + (f" --hash=sha256:{p.sha256}" if p.sha256 else "") for p in pip]
@@ -251,6 +251,8 @@ def _uv_pip_install(
         try:
             log.run(argv, env=env, cwd=project_dir)  # relative paths in requirements: the project's
         except CommandFailed as exc:
+            if exc.disk_full:
+                raise disk_full(f"{label}: uv pip install failed", log.path) from None
             raise EnvBuildError(_pip_failure(exc, label)) from None
 
 
@@ -275,10 +277,7 @@ def install_runtime(site_packages: Path, env_path: Path, python_version: str) ->
     runtime = env_path / RUNTIME_DIR
     runtime.mkdir(parents=True, exist_ok=True)
     package = Path(__file__).resolve().parent.parent  # the mlkit package this code runs from
-    link = runtime / "mlkit"
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(package, target_is_directory=True)
+    link_runtime(env_path)  # <runtime>/mlkit -> package
     abi = "cpython-" + "".join(python_version.split(".")[:2])
     for name in RUNTIME_MODULES:
         _copy_module(name, runtime, abi)
@@ -309,6 +308,22 @@ def _copy_module(name: str, dest: Path, abi: str) -> None:
         return out
 
     if spec.submodule_search_locations:  # a package
-        shutil.copytree(origin.parent, dest / name, dirs_exist_ok=True, ignore=skip)
+        try:
+            shutil.copytree(origin.parent, dest / name, dirs_exist_ok=True, ignore=skip, copy_function=_copy)
+        except _CopyFailed as failed:  # the first error as it is (copytree would list them all as text)
+            raise failed.error from None
     elif not skip("", [origin.name]):
         shutil.copy2(origin, dest / origin.name)
+
+
+class _CopyFailed(Exception):  # not an OSError: copytree lets it through at once
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _copy(src: str, dst: str) -> object:
+    try:
+        return shutil.copy2(src, dst)
+    except OSError as exc:
+        raise _CopyFailed(exc) from None

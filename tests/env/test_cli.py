@@ -69,3 +69,46 @@ def test_errors_are_one_line_with_exit_codes(tmp_path, kit, wheelhouse, mlkit_cl
     kit.write(project / "python_env.yaml", "python: 3.11\n")
     spec = mlkit_cli("env", "create", str(project))
     assert spec.returncode == 2 and "python_env.yaml: python: must be a string" in spec.stderr
+
+
+def test_prune_never_deletes_the_env_of_a_run_still_running(tmp_path, kit, wheelhouse, mlkit_cli):
+    """A 3-day training run reuses its env at its start (last used: then); a cron `mlkit env prune
+    --older-than 1d` the next day must not delete it under the run."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    project = _project(tmp_path, kit, "tinypkg")
+    ready, release = tmp_path / "ready", tmp_path / "release"
+    wait = (
+        f"import os, time, tinypkg; open({str(ready)!r}, 'w').close()\n"
+        f"while not os.path.exists({str(release)!r}): time.sleep(0.05)\n"
+        "import tinypkg.late"
+    )
+    kit.write(project / "wait.py", wait)
+    kit.write(
+        project / "MLproject",
+        "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: python wait.py\n",
+    )
+    run = subprocess.Popen(
+        [sys.executable, "-m", "mlkit", "run", str(project), "--env-manager", "uv", "--store", str(tmp_path / "mlruns")],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        while not ready.exists():  # the entry point runs in the env
+            assert run.poll() is None, run.stdout.read() if run.stdout else ""
+            time.sleep(0.05)
+        [env] = json.loads(mlkit_cli("env", "list", "--json").stdout)["envs"]
+        pruned = mlkit_cli("env", "prune", "--older-than", "0")
+        assert pruned.returncode == 0, pruned.stderr
+        assert Path(env["path"]).is_dir() and "removed 0 environment(s)" in pruned.stderr, pruned.stderr
+        assert "a run is using it" in pruned.stderr
+        site = next(Path(env["path"]).glob("lib/python*/site-packages/tinypkg"))
+        kit.write(site / "late.py", "")  # what the run imports after the prune: still there
+    finally:
+        release.touch()
+        out, _ = run.communicate(timeout=120)
+    assert run.returncode == 0, out
+    pruned = json.loads(mlkit_cli("env", "prune", "--older-than", "0", "--json").stdout)
+    assert len(pruned["removed"]) == 1 and not Path(env["path"]).exists()  # the run is over

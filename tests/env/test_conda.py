@@ -236,3 +236,13 @@ def test_conda_env_with_python_and_pip_part_runs_mlkit(tmp_path, kit, conda_chan
     log = (settings.env_dir() / "logs" / f"{locked.hash}-conda.log").read_text()
     assert "1 locked pip packages" in log and "--require-hashes" in log
     assert FileStore(store_root).get_run(run_in(locked)).data.metrics["answer"] == 42.0
+
+
+@pytest.mark.parametrize("cuda", ["abc", "-1", "12.4\nx", "12.4.1.2.3"])
+def test_a_cuda_version_that_is_not_one_is_a_usage_error(tmp_path, kit, conda_channel, mlkit_cli, cuda):
+    """`--cuda -1` was a rattler InvalidVersionError traceback; `--cuda abc` locked `__cuda=abc`."""
+    project, _ref = project_with(tmp_path, kit, conda_channel)
+    result = mlkit_cli("env", "lock", str(project), "-p", "linux-64", "--cuda", cuda)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert f"Error: --cuda {cuda!r}: not a CUDA version" in result.stderr
+    assert not (project / "conda-lock.yml").exists()

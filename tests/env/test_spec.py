@@ -207,3 +207,94 @@ def test_a_lockfile_with_other_keys_in_its_custom_metadata_is_read(tmp_path, kit
     )
     spec = load_spec(d, conda_ref(f))
     assert spec.lockfile_spec_hash == "abc" and spec.lockfile_hash
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "tinypkg\\n--index-url http://127.0.0.1:9/simple",  # a second line uv would read as an option
+        "--pre\\n-r /dev/zero",  # a -r mlkit never read (nor bounded, nor hashed)
+        "./local\\r-e /",
+        "-e ./a\\x0b-r /dev/zero",
+    ],
+)
+@pytest.mark.parametrize("kind", ["python", "conda"])
+def test_a_pip_entry_holding_a_line_break_is_refused(tmp_path, kit, entry, kind):
+    if kind == "python":
+        f = kit.write(tmp_path / "python_env.yaml", f'dependencies: ["{entry}"]\n')
+        where = "python_env.yaml: dependencies[0]"
+    else:
+        f = kit.write(tmp_path / "conda.yaml", f'dependencies:\n  - pip:\n    - "{entry}"\n')
+        where = "conda.yaml: dependencies[0].pip[0]"
+    with pytest.raises(EnvSpecError, match="line break") as err:
+        load_spec(tmp_path, EnvRef(kind, f))
+    assert err.value.message.startswith(where) and "\n" not in err.value.message
+
+
+LOCK_PACKAGE = (
+    "version: 1\nmetadata: {{platforms: [linux-64]}}\npackage:\n"
+    "- {{name: hello, version: '1', manager: conda, platform: linux-64, url: 'file:///c/hello-1-0.tar.bz2', {rest}}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("rest", "expected"),
+    [
+        ("hash: [1]", "conda-lock.yml: package[0]: hash: must be a mapping"),
+        ("hash: {md5: [1]}", "conda-lock.yml: package[0]: hash.md5: must be a string"),
+        (
+            "hash: {md5: abc}, dependencies: [a, b]",
+            "conda-lock.yml: package[0]: dependencies: must be a mapping",
+        ),
+    ],
+)
+def test_a_locked_package_of_the_wrong_shape_is_one_line(tmp_path, kit, rest, expected):
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(d / "conda-lock.yml", LOCK_PACKAGE.format(rest=rest))
+    with pytest.raises(EnvSpecError) as info:
+        load_spec(d, conda_ref(f))
+    assert info.value.message == expected
+
+
+def test_a_lockfile_alias_bomb_is_refused_before_it_is_expanded(tmp_path, kit):
+    """conda-lock.yml is read on every run (its hash is the env's): it gets the bounded reader too."""
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    bomb = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    bomb += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)]  # 10**7 values
+    kit.write(
+        d / "conda-lock.yml",
+        "\n".join(bomb) + "\n" + LOCK_PACKAGE.format(rest="hash: {md5: abc}, dependencies: {world: *a6}"),
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: line \d+: .*alias bomb"):
+        load_spec(d, conda_ref(f))
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        'manager: pip, name: "tinypkg\\n-r /dev/zero", url: "file:///w/tinypkg-1.0-py3-none-any.whl"',
+        'manager: pip, name: tinypkg, url: "file:///w/t.whl\\n--index-url http://127.0.0.1:9"',
+        "manager: pip, name: tinypkg, url: 'file:///w/t.whl', hash: {sha256: \"ab\\n--pre\"}",
+    ],
+)
+def test_a_locked_entry_holding_a_line_break_is_refused(tmp_path, kit, rest):
+    """Locked pip entries become `name @ url --hash=...` lines of the file uv reads."""
+    d = tmp_path / "proj"
+    f = kit.write(d / "conda.yaml", "dependencies: [hello]\n")
+    kit.write(
+        d / "conda-lock.yml",
+        f"version: 1\nmetadata: {{platforms: [linux-64]}}\npackage:\n- {{version: '1', platform: linux-64, {rest}}}\n",
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: package\[0\]: .* line break"):
+        load_spec(d, conda_ref(f))
+
+
+@pytest.mark.parametrize("name", ["A=B", ""])
+def test_a_variable_name_the_run_cannot_set_is_refused(tmp_path, kit, name):
+    """`variables: {"A=B": x}` was a ValueError traceback when the run's process was started."""
+    f = kit.write(tmp_path / "conda.yaml", f'dependencies: []\nvariables: {{"{name}": x}}\n')
+    with pytest.raises(EnvSpecError) as err:
+        load_spec(tmp_path, conda_ref(f))
+    assert err.value.message == f"conda.yaml: variables: {name!r} is not a variable name"

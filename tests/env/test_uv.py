@@ -6,13 +6,14 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from mlkit import settings
 from mlkit.env import EnvRef, prepare_env
 from mlkit.env.cache import MARKER
-from mlkit.errors import EnvBuildError
+from mlkit.errors import EnvBuildError, EnvSpecError
 
 PY = ".".join(map(str, sys.version_info[:2]))
 
@@ -128,3 +129,79 @@ def test_env_whose_python_is_gone_is_rebuilt(tmp_path, kit, wheelhouse):
     first.python.unlink()  # e.g. the venv's base interpreter was uninstalled
     again = prepare_env(tmp_path, EnvRef("python", f), "uv")
     assert not again.reused and again.python.exists() and again.path == first.path
+
+
+@pytest.mark.parametrize("manager", ["uv", "auto"])
+def test_a_lockfile_without_this_platform_is_refused_not_built_empty(tmp_path, kit, wheelhouse, manager):
+    """A pip-only conda.yaml locked on a Mac: uv found no locked entry for linux-64 and built an
+    environment with none of the packages, without a word (the conda manager refused it)."""
+    f = kit.write(tmp_path / "conda.yaml", f"dependencies:\n  - python={PY}\n  - pip:\n    - tinypkg\n")
+    wheel = next(wheelhouse.glob("tinypkg-1.0-*.whl"))
+    kit.write(
+        tmp_path / "conda-lock.yml",
+        "version: 1\nmetadata: {platforms: [osx-arm64]}\npackage:\n"
+        f"- {{name: tinypkg, version: '1.0', manager: pip, platform: osx-arm64, url: 'file://{wheel}'}}\n",
+    )
+    with pytest.raises(EnvSpecError, match=r"conda-lock.yml: has no packages for this platform \(linux-64\)"):
+        prepare_env(tmp_path, EnvRef("conda", f), manager)
+    assert not any(p.name.endswith("-uv") for p in settings.env_dir().iterdir())
+
+
+def test_a_relative_env_dir_is_taken_from_where_mlkit_was_started(tmp_path, kit, wheelhouse, monkeypatch):
+    """MLKIT_ENV_DIR=envs: uv ran in the project directory and found no `envs/<key>/bin/python`."""
+    project = tmp_path / "proj"
+    f = kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("MLKIT_ENV_DIR", "rel-envs")
+    prepared = prepare_env(project, EnvRef("python", f), "uv")
+    assert (
+        prepared.path == tmp_path / "here" / "rel-envs" / prepared.path.name and prepared.python.is_absolute()
+    )
+    out = subprocess.run(
+        [str(prepared.python), "-c", "import tinypkg"], cwd=project, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_cached_env_follows_the_mlkit_that_runs_it(tmp_path, kit, wheelhouse):
+    """The env links to the mlkit package that built it; once that install is gone (mlkit
+    reinstalled into a new venv, the old one deleted) every run in the env failed on `import mlkit`."""
+    f = kit.write(tmp_path / "python_env.yaml", "dependencies: [tinypkg]\n")
+    first = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    link = first.path / ".mlkit-runtime" / "mlkit"
+    link.unlink()
+    link.symlink_to(tmp_path / "old-venv" / "site-packages" / "mlkit")  # removed since
+    again = prepare_env(tmp_path, EnvRef("python", f), "uv")
+    assert again.reused
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run(
+        [str(again.python), "-c", "import mlkit.tracking; print(mlkit.__file__)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    import mlkit
+
+    assert Path(out.stdout.strip()).resolve() == Path(mlkit.__file__).resolve()
+
+
+def test_an_env_dir_that_cannot_go_on_path_is_refused(tmp_path, kit, wheelhouse, monkeypatch, mlkit_cli):
+    """MLKIT_ENV_DIR=/data/a:b put `/data/a:b/<key>/bin` first on PATH, which is two entries: the
+    command's `python` was the host's, run without a word while the tags said uv."""
+    project = tmp_path / "proj"
+    kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
+    kit.write(project / "run.sh", "python -c 'import tinypkg'\n")  # `python` found on PATH
+    kit.write(
+        project / "MLproject",
+        "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: sh run.sh\n",
+    )
+    monkeypatch.setenv("MLKIT_ENV_DIR", str(tmp_path / "a:b"))
+    result = mlkit_cli("run", str(project), "--env-manager", "uv", "--store", str(tmp_path / "mlruns"))
+    assert result.returncode == 2, result.stderr
+    assert (
+        str(tmp_path / "a:b") in result.stderr and "':'" in result.stderr and "MLKIT_ENV_DIR" in result.stderr
+    )
+    assert not (tmp_path / "a:b").exists()
