@@ -218,6 +218,7 @@ def _run(
         from mlkit.env.manager import env_hash
 
         ehash = env_hash(project.directory, project.env)
+        _check_env_dir(project, options)
         # Hashing the project reads every file in it: only --skip-if-done pays for that.
         fingerprint = None
         if options.skip_if_done:
@@ -296,6 +297,15 @@ def _new_run_tags(
     tags.update(ownership_tags())
     tags["mlkit.heartbeat"] = str(int(time.time() * 1000))
     return user, tags
+
+
+def _check_env_dir(project: Project, options: RunOptions) -> None:
+    """An env dir mlkit refuses (':' in it, another user's or writable by others) is refused before
+    the run exists, for a run that may build or reuse an env there."""
+    if project.env is not None and project.env.kind != "docker" and options.env_manager != "local":
+        from mlkit.env.cache import env_root  # import budget: only a run that may build an env
+
+        env_root()
 
 
 def _is_secondary(options: RunOptions) -> bool:

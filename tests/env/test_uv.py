@@ -205,3 +205,23 @@ def test_an_env_dir_that_cannot_go_on_path_is_refused(tmp_path, kit, wheelhouse,
         str(tmp_path / "a:b") in result.stderr and "':'" in result.stderr and "MLKIT_ENV_DIR" in result.stderr
     )
     assert not (tmp_path / "a:b").exists()
+
+
+@pytest.mark.parametrize("dir_mode", ["colon", "world-writable"])
+def test_an_env_dir_mlkit_refuses_is_refused_before_the_run_exists(tmp_path, kit, monkeypatch, mlkit_cli, dir_mode):
+    """Exit 2 (or 1 for an unsafe dir) and no run: before, the run was created first and left FAILED
+    launch_failed, so a cron job's store filled with failed runs of a mistyped MLKIT_ENV_DIR."""
+    project = tmp_path / "proj"
+    kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
+    kit.write(project / "MLproject", "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: 'true'\n")
+    env_dir = tmp_path / ("a:b" if dir_mode == "colon" else "shared")
+    if dir_mode != "colon":
+        env_dir.mkdir()
+        env_dir.chmod(0o1777)
+    monkeypatch.setenv("MLKIT_ENV_DIR", str(env_dir))
+    store = tmp_path / "mlruns"
+    result = mlkit_cli("run", str(project), "--env-manager", "uv", "--store", str(store))
+    assert result.returncode == (2 if dir_mode == "colon" else 1), result.stderr
+    assert "MLKIT_ENV_DIR" in result.stderr and "Traceback" not in result.stderr
+    assert "run " not in result.stderr  # no run was started, so none is reported
+    assert not store.exists()
