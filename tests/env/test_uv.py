@@ -208,12 +208,17 @@ def test_an_env_dir_that_cannot_go_on_path_is_refused(tmp_path, kit, wheelhouse,
 
 
 @pytest.mark.parametrize("dir_mode", ["colon", "world-writable"])
-def test_an_env_dir_mlkit_refuses_is_refused_before_the_run_exists(tmp_path, kit, monkeypatch, mlkit_cli, dir_mode):
+def test_an_env_dir_mlkit_refuses_is_refused_before_the_run_exists(
+    tmp_path, kit, monkeypatch, mlkit_cli, dir_mode
+):
     """Exit 2 (or 1 for an unsafe dir) and no run: before, the run was created first and left FAILED
     launch_failed, so a cron job's store filled with failed runs of a mistyped MLKIT_ENV_DIR."""
     project = tmp_path / "proj"
     kit.write(project / "python_env.yaml", "dependencies: [tinypkg]\n")
-    kit.write(project / "MLproject", "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: 'true'\n")
+    kit.write(
+        project / "MLproject",
+        "name: p\npython_env: python_env.yaml\nentry_points:\n  main:\n    command: 'true'\n",
+    )
     env_dir = tmp_path / ("a:b" if dir_mode == "colon" else "shared")
     if dir_mode != "colon":
         env_dir.mkdir()
