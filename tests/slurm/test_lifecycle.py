@@ -186,3 +186,16 @@ def test_follow_returns_when_the_run_ended_and_slurm_forgot_its_job(slurm, store
     store.set_terminated(run_id, status)
     done = run_mlkit("runs", "logs", run_id, "--follow", timeout=60)
     assert done.returncode == code, done.stderr
+
+
+def test_a_percent_sign_in_the_store_path_is_not_a_slurm_pattern(slurm, project, tmp_path):
+    """sbatch expands `%j`, `%x`, ... in --output: a store under `100%job` made Slurm open a file in
+    a directory that does not exist, and the job failed before anything ran (FAILED, no log)."""
+    store_root = tmp_path / "100%job" / "mlruns"
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local", "--follow",
+                     "--store", str(store_root), timeout=90)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = FileStore(store_root).search_runs(["0"])[0]
+    assert run.info.status == "FINISHED"
+    job = run.data.tags["mlkit.slurm.job_id"]
+    assert (FileStore(store_root).artifact_dir(run.info.run_id) / "slurm" / f"slurm-{job}.out").exists()

@@ -242,10 +242,12 @@ def _render(batch: Batch) -> tuple[str, dict[str, Any]]:
     tasks, config, workdir = batch.tasks, batch.config, batch.workdir
     python = batch.python or config.python or sys.executable
     array = None
-    output = str(workdir / "slurm-%j.out")
+    # sbatch expands %j, %x, ... anywhere in --output: a `%` of the path itself is written `%%`
+    directory = str(workdir).replace("%", "%%")
+    output = f"{directory}/slurm-%j.out"
     if len(tasks) > 1:
         array = f"0-{len(tasks) - 1}" + (f"%{batch.parallelism}" if batch.parallelism else "")
-        output = str(workdir / "slurm-%A_%a.out")
+        output = f"{directory}/slurm-%A_%a.out"
     spec = job_spec(
         tasks, store_root=batch.store_root, nodes=batch.nodes, rdzv_port=config.rdzv_port, python=python
     )
