@@ -535,3 +535,31 @@ def test_a_change_is_decided_again_when_the_run_ended_meanwhile(store_root):
     run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("FAILED", "exit_code")
     assert run.data.tags["mlkit.slurm.final"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("requeue: maybe\n", "requeue"),
+        ("signal-grace: -1\n", "signal-grace"),
+        ("rdzv-port: 0\n", "rdzv-port"),
+        ("exclusive: perhaps\n", "exclusive"),
+        ("nice: -3\n", "nice"),
+        ("time: 1\n", "signal-grace"),
+        ("setup:\n  -\n  - echo x\n", "setup"),
+        ("setup: {module: cuda}\n", "setup"),
+    ],
+)
+def test_a_bad_value_in_the_site_file_names_the_file_not_the_flag(monkeypatch, tmp_path, text, key):
+    """A bad `requeue:` in ~/.config/mlkit/slurm.yaml was reported as `--backend-config: requeue=...`
+    (a flag the user never gave), and `setup: [null]` wrote a `None` line into the batch script."""
+    site = tmp_path / "slurm.yaml"
+    site.write_text(text)
+    monkeypatch.setenv("MLKIT_SLURM_CONFIG", str(site))
+    with pytest.raises(UsageError) as exc:
+        resolve_config(None)
+    assert str(site) in exc.value.message and key in exc.value.message
+    assert "--backend-config" not in exc.value.message
+    with pytest.raises(UsageError) as flag:
+        resolve_config({"setup": [None]} if key == "setup" else {key: "-5"})
+    assert flag.value.message.startswith("--backend-config") or key == "time"
