@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -199,3 +200,58 @@ def test_a_percent_sign_in_the_store_path_is_not_a_slurm_pattern(slurm, project,
     assert run.info.status == "FINISHED"
     job = run.data.tags["mlkit.slurm.job_id"]
     assert (FileStore(store_root).artifact_dir(run.info.run_id) / "slurm" / f"slurm-{job}.out").exists()
+
+
+def _killed_while_sbatch_runs(slurm, project: Path, store_root: Path, *args: str) -> str:
+    """`mlkit run --backend slurm` SIGKILLed while sbatch waits for a slow controller (slurmctld
+    stopped): sbatch, in its own session, goes on and submits the job once the controller answers,
+    but nobody records the job's id. The run's id."""
+    ctld = slurm.procs["slurmctld"].pid
+    store = FileStore(store_root)
+    os.kill(ctld, signal.SIGSTOP)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlkit", "run", str(project), "--backend", "slurm", "--env-manager", "local",
+             *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def scripted():
+            runs = store.search_runs(["0"])[0] if store_root.exists() else []
+            return (
+                runs and (store.artifact_dir(runs[0].info.run_id) / "slurm" / "job.sh").exists() and runs[0]
+            )
+
+        run = wait_until(scripted, 30, 0.05)
+        proc.kill()
+        proc.wait()
+    finally:
+        os.kill(ctld, signal.SIGCONT)
+    assert "mlkit.slurm.job_id" not in store.get_run(run.info.run_id).data.tags
+    return run.info.run_id
+
+
+def test_a_job_whose_submitter_was_killed_in_sbatch_is_found_and_cancelled(slurm, project, store_root):
+    """Before: the run stayed SCHEDULED without a job id for ever, `runs cancel` refused it as `not a
+    Slurm run`, and its job (pending) could only be found by hand."""
+    run_id = _killed_while_sbatch_runs(slurm, project, store_root, "--backend-config", "begin=now+1hour")
+    wait_until(lambda: "mlkit-" in sh("squeue", "-h", "-o", "%j"), 30)
+    listed = run_mlkit("runs", "list", "--csv")
+    assert listed.returncode == 0 and "PENDING" in listed.stdout, listed.stdout
+    job = FileStore(store_root).get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    done = run_mlkit("runs", "cancel", run_id)
+    assert done.returncode == 0, done.stderr
+    run = FileStore(store_root).get_run(run_id)
+    assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("KILLED", "cancelled")
+    assert not sh("squeue", "-h", "-j", job, "-o", "%T").strip()
+
+
+def test_a_job_whose_submitter_was_killed_in_sbatch_records_its_id_when_it_runs(slurm, project, store_root):
+    """Before: the job ran the run to its end, but the run never named its job (no `slurm job` in
+    `runs list`, `mlkit.slurm.state` left at RUNNING)."""
+    run_id = _killed_while_sbatch_runs(slurm, project, store_root)
+    store = FileStore(store_root)
+    wait_until(lambda: store.get_run(run_id).info.status == "FINISHED", 60)  # no mlkit command asked Slurm
+    job = store.get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    assert job.isdigit()
+    shown = run_mlkit("runs", "show", run_id)
+    assert f"{job} COMPLETED" in shown.stdout

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from mlkit import proc
-from mlkit.backends.slurm import BACKEND_TAG, NODES_TAG, REQUEUED_TAG, RESTARTS_TAG, STATE_TAG
+from mlkit.backends.slurm import (
+    BACKEND_TAG,
+    CLUSTER_TAG,
+    JOB_ID_TAG,
+    NODES_TAG,
+    REQUEUED_TAG,
+    RESTARTS_TAG,
+    STATE_TAG,
+)
 from mlkit.backends.slurm.commands import hostnames, slurm
 from mlkit.backends.slurm.script import node_argv, srun_argv
 from mlkit.errors import MlkitError
@@ -70,6 +78,7 @@ def main(argv: list[str]) -> int:
         tags = {RAW_JOB_TAG: job, STATE_TAG: "RUNNING", RESTARTS_TAG: str(restarts)}
         if os.environ.get("SLURM_JOB_NODELIST"):
             tags[NODES_TAG] = os.environ["SLURM_JOB_NODELIST"]
+        tags.update(_missing_job_id(store, run_id))
         store.set_tags(run_id, tags)
     nodes = int(spec.get("nodes", 1))
     python = spec.get("python") or sys.executable
@@ -106,6 +115,21 @@ def main(argv: list[str]) -> int:
     if nodes > 1 and returncode != 0:
         _record_failed_node(store, run_id, returncode)
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _missing_job_id(store: Any, run_id: str) -> dict[str, str]:
+    """The job id tags, when the run has none: its submitter was killed while sbatch ran (sbatch
+    went on and submitted the job), so only the job itself can say which job runs it."""
+    try:
+        if JOB_ID_TAG in store.get_run(run_id).data.tags:
+            return {}
+    except Exception:
+        return {}
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+    if not job:
+        return {}
+    return {JOB_ID_TAG: job, CLUSTER_TAG: os.environ.get("SLURM_CLUSTER_NAME", "")}
 
 
 class _Signals:

@@ -111,6 +111,12 @@ def quoted(value: str) -> str:
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
+def output_pattern(workdir: Path, name: str) -> str:
+    """sbatch's --output for a file `name` (holding %j, %A, ...) in `workdir`: sbatch expands `%`
+    anywhere in it, so a `%` of the directory itself is written `%%`."""
+    return f"{str(workdir).replace('%', '%%')}/{name}"
+
+
 def check_path(path: Path, what: str) -> None:
     """Refuse a path that cannot be written as an `#SBATCH` value (whitespace, quotes, `#`, `\\`,
     newline): the batch script names it (`--output=`)."""

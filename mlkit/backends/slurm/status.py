@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlkit.backends.slurm import (
+    BACKEND_TAG,
+    CLUSTER_TAG,
     EXIT_TAG,
     FINAL_TAG,
     JOB_ID_TAG,
@@ -184,10 +186,43 @@ def pending_runs(runs: Iterable[Run]) -> list[Run]:
     return [r for r in runs if JOB_ID_TAG in r.data.tags and FINAL_TAG not in r.data.tags]
 
 
+def adopt_orphans(store: FileStore, runs: Sequence[Run]) -> list[Run]:
+    """`runs`, where a Slurm run still SCHEDULED without a job id (its submitter was killed while
+    sbatch ran: sbatch went on and submitted the job, but nobody recorded its id) is tagged with the
+    job Slurm holds for it, found by the --output pattern that names the run's own directory (one
+    `squeue --me`, only when there is such a run). Not found, or Slurm not reachable: unchanged."""
+    orphans = [
+        r for r in runs
+        if r.info.status == SCHEDULED and JOB_ID_TAG not in r.data.tags and r.data.tags.get(BACKEND_TAG) == "slurm"
+    ]  # fmt: skip
+    if not orphans:
+        return list(runs)
+    # import budget: the Slurm commands load only when there are Slurm runs to ask about
+    from mlkit.backends.slurm import commands
+    from mlkit.backends.slurm.script import output_pattern
+
+    try:
+        outputs = commands.own_job_outputs()
+    except MlkitError:
+        return list(runs)
+    found: dict[str, Run] = {}
+    for run in orphans:
+        pattern = output_pattern(store.artifact_dir(run.info.run_id) / "slurm", "slurm-%j.out")
+        jobs = sorted((int(job) for job, out in outputs if out == pattern), reverse=True)
+        if not jobs:
+            continue
+        with contextlib.suppress(MlkitError):
+            store.set_tags(run.info.run_id, {JOB_ID_TAG: str(jobs[0]), CLUSTER_TAG: commands.cluster_name()})
+            found[run.info.run_id] = store.get_run(run.info.run_id)
+    return [found.get(r.info.run_id, r) for r in runs]
+
+
 def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> Reconciled:
     """Bring the Slurm runs among `runs` up to date: one squeue call for all of them, one sacct
     (or job-completion log) call for those that left the queue. Slurm unreachable: the runs stay
     as they are and a warning says so."""
+    if write:
+        runs = adopt_orphans(store, runs)
     out = Reconciled(runs=list(runs))
     todo = pending_runs(runs)
     if not todo:

@@ -28,6 +28,7 @@ from mlkit.backends.slurm.script import (
     job_spec,
     local_argv,
     looks_node_local,
+    output_pattern,
     render_script,
     sbatch_lines,
 )
@@ -242,12 +243,10 @@ def _render(batch: Batch) -> tuple[str, dict[str, Any]]:
     tasks, config, workdir = batch.tasks, batch.config, batch.workdir
     python = batch.python or config.python or sys.executable
     array = None
-    # sbatch expands %j, %x, ... anywhere in --output: a `%` of the path itself is written `%%`
-    directory = str(workdir).replace("%", "%%")
-    output = f"{directory}/slurm-%j.out"
+    output = output_pattern(workdir, "slurm-%j.out")
     if len(tasks) > 1:
         array = f"0-{len(tasks) - 1}" + (f"%{batch.parallelism}" if batch.parallelism else "")
-        output = f"{directory}/slurm-%A_%a.out"
+        output = output_pattern(workdir, "slurm-%A_%a.out")
     spec = job_spec(
         tasks, store_root=batch.store_root, nodes=batch.nodes, rdzv_port=config.rdzv_port, python=python
     )
@@ -276,6 +275,11 @@ def cancel_runs(
     jobs: list[tuple[str, str]] = []
     for run_id in run_ids:
         run = store.get_run(run_id)
+        if JOB_ID_TAG not in run.data.tags and run.data.tags.get(BACKEND_TAG) == "slurm":
+            # import budget: status loads only for a run whose submitter died while sbatch ran
+            from mlkit.backends.slurm.status import adopt_orphans
+
+            run = adopt_orphans(store, [run])[0]
         job = run.data.tags.get(JOB_ID_TAG)
         if not job:
             raise UsageError(
