@@ -208,7 +208,8 @@ class Batch:
 
 def submit_tasks(batch: Batch) -> tuple[str, Path]:
     """Submit `batch`: write job.sh and job.json into its workdir, `sbatch` it; returns (job id,
-    script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i."""
+    script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i. When the job
+    is not submitted (sbatch refused it, no Slurm) the runs are left to the caller."""
     tasks, workdir = batch.tasks, batch.workdir
     if not tasks:
         raise UsageError("nothing to submit", hint="give at least one task")
@@ -227,14 +228,14 @@ def submit_tasks(batch: Batch) -> tuple[str, Path]:
     from mlkit.backends.slurm import commands
 
     job_id = commands.sbatch(str(script_path))
-    if len(tasks) > 1:
-        # import budget: the store loads only for arrays (one task: the caller tags its run)
-        from mlkit.tracking.store import FileStore
+    # import budget: the store loads only once a job was submitted
+    from mlkit.tracking.store import FileStore
 
-        store = FileStore(batch.store_root)
-        for i, task in enumerate(tasks):
-            with contextlib.suppress(MlkitError):
-                store.set_tags(task.run_id, {JOB_ID_TAG: f"{job_id}_{i}", STATE_TAG: "PENDING"})
+    store = FileStore(batch.store_root)
+    for i, task in enumerate(tasks):  # one task too: a sweep's batch of one has no other tagger
+        with contextlib.suppress(MlkitError):
+            job = f"{job_id}_{i}" if len(tasks) > 1 else job_id
+            store.set_tags(task.run_id, {JOB_ID_TAG: job, STATE_TAG: "PENDING"})
     return job_id, script_path
 
 
