@@ -255,3 +255,24 @@ def test_a_job_whose_submitter_was_killed_in_sbatch_records_its_id_when_it_runs(
     assert job.isdigit()
     shown = run_mlkit("runs", "show", run_id)
     assert f"{job} COMPLETED" in shown.stdout
+
+
+def test_a_job_requeued_by_slurm_is_scheduled_again_as_preempted(slurm, project, store_root):
+    """`scontrol requeue` (an admin, a node failure with requeue): the supervisor is stopped by
+    SIGTERM and records `signal`; once Slurm holds the job pending again the run is SCHEDULED with
+    `preempted` (docs/slurm.md), not the stale `signal` of the stopped attempt."""
+    run_id = _submit(project, "-P", "sleep=300")
+    store = FileStore(store_root)
+    job = store.get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    wait_until(lambda: store.get_run(run_id).info.status == "RUNNING", 60)
+    sh("scontrol", "requeue", job)
+    try:
+        wait_until(lambda: "PENDING" in sh("squeue", "-h", "-j", job, "-o", "%T"), 60)
+        wait_until(lambda: store.get_run(run_id).info.status in ("KILLED", "FAILED"), 60)
+        shown = run_mlkit("runs", "show", run_id)
+        assert f"{job} PENDING" in shown.stdout, shown.stdout
+        tags = store.get_run(run_id).data.tags
+        assert store.get_run(run_id).info.status == "SCHEDULED"
+        assert (tags["mlkit.failure_reason"], tags["mlkit.slurm.requeued"]) == ("preempted", "1")
+    finally:
+        sh("scancel", job)

@@ -153,6 +153,8 @@ def interpret(run: Run, view: JobView | None) -> Change:
         if view.state in PENDING_STATES and status in TERMINAL_STATUSES and status != FINISHED:
             change.status = SCHEDULED  # requeued (by Slurm on preemption, or by the job itself)
             change.tags[REQUEUED_TAG] = "1"
+            if tags.get(FAILURE_TAG) != "preempted":  # not the stopped attempt's `signal`
+                change.tags[FAILURE_TAG] = "preempted"
         return change
     # the job has left the queue: its end state
     state = view.state
