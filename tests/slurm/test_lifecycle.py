@@ -276,3 +276,25 @@ def test_a_job_requeued_by_slurm_is_scheduled_again_as_preempted(slurm, project,
         assert (tags["mlkit.failure_reason"], tags["mlkit.slurm.requeued"]) == ("preempted", "1")
     finally:
         sh("scancel", job)
+
+
+def test_resubmitting_a_finished_runs_script_leaves_its_record_alone(slurm, project, store_root):
+    """job.sh is resubmittable by hand; run again after the run FINISHED, the job wrote RUNNING and its
+    own job id over the finished run's record, and `runs list` showed `1 RUNNING` for ever."""
+    run_id = _submit(project)
+    assert run_mlkit("runs", "logs", run_id, "--follow", timeout=90).returncode == 0
+    store = FileStore(store_root)
+    before = store.get_run(run_id).data.tags
+    assert before["mlkit.slurm.state"] == "COMPLETED"
+    again = sh("sbatch", "--parsable", str(store.artifact_dir(run_id) / "slurm" / "job.sh")).strip()
+    wait_until(
+        lambda: sh("squeue", "-h", "-t", "all", "-j", again, "-o", "%T").strip() in ("FAILED", "COMPLETED")
+    )
+    log = (store.artifact_dir(run_id) / "slurm" / f"slurm-{again}.out").read_text()
+    assert "never run again" in log  # the supervisor refused it
+    after = store.get_run(run_id)
+    assert after.info.status == "FINISHED"
+    assert {k: v for k, v in after.data.tags.items() if k.startswith("mlkit.slurm.")} == {
+        k: v for k, v in before.items() if k.startswith("mlkit.slurm.")
+    }
+    assert f"{before['mlkit.slurm.job_id']} COMPLETED" in run_mlkit("runs", "show", run_id).stdout

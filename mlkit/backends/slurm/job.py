@@ -74,7 +74,9 @@ def main(argv: list[str]) -> int:
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     job = os.environ.get("SLURM_JOB_ID", "")
     store = _store(spec)
-    if not node_mode:
+    if not node_mode and not _finished(
+        store, run_id
+    ):  # job.sh resubmitted by hand: the supervisor refuses it
         tags = {RAW_JOB_TAG: job, STATE_TAG: "RUNNING", RESTARTS_TAG: str(restarts)}
         if os.environ.get("SLURM_JOB_NODELIST"):
             tags[NODES_TAG] = os.environ["SLURM_JOB_NODELIST"]
@@ -115,6 +117,17 @@ def main(argv: list[str]) -> int:
     if nodes > 1 and returncode != 0:
         _record_failed_node(store, run_id, returncode)
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _finished(store: Any, run_id: str) -> bool:
+    """Whether the run already FINISHED (its record is final: a finished run is never run again)."""
+    # import budget: the store's names load with the store, after the job started
+    from mlkit.tracking.entities import FINISHED
+
+    try:
+        return bool(store.get_run(run_id).info.status == FINISHED)
+    except Exception:
+        return False
 
 
 def _missing_job_id(store: Any, run_id: str) -> dict[str, str]:
