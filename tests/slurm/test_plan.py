@@ -563,3 +563,13 @@ def test_a_bad_value_in_the_site_file_names_the_file_not_the_flag(monkeypatch, t
     with pytest.raises(UsageError) as flag:
         resolve_config({"setup": [None]} if key == "setup" else {key: "-5"})
     assert flag.value.message.startswith("--backend-config") or key == "time"
+
+
+def test_slurms_own_no_limit_forms_are_taken(no_site):
+    """`time=UNLIMITED` (Slurm's keyword) was refused as `not a duration`, and `time=0` (Slurm's
+    `no limit`) as a limit of 0 s shorter than signal-grace; sbatch takes both as no time limit."""
+    for text in ("UNLIMITED", "infinite", "0", "00:00:00"):
+        config = resolve_config({"time": text})
+        assert config.options["time"] in ("UNLIMITED", text)
+        assert config.signal_grace == 120
+    assert resolve_config({"time": "infinite"}).sbatch_args() == ["--time=UNLIMITED"]

@@ -213,7 +213,7 @@ def resolve_config(backend_config: str | Mapping[str, Any] | None, *, site: bool
             options[key] = checked
     grace = _int(extra.get("signal-grace", 120), "signal-grace", 0, origin=where.get("signal-grace"))
     limit = slurm_seconds(options["time"]) if "time" in options else None
-    if grace and limit is not None and grace >= limit:
+    if grace and limit and grace >= limit:  # 0: Slurm's `no limit`
         note = "" if "signal-grace" in extra else " (the default)"
         origins = " and ".join(dict.fromkeys([where["time"], where.get("signal-grace", where["time"])]))
         raise UsageError(
@@ -282,7 +282,10 @@ def _check(key: str, value: Any, origin: str) -> str | None:
 
 
 def slurm_time(text: str, origin: str = "--backend-config") -> str:
-    """A time limit for sbatch: `4h`/`90m`/`45s` (mlkit's durations) or Slurm's own form."""
+    """A time limit for sbatch: `4h`/`90m`/`45s` (mlkit's durations) or Slurm's own form
+    (`UNLIMITED`/`INFINITE`, and `0`: no limit)."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return "UNLIMITED"
     if _SLURM_TIME.fullmatch(text):
         return text
     # import budget: units loads only when a time is converted
