@@ -298,3 +298,27 @@ def test_resubmitting_a_finished_runs_script_leaves_its_record_alone(slurm, proj
         k: v for k, v in before.items() if k.startswith("mlkit.slurm.")
     }
     assert f"{before['mlkit.slurm.job_id']} COMPLETED" in run_mlkit("runs", "show", run_id).stdout
+
+
+def test_a_run_of_another_cluster_is_neither_asked_about_nor_cancelled_here(slurm, store_root):
+    """Two clusters whose login nodes share one store (a home directory): job ids are per cluster,
+    so job 7 here is not the run's job 7. Before: `runs list` wrote this cluster's job 7 state onto
+    the run, and `runs cancel` scancel'ed this cluster's job 7 (someone else's work, or your own)."""
+    mine = sh("sbatch", "--parsable", "--begin=now+1hour", "-o", "/dev/null", "--wrap", "true").strip()
+    try:
+        store = FileStore(store_root)
+        tags = {"mlkit.slurm.job_id": mine, "mlkit.slurm.cluster": "othercluster", "mlkit.slurm.state": "RUNNING",
+                "mlflow.project.backend": "slurm"}  # fmt: skip
+        run_id = store.create_run("0", status="RUNNING", tags=tags).info.run_id
+        listed = run_mlkit("runs", "list", "--csv")
+        assert listed.returncode == 0, listed.stderr
+        run = store.get_run(run_id)
+        assert run.info.status == "RUNNING" and run.data.tags["mlkit.slurm.state"] == "RUNNING"
+        assert "mlkit.slurm.reason" not in run.data.tags
+        done = run_mlkit("runs", "cancel", run_id)
+        assert done.returncode == 2 and "othercluster" in done.stderr and "mlkittest" in done.stderr, (
+            done.stderr
+        )
+        assert "PENDING" in sh("squeue", "-h", "-j", mine, "-o", "%T")
+    finally:
+        sh("scancel", mine)

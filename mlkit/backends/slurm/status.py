@@ -188,6 +188,14 @@ def pending_runs(runs: Iterable[Run]) -> list[Run]:
     return [r for r in runs if JOB_ID_TAG in r.data.tags and FINAL_TAG not in r.data.tags]
 
 
+def of_another_cluster(run: Run, here: str) -> bool:
+    """Whether the run's job was submitted to another cluster than this host's Slurm (`here`, from
+    slurm.conf): job ids are per cluster, so this one's job of that id is not the run's. Unknown on
+    either side ('' : a configless client): not told apart."""
+    there = run.data.tags.get(CLUSTER_TAG, "")
+    return bool(here and there and there != here)
+
+
 def adopt_orphans(store: FileStore, runs: Sequence[Run]) -> list[Run]:
     """`runs`, where a Slurm run still SCHEDULED without a job id (its submitter was killed while
     sbatch ran: sbatch went on and submitted the job, but nobody recorded its id) is tagged with the
@@ -231,6 +239,11 @@ def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> R
         return out
     # import budget: the Slurm commands load only when there are Slurm runs to ask about
     from mlkit.backends.slurm import commands
+
+    here = commands.cluster_name()
+    todo = [r for r in todo if not of_another_cluster(r, here)]  # they keep their last known status
+    if not todo:
+        return out
 
     ids = sorted({i for r in todo for i in _job_ids(r)})
     try:

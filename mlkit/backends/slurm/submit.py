@@ -289,6 +289,16 @@ def cancel_runs(
             )
         if run.info.status in TERMINAL_STATUSES and run.data.tags.get(FINAL_TAG):
             continue
+        # import budget: the Slurm commands and status load only when there is something to cancel
+        from mlkit.backends.slurm import commands
+        from mlkit.backends.slurm.status import of_another_cluster
+
+        if of_another_cluster(run, here := commands.cluster_name()):
+            raise UsageError(
+                f"run {run_id} is job {job} of cluster {run.data.tags[CLUSTER_TAG]!r}, and this host's Slurm "
+                f"is cluster {here!r}: its job {job} is another job; nothing was cancelled",
+                hint="cancel it from a login node of its cluster (or point SLURM_CONF at that cluster)",
+            )
         jobs.append((run_id, job))
     if jobs:
         # import budget: the Slurm commands load only when there is something to cancel
