@@ -573,3 +573,13 @@ def test_slurms_own_no_limit_forms_are_taken(no_site):
         assert config.options["time"] in ("UNLIMITED", text)
         assert config.signal_grace == 120
     assert resolve_config({"time": "infinite"}).sbatch_args() == ["--time=UNLIMITED"]
+
+
+def test_a_huge_value_gives_a_short_error(no_site, tmp_path):
+    """A 900 KB `partition` in a --backend-config JSON file came back whole in the error line."""
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"partition": "a b" * 300_000}))
+    for given in (str(path), {"x" * 100_000: 1}, {"requeue": "?" * 100_000}, {"setup": [1] * 100_000}):
+        with pytest.raises(UsageError) as exc:
+            resolve_config(given)
+        assert len(exc.value.message) < 400, exc.value.message[:100]

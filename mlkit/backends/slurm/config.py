@@ -113,7 +113,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
     if not pairs_text or path.is_file():
         if not path.is_file():
             raise UsageError(
-                f"--backend-config {text!r}: neither key=value pairs nor a JSON file",
+                f"--backend-config {_shown(text)}: neither key=value pairs nor a JSON file",
                 hint="e.g. --backend-config partition=gpu,time=4h or --backend-config slurm.json",
             )
         try:
@@ -130,7 +130,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
             if name in KNOWN_KEYS or name in _ALIASES:
                 if _ALIASES.get(name.replace("-", "_")) not in _SWITCHES:
                     raise UsageError(
-                        f"--backend-config {name!r}: {name} needs a value",
+                        f"--backend-config {_shown(name)}: {name} needs a value",
                         hint=f"e.g. --backend-config {name}=VALUE (only {', '.join(sorted(_SWITCHES))} stand alone)",
                     )
                 pairs[name] = True  # a bare switch: exclusive
@@ -140,7 +140,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
                 pairs[last] = f"{pairs[last]},{item.strip()}"
                 continue
             raise UsageError(
-                f"--backend-config {item!r}: expected KEY=VALUE",
+                f"--backend-config {_shown(item)}: expected KEY=VALUE",
                 hint="e.g. --backend-config partition=gpu,time=4h,account=ml",
             )
         pairs[key.strip()] = value.strip()
@@ -201,7 +201,7 @@ def resolve_config(backend_config: str | Mapping[str, Any] | None, *, site: bool
         key = _ALIASES.get(str(raw_key).replace("-", "_"))
         if key is None:
             raise UsageError(
-                f"{origin}: unknown key {raw_key!r}",
+                f"{origin}: unknown key {_shown(raw_key)}",
                 hint=f"known keys: {', '.join(KNOWN_KEYS)}",
             )
         where[key] = origin
@@ -258,7 +258,7 @@ def _check(key: str, value: Any, origin: str) -> str | None:
     if kind == "flag":
         return "" if _bool(value, key, origin=origin) else None
     if isinstance(value, bool) or value is None:
-        raise UsageError(f"{origin}: {key} needs a value, not {value!r}", hint=f"e.g. {key}=VALUE")
+        raise UsageError(f"{origin}: {key} needs a value, not {_shown(value)}", hint=f"e.g. {key}=VALUE")
     text = str(value).strip()
     if kind == "time":
         return slurm_time(text, origin)
@@ -269,13 +269,13 @@ def _check(key: str, value: Any, origin: str) -> str | None:
     if key == "comment":
         if not text or any(c in text for c in UNQUOTABLE):
             raise UsageError(
-                f"{origin}: comment={text!r}: one line without quotes, '#' or '\\'",
+                f"{origin}: comment={_shown(text)}: one line without quotes, '#' or '\\'",
                 hint="sbatch reads the comment from the script's #SBATCH line, which cannot hold them",
             )
         return text
     if not text or not _SAFE_VALUE.fullmatch(text):
         raise UsageError(
-            f"{origin}: {key}={text!r} is not a plain Slurm name",
+            f"{origin}: {key}={_shown(text)} is not a plain Slurm name",
             hint="letters, digits and . _ - , : = / @ % + [ ] only",
         )
     return text
@@ -293,7 +293,7 @@ def slurm_time(text: str, origin: str = "--backend-config") -> str:
 
     seconds = parse_duration(text, flag=f"{origin}: time")
     if math.isinf(seconds) or seconds <= 0:
-        raise UsageError(f"{origin}: time={text!r}: give a limit", hint="e.g. time=4h, time=1-00:00:00")
+        raise UsageError(f"{origin}: time={_shown(text)}: give a limit", hint="e.g. time=4h, time=1-00:00:00")
     minutes = max(1, math.ceil(seconds / 60))
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
@@ -314,6 +314,14 @@ def slurm_memory(text: str, origin: str = "--backend-config", key: str = "mem") 
     return f"{max(1, math.ceil(size / 2**20))}M"
 
 
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, clipped so no message grows with the input."""
+    # import budget: the project model is loaded already by `mlkit run` and `mlkit sweep`
+    from mlkit.project.model import clip
+
+    return clip(repr(value))
+
+
 def _bool(value: Any, key: str, *, origin: str | None = None) -> bool:
     if isinstance(value, bool):
         return value
@@ -322,7 +330,7 @@ def _bool(value: Any, key: str, *, origin: str | None = None) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise UsageError(f"{origin or '--backend-config'}: {key}={value!r}: expected true or false")
+    raise UsageError(f"{origin or '--backend-config'}: {key}={_shown(value)}: expected true or false")
 
 
 def _int(value: Any, key: str, low: int, high: int | None = None, *, origin: str | None = None) -> int:
@@ -333,7 +341,7 @@ def _int(value: Any, key: str, low: int, high: int | None = None, *, origin: str
     if number < low or (high is not None and number > high):
         upper = f" to {high}" if high is not None else " or more"
         raise UsageError(
-            f"{origin or '--backend-config'}: {key}={value!r}: expected a whole number {low}{upper}"
+            f"{origin or '--backend-config'}: {key}={_shown(value)}: expected a whole number {low}{upper}"
         )
     return number
 
@@ -346,7 +354,7 @@ def _lines(value: Any, origin: str | None = None) -> tuple[str, ...]:
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if not all(isinstance(v, str) for v in items) or any("\0" in v for v in items):
         raise UsageError(
-            f"{origin or '--backend-config'}: setup={value!r}: expected shell lines (a string or a list of strings)",
+            f"{origin or '--backend-config'}: setup={_shown(value)}: expected shell lines (a string or a list of strings)",
             hint='e.g. setup: ["module load cuda/12"] (quote a line YAML would read as a number or null)',
         )
     return tuple(line for v in items for line in v.splitlines())
