@@ -322,3 +322,26 @@ def test_a_run_of_another_cluster_is_neither_asked_about_nor_cancelled_here(slur
         assert "PENDING" in sh("squeue", "-h", "-j", mine, "-o", "%T")
     finally:
         sh("scancel", mine)
+
+
+def test_following_a_run_in_a_store_it_cannot_write_ends_when_the_job_ended(
+    slurm, project, store_root, tmp_path
+):
+    """Slurm's end could not be recorded (a read-only mount of the store here; another user's store):
+    `runs logs --follow` waited for the record that never came, for ever with accounting."""
+    run_id = _submit(project)
+    store = FileStore(store_root)
+    wait_until(lambda: store.get_run(run_id).info.status == "FINISHED", 60)  # nobody asked Slurm yet
+    job = store.get_run(run_id).data.tags["mlkit.slurm.job_id"]
+    wait_until(lambda: sh("squeue", "-h", "-t", "all", "-j", job, "-o", "%T").strip() == "COMPLETED", 60)
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    sh("mount", "--bind", str(store_root), str(readonly))
+    try:
+        sh("mount", "-o", "remount,bind,ro", str(readonly))
+        done = run_mlkit("runs", "logs", run_id, "--follow", "--store", str(readonly), timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "trained" in done.stdout
+        assert "mlkit.slurm.final" not in store.get_run(run_id).data.tags  # nothing could be written
+    finally:
+        sh("umount", str(readonly))

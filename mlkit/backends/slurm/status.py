@@ -325,8 +325,11 @@ def describe(run: Run, view: JobView | None = None) -> str:
 def exit_code_of(run: Run) -> int:
     """The exit code `--follow` ends with: the entry point's (mlkit.exit_code), else one for how
     Slurm ended the job."""
-    tags = run.data.tags
-    status = run.info.status
+    return exit_code_for(run.info.status, run.data.tags)
+
+
+def exit_code_for(status: str, tags: dict[str, str]) -> int:
+    """exit_code_of for a run's status and tags (as recorded, or as Slurm's view would make them)."""
     if status == FINISHED:
         return 0
     code = tags.get("mlkit.exit_code", "")

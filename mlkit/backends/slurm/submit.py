@@ -325,7 +325,7 @@ def wait_for_end(
     exit code (status.exit_code_of). Reconciles every `interval` (one squeue call while queued).
     When Slurm cannot be asked, `notify` (else `on_output`) gets the warning once."""
     # import budget: status loads only when a run is followed
-    from mlkit.backends.slurm.status import exit_code_of, reconcile
+    from mlkit.backends.slurm.status import exit_code_for, exit_code_of, interpret, reconcile
     from mlkit.tracking.queries import log_path
 
     path = log_path(store, run_id)
@@ -357,6 +357,14 @@ def wait_for_end(
             # Slurm recorded the end, or it has no record of the job any more (no accounting,
             # forgotten after MinJobAge) while the run recorded its own end: that end stands
             return exit_code_of(run)
+        view = result.views.get(run_id)
+        if view is not None and not run.data.tags.get(FINAL_TAG):
+            # Slurm says the job ended but its word was not recorded (a store this user cannot
+            # write: read-only, another user's): the end it makes, decided here without writing
+            fresh = store.get_run(run_id)
+            change = interpret(fresh, view)
+            if change.final:
+                return exit_code_for(change.status or fresh.info.status, {**fresh.data.tags, **change.tags})
         if deadline is not None and time.monotonic() > deadline:
             raise LaunchError(
                 f"run {run_id} did not end in {timeout:g}s", hint="follow it with mlkit runs logs"
