@@ -345,3 +345,26 @@ def test_following_a_run_in_a_store_it_cannot_write_ends_when_the_job_ended(
         assert "mlkit.slurm.final" not in store.get_run(run_id).data.tags  # nothing could be written
     finally:
         sh("umount", str(readonly))
+
+
+def test_a_module_planted_in_the_submit_directory_is_never_imported_by_the_job(
+    slurm, project, store_root, tmp_path
+):
+    """The batch job ran `python -m mlkit...` in the directory sbatch was called from, and `python -m`
+    puts that directory first on sys.path: whoever can write there (/tmp, a group's shared directory)
+    planted `mlkit/` and ran their code as the submitting user, in the job step and its supervisor."""
+    run_id = _submit(project, "--backend-config", "begin=now+1hour")  # nothing planted while mlkit runs here
+    store = FileStore(store_root)
+    sh("scancel", store.get_run(run_id).data.tags["mlkit.slurm.job_id"])
+    where = tmp_path / "shared"
+    (where / "mlkit").mkdir(parents=True)
+    marker = tmp_path / "hijacked"
+    (where / "mlkit" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)\n")
+    # its batch script, submitted by hand from the shared directory (the job's working directory)
+    script = store.artifact_dir(run_id) / "slurm" / "job.sh"
+    job = subprocess.run(["sbatch", "--parsable", "--begin=now", str(script)], cwd=where, capture_output=True,
+                         text=True, check=True).stdout.strip()  # fmt: skip
+    ended = ("COMPLETED", "FAILED")
+    wait_until(lambda: sh("squeue", "-h", "-t", "all", "-j", job, "-o", "%T").strip() in ended, 90)
+    assert not marker.exists()
+    assert store.get_run(run_id).info.status == "FINISHED"

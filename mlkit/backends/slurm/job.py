@@ -39,7 +39,7 @@ from mlkit.backends.slurm import (
     STATE_TAG,
 )
 from mlkit.backends.slurm.commands import hostnames, slurm
-from mlkit.backends.slurm.script import node_argv, srun_argv
+from mlkit.backends.slurm.script import node_argv, srun_argv, supervisor_argv
 from mlkit.errors import MlkitError
 
 RAW_JOB_TAG = "mlkit.slurm.raw_job_id"
@@ -85,25 +85,30 @@ def main(argv: list[str]) -> int:
     nodes = int(spec.get("nodes", 1))
     python = spec.get("python") or sys.executable
     env = {"MLKIT_RESUME_RUN_ID": run_id} if restarts > 0 else None
+    here = Path.cwd()  # the job's own directory (see script.SAFE_BOOT): srun starts the node steps in it
+    with contextlib.suppress(OSError):
+        os.chdir(os.environ.get("SLURM_SUBMIT_DIR") or here)  # the supervisor works where sbatch was called
+    cwd: Path | None = None
     if nodes > 1 and not node_mode:
         child_argv = srun_argv(python, spec_path, nodes=nodes)
+        cwd = here
         # srun forwards USR2 to each node's `--node` step, which turns it into its supervisor's
         # SIGINT; a single SIGINT would only make srun print the tasks' status
         signals.checkpoint = signal.SIGUSR2
     else:
-        child_argv = [python, "-m", "mlkit", *task["argv"]]
+        child_argv = supervisor_argv(python, task["argv"])
         if node_mode:
             head = hostnames(os.environ["SLURM_JOB_NODELIST"])[0]
             rank = int(os.environ.get("SLURM_NODEID", "0"))
-            child_argv = [python, "-m", "mlkit", *node_argv(child_argv[3:], nnodes=nodes, node_rank=rank,
-                                                             head=head, port=int(spec.get("rdzv_port", 29400)))]  # fmt: skip
+            child_argv = supervisor_argv(python, node_argv(task["argv"], nnodes=nodes, node_rank=rank, head=head,
+                                                           port=int(spec.get("rdzv_port", 29400))))  # fmt: skip
     if signals.preempted or signals.stop:
         returncode = 128 + (signals.stop or signal.SIGUSR2)  # stopped before the supervisor started
         if node_mode:
             return returncode
     else:
         # in the batch step's own process group: a scancel of the step reaches the supervisor too
-        returncode = signals.run(proc.spawn(child_argv, env=env, new_session=False))
+        returncode = signals.run(proc.spawn(child_argv, env=env, cwd=cwd, new_session=False))
         if node_mode:
             return returncode
     with contextlib.suppress(Exception):  # the supervisor tagged the run as its own (local) launch
