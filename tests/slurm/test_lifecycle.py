@@ -368,3 +368,17 @@ def test_a_module_planted_in_the_submit_directory_is_never_imported_by_the_job(
     wait_until(lambda: sh("squeue", "-h", "-t", "all", "-j", job, "-o", "%T").strip() in ended, 90)
     assert not marker.exists()
     assert store.get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_relative_mlkit_python_is_the_one_in_the_submit_directory(slurm, project, store_root, tmp_path):
+    """`mlkit-python=venv/bin/python` names the interpreter under the directory you submit from (the
+    job starts mlkit from its own directory, so the path is made absolute at submission)."""
+    venv = tmp_path / "venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to(sys.executable)
+    done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local", "--follow",
+                     "--backend-config", "mlkit-python=venv/bin/python", cwd=tmp_path, timeout=90)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run,) = FileStore(store_root).search_runs(["0"])[0]
+    script = (FileStore(store_root).artifact_dir(run.info.run_id) / "slurm" / "job.sh").read_text()
+    assert f"exec {venv / 'python'} -m" in script

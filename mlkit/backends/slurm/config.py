@@ -228,9 +228,17 @@ def resolve_config(backend_config: str | Mapping[str, Any] | None, *, site: bool
         signal_grace=grace,
         setup=_lines(extra.get("setup"), where.get("setup")),
         rdzv_port=_int(extra.get("rdzv-port", 29400), "rdzv-port", 1, 65535, origin=where.get("rdzv-port")),
-        python=str(Path(str(python)).expanduser()) if python else None,
+        python=_interpreter(python) if python else None,
         sources=tuple(sources),
     )
+
+
+def _interpreter(value: Any) -> str:
+    """`mlkit-python`: `~` expanded, and a relative path (`venv/bin/python`) made absolute against the
+    directory of the submission (the job starts mlkit from its own directory); a bare name
+    (`python3`) stays a PATH lookup on the node."""
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() or "/" not in str(path) else Path.cwd() / path)
 
 
 def slurm_seconds(text: str) -> int | None:
