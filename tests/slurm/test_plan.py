@@ -583,3 +583,15 @@ def test_a_huge_value_gives_a_short_error(no_site, tmp_path):
         with pytest.raises(UsageError) as exc:
             resolve_config(given)
         assert len(exc.value.message) < 400, exc.value.message[:100]
+
+
+def test_cancel_of_a_slurm_submission_whose_job_is_unknown_says_so(store_root):
+    """A submission killed while sbatch ran, whose job Slurm does not hold (never submitted, or
+    forgotten): `runs cancel` called it `not a Slurm run`, though it was submitted with --backend slurm."""
+    from mlkit.tracking.store import FileStore
+
+    tags = {"mlflow.project.backend": "slurm"}
+    run = FileStore(store_root).create_run("0", status="SCHEDULED", tags=tags)
+    done = run_mlkit("runs", "cancel", run.info.run_id)
+    assert done.returncode == 2 and "not a Slurm run" not in done.stderr
+    assert "job id was never recorded" in done.stderr and done.stderr.count("\n") <= 2, done.stderr

@@ -282,6 +282,12 @@ def cancel_runs(
 
             run = adopt_orphans(store, [run])[0]
         job = run.data.tags.get(JOB_ID_TAG)
+        if not job and run.data.tags.get(BACKEND_TAG) == "slurm":
+            raise UsageError(
+                f"run {run_id} was submitted to Slurm, but its job id was never recorded (the submission was "
+                "stopped while sbatch ran) and Slurm holds no job of yours for it: nothing to cancel",
+                hint="if the job was submitted it names the run's directory: squeue --me -O JobID,StdOut",
+            )
         if not job:
             raise UsageError(
                 f"run {run_id} is not a Slurm run (no {JOB_ID_TAG} tag)",
