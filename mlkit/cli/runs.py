@@ -201,7 +201,10 @@ def _fold_sweeps(runs: list, rows: list[list]) -> tuple[list, list[list]]:
 def _reconcile_slurm(store: Any, runs: list, status: str | None) -> tuple[list, dict[str, str]]:
     """Bring Slurm runs up to date from Slurm (one squeue + one sacct call for all of them):
     the runs, and each Slurm run's 'JOB STATE (reason)' cell."""
-    if not any("mlkit.slurm.job_id" in r.data.tags for r in runs):
+    # import budget: the package holds names only; its backend loads only when Slurm runs are listed
+    from mlkit.backends.slurm import asks_slurm
+
+    if not any(asks_slurm(r.data.tags, r.info.status) for r in runs):
         return runs, {}
     # import budget: the Slurm backend loads only when Slurm runs are listed
     from mlkit.backends.slurm.status import describe, reconcile
@@ -244,7 +247,10 @@ def show_cmd(
     store = output.open_store(store_path)
     detail = run_detail(store, run)
     slurm_cell = ""
-    if "mlkit.slurm.job_id" in detail.run.data.tags:
+    # import budget: the package holds names only; its backend loads only for a Slurm run
+    from mlkit.backends.slurm import asks_slurm
+
+    if asks_slurm(detail.run.data.tags, detail.run.info.status):
         # import budget: the Slurm backend loads only for a Slurm run
         from mlkit.backends.slurm.status import describe, reconcile
 
@@ -308,7 +314,10 @@ def logs_cmd(
 
     store = output.open_store(store_path)
     run_id = resolve_run(store, run)
-    if follow and "mlkit.slurm.job_id" in store.get_run(run_id).data.tags:
+    # import budget: the package holds names only; its backend loads only to follow a Slurm run
+    from mlkit.backends.slurm import asks_slurm
+
+    if follow and asks_slurm((found := store.get_run(run_id)).data.tags, found.info.status):
         # import budget: the Slurm backend loads only to follow a Slurm run
         from mlkit.backends.slurm.submit import wait_for_end
 

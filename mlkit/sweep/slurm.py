@@ -111,17 +111,27 @@ class SlurmLauncher:
             / "slurm"
             / f"batch-{self.batches}-{int(time.time())}"
         )
-        submit_tasks(
-            Batch(
-                tasks,
-                config=self.config,
-                store_root=Path(self.store.root),
-                workdir=workdir,
-                job_name=f"sweep-{self.sweep_id[:8]}",
-                gpus=int(self.spec.get("gpus_per_trial") or 0),
-                parallelism=min(self.parallel, len(tasks)),
+        try:
+            submit_tasks(
+                Batch(
+                    tasks,
+                    config=self.config,
+                    store_root=Path(self.store.root),
+                    workdir=workdir,
+                    job_name=f"sweep-{self.sweep_id[:8]}",
+                    gpus=int(self.spec.get("gpus_per_trial") or 0),
+                    parallelism=min(self.parallel, len(tasks)),
+                )
             )
-        )
+        except MlkitError as exc:  # nothing was submitted: no job will ever end these trials
+            for task in tasks:
+                with contextlib.suppress(MlkitError):
+                    self.store.set_tags(
+                        task.run_id,
+                        {"mlkit.failure_reason": "slurm_submit_failed", "mlkit.error": exc.message[:500]},
+                    )
+                    self.store.set_terminated(task.run_id, "FAILED")
+            raise
         return [SlurmTrial(t.run_id, self) for t in trials]
 
     def adopt(self, run: Any) -> TrialHandle | None:

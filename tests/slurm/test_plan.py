@@ -535,3 +535,63 @@ def test_a_change_is_decided_again_when_the_run_ended_meanwhile(store_root):
     run = store.get_run(run_id)
     assert (run.info.status, run.data.tags["mlkit.failure_reason"]) == ("FAILED", "exit_code")
     assert run.data.tags["mlkit.slurm.final"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("requeue: maybe\n", "requeue"),
+        ("signal-grace: -1\n", "signal-grace"),
+        ("rdzv-port: 0\n", "rdzv-port"),
+        ("exclusive: perhaps\n", "exclusive"),
+        ("nice: -3\n", "nice"),
+        ("time: 1\n", "signal-grace"),
+        ("setup:\n  -\n  - echo x\n", "setup"),
+        ("setup: {module: cuda}\n", "setup"),
+    ],
+)
+def test_a_bad_value_in_the_site_file_names_the_file_not_the_flag(monkeypatch, tmp_path, text, key):
+    """A bad `requeue:` in ~/.config/mlkit/slurm.yaml was reported as `--backend-config: requeue=...`
+    (a flag the user never gave), and `setup: [null]` wrote a `None` line into the batch script."""
+    site = tmp_path / "slurm.yaml"
+    site.write_text(text)
+    monkeypatch.setenv("MLKIT_SLURM_CONFIG", str(site))
+    with pytest.raises(UsageError) as exc:
+        resolve_config(None)
+    assert str(site) in exc.value.message and key in exc.value.message
+    assert "--backend-config" not in exc.value.message
+    with pytest.raises(UsageError) as flag:
+        resolve_config({"setup": [None]} if key == "setup" else {key: "-5"})
+    assert flag.value.message.startswith("--backend-config") or key == "time"
+
+
+def test_slurms_own_no_limit_forms_are_taken(no_site):
+    """`time=UNLIMITED` (Slurm's keyword) was refused as `not a duration`, and `time=0` (Slurm's
+    `no limit`) as a limit of 0 s shorter than signal-grace; sbatch takes both as no time limit."""
+    for text in ("UNLIMITED", "infinite", "0", "00:00:00"):
+        config = resolve_config({"time": text})
+        assert config.options["time"] in ("UNLIMITED", text)
+        assert config.signal_grace == 120
+    assert resolve_config({"time": "infinite"}).sbatch_args() == ["--time=UNLIMITED"]
+
+
+def test_a_huge_value_gives_a_short_error(no_site, tmp_path):
+    """A 900 KB `partition` in a --backend-config JSON file came back whole in the error line."""
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"partition": "a b" * 300_000}))
+    for given in (str(path), {"x" * 100_000: 1}, {"requeue": "?" * 100_000}, {"setup": [1] * 100_000}):
+        with pytest.raises(UsageError) as exc:
+            resolve_config(given)
+        assert len(exc.value.message) < 400, exc.value.message[:100]
+
+
+def test_cancel_of_a_slurm_submission_whose_job_is_unknown_says_so(store_root):
+    """A submission killed while sbatch ran, whose job Slurm does not hold (never submitted, or
+    forgotten): `runs cancel` called it `not a Slurm run`, though it was submitted with --backend slurm."""
+    from mlkit.tracking.store import FileStore
+
+    tags = {"mlflow.project.backend": "slurm"}
+    run = FileStore(store_root).create_run("0", status="SCHEDULED", tags=tags)
+    done = run_mlkit("runs", "cancel", run.info.run_id)
+    assert done.returncode == 2 and "not a Slurm run" not in done.stderr
+    assert "job id was never recorded" in done.stderr and done.stderr.count("\n") <= 2, done.stderr

@@ -134,3 +134,51 @@ def test_ctrl_c_stops_the_array_tasks(slurm, project, store_root, tmp_path):
     assert [t["status"] for t in doc["trials"]] == ["KILLED", "KILLED"], err
     assert FileStore(store_root).get_run(doc["sweep_id"]).info.status == "KILLED"
     wait_until(squeue_empty, timeout=60)  # no task left in Slurm
+
+
+def test_a_refused_array_leaves_no_trial_scheduled(slurm, project, store_root):
+    """Before: sbatch refused the array (bad partition), the sweep ended FAILED and its trials stayed
+    SCHEDULED for ever, with no job to end them."""
+    done = run_mlkit("sweep", str(project), "-P", "steps=1,2", "--backend", "slurm", "--parallel", "2",
+                     "--gpus-per-trial", "0", "--env-manager", "local", "--backend-config", "partition=nosuch",
+                     timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "sbatch refused the job" in done.stderr, done.stderr
+    runs = FileStore(store_root).search_runs(["0"])[0]
+    trials = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 2
+    for run in trials:
+        assert run.info.status == "FAILED", run.info
+        assert run.data.tags["mlkit.failure_reason"] == "slurm_submit_failed"
+
+
+def test_a_one_trial_batch_names_its_job_before_it_starts(slurm, project, store_root, tmp_path):
+    """Before: a batch of one trial (a 1-trial grid, a TPE batch of 1) was submitted but its run was
+    never tagged with the job: the driver could not stop it, and a job cancelled while pending left
+    the trial SCHEDULED and the sweep waiting for ever."""
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "mlkit", "sweep", str(project), "-P", "steps=1", "--backend", "slurm", "--parallel",
+         "1", "--gpus-per-trial", "0", "--env-manager", "local", "--backend-config", "begin=now+1hour"],
+        cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        store = FileStore(store_root)
+
+        def trial():
+            runs = store.search_runs(["0"])[0] if store_root.exists() else []
+            found = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+            return found and "mlkit.slurm.job_id" in found[0].data.tags and found[0]
+
+        run = None
+        deadline = time.monotonic() + 60
+        while not run and driver.poll() is None and time.monotonic() < deadline:
+            run = trial()
+            time.sleep(0.25)
+        assert run, "the trial was never tagged with its job"
+        assert run_mlkit("runs", "cancel", run.info.run_id).returncode == 0
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.communicate()
+        subprocess.run(["scancel", "-u", "root"], capture_output=True)
+    assert FileStore(store_root).get_run(run.info.run_id).info.status == "KILLED"

@@ -24,3 +24,9 @@ EXIT_TAG = "mlkit.slurm.exit_code"  # Slurm's ExitCode, "3:0"
 RESTARTS_TAG = "mlkit.slurm.restart_count"
 REQUEUED_TAG = "mlkit.slurm.requeued"
 BACKEND_TAG = "mlflow.project.backend"
+
+
+def asks_slurm(tags: dict[str, str], status: str) -> bool:
+    """Whether a run's state is Slurm's to tell: it names its job, or it is a Slurm submission still
+    SCHEDULED without one (its submitter was killed while sbatch ran; status.adopt_orphans)."""
+    return JOB_ID_TAG in tags or (tags.get(BACKEND_TAG) == "slurm" and status == "SCHEDULED")

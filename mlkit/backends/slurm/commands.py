@@ -122,6 +122,23 @@ def squeue(job_ids: Sequence[str]) -> list[list[str]]:
     return rows
 
 
+def own_job_outputs() -> list[tuple[str, str]]:
+    """(job id, --output pattern as submitted) of every job of this user the controller holds (`squeue
+    --me -t all`): how a run whose submitter died while sbatch ran finds its job (the pattern names
+    the run's own directory)."""
+    result = slurm(["squeue", "-h", "--me", "-t", "all", "-O", "JobID:|,StdOut:|"])
+    if result.returncode != 0:
+        raise SlurmUnavailableError(
+            f"squeue failed: {(result.stderr or '').strip()}", hint="check `squeue` by hand"
+        )
+    rows = []
+    for line in (result.stdout or "").splitlines():
+        job, sep, rest = line.partition("|")
+        if sep and job.strip().isdigit():
+            rows.append((job.strip(), rest.rsplit("|", 1)[0].strip()))
+    return rows
+
+
 def _exit_code(status: str) -> str:
     """squeue's raw wait status (1792) as sacct's exit:signal ("7:0"); "" when there is none."""
     if not status.isdigit():

@@ -113,7 +113,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
     if not pairs_text or path.is_file():
         if not path.is_file():
             raise UsageError(
-                f"--backend-config {text!r}: neither key=value pairs nor a JSON file",
+                f"--backend-config {_shown(text)}: neither key=value pairs nor a JSON file",
                 hint="e.g. --backend-config partition=gpu,time=4h or --backend-config slurm.json",
             )
         try:
@@ -130,7 +130,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
             if name in KNOWN_KEYS or name in _ALIASES:
                 if _ALIASES.get(name.replace("-", "_")) not in _SWITCHES:
                     raise UsageError(
-                        f"--backend-config {name!r}: {name} needs a value",
+                        f"--backend-config {_shown(name)}: {name} needs a value",
                         hint=f"e.g. --backend-config {name}=VALUE (only {', '.join(sorted(_SWITCHES))} stand alone)",
                     )
                 pairs[name] = True  # a bare switch: exclusive
@@ -140,7 +140,7 @@ def parse_backend_config(text: str | None) -> dict[str, Any]:
                 pairs[last] = f"{pairs[last]},{item.strip()}"
                 continue
             raise UsageError(
-                f"--backend-config {item!r}: expected KEY=VALUE",
+                f"--backend-config {_shown(item)}: expected KEY=VALUE",
                 hint="e.g. --backend-config partition=gpu,time=4h,account=ml",
             )
         pairs[key.strip()] = value.strip()
@@ -165,8 +165,9 @@ def load_site_config() -> tuple[dict[str, Any], str | None]:
     if path is None:
         return {}, None
     if not path.is_file():
+        what = "not a regular file" if path.exists() else "no such file"
         raise UsageError(
-            f"MLKIT_SLURM_CONFIG={path}: no such file", hint="point it at a YAML file of sbatch options"
+            f"MLKIT_SLURM_CONFIG={path}: {what}", hint="point it at a YAML file of sbatch options"
         )
     # import budget: the YAML loader loads only when a site config exists
     from mlkit.yamlsafe import load_yaml
@@ -195,38 +196,49 @@ def resolve_config(backend_config: str | Mapping[str, Any] | None, *, site: bool
         merged.update({k: (v, "--backend-config") for k, v in given.items()})
     options: dict[str, str] = {}
     extra: dict[str, Any] = {}
+    where: dict[str, str] = {}  # key -> where its value came from (the site file or the flag)
     for raw_key, (value, origin) in merged.items():
         key = _ALIASES.get(str(raw_key).replace("-", "_"))
         if key is None:
             raise UsageError(
-                f"{origin}: unknown key {raw_key!r}",
+                f"{origin}: unknown key {_shown(raw_key)}",
                 hint=f"known keys: {', '.join(KNOWN_KEYS)}",
             )
+        where[key] = origin
         if key in MLKIT_KEYS:
             extra[key] = value
             continue
         checked = _check(key, value, origin)
         if checked is not None:
             options[key] = checked
-    grace = _int(extra.get("signal-grace", 120), "signal-grace", 0)
+    grace = _int(extra.get("signal-grace", 120), "signal-grace", 0, origin=where.get("signal-grace"))
     limit = slurm_seconds(options["time"]) if "time" in options else None
-    if grace and limit is not None and grace >= limit:
+    if grace and limit and grace >= limit:  # 0: Slurm's `no limit`
         note = "" if "signal-grace" in extra else " (the default)"
+        origins = " and ".join(dict.fromkeys([where["time"], where.get("signal-grace", where["time"])]))
         raise UsageError(
-            f"--backend-config: signal-grace={grace}{note} is not shorter than time={options['time']} "
+            f"{origins}: signal-grace={grace}{note} is not shorter than time={options['time']} "
             f"({limit} s): USR2 would come at the start and the job would requeue forever",
             hint=f"give a longer time, or signal-grace={limit // 2} (0: no signal)",
         )
     python = extra.get("mlkit-python")
     return SlurmConfig(
         options=options,
-        requeue=_bool(extra.get("requeue", True), "requeue"),
+        requeue=_bool(extra.get("requeue", True), "requeue", origin=where.get("requeue")),
         signal_grace=grace,
-        setup=_lines(extra.get("setup")),
-        rdzv_port=_int(extra.get("rdzv-port", 29400), "rdzv-port", 1, 65535),
-        python=str(Path(str(python)).expanduser()) if python else None,
+        setup=_lines(extra.get("setup"), where.get("setup")),
+        rdzv_port=_int(extra.get("rdzv-port", 29400), "rdzv-port", 1, 65535, origin=where.get("rdzv-port")),
+        python=_interpreter(python) if python else None,
         sources=tuple(sources),
     )
+
+
+def _interpreter(value: Any) -> str:
+    """`mlkit-python`: `~` expanded, and a relative path (`venv/bin/python`) made absolute against the
+    directory of the submission (the job starts mlkit from its own directory); a bare name
+    (`python3`) stays a PATH lookup on the node."""
+    path = Path(str(value)).expanduser()
+    return str(path if path.is_absolute() or "/" not in str(path) else Path.cwd() / path)
 
 
 def slurm_seconds(text: str) -> int | None:
@@ -252,33 +264,36 @@ def _check(key: str, value: Any, origin: str) -> str | None:
     """The sbatch value for `key` (None: a switch turned off)."""
     _flag, kind = SBATCH_KEYS[key]
     if kind == "flag":
-        return "" if _bool(value, key) else None
+        return "" if _bool(value, key, origin=origin) else None
     if isinstance(value, bool) or value is None:
-        raise UsageError(f"{origin}: {key} needs a value, not {value!r}", hint=f"e.g. {key}=VALUE")
+        raise UsageError(f"{origin}: {key} needs a value, not {_shown(value)}", hint=f"e.g. {key}=VALUE")
     text = str(value).strip()
     if kind == "time":
         return slurm_time(text, origin)
     if kind == "memory":
         return slurm_memory(text, origin, key)
     if kind == "count":
-        return str(_int(text, key, 0 if key == "nice" else 1))
+        return str(_int(text, key, 0 if key == "nice" else 1, origin=origin))
     if key == "comment":
         if not text or any(c in text for c in UNQUOTABLE):
             raise UsageError(
-                f"{origin}: comment={text!r}: one line without quotes, '#' or '\\'",
+                f"{origin}: comment={_shown(text)}: one line without quotes, '#' or '\\'",
                 hint="sbatch reads the comment from the script's #SBATCH line, which cannot hold them",
             )
         return text
     if not text or not _SAFE_VALUE.fullmatch(text):
         raise UsageError(
-            f"{origin}: {key}={text!r} is not a plain Slurm name",
+            f"{origin}: {key}={_shown(text)} is not a plain Slurm name",
             hint="letters, digits and . _ - , : = / @ % + [ ] only",
         )
     return text
 
 
 def slurm_time(text: str, origin: str = "--backend-config") -> str:
-    """A time limit for sbatch: `4h`/`90m`/`45s` (mlkit's durations) or Slurm's own form."""
+    """A time limit for sbatch: `4h`/`90m`/`45s` (mlkit's durations) or Slurm's own form
+    (`UNLIMITED`/`INFINITE`, and `0`: no limit)."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return "UNLIMITED"
     if _SLURM_TIME.fullmatch(text):
         return text
     # import budget: units loads only when a time is converted
@@ -286,7 +301,7 @@ def slurm_time(text: str, origin: str = "--backend-config") -> str:
 
     seconds = parse_duration(text, flag=f"{origin}: time")
     if math.isinf(seconds) or seconds <= 0:
-        raise UsageError(f"{origin}: time={text!r}: give a limit", hint="e.g. time=4h, time=1-00:00:00")
+        raise UsageError(f"{origin}: time={_shown(text)}: give a limit", hint="e.g. time=4h, time=1-00:00:00")
     minutes = max(1, math.ceil(seconds / 60))
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
@@ -307,7 +322,15 @@ def slurm_memory(text: str, origin: str = "--backend-config", key: str = "mem") 
     return f"{max(1, math.ceil(size / 2**20))}M"
 
 
-def _bool(value: Any, key: str) -> bool:
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: its repr, clipped so no message grows with the input."""
+    # import budget: the project model is loaded already by `mlkit run` and `mlkit sweep`
+    from mlkit.project.model import clip
+
+    return clip(repr(value))
+
+
+def _bool(value: Any, key: str, *, origin: str | None = None) -> bool:
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -315,23 +338,31 @@ def _bool(value: Any, key: str) -> bool:
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise UsageError(f"--backend-config: {key}={value!r}: expected true or false")
+    raise UsageError(f"{origin or '--backend-config'}: {key}={_shown(value)}: expected true or false")
 
 
-def _int(value: Any, key: str, low: int, high: int | None = None) -> int:
+def _int(value: Any, key: str, low: int, high: int | None = None, *, origin: str | None = None) -> int:
     try:
         number = int(str(value).strip())
     except ValueError:
         number = low - 1
     if number < low or (high is not None and number > high):
         upper = f" to {high}" if high is not None else " or more"
-        raise UsageError(f"--backend-config: {key}={value!r}: expected a whole number {low}{upper}")
+        raise UsageError(
+            f"{origin or '--backend-config'}: {key}={_shown(value)}: expected a whole number {low}{upper}"
+        )
     return number
 
 
-def _lines(value: Any) -> tuple[str, ...]:
+def _lines(value: Any, origin: str | None = None) -> tuple[str, ...]:
+    """`setup`: shell lines, as one string or a list of strings (a null item or a mapping is refused:
+    it would be written into the batch script as `None` or `{...}`)."""
     if value is None or value == "":
         return ()
-    if isinstance(value, (list, tuple)):
-        return tuple(str(v) for v in value)
-    return tuple(str(value).splitlines())
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(v, str) for v in items) or any("\0" in v for v in items):
+        raise UsageError(
+            f"{origin or '--backend-config'}: setup={_shown(value)}: expected shell lines (a string or a list of strings)",
+            hint='e.g. setup: ["module load cuda/12"] (quote a line YAML would read as a number or null)',
+        )
+    return tuple(line for v in items for line in v.splitlines())

@@ -29,9 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from mlkit import proc
-from mlkit.backends.slurm import BACKEND_TAG, NODES_TAG, REQUEUED_TAG, RESTARTS_TAG, STATE_TAG
+from mlkit.backends.slurm import (
+    BACKEND_TAG,
+    CLUSTER_TAG,
+    JOB_ID_TAG,
+    NODES_TAG,
+    REQUEUED_TAG,
+    RESTARTS_TAG,
+    STATE_TAG,
+)
 from mlkit.backends.slurm.commands import hostnames, slurm
-from mlkit.backends.slurm.script import node_argv, srun_argv
+from mlkit.backends.slurm.script import node_argv, srun_argv, supervisor_argv
 from mlkit.errors import MlkitError
 
 RAW_JOB_TAG = "mlkit.slurm.raw_job_id"
@@ -66,33 +74,41 @@ def main(argv: list[str]) -> int:
     restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
     job = os.environ.get("SLURM_JOB_ID", "")
     store = _store(spec)
-    if not node_mode:
+    if not node_mode and not _finished(
+        store, run_id
+    ):  # job.sh resubmitted by hand: the supervisor refuses it
         tags = {RAW_JOB_TAG: job, STATE_TAG: "RUNNING", RESTARTS_TAG: str(restarts)}
         if os.environ.get("SLURM_JOB_NODELIST"):
             tags[NODES_TAG] = os.environ["SLURM_JOB_NODELIST"]
+        tags.update(_missing_job_id(store, run_id))
         store.set_tags(run_id, tags)
     nodes = int(spec.get("nodes", 1))
     python = spec.get("python") or sys.executable
     env = {"MLKIT_RESUME_RUN_ID": run_id} if restarts > 0 else None
+    here = Path.cwd()  # the job's own directory (see script.SAFE_BOOT): srun starts the node steps in it
+    with contextlib.suppress(OSError):
+        os.chdir(os.environ.get("SLURM_SUBMIT_DIR") or here)  # the supervisor works where sbatch was called
+    cwd: Path | None = None
     if nodes > 1 and not node_mode:
         child_argv = srun_argv(python, spec_path, nodes=nodes)
+        cwd = here
         # srun forwards USR2 to each node's `--node` step, which turns it into its supervisor's
         # SIGINT; a single SIGINT would only make srun print the tasks' status
         signals.checkpoint = signal.SIGUSR2
     else:
-        child_argv = [python, "-m", "mlkit", *task["argv"]]
+        child_argv = supervisor_argv(python, task["argv"])
         if node_mode:
             head = hostnames(os.environ["SLURM_JOB_NODELIST"])[0]
             rank = int(os.environ.get("SLURM_NODEID", "0"))
-            child_argv = [python, "-m", "mlkit", *node_argv(child_argv[3:], nnodes=nodes, node_rank=rank,
-                                                             head=head, port=int(spec.get("rdzv_port", 29400)))]  # fmt: skip
+            child_argv = supervisor_argv(python, node_argv(task["argv"], nnodes=nodes, node_rank=rank, head=head,
+                                                           port=int(spec.get("rdzv_port", 29400))))  # fmt: skip
     if signals.preempted or signals.stop:
         returncode = 128 + (signals.stop or signal.SIGUSR2)  # stopped before the supervisor started
         if node_mode:
             return returncode
     else:
         # in the batch step's own process group: a scancel of the step reaches the supervisor too
-        returncode = signals.run(proc.spawn(child_argv, env=env, new_session=False))
+        returncode = signals.run(proc.spawn(child_argv, env=env, cwd=cwd, new_session=False))
         if node_mode:
             return returncode
     with contextlib.suppress(Exception):  # the supervisor tagged the run as its own (local) launch
@@ -106,6 +122,32 @@ def main(argv: list[str]) -> int:
     if nodes > 1 and returncode != 0:
         _record_failed_node(store, run_id, returncode)
     return returncode if returncode >= 0 else 128 - returncode
+
+
+def _finished(store: Any, run_id: str) -> bool:
+    """Whether the run already FINISHED (its record is final: a finished run is never run again)."""
+    # import budget: the store's names load with the store, after the job started
+    from mlkit.tracking.entities import FINISHED
+
+    try:
+        return bool(store.get_run(run_id).info.status == FINISHED)
+    except Exception:
+        return False
+
+
+def _missing_job_id(store: Any, run_id: str) -> dict[str, str]:
+    """The job id tags, when the run has none: its submitter was killed while sbatch ran (sbatch
+    went on and submitted the job), so only the job itself can say which job runs it."""
+    try:
+        if JOB_ID_TAG in store.get_run(run_id).data.tags:
+            return {}
+    except Exception:
+        return {}
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID", "")
+    if not job:
+        return {}
+    return {JOB_ID_TAG: job, CLUSTER_TAG: os.environ.get("SLURM_CLUSTER_NAME", "")}
 
 
 class _Signals:

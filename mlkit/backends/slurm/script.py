@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from mlkit.runner.options import RunOptions
 
 JOB_MODULE = "mlkit.backends.slurm.job"
+# `python -m M` puts the working directory first on sys.path, and a job works in the directory sbatch
+# was called from (/tmp, a group's shared directory: others may write there). So the batch step
+# starts in its own directory (`cd` in the script; srun in it too) and goes back to the submit
+# directory once loaded, and starts the supervisor with SAFE_BOOT: `python -c SAFE_BOOT mlkit ARGS`
+# runs mlkit as `python -m mlkit ARGS` would, without the working directory on sys.path (`-c`
+# adds it as '' only after `site` ran; `-P` needs Python 3.11).
+SAFE_BOOT = (
+    "import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
+    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+)
 SPEC_VERSION = 1
 # sbatch reads an `#SBATCH` line itself: whitespace splits it, `"` toggles quoting, `\` escapes and
 # `#` starts a comment (even inside quotes); a newline ends the directives and the rest is shell
@@ -111,6 +121,12 @@ def quoted(value: str) -> str:
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
+def output_pattern(workdir: Path, name: str) -> str:
+    """sbatch's --output for a file `name` (holding %j, %A, ...) in `workdir`: sbatch expands `%`
+    anywhere in it, so a `%` of the directory itself is written `%%`."""
+    return f"{str(workdir).replace('%', '%%')}/{name}"
+
+
 def check_path(path: Path, what: str) -> None:
     """Refuse a path that cannot be written as an `#SBATCH` value (whitespace, quotes, `#`, `\\`,
     newline): the batch script names it (`--output=`)."""
@@ -173,6 +189,7 @@ def render_script(
         out += [f"# {line}" for line in comment.splitlines()]
     out.append(f"# resubmit by hand: sbatch {shlex.quote(str(spec_path.parent / 'job.sh'))}")
     out += list(setup)
+    out.append(f"cd -- {shlex.quote(str(spec_path.parent))} || exit 1  # see SAFE_BOOT")
     out.append(f"exec {shlex.quote(python)} -m {JOB_MODULE} {shlex.quote(str(spec_path))}")
     return "\n".join(out) + "\n"
 
@@ -189,6 +206,11 @@ def job_spec(
         "rdzv_port": rdzv_port,
         "tasks": [{"run_id": t.run_id, "argv": list(t.argv)} for t in tasks],
     }
+
+
+def supervisor_argv(python: str, argv: Sequence[str]) -> list[str]:
+    """`python -m mlkit ARGV` without the working directory on sys.path (SAFE_BOOT)."""
+    return [python, "-c", SAFE_BOOT, "mlkit", *argv]
 
 
 def node_argv(argv: Sequence[str], *, nnodes: int, node_rank: int, head: str, port: int) -> list[str]:

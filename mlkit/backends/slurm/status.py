@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mlkit.backends.slurm import (
+    BACKEND_TAG,
+    CLUSTER_TAG,
     EXIT_TAG,
     FINAL_TAG,
     JOB_ID_TAG,
@@ -151,6 +153,8 @@ def interpret(run: Run, view: JobView | None) -> Change:
         if view.state in PENDING_STATES and status in TERMINAL_STATUSES and status != FINISHED:
             change.status = SCHEDULED  # requeued (by Slurm on preemption, or by the job itself)
             change.tags[REQUEUED_TAG] = "1"
+            if tags.get(FAILURE_TAG) != "preempted":  # not the stopped attempt's `signal`
+                change.tags[FAILURE_TAG] = "preempted"
         return change
     # the job has left the queue: its end state
     state = view.state
@@ -184,16 +188,62 @@ def pending_runs(runs: Iterable[Run]) -> list[Run]:
     return [r for r in runs if JOB_ID_TAG in r.data.tags and FINAL_TAG not in r.data.tags]
 
 
+def of_another_cluster(run: Run, here: str) -> bool:
+    """Whether the run's job was submitted to another cluster than this host's Slurm (`here`, from
+    slurm.conf): job ids are per cluster, so this one's job of that id is not the run's. Unknown on
+    either side ('' : a configless client): not told apart."""
+    there = run.data.tags.get(CLUSTER_TAG, "")
+    return bool(here and there and there != here)
+
+
+def adopt_orphans(store: FileStore, runs: Sequence[Run]) -> list[Run]:
+    """`runs`, where a Slurm run still SCHEDULED without a job id (its submitter was killed while
+    sbatch ran: sbatch went on and submitted the job, but nobody recorded its id) is tagged with the
+    job Slurm holds for it, found by the --output pattern that names the run's own directory (one
+    `squeue --me`, only when there is such a run). Not found, or Slurm not reachable: unchanged."""
+    orphans = [
+        r for r in runs
+        if r.info.status == SCHEDULED and JOB_ID_TAG not in r.data.tags and r.data.tags.get(BACKEND_TAG) == "slurm"
+    ]  # fmt: skip
+    if not orphans:
+        return list(runs)
+    # import budget: the Slurm commands load only when there are Slurm runs to ask about
+    from mlkit.backends.slurm import commands
+    from mlkit.backends.slurm.script import output_pattern
+
+    try:
+        outputs = commands.own_job_outputs()
+    except MlkitError:
+        return list(runs)
+    found: dict[str, Run] = {}
+    for run in orphans:
+        pattern = output_pattern(store.artifact_dir(run.info.run_id) / "slurm", "slurm-%j.out")
+        jobs = sorted((int(job) for job, out in outputs if out == pattern), reverse=True)
+        if not jobs:
+            continue
+        with contextlib.suppress(MlkitError):
+            store.set_tags(run.info.run_id, {JOB_ID_TAG: str(jobs[0]), CLUSTER_TAG: commands.cluster_name()})
+            found[run.info.run_id] = store.get_run(run.info.run_id)
+    return [found.get(r.info.run_id, r) for r in runs]
+
+
 def reconcile(store: FileStore, runs: Sequence[Run], *, write: bool = True) -> Reconciled:
     """Bring the Slurm runs among `runs` up to date: one squeue call for all of them, one sacct
     (or job-completion log) call for those that left the queue. Slurm unreachable: the runs stay
     as they are and a warning says so."""
+    if write:
+        runs = adopt_orphans(store, runs)
     out = Reconciled(runs=list(runs))
     todo = pending_runs(runs)
     if not todo:
         return out
     # import budget: the Slurm commands load only when there are Slurm runs to ask about
     from mlkit.backends.slurm import commands
+
+    here = commands.cluster_name()
+    todo = [r for r in todo if not of_another_cluster(r, here)]  # they keep their last known status
+    if not todo:
+        return out
 
     ids = sorted({i for r in todo for i in _job_ids(r)})
     try:
@@ -275,8 +325,11 @@ def describe(run: Run, view: JobView | None = None) -> str:
 def exit_code_of(run: Run) -> int:
     """The exit code `--follow` ends with: the entry point's (mlkit.exit_code), else one for how
     Slurm ended the job."""
-    tags = run.data.tags
-    status = run.info.status
+    return exit_code_for(run.info.status, run.data.tags)
+
+
+def exit_code_for(status: str, tags: dict[str, str]) -> int:
+    """exit_code_of for a run's status and tags (as recorded, or as Slurm's view would make them)."""
     if status == FINISHED:
         return 0
     code = tags.get("mlkit.exit_code", "")

@@ -28,6 +28,7 @@ from mlkit.backends.slurm.script import (
     job_spec,
     local_argv,
     looks_node_local,
+    output_pattern,
     render_script,
     sbatch_lines,
 )
@@ -207,7 +208,8 @@ class Batch:
 
 def submit_tasks(batch: Batch) -> tuple[str, Path]:
     """Submit `batch`: write job.sh and job.json into its workdir, `sbatch` it; returns (job id,
-    script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i."""
+    script path). Each run is tagged mlkit.slurm.job_id = JOB (one task) or JOB_i. When the job
+    is not submitted (sbatch refused it, no Slurm) the runs are left to the caller."""
     tasks, workdir = batch.tasks, batch.workdir
     if not tasks:
         raise UsageError("nothing to submit", hint="give at least one task")
@@ -226,14 +228,14 @@ def submit_tasks(batch: Batch) -> tuple[str, Path]:
     from mlkit.backends.slurm import commands
 
     job_id = commands.sbatch(str(script_path))
-    if len(tasks) > 1:
-        # import budget: the store loads only for arrays (one task: the caller tags its run)
-        from mlkit.tracking.store import FileStore
+    # import budget: the store loads only once a job was submitted
+    from mlkit.tracking.store import FileStore
 
-        store = FileStore(batch.store_root)
-        for i, task in enumerate(tasks):
-            with contextlib.suppress(MlkitError):
-                store.set_tags(task.run_id, {JOB_ID_TAG: f"{job_id}_{i}", STATE_TAG: "PENDING"})
+    store = FileStore(batch.store_root)
+    for i, task in enumerate(tasks):  # one task too: a sweep's batch of one has no other tagger
+        with contextlib.suppress(MlkitError):
+            job = f"{job_id}_{i}" if len(tasks) > 1 else job_id
+            store.set_tags(task.run_id, {JOB_ID_TAG: job, STATE_TAG: "PENDING"})
     return job_id, script_path
 
 
@@ -242,10 +244,10 @@ def _render(batch: Batch) -> tuple[str, dict[str, Any]]:
     tasks, config, workdir = batch.tasks, batch.config, batch.workdir
     python = batch.python or config.python or sys.executable
     array = None
-    output = str(workdir / "slurm-%j.out")
+    output = output_pattern(workdir, "slurm-%j.out")
     if len(tasks) > 1:
         array = f"0-{len(tasks) - 1}" + (f"%{batch.parallelism}" if batch.parallelism else "")
-        output = str(workdir / "slurm-%A_%a.out")
+        output = output_pattern(workdir, "slurm-%A_%a.out")
     spec = job_spec(
         tasks, store_root=batch.store_root, nodes=batch.nodes, rdzv_port=config.rdzv_port, python=python
     )
@@ -274,7 +276,18 @@ def cancel_runs(
     jobs: list[tuple[str, str]] = []
     for run_id in run_ids:
         run = store.get_run(run_id)
+        if JOB_ID_TAG not in run.data.tags and run.data.tags.get(BACKEND_TAG) == "slurm":
+            # import budget: status loads only for a run whose submitter died while sbatch ran
+            from mlkit.backends.slurm.status import adopt_orphans
+
+            run = adopt_orphans(store, [run])[0]
         job = run.data.tags.get(JOB_ID_TAG)
+        if not job and run.data.tags.get(BACKEND_TAG) == "slurm":
+            raise UsageError(
+                f"run {run_id} was submitted to Slurm, but its job id was never recorded (the submission was "
+                "stopped while sbatch ran) and Slurm holds no job of yours for it: nothing to cancel",
+                hint="if the job was submitted it names the run's directory: squeue --me -O JobID,StdOut",
+            )
         if not job:
             raise UsageError(
                 f"run {run_id} is not a Slurm run (no {JOB_ID_TAG} tag)",
@@ -282,6 +295,16 @@ def cancel_runs(
             )
         if run.info.status in TERMINAL_STATUSES and run.data.tags.get(FINAL_TAG):
             continue
+        # import budget: the Slurm commands and status load only when there is something to cancel
+        from mlkit.backends.slurm import commands
+        from mlkit.backends.slurm.status import of_another_cluster
+
+        if of_another_cluster(run, here := commands.cluster_name()):
+            raise UsageError(
+                f"run {run_id} is job {job} of cluster {run.data.tags[CLUSTER_TAG]!r}, and this host's Slurm "
+                f"is cluster {here!r}: its job {job} is another job; nothing was cancelled",
+                hint="cancel it from a login node of its cluster (or point SLURM_CONF at that cluster)",
+            )
         jobs.append((run_id, job))
     if jobs:
         # import budget: the Slurm commands load only when there is something to cancel
@@ -308,7 +331,7 @@ def wait_for_end(
     exit code (status.exit_code_of). Reconciles every `interval` (one squeue call while queued).
     When Slurm cannot be asked, `notify` (else `on_output`) gets the warning once."""
     # import budget: status loads only when a run is followed
-    from mlkit.backends.slurm.status import exit_code_of, reconcile
+    from mlkit.backends.slurm.status import exit_code_for, exit_code_of, interpret, reconcile
     from mlkit.tracking.queries import log_path
 
     path = log_path(store, run_id)
@@ -340,6 +363,14 @@ def wait_for_end(
             # Slurm recorded the end, or it has no record of the job any more (no accounting,
             # forgotten after MinJobAge) while the run recorded its own end: that end stands
             return exit_code_of(run)
+        view = result.views.get(run_id)
+        if view is not None and not run.data.tags.get(FINAL_TAG):
+            # Slurm says the job ended but its word was not recorded (a store this user cannot
+            # write: read-only, another user's): the end it makes, decided here without writing
+            fresh = store.get_run(run_id)
+            change = interpret(fresh, view)
+            if change.final:
+                return exit_code_for(change.status or fresh.info.status, {**fresh.data.tags, **change.tags})
         if deadline is not None and time.monotonic() > deadline:
             raise LaunchError(
                 f"run {run_id} did not end in {timeout:g}s", hint="follow it with mlkit runs logs"
