@@ -33,6 +33,29 @@ def _log(level: str, message: str, *args: object) -> None:
 
 EnvOverrides = Mapping[str, "str | None"]
 
+# `python -m M` and `python -c CODE` put the working directory first on sys.path, so whoever can
+# write where mlkit was started (/tmp, a group's shared directory) could plant `mlkit/__init__.py`
+# and have it run as the user in every Python process mlkit starts. These start one without it
+# (`-P` does the same, but only from Python 3.11); the `mlkit` console script never has it.
+_NO_CWD = "import sys; sys.path[:] = [p for p in sys.path if p]; "
+_RUN_MODULE = "import runpy; runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
+
+
+def python_code_argv(python: str, code: str, *args: str) -> list[str]:
+    """`python -c CODE ARGS`, without the working directory on sys.path."""
+    return [python, "-c", _NO_CWD + code, *args]
+
+
+def python_module_argv(python: str, module: str, *args: str) -> list[str]:
+    """`python -m MODULE ARGS`, without the working directory on sys.path."""
+    return python_code_argv(python, _RUN_MODULE, module, *args)
+
+
+def mlkit_argv(python: str, *args: str) -> list[str]:
+    """`mlkit ARGS` in `python`, started as the `mlkit` console script starts it (its entry point:
+    `-m mlkit` would first load runpy and find the package's __main__, ~10 ms)."""
+    return python_code_argv(python, "from mlkit.cli import entry; entry()", *args)
+
 
 class ProcTimeoutError(LaunchError):
     """A command run through `run()` ran past its timeout and was killed."""

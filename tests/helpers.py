@@ -66,3 +66,12 @@ def run_on_a_terminal(argv: list[str], *, env: dict[str, str] | None = None, std
         screen += chunk
     os.close(leader)
     return proc.returncode, screen
+
+
+def plant_mlkit(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory holding a planted `mlkit/` package (what another user could leave in /tmp or a
+    shared directory), and the file it creates when it is imported: (directory, marker)."""
+    where, marker = tmp_path / "shared", tmp_path / "hijacked"
+    (where / "mlkit").mkdir(parents=True)
+    (where / "mlkit" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)\n")
+    return where, marker

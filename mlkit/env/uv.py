@@ -149,7 +149,7 @@ def interpreter_info(python: Path | str) -> dict:
         "'executable':sys.executable}))"
     )
     try:
-        out = procs.run([str(python), "-c", code], capture_output=True, text=True, timeout=60)
+        out = procs.run(procs.python_code_argv(str(python), code), capture_output=True, text=True, timeout=60)
     except MlkitError as exc:  # the interpreter does not exist / cannot be executed / hangs
         raise EnvBuildError(f"{python}: cannot run this interpreter: {exc.message}") from None
     if out.returncode != 0:
@@ -207,7 +207,7 @@ def install_requirements(
             _uv_pip_install(python, [str(bundled[-1])], log, project_dir, env, label=spec.file_label)
         else:
             log.step("python -m ensurepip")
-            log.run([str(python), "-m", "ensurepip", "--default-pip"], env=env)
+            log.run(procs.python_module_argv(str(python), "ensurepip", "--default-pip"), env=env)
     if build:
         log.step("uv pip install (build dependencies) " + " ".join(build))
         _uv_pip_install(python, build, log, project_dir, env, label=spec.file_label)

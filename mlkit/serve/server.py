@@ -373,7 +373,7 @@ def _serve_workers(
                 ),
                 "CUDA_VISIBLE_DEVICES": uuids[i] if uuids else "",
             }
-            argv = [sys.executable, "-m", "mlkit.serve.worker"]
+            argv = proc.python_module_argv(sys.executable, "mlkit.serve.worker")
             # own sessions: a terminal's Ctrl-C reaches the parent alone, which passes it on once
             children.append(proc.spawn(argv, env=env, new_session=True, die_with_parent=True))
 

@@ -60,9 +60,6 @@ class TrialLaunch:
         return argv
 
 
-ENTRY = "from mlkit.cli import entry; entry()"  # what the `mlkit` console script runs
-
-
 class TrialHandle(Protocol):
     """A started trial: `poll()` is None while it runs, then its exit code; `stop()` asks it to end
     as a --timeout would (SIGTERM, grace, SIGKILL); `kill()` ends it now."""
@@ -181,9 +178,8 @@ class LocalLauncher:
 
     @staticmethod
     def _spawn(trial: TrialLaunch, log: IO[Any] | None) -> subprocess.Popen[bytes]:
-        # `python -m mlkit` would first load runpy and find the package's __main__ (~10 ms of every
-        # trial); this is the `mlkit` program's own entry point, in the driver's interpreter
-        argv = [sys.executable, "-c", ENTRY, *trial.run_argv()]
+        # the `mlkit` program's own entry point, in the driver's interpreter
+        argv = proc.mlkit_argv(sys.executable, *trial.run_argv())
         env = {
             "MLKIT_RUN_ID": None,
             "MLFLOW_RUN_ID": None,

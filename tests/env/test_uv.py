@@ -230,3 +230,21 @@ def test_an_env_dir_mlkit_refuses_is_refused_before_the_run_exists(
     assert "MLKIT_ENV_DIR" in result.stderr and "Traceback" not in result.stderr
     assert "run " not in result.stderr  # no run was started, so none is reported
     assert not store.exists()
+
+
+def test_a_module_planted_where_mlkit_runs_is_never_imported_by_a_build(
+    tmp_path, kit, wheelhouse, monkeypatch
+):
+    """Building a venv asked the interpreter about itself with `python -c "import json, ..."` in
+    mlkit's working directory, which `-c` puts first on sys.path: a `json.py` planted there (/tmp, a
+    shared directory) ran as the user building. Unpinned `pip` among the build dependencies takes
+    that path too."""
+    project = tmp_path / "proj"
+    kit.write(project / "python_env.yaml", "build_dependencies: [pip]\ndependencies: [tinypkg]\n")
+    where, marker = tmp_path / "shared", tmp_path / "hijacked"
+    where.mkdir()
+    for name in ("json", "sysconfig", "ensurepip"):
+        (where / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(9)\n")
+    monkeypatch.chdir(where)
+    env = prepare_env(project, EnvRef("python", project / "python_env.yaml"), "uv")
+    assert (env.path / MARKER).exists() and not marker.exists()

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from mlkit.proc import mlkit_argv
+
 HERE = Path(__file__).resolve().parent
 DIGIT_ROW = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0,
              0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0]  # fmt: skip
@@ -76,12 +78,21 @@ def invoke(url: str, payload: Any, **kw: Any) -> Answer:
 class Server:
     """A real `mlkit models serve` process; `url` once it answers."""
 
-    def __init__(self, uri: str, *args: str, env: dict[str, str] | None = None, wait: float = 90) -> None:
-        argv = [sys.executable, "-m", "mlkit", "models", "serve", uri, "--port", "0", "--json", *args]
+    def __init__(
+        self,
+        uri: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        wait: float = 90,
+        cwd: Path | None = None,
+    ) -> None:
+        # in `cwd`: started as the `mlkit` console script starts it, without the working directory on sys.path
+        start = [sys.executable, "-m", "mlkit"] if cwd is None else mlkit_argv(sys.executable)
+        argv = [*start, "models", "serve", uri, "--port", "0", "--json", *args]
         if "--gpus" not in args:
             argv += ["--gpus", "none"]
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, **(env or {})}, cwd=cwd
         )
         self.info = self._ready(wait)
         self.url = self.info["url"]

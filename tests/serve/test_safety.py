@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from serve.serve_helpers import call, invoke, log_first_pixel, row
 
-from helpers import run_mlkit
+from helpers import plant_mlkit, run_mlkit
 
 pytestmark = [pytest.mark.serve, pytest.mark.torch]
 
@@ -314,3 +314,14 @@ def test_a_waiting_batch_is_not_starved_by_requests_that_never_batch():
         return waited
 
     assert asyncio.run(scenario()) < 1.0
+
+
+def test_a_module_planted_in_the_working_directory_is_never_imported_by_a_worker(model, serve_cli, tmp_path):
+    """The workers were started with `python -m mlkit.serve.worker` in the server's working directory,
+    which `-m` puts first on sys.path: whoever can write there (/tmp, a shared directory) planted
+    `mlkit/` and ran their code as the user serving the model."""
+    where, marker = plant_mlkit(tmp_path)
+    server = serve_cli("models:/digits@champion", "--workers", "2", cwd=where)
+    assert invoke(server.url, {"inputs": [row(8)]}).json() == {"predictions": [8]}
+    assert server.stop() == 0
+    assert not marker.exists()

@@ -375,7 +375,9 @@ def test_a_relative_mlkit_python_is_the_one_in_the_submit_directory(slurm, proje
     job starts mlkit from its own directory, so the path is made absolute at submission)."""
     venv = tmp_path / "venv" / "bin"
     venv.mkdir(parents=True)
-    (venv / "python").symlink_to(sys.executable)
+    # a script, not a link: a link to a venv's interpreter is not that venv (Python resolves the link)
+    (venv / "python").write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    (venv / "python").chmod(0o755)
     done = run_mlkit("run", str(project), "--backend", "slurm", "--env-manager", "local", "--follow",
                      "--backend-config", "mlkit-python=venv/bin/python", cwd=tmp_path, timeout=90)  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -7,12 +7,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from sweep.sweeptools import sweep_id_of, wait_for
 
-from helpers import run_mlkit
+from mlkit.proc import mlkit_argv
+
+from helpers import plant_mlkit, run_mlkit
 
 pytestmark = pytest.mark.sweep
 
@@ -398,3 +401,27 @@ def test_cancel_stops_a_running_driver_or_the_trials_of_a_dead_one(project, star
 def _named(store, name: str) -> str | None:
     runs, _ = store.search_runs(None, f"attributes.run_name = '{name}'")
     return runs[0].info.run_id if runs else None
+
+
+def test_a_module_planted_in_the_working_directory_is_never_imported_by_a_trial(project, seen, tmp_path):
+    """Each trial's `mlkit run` was started with `python -c ...` in the sweep's working directory,
+    which `-c` puts first on sys.path: whoever can write there (/tmp, a shared directory) planted
+    `mlkit/` and ran their code as the user sweeping."""
+    where, marker = plant_mlkit(tmp_path)
+    # the driver started as the `mlkit` console script starts it: its own sys.path has no working directory
+    argv = mlkit_argv(
+        sys.executable,
+        "sweep",
+        str(project),
+        "-P",
+        "x=0,0.3",
+        "--metric",
+        "loss",
+        "--env-manager",
+        "local",
+        "--json",
+    )
+    result = subprocess.run(argv, cwd=where, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert [t["status"] for t in json.loads(result.stdout)["trials"]] == ["FINISHED"] * 2
+    assert len(seen()) == 2 and not marker.exists()

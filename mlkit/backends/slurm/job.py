@@ -85,7 +85,7 @@ def main(argv: list[str]) -> int:
     nodes = int(spec.get("nodes", 1))
     python = spec.get("python") or sys.executable
     env = {"MLKIT_RESUME_RUN_ID": run_id} if restarts > 0 else None
-    here = Path.cwd()  # the job's own directory (see script.SAFE_BOOT): srun starts the node steps in it
+    here = Path.cwd()  # the job's own directory (see script.JOB_MODULE): srun starts the node steps in it
     with contextlib.suppress(OSError):
         os.chdir(os.environ.get("SLURM_SUBMIT_DIR") or here)  # the supervisor works where sbatch was called
     cwd: Path | None = None

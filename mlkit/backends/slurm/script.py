@@ -18,21 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlkit.proc import mlkit_argv
+
 if TYPE_CHECKING:
     from mlkit.backends.slurm.config import SlurmConfig
     from mlkit.runner.options import RunOptions
 
-JOB_MODULE = "mlkit.backends.slurm.job"
 # `python -m M` puts the working directory first on sys.path, and a job works in the directory sbatch
 # was called from (/tmp, a group's shared directory: others may write there). So the batch step
 # starts in its own directory (`cd` in the script; srun in it too) and goes back to the submit
-# directory once loaded, and starts the supervisor with SAFE_BOOT: `python -c SAFE_BOOT mlkit ARGS`
-# runs mlkit as `python -m mlkit ARGS` would, without the working directory on sys.path (`-c`
-# adds it as '' only after `site` ran; `-P` needs Python 3.11).
-SAFE_BOOT = (
-    "import sys; sys.path[:] = [p for p in sys.path if p]; import runpy; "
-    "runpy.run_module(sys.argv.pop(1), run_name='__main__', alter_sys=True)"
-)
+# directory once loaded, and starts the supervisor without the working directory on sys.path
+# (`proc.mlkit_argv`).
+JOB_MODULE = "mlkit.backends.slurm.job"
 SPEC_VERSION = 1
 # sbatch reads an `#SBATCH` line itself: whitespace splits it, `"` toggles quoting, `\` escapes and
 # `#` starts a comment (even inside quotes); a newline ends the directives and the rest is shell
@@ -189,7 +186,7 @@ def render_script(
         out += [f"# {line}" for line in comment.splitlines()]
     out.append(f"# resubmit by hand: sbatch {shlex.quote(str(spec_path.parent / 'job.sh'))}")
     out += list(setup)
-    out.append(f"cd -- {shlex.quote(str(spec_path.parent))} || exit 1  # see SAFE_BOOT")
+    out.append(f"cd -- {shlex.quote(str(spec_path.parent))} || exit 1  # see JOB_MODULE")
     out.append(f"exec {shlex.quote(python)} -m {JOB_MODULE} {shlex.quote(str(spec_path))}")
     return "\n".join(out) + "\n"
 
@@ -209,8 +206,8 @@ def job_spec(
 
 
 def supervisor_argv(python: str, argv: Sequence[str]) -> list[str]:
-    """`python -m mlkit ARGV` without the working directory on sys.path (SAFE_BOOT)."""
-    return [python, "-c", SAFE_BOOT, "mlkit", *argv]
+    """`mlkit ARGV` in `python`, without the working directory on sys.path."""
+    return mlkit_argv(python, *argv)
 
 
 def node_argv(argv: Sequence[str], *, nnodes: int, node_rank: int, head: str, port: int) -> list[str]:
