@@ -9,6 +9,7 @@ writes one `log_metrics` call and a progress line.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -33,7 +34,10 @@ class Tracker:
             return
         run = mlkit.start_run()  # attaches to the supervisor's run when MLKIT_RUN_ID is set
         self.run_id = run.info.run_id
-        mlkit.log_params({k: _param(v) for k, v in params.items()})
+        # `mlkit run` logged each -P value as typed (lr=1e-3); the parsed flag (0.001) is the same
+        # value, which the store would refuse as a changed param: keep the user's spelling
+        logged = run.data.params
+        mlkit.log_params({k: _param(v) for k, v in params.items() if not _same(logged.get(k), v)})
 
     def log_params(self, params: dict) -> None:
         if self.rt.is_main:
@@ -79,6 +83,19 @@ class Tracker:
 def _param(value):
     # the store takes strings; None becomes "" so `-P resume=` and an absent resume log the same
     return "" if value is None else value
+
+
+def _same(logged: str | None, value) -> bool:
+    """Whether the param string already logged says `value` (1e-3 and 0.001 do; nan and nan do)."""
+    if logged is None:
+        return False
+    if logged == str(_param(value)):
+        return True
+    try:
+        a, b = float(logged), float(value)
+    except (TypeError, ValueError):
+        return False
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 class MetricLogger:
