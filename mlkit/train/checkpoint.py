@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -58,19 +59,22 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def resume_state(resume: str) -> dict | None:
-    """The checkpoint a trainer continues from: on a preempted Slurm job's requeued start
-    ($MLKIT_RESUME_RUN_ID, the job's own run), that run's last checkpoint when it saved one before
-    it was stopped (its own progress comes first, even when the job was started with `-P
-    resume=RUN`, which its argv repeats on every restart); else `-P resume=RUN`'s (which must
-    exist); else None (a fresh start)."""
-    own = os.environ.get(RESUME_ENV, "")
+    """The checkpoint a trainer continues from: its own run's last checkpoint, when the run it
+    logs to was started before and saved one (a preempted Slurm job's requeued start,
+    $MLKIT_RESUME_RUN_ID; or `mlkit run --run-id RUN` of a killed run, $MLKIT_RUN_ID) -- its own
+    progress comes first, even when it was started with `-P resume=OTHER`, which its argv repeats
+    on every restart; else `-P resume=RUN`'s (which must exist); else None (a fresh start)."""
+    own = os.environ.get(RESUME_ENV) or os.environ.get("MLKIT_RUN_ID", "")
     if own:
-        # import budget: the store loads only when a requeued job resumes
+        # import budget: the store loads only under `mlkit run` (or a requeued job)
         from mlkit.tracking.store import FileStore
 
         path = Path(FileStore().artifact_dir(own)) / CHECKPOINT
         if path.is_file():
-            return load_checkpoint(path)
+            state = load_checkpoint(path)
+            if int(os.environ.get("RANK", 0)) == 0:
+                print(f"continuing run {own} from its checkpoint at step {state['step']}", file=sys.stderr)
+            return state
     if resume:
         return load_checkpoint(find_checkpoint(resume))
     return None

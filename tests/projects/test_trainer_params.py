@@ -3,6 +3,8 @@ than Python prints them, and values no training can use. Tiny settings: each run
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from helpers import REPO, run_mlkit
@@ -31,8 +33,11 @@ TINY = {
 
 
 def mlkit_run(project: str, *params: str):
-    ps = [a for p in [*TINY[project], *params] for a in ("-P", p)]
-    args = ["run", str(PROJECTS / project), "--env-manager", "local", "--gpus", "none", *ps]
+    """`mlkit run` of a project's main entry point, tiny: `-P` for each param, other args as given."""
+    given = dict(p.split("=", 1) for p in [*TINY[project], *params] if "=" in p)  # later ones win
+    ps = [a for k, v in given.items() for a in ("-P", f"{k}={v}")]
+    other = [p for p in params if "=" not in p]
+    args = ["run", str(PROJECTS / project), "--env-manager", "local", "--gpus", "none", *ps, *other]
     return run_mlkit(*args, env={"OMP_NUM_THREADS": "1"}, timeout=180)
 
 
@@ -45,3 +50,45 @@ def test_a_float_written_as_the_user_likes_it_runs(project, the_run):
     assert r.returncode == 0, r.stderr[-3000:]
     run = the_run()
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "1e-3"
+
+
+def test_a_killed_run_continued_with_run_id_resumes_its_checkpoint_and_logs_each_step_once(
+    store_root, the_run
+):
+    """`mlkit run --run-id RUN` of a run killed mid-training used to start training over from
+    step 0 in that run: every metric step was logged a second time, resumed_from_step said 0, and
+    its checkpoint was ignored. (A requeued Slurm job, which resumes, crashed instead: the
+    resumed_from_step param it logged differed from its first start's.)"""
+    import torch
+
+    from mlkit.tracking.store import FileStore
+
+    tiny = ["epochs=2", "log_interval=1"]  # 200 images: 160 to train, 5 steps an epoch
+    r = mlkit_run("cnn", *tiny)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_id = the_run().info.run_id
+    store = FileStore(store_root)
+    assert steps(store, run_id, "train_loss") == list(range(1, 11))
+    # as if killed at step 8, in epoch 2, after the checkpoint of epoch 1 (step 5)
+    path = store.artifact_dir(run_id) / "checkpoints" / "last.pt"
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "step": 5, "epoch": 1}, path)
+    for metric in (store_root / "0" / run_id / "metrics").iterdir():
+        kept = [line for line in metric.read_text().splitlines() if int(line.split()[2]) <= 8]
+        metric.write_text("".join(line + "\n" for line in kept))
+    shutil.rmtree(store.artifact_dir(run_id) / "model")  # logged at the end only
+    store.update_run_status(run_id, "KILLED")
+
+    r = mlkit_run("cnn", *tiny, "--run-id", run_id)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"continuing run {run_id} from its checkpoint at step 5" in r.stderr
+    run = the_run()
+    assert run.info.status == "FINISHED"
+    assert steps(store, run_id, "train_loss") == list(range(1, 11))  # 6-8 once, from the first start
+    assert steps(store, run_id, "val_accuracy") == [5, 10]
+    assert torch.load(path, weights_only=True)["step"] == 10  # only epoch 2 ran again
+    assert (store.artifact_dir(run_id) / "model" / "MLmodel").is_file()
+
+
+def steps(store, run_id: str, key: str) -> list[int]:
+    return [m.step for m in store.get_metric_history(run_id, key)]
