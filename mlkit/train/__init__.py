@@ -12,7 +12,7 @@ from mlkit.train.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from mlkit.train.runtime import Runtime, add_system_args, setup, teardown, wrap_ddp
+from mlkit.train.runtime import Runtime, add_system_args, positive, setup, teardown, wrap_ddp
 from mlkit.train.tracking import MetricLogger, Tracker
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "add_system_args",
     "find_checkpoint",
     "load_checkpoint",
+    "positive",
     "resume_state",
     "save_checkpoint",
     "setup",

@@ -155,6 +155,17 @@ def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[t
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def full_batches(n: int, batch_size: int) -> int:
+    """Steps in an epoch of `n` images (epoch_batches drops the last partial batch); a batch
+    larger than the data is an error, not an epoch of no steps."""
+    if batch_size > n:
+        raise ValueError(
+            f"--batch-size {batch_size} is more than the {n} training images: no step would run; "
+            f"pass a --batch-size of at most {n}"
+        )
+    return n // batch_size
+
+
 def epoch_batches(
     n: int, batch_size: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1, device="cpu"
 ):

@@ -73,6 +73,15 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
+def positive(text: str) -> int:
+    """argparse type of a count that must be at least 1 (epochs, steps, batch size): 0 or -1
+    would train nothing and still end FINISHED, logging an untrained model."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return n
+
+
 def add_system_args(p: argparse.ArgumentParser, *, seeds: str, dry_run: str) -> None:
     """The flags every trainer has that are not hyperparameters: device, precision, seed, resume...
     Also turns off abbreviations: an undeclared `-P widt=4` reaches the trainer as `--widt 4`,

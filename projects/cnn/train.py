@@ -30,13 +30,14 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    positive,
     resume_state,
     save_checkpoint,
     setup,
     teardown,
     wrap_ddp,
 )
-from mlkit.train.data import ImageData, epoch_batches, load_images, random_shift
+from mlkit.train.data import ImageData, epoch_batches, full_batches, load_images, random_shift
 
 
 # -----------------------------------------------------------------------------
@@ -59,8 +60,8 @@ def parse_args(argv=None):
     a("--width",           type=int,   default=32,       help="channels of the first conv; then 2x, 4x (default: 32)")
     a("--dropout",         type=float, default=0.1,      help="before the classifier; small data likes a little (default: 0.1)")
     # optimizer: AdamW, linear warmup then cosine decay to 0 (get_lr)
-    a("--batch-size",      type=int,   default=64,       help="global batch, split over DDP ranks (default: 64)")
-    a("--epochs",          type=int,   default=15,       help="passes over the training split (default: 15)")
+    a("--batch-size",      type=positive, default=64,       help="global batch, split over DDP ranks (default: 64)")
+    a("--epochs",          type=positive, default=15,       help="passes over the training split (default: 15)")
     a("--lr",              type=float, default=3e-3,     help="peak learning rate (default: 3e-3)")
     a("--weight-decay",    type=float, default=5e-4,     help="AdamW decoupled weight decay (default: 5e-4)")
     a("--warmup-steps",    type=int,   default=50,       help="linear warmup; Adam's early moments are noisy (default: 50)")
@@ -126,7 +127,7 @@ def build(args, rt: Runtime, data: ImageData) -> Training:
         raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
     )
     # full batches only (epoch_batches drops the rest), so an epoch is N // batch steps
-    steps_per_epoch = len(data.x_train) // args.batch_size
+    steps_per_epoch = full_batches(len(data.x_train), args.batch_size)
     total_steps = 1 if args.dry_run else args.epochs * steps_per_epoch
     t = Training(raw_model, raw_model, opt, rt.grad_scaler(), model_args, total_steps)
     if ckpt:

@@ -37,6 +37,7 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    positive,
     resume_state,
     save_checkpoint,
     setup,
@@ -66,16 +67,16 @@ def parse_args(argv=None):
     a("--layers",         type=int,   default=2,         help="stacked LSTM layers (default: 2)")
     a("--dropout",        type=float, default=0.1,       help="between LSTM layers and before the head (default: 0.1)")
     # optimizer: AdamW, linear warmup then cosine decay to lr/10 (get_lr)
-    a("--batch-size",     type=int,   default=32,        help="sequences per step, global over DDP ranks (default: 32)")
-    a("--seq-len",        type=int,   default=128,       help="bytes per sequence: the BPTT window (default: 128)")
-    a("--max-steps",      type=int,   default=500,       help="optimizer steps (default: 500)")
+    a("--batch-size",     type=positive, default=32,        help="sequences per step, global over DDP ranks (default: 32)")
+    a("--seq-len",        type=positive, default=128,       help="bytes per sequence: the BPTT window (default: 128)")
+    a("--max-steps",      type=positive, default=500,       help="optimizer steps (default: 500)")
     a("--lr",             type=float, default=4e-3,      help="peak learning rate (default: 4e-3)")
     a("--weight-decay",   type=float, default=0.01,      help="AdamW decoupled weight decay (default: 0.01)")
     a("--warmup-steps",   type=int,   default=30,        help="linear warmup steps (default: 30)")
     a("--grad-clip",      type=float, default=1.0,       help="clip the gradient norm; LSTMs explode without it (default: 1.0)")
     # evaluation and sampling
-    a("--eval-interval",  type=int,   default=100,       help="validate and checkpoint every N steps (default: 100)")
-    a("--eval-batches",   type=int,   default=20,        help="validation batches per evaluation (default: 20)")
+    a("--eval-interval",  type=positive, default=100,       help="validate and checkpoint every N steps (default: 100)")
+    a("--eval-batches",   type=positive, default=20,        help="validation batches per evaluation (default: 20)")
     a("--sample-length",  type=int,   default=600,       help="bytes of text to sample at the end (default: 600)")
     a("--temperature",    type=float, default=0.8,       help="sampling temperature; <1 is more conservative (default: 0.8)")
     # system: --device --precision --compile --seed --log-interval --resume --dry-run

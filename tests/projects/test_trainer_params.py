@@ -12,6 +12,8 @@ from helpers import REPO, run_mlkit
 pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
+from mlkit.tracking.store import FileStore  # noqa: E402
+
 PROJECTS = REPO / "projects"
 TINY = {
     "cnn": ["data=synthetic", "synthetic_size=200", "width=4", "epochs=1", "batch_size=32"],
@@ -61,8 +63,6 @@ def test_a_killed_run_continued_with_run_id_resumes_its_checkpoint_and_logs_each
     resumed_from_step param it logged differed from its first start's.)"""
     import torch
 
-    from mlkit.tracking.store import FileStore
-
     tiny = ["epochs=2", "log_interval=1"]  # 200 images: 160 to train, 5 steps an epoch
     r = mlkit_run("cnn", *tiny)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -92,3 +92,27 @@ def test_a_killed_run_continued_with_run_id_resumes_its_checkpoint_and_logs_each
 
 def steps(store, run_id: str, key: str) -> list[int]:
     return [m.step for m in store.get_metric_history(run_id, key)]
+
+
+@pytest.mark.parametrize(
+    "project, param, says",
+    [
+        ("cnn", "epochs=0", "argument --epochs: must be at least 1, got 0"),
+        ("cnn", "batch_size=-1", "argument --batch-size: must be at least 1, got -1"),
+        ("cnn", "batch_size=1000", "--batch-size 1000 is more than the 160 training images"),
+        ("rnn", "max_steps=-1", "argument --max-steps: must be at least 1, got -1"),
+        ("rnn", "batch_size=0", "argument --batch-size: must be at least 1, got 0"),
+        ("rnn", "eval_interval=0", "argument --eval-interval: must be at least 1, got 0"),
+        ("gan", "epochs=0", "argument --epochs: must be at least 1, got 0"),
+        ("gan", "batch_size=1000", "--batch-size 1000 is more than the 64 training images"),
+    ],
+)
+def test_a_value_that_trains_nothing_fails_the_run_saying_so(project, param, says, store_root, the_run):
+    """epochs=0 or -1, batch_size=-1 or larger than the data, max_steps=-1 and rnn's batch_size=0
+    used to end FINISHED having trained nothing (the GAN logging loss nan), with an untrained model
+    logged as the result; cnn/gan batch_size=0 and rnn eval_interval=0 died in a ZeroDivisionError."""
+    r = mlkit_run(project, param)
+    assert r.returncode != 0 and says in r.stderr, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FAILED"
+    assert not (FileStore(store_root).artifact_dir(run.info.run_id) / "model").exists()
