@@ -24,12 +24,27 @@ RESUME_ENV = "MLKIT_RESUME_RUN_ID"
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """Write `state` to `path`; weights with a nan or inf are refused, keeping the last good one."""
     path = Path(path)
+    if bad := _non_finite(state):
+        raise FloatingPointError(f"{bad} has nan or inf values: training diverged; {path} is left as it was")
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     fsio.atomic_write(path, buffer.getbuffer())  # a full disk is said plainly; no .tmp is left
     return path
+
+
+def _non_finite(state, key: str = "checkpoint") -> str | None:
+    """The key path of the first float tensor in `state` with a nan or inf, else None."""
+    if isinstance(state, dict):
+        items = list(state.items())
+    elif isinstance(state, (list, tuple)):
+        items = list(enumerate(state))
+    else:
+        floating = torch.is_tensor(state) and state.is_floating_point()
+        return key if floating and not torch.isfinite(state).all() else None
+    return next((bad for k, v in items if (bad := _non_finite(v, f"{key}[{k!r}]"))), None)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

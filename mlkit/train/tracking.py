@@ -59,8 +59,15 @@ class Tracker:
         )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log metrics; a nan or inf (a diverged loss never comes back) is logged, then ends the
+        run FAILED on every rank, rather than after hours of training on it."""
         if self.rt.is_main and (self.logged_through is None or step > self.logged_through):
             mlkit.log_metrics(metrics, step=step)
+        if bad := [k for k, v in metrics.items() if not math.isfinite(v)]:
+            raise FloatingPointError(
+                f"{bad[0]} is {metrics[bad[0]]} at step {step}: training diverged; try a lower --lr "
+                "(the last checkpoint, saved before, is kept)"
+            )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.rt.is_main:

@@ -116,3 +116,41 @@ def test_a_value_that_trains_nothing_fails_the_run_saying_so(project, param, say
     run = the_run()
     assert run.info.status == "FAILED"
     assert not (FileStore(store_root).artifact_dir(run.info.run_id) / "model").exists()
+
+
+@pytest.mark.parametrize(
+    "project, key, longer",
+    [("cnn", "train_loss", "epochs=3"), ("rnn", "val_loss", "max_steps=6"), ("gan", "loss_d", "epochs=3")],
+)
+def test_a_diverged_run_fails_at_the_next_log_step_and_keeps_no_nan_checkpoint(
+    project, key, longer, store_root, the_run
+):
+    """With lr=1e9 every trainer used to train on nan/inf to the end, log a nan model and end
+    FINISHED; a cron job would do so for days."""
+    import torch
+
+    r = mlkit_run(project, "lr=1e9", "log_interval=1", longer)
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert f"{key} is " in r.stderr and "training diverged" in r.stderr, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FAILED"
+    art = FileStore(store_root).artifact_dir(run.info.run_id)
+    assert not (art / "model").exists()
+    if (art / "checkpoints" / "last.pt").exists():  # an epoch that ended before the loss went bad
+        ckpt = torch.load(art / "checkpoints" / "last.pt", weights_only=True)
+        weights = [v for k, v in ckpt.items() if k in ("model", "G", "D") for v in v.values()]
+        assert weights and all(torch.isfinite(w).all() for w in weights)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_and_the_last_good_one_kept(tmp_path):
+    import torch
+
+    from mlkit.train import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"model": {"w": torch.ones(3)}, "step": 5})
+    bad = {"model": {"w": torch.ones(3)}, "opt": {"state": [torch.tensor([1.0, float("inf")])]}, "step": 6}
+    with pytest.raises(FloatingPointError, match=r"checkpoint\['opt'\]\['state'\]\[0\] has nan or inf"):
+        save_checkpoint(path, bad)
+    assert load_checkpoint(path)["step"] == 5
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
