@@ -136,6 +136,11 @@ def setup(device: str = "auto", precision: str = "auto", seed: int = 0) -> Runti
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"--device {device}: no CUDA device is visible to this process (a CPU-only torch, no "
+            "GPU, or `mlkit run --gpus none`); use --device auto or cpu, or ask for a GPU (--gpus 1)"
+        )
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if "RANK" in os.environ else (dev.index or 0))
         torch.cuda.set_device(dev)

@@ -154,3 +154,13 @@ def test_a_checkpoint_with_nan_weights_is_refused_and_the_last_good_one_kept(tmp
         save_checkpoint(path, bad)
     assert load_checkpoint(path)["step"] == 5
     assert [p.name for p in path.parent.iterdir()] == ["last.pt"]
+
+
+def test_device_cuda_without_a_gpu_says_so(the_run):
+    """-P device=cuda under --gpus none (or on a box without a GPU) died in an AttributeError from
+    torch's internals (`torch._C` has no `_cuda_setDevice`), which says nothing to a user."""
+    r = mlkit_run("cnn", "device=cuda")
+    assert r.returncode == 1
+    assert "--device cuda: no CUDA device is visible to this process" in r.stderr, r.stderr[-3000:]
+    assert "AttributeError" not in r.stderr
+    assert the_run().info.status == "FAILED"
