@@ -9,10 +9,14 @@ import pytest
 
 from helpers import REPO, run_mlkit
 
-pytest.importorskip("torch")
+torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
+from tracking import test_faults  # noqa: E402
+
 from mlkit.tracking.store import FileStore  # noqa: E402
+
+small_fs = test_faults.small_fs  # a fixture: a 512 KiB tmpfs, unmounted after
 
 PROJECTS = REPO / "projects"
 TINY = {
@@ -61,8 +65,6 @@ def test_a_killed_run_continued_with_run_id_resumes_its_checkpoint_and_logs_each
     step 0 in that run: every metric step was logged a second time, resumed_from_step said 0, and
     its checkpoint was ignored. (A requeued Slurm job, which resumes, crashed instead: the
     resumed_from_step param it logged differed from its first start's.)"""
-    import torch
-
     tiny = ["epochs=2", "log_interval=1"]  # 200 images: 160 to train, 5 steps an epoch
     r = mlkit_run("cnn", *tiny)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -127,8 +129,6 @@ def test_a_diverged_run_fails_at_the_next_log_step_and_keeps_no_nan_checkpoint(
 ):
     """With lr=1e9 every trainer used to train on nan/inf to the end, log a nan model and end
     FINISHED; a cron job would do so for days."""
-    import torch
-
     r = mlkit_run(project, "lr=1e9", "log_interval=1", longer)
     assert r.returncode == 1, r.stderr[-3000:]
     assert f"{key} is " in r.stderr and "training diverged" in r.stderr, r.stderr[-3000:]
@@ -143,8 +143,6 @@ def test_a_diverged_run_fails_at_the_next_log_step_and_keeps_no_nan_checkpoint(
 
 
 def test_a_checkpoint_with_nan_weights_is_refused_and_the_last_good_one_kept(tmp_path):
-    import torch
-
     from mlkit.train import load_checkpoint, save_checkpoint
 
     path = tmp_path / "checkpoints" / "last.pt"
@@ -164,3 +162,25 @@ def test_device_cuda_without_a_gpu_says_so(the_run):
     assert "--device cuda: no CUDA device is visible to this process" in r.stderr, r.stderr[-3000:]
     assert "AttributeError" not in r.stderr
     assert the_run().info.status == "FAILED"
+
+
+class Wide(torch.nn.Module):
+    def __init__(self, n: int = 200):
+        super().__init__()
+        self.init_args = {"n": n}
+        self.fc = torch.nn.Linear(n, n)  # 160 kB of weights
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_a_full_disk_while_logging_the_model_says_so_and_leaves_nothing(small_fs):
+    """A trainer whose store filled up while it logged the model died in torch's
+    `RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 268608 vs 268504`."""
+    from mlkit.errors import StoreError
+    from mlkit.models.save import save_model
+
+    test_faults._fill(small_fs / "filler", leave=64 * 1024)
+    with pytest.raises(StoreError, match="the disk is full"):
+        save_model(Wide(), small_fs / "model")
+    assert [p.name for p in small_fs.iterdir()] == ["filler"]
