@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import sys
 from pathlib import Path
 
 import torch
 
 from mlkit import fsio
-from mlkit.errors import NotFoundError
+from mlkit.errors import NotFoundError, StoreError
 
 CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
 # Set by mlkit on a requeued Slurm job's next start: the run to continue is the job's own run.
@@ -48,7 +49,12 @@ def _non_finite(state, key: str = "checkpoint") -> str | None:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    return torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError) as exc:  # empty, truncated, not a checkpoint
+        why = " ".join([type(exc).__name__, *str(exc).splitlines()[:1]])[:160]
+        fix = "resume from another run, or move the file away to start this run over"
+        raise StoreError(f"{path}: the checkpoint cannot be read ({why}); {fix}", hint=fix) from exc
 
 
 def find_checkpoint(run_id: str) -> Path:

@@ -184,3 +184,18 @@ def test_a_full_disk_while_logging_the_model_says_so_and_leaves_nothing(small_fs
     with pytest.raises(StoreError, match="the disk is full"):
         save_model(Wide(), small_fs / "model")
     assert [p.name for p in small_fs.iterdir()] == ["filler"]
+
+
+@pytest.mark.parametrize("torn", [b"", b"PK\x03\x04 half a zip"])
+def test_resuming_from_a_torn_checkpoint_names_it_and_what_to_do(torn, store_root, the_run):
+    """An empty or truncated last.pt (a crash before the data reached the disk, a copy cut short)
+    failed a resume with a bare `EOFError` or torch's miniz message, naming no file."""
+    r = mlkit_run("cnn")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = the_run().info.run_id
+    path = FileStore(store_root).artifact_dir(first) / "checkpoints" / "last.pt"
+    path.write_bytes(torn)
+    r = mlkit_run("cnn", f"resume={first}")
+    assert r.returncode == 1
+    assert f"{path}: the checkpoint cannot be read" in r.stderr, r.stderr[-3000:]
+    assert "resume from another run" in r.stderr
