@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mlkit import fsio
-from mlkit.errors import NotFoundError, StoreError
+from mlkit.errors import InvalidInputError, NotFoundError, StoreError
 
 CHECKPOINT = "checkpoints/last.pt"  # relative to the run's artifact directory
 # Set by mlkit on a requeued Slurm job's next start: the run to continue is the job's own run.
@@ -79,12 +79,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)  # torch.compile
 
 
-def resume_state(resume: str) -> dict | None:
+def resume_state(resume: str, flags: dict | None = None) -> dict | None:
     """The checkpoint a trainer continues from: its own run's last checkpoint, when the run it
     logs to was started before and saved one (a preempted Slurm job's requeued start,
     $MLKIT_RESUME_RUN_ID; or `mlkit run --run-id RUN` of a killed run, $MLKIT_RUN_ID) -- its own
     progress comes first, even when it was started with `-P resume=OTHER`, which its argv repeats
-    on every restart; else `-P resume=RUN`'s (which must exist); else None (a fresh start)."""
+    on every restart; else `-P resume=RUN`'s (which must exist); else None (a fresh start).
+    `flags` (the trainer's vars(args)): a checkpoint whose flags are not all this trainer's was
+    written by another trainer, and is refused."""
     own = os.environ.get(RESUME_ENV) or os.environ.get("MLKIT_RUN_ID", "")
     if own:
         # import budget: the store loads only under `mlkit run` (or a requeued job)
@@ -96,6 +98,13 @@ def resume_state(resume: str) -> dict | None:
             if int(os.environ.get("RANK", 0)) == 0:
                 print(f"continuing run {own} from its checkpoint at step {state['step']}", file=sys.stderr)
             return state
-    if resume:
-        return load_checkpoint(find_checkpoint(resume))
-    return None
+    if not resume:
+        return None
+    state = load_checkpoint(find_checkpoint(resume))
+    if flags is not None and (foreign := sorted(set(state.get("args", {})) - set(flags))):
+        raise InvalidInputError(
+            f"run {resume}'s checkpoint was written by another trainer (its flags "
+            f"{', '.join('--' + f.replace('_', '-') for f in foreign[:4])} are not this one's); "
+            "resume from a run of this project"
+        )
+    return state

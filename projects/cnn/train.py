@@ -114,7 +114,7 @@ def load_data(args, rt: Runtime) -> ImageData:
 def build(args, rt: Runtime, data: ImageData) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
     C, _, _ = data.shape
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:

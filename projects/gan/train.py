@@ -131,7 +131,7 @@ def load_data(args, rt: Runtime) -> torch.Tensor:
 
 def build(args, rt: Runtime, channels: int) -> Training:
     """Both players, G's moving average and the optimizers, fresh or from run --resume."""
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         g_args, d_args = ckpt["model_args"]["G"], ckpt["model_args"]["D"]
     else:

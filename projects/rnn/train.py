@@ -173,7 +173,7 @@ class Training:
 
 def build(args, rt: Runtime, budget: SimpleNamespace) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:

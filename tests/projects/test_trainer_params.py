@@ -199,3 +199,18 @@ def test_resuming_from_a_torn_checkpoint_names_it_and_what_to_do(torn, store_roo
     assert r.returncode == 1
     assert f"{path}: the checkpoint cannot be read" in r.stderr, r.stderr[-3000:]
     assert "resume from another run" in r.stderr
+
+
+@pytest.mark.parametrize("other", ["rnn", "gan"])
+def test_resuming_another_trainers_run_says_so(other, store_root):
+    """-P resume=<a cnn run> given to the rnn or the gan (a run id pasted into the wrong command)
+    died in `TypeError: CharLM.__init__() got an unexpected keyword argument 'in_channels'` or
+    `KeyError: 'G'`."""
+    r = mlkit_run("cnn")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (cnn_run,) = FileStore(store_root).search_runs(["0"])[0]
+    r = mlkit_run(other, f"resume={cnn_run.info.run_id}")
+    assert r.returncode == 1
+    assert f"run {cnn_run.info.run_id}'s checkpoint was written by another trainer" in r.stderr, r.stderr[
+        -2000:
+    ]
