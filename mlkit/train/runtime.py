@@ -82,6 +82,15 @@ def positive(text: str) -> int:
     return n
 
 
+def fraction(text: str) -> float:
+    """argparse type of a held-out share: at least 0, below 1 (1 leaves nothing to train on, and a
+    negative one silently swaps the roles of the splits)."""
+    x = float(text)
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return x
+
+
 def add_system_args(p: argparse.ArgumentParser, *, seeds: str, dry_run: str) -> None:
     """The flags every trainer has that are not hyperparameters: device, precision, seed, resume...
     Also turns off abbreviations: an undeclared `-P widt=4` reaches the trainer as `--widt 4`,

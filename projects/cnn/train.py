@@ -30,6 +30,7 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    fraction,
     positive,
     resume_state,
     save_checkpoint,
@@ -54,7 +55,7 @@ def parse_args(argv=None):
     a("--channels",        type=int,   default=1,        help="channels for synthetic data / folders; 3 = RGB (default: 1)")
     a("--num-classes",     type=int,   default=10,       help="classes of synthetic data (default: 10)")
     a("--synthetic-size",  type=int,   default=10_000,   help="images in synthetic mode (default: 10000)")
-    a("--val-fraction",    type=float, default=0.2,      help="held-out share, stratified by class (default: 0.2)")
+    a("--val-fraction",    type=fraction, default=0.2,      help="held-out share, stratified by class (default: 0.2)")
     a("--shift",           type=int,   default=1,        help="random translation augmentation in pixels; 0 = off (default: 1)")
     # model: three conv stages, global average pool, linear head (model.py)
     a("--width",           type=int,   default=32,       help="channels of the first conv; then 2x, 4x (default: 32)")
@@ -257,9 +258,10 @@ def main(argv=None):
 
     # the logged model runs in fp32 on any device and carries its input transform and labels: a
     # client sends pixels as the data set holds them (digits: rows of 64 values 0..16) and gets
-    # labels back (docs/models.md); 4 validation images, as raw rows, show its input
+    # labels back (docs/models.md); 4 validation images (training ones with val_fraction=0), as
+    # raw rows, show its input
     transform = image_classifier_for(args.data, data.shape, data.num_classes)
-    raw = raw_rows(transform, data.x_val[:4])
+    raw = raw_rows(transform, (data.x_val if len(data.x_val) else data.x_train)[:4])
     tracker.log_model(t.raw_model.float().eval(), input_example=raw, transform=transform)
     tracker.end()
     teardown()

@@ -214,3 +214,32 @@ def test_resuming_another_trainers_run_says_so(other, store_root):
     assert f"run {cnn_run.info.run_id}'s checkpoint was written by another trainer" in r.stderr, r.stderr[
         -2000:
     ]
+
+
+def test_cnn_without_a_held_out_split_logs_its_model(store_root, the_run):
+    """-P val_fraction=0 (which evaluate() allows) trained every epoch, then died logging the model:
+    its input example was 4 validation images, and there were none (`cannot reshape tensor of 0
+    elements`), so the whole run ended FAILED with no model."""
+    r = mlkit_run("cnn", "val_fraction=0")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = the_run()
+    assert run.info.status == "FINISHED" and run.data.params["val_size"] == "0"
+    assert (FileStore(store_root).artifact_dir(run.info.run_id) / "model" / "input_example.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "project, param, says",
+    [
+        ("cnn", "val_fraction=-0.5", "argument --val-fraction: must be at least 0 and below 1, got -0.5"),
+        ("cnn", "val_fraction=1", "argument --val-fraction: must be at least 0 and below 1, got 1"),
+        ("rnn", "val_fraction=0", "--val-fraction 0.0 holds out 0 bytes of 5000"),
+        ("rnn", "val_fraction=0.001", "--val-fraction 0.001 holds out 5 bytes of 5000"),
+    ],
+)
+def test_a_held_out_share_that_cannot_work_fails_saying_so(project, param, says, store_root, the_run):
+    """cnn val_fraction=-0.5 ended FINISHED, silently training on a few images per class and
+    validating on the rest; rnn val_fraction=0 trained on nothing (`data[:-0]` is empty) and died
+    in `random_ expects 'from' to be less than 'to'`, as did a held-out tail shorter than seq_len."""
+    r = mlkit_run(project, param)
+    assert r.returncode != 0 and says in r.stderr, r.stderr[-3000:]
+    assert the_run().info.status == "FAILED"
