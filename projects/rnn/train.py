@@ -37,7 +37,6 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
-    fraction,
     positive,
     resume_state,
     save_checkpoint,
@@ -45,6 +44,7 @@ from mlkit.train import (
     teardown,
     wrap_ddp,
 )
+from mlkit.train.data import held_out_tail
 
 BITS = math.log(2)  # nats per bit: a loss in nats/byte divided by this is bits/byte
 
@@ -61,7 +61,7 @@ def parse_args(argv=None):
     a("--data",                       default="stdlib",  help="stdlib | synthetic | path to a text file (default: stdlib)")
     a("--max-bytes",      type=int,   default=5_000_000, help="cap on the corpus size in bytes (default: 5000000)")
     a("--synthetic-size", type=int,   default=1_000_000, help="bytes of synthetic text (default: 1000000)")
-    a("--val-fraction",   type=fraction, default=0.1,       help="the held-out tail of the corpus (default: 0.1)")
+    a("--val-fraction",   type=float, default=0.1,       help="the held-out tail of the corpus (default: 0.1)")
     # model: byte embedding -> stacked LSTM -> linear over the 256 byte values (model.py)
     a("--embed",          type=int,   default=64,        help="byte embedding size (default: 64)")
     a("--hidden",         type=int,   default=256,       help="LSTM hidden size; 512+ on a GPU (default: 256)")
@@ -129,13 +129,7 @@ def load_corpus(args) -> bytes:
 def split(text: bytes, args, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole corpus as one uint8 tensor on the device (N,), cut into train and the held-out tail."""
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(rt.device)
-    n_val = int(len(data) * args.val_fraction)
-    if min(n_val, len(data) - n_val) < args.seq_len + 2:  # get_batch needs a window and its target
-        raise ValueError(
-            f"--val-fraction {args.val_fraction} holds out {n_val} bytes of {len(data)}: both splits need "
-            f"more than --seq-len {args.seq_len} + 1 bytes; pass a --val-fraction that leaves them that"
-        )
-    return data[: len(data) - n_val], data[len(data) - n_val :]
+    return held_out_tail(data, args.val_fraction, args.seq_len + 2)  # each split: a window and its target
 
 
 def unigram_loss(train: torch.Tensor, val: torch.Tensor) -> float:
