@@ -38,6 +38,7 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    fraction,
     positive,
     resume_state,
     save_checkpoint,
@@ -74,7 +75,7 @@ def parse_args(argv=None):
     a("--beta1",          type=float, default=0.5,      help="Adam beta1 (default: 0.5)")
     # regularisation: the hinge loss alone lets D grow sharp and the game oscillate
     a("--r1-gamma",       type=float, default=1.0,      help="weight of the R1 penalty on D's gradient at real images; keeps D smooth so the hinge game stays stable (0 = off) (default: 1.0)")
-    a("--ema-decay",      type=float, default=0.995,    help="decay of the moving average of G's weights that samples, grids and the logged model use (default: 0.995)")
+    a("--ema-decay",      type=fraction, default=0.995,    help="decay of the moving average of G's weights that samples, grids and the logged model use (default: 0.995)")
     # system: --device --precision --compile --seed --log-interval --resume --dry-run
     add_system_args(p, seeds="init, batch order and noise", dry_run="one batch of one epoch")
     return p.parse_args(argv)

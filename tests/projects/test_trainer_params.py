@@ -233,13 +233,15 @@ def test_cnn_without_a_held_out_split_logs_its_model(store_root, the_run):
         ("cnn", "val_fraction=-0.5", "argument --val-fraction: must be at least 0 and below 1, got -0.5"),
         ("cnn", "val_fraction=1", "argument --val-fraction: must be at least 0 and below 1, got 1"),
         ("rnn", "val_fraction=0", "--val-fraction 0.0 holds out 0 bytes of 5000"),
+        ("gan", "ema_decay=1.5", "argument --ema-decay: must be at least 0 and below 1, got 1.5"),
         ("rnn", "val_fraction=0.001", "--val-fraction 0.001 holds out 5 bytes of 5000"),
     ],
 )
 def test_a_held_out_share_that_cannot_work_fails_saying_so(project, param, says, store_root, the_run):
     """cnn val_fraction=-0.5 ended FINISHED, silently training on a few images per class and
     validating on the rest; rnn val_fraction=0 trained on nothing (`data[:-0]` is empty) and died
-    in `random_ expects 'from' to be less than 'to'`, as did a held-out tail shorter than seq_len."""
+    in `random_ expects 'from' to be less than 'to'`, as did a held-out tail shorter than seq_len.
+    gan ema_decay=1.5 ended FINISHED with a moving average that grows without bound as its model."""
     r = mlkit_run(project, param)
     assert r.returncode != 0 and says in r.stderr, r.stderr[-3000:]
     assert the_run().info.status == "FAILED"
