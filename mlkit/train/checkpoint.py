@@ -86,7 +86,8 @@ def resume_state(resume: str, flags: dict | None = None) -> dict | None:
     progress comes first, even when it was started with `-P resume=OTHER`, which its argv repeats
     on every restart; else `-P resume=RUN`'s (which must exist); else None (a fresh start).
     `flags` (the trainer's vars(args)): a checkpoint whose flags are not all this trainer's was
-    written by another trainer, and is refused."""
+    written by another trainer, and is refused; so is one that already reached --epochs or
+    --max-steps (nothing would train)."""
     own = os.environ.get(RESUME_ENV) or os.environ.get("MLKIT_RUN_ID", "")
     if own:
         # import budget: the store loads only under `mlkit run` (or a requeued job)
@@ -107,4 +108,16 @@ def resume_state(resume: str, flags: dict | None = None) -> dict | None:
             f"{', '.join('--' + f.replace('_', '-') for f in foreign[:4])} are not this one's); "
             "resume from a run of this project"
         )
+    for total, at in (("epochs", "epoch"), ("max_steps", "step")):  # the totals, counted from the start
+        if (
+            flags is not None
+            and not flags.get("dry_run")
+            and total in flags
+            and state.get(at, 0) >= flags[total]
+        ):
+            flag = "--" + total.replace("_", "-")
+            raise InvalidInputError(
+                f"run {resume}'s checkpoint is at {at} {state[at]}, which {flag} {flags[total]} already "
+                f"reaches: nothing would train; pass a larger {flag} (the total, not how many more)"
+            )
     return state

@@ -245,3 +245,17 @@ def test_a_held_out_share_that_cannot_work_fails_saying_so(project, param, says,
     r = mlkit_run(project, param)
     assert r.returncode != 0 and says in r.stderr, r.stderr[-3000:]
     assert the_run().info.status == "FAILED"
+
+
+def test_resuming_a_run_that_already_reached_the_total_says_nothing_would_train(store_root):
+    """-P resume=RUN with an --epochs the checkpoint already reached (epochs counts the total, not
+    more) ended FINISHED with no step trained and the same model logged again as a new result."""
+    r = mlkit_run("cnn")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (first,) = FileStore(store_root).search_runs(["0"])[0]
+    r = mlkit_run("cnn", f"resume={first.info.run_id}")
+    assert r.returncode == 1
+    says = f"run {first.info.run_id}'s checkpoint is at epoch 1, which --epochs 1 already reaches"
+    assert says in r.stderr, r.stderr[-2000:]
+    r = mlkit_run("cnn", f"resume={first.info.run_id}", "epochs=2")
+    assert r.returncode == 0, r.stderr[-3000:]
