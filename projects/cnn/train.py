@@ -5,7 +5,7 @@ Train a small CNN image classifier. Default data: scikit-learn's bundled 8x8 han
     mlkit run projects/cnn                          # digits, 15 epochs
     mlkit run projects/cnn -e smoke                 # a few seconds on CPU
     mlkit run projects/cnn -P data=synthetic -P image_size=32 -P channels=3 -P batch_size=512
-    mlkit run projects/cnn -P resume=<run-id>       # continue that run's checkpoint
+    mlkit run projects/cnn -P resume=<run-id> -P epochs=30   # continue it, to 30 in all
     python projects/cnn/train.py --epochs 1 --dry-run
     torchrun --standalone --nproc-per-node 2 projects/cnn/train.py   # DDP (nccl on GPU, gloo on CPU)
 
