@@ -118,8 +118,9 @@ def load_corpus(args) -> bytes:
         text = stdlib_corpus()
     elif args.data == "synthetic":
         text = synthetic_corpus(args.synthetic_size, args.seed)
-    else:
-        text = Path(args.data).read_bytes()
+    else:  # read no more than --max-bytes: a 50 GB corpus (or /dev/zero) must not fill the memory first
+        with open(args.data, "rb") as f:
+            text = f.read(args.max_bytes)
     text = text[: args.max_bytes]
     if len(text) < 10 * (args.seq_len + 1):
         raise ValueError(f"data={args.data}: {len(text)} bytes is too little for --seq-len {args.seq_len}")

@@ -259,3 +259,29 @@ def test_resuming_a_run_that_already_reached_the_total_says_nothing_would_train(
     assert says in r.stderr, r.stderr[-2000:]
     r = mlkit_run("cnn", f"resume={first.info.run_id}", "epochs=2")
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_rnn_reads_no_more_of_its_data_than_max_bytes(tmp_path, the_run):
+    """rnn read the whole file before cutting it to --max-bytes: a 50 GB corpus went into memory
+    first, and -P data=/dev/zero (or a pipe that stays open) read until memory ran out. Here: a
+    FIFO whose writer keeps it open after 20 kB; before the fix the run never got past reading."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "corpus"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import time; f = open({str(fifo)!r}, 'wb'); f.write(b'def f(): pass\\n' * 1500); f.flush(); time.sleep(600)",
+        ]
+    )
+    try:
+        r = mlkit_run("rnn", f"data={fifo}", "max_bytes=20000")
+    finally:
+        writer.kill()
+        writer.wait()
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert the_run().data.params["corpus_bytes"] == "20000"
