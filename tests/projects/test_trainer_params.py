@@ -285,3 +285,25 @@ def test_rnn_reads_no_more_of_its_data_than_max_bytes(tmp_path, the_run):
         writer.wait()
     assert r.returncode == 0, r.stderr[-3000:]
     assert the_run().data.params["corpus_bytes"] == "20000"
+
+
+def test_a_requeued_slurm_job_continues_its_run_instead_of_crashing(store_root, the_run, train):
+    """A requeued job's start (MLKIT_RESUME_RUN_ID = its own run) resumed its checkpoint, then
+    died logging `resumed_from_step`: its first start had logged 0, and a param never changes
+    (`changing param values is not allowed: param 'resumed_from_step' ... '0' ... '5'`)."""
+    from helpers import trainer_env
+
+    r = mlkit_run("cnn", "epochs=2", "log_interval=1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_id = the_run().info.run_id
+    store = FileStore(store_root)
+    path = store.artifact_dir(run_id) / "checkpoints" / "last.pt"
+    torch.save({**torch.load(path, weights_only=True), "step": 5, "epoch": 1}, path)  # preempted in epoch 2
+    shutil.rmtree(store.artifact_dir(run_id) / "model")
+    store.update_run_status(run_id, "RUNNING")
+    args = ["--data", "synthetic", "--synthetic-size", "200", "--width", "4", "--epochs", "2"]
+    args += ["--batch-size", "32", "--log-interval", "1", "--resume="]
+    r = train("cnn", *args, env=trainer_env(MLKIT_RUN_ID=run_id, MLKIT_RESUME_RUN_ID=run_id))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert steps(store, run_id, "train_loss") == list(range(1, 11))
+    assert (store.artifact_dir(run_id) / "model" / "MLmodel").is_file()
