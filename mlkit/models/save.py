@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import platform
@@ -15,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mlkit import __version__
+from mlkit import __version__, fsio
 from mlkit.errors import InvalidInputError, NotFoundError, StoreError
 from mlkit.models.example import as_tensors, example_json, infer_signature, raw_example
 from mlkit.models.format import (
@@ -161,7 +162,11 @@ def save_model(
     try:
         (staging / "data").mkdir(parents=True)
         weights = staging / WEIGHTS_FILE
-        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, weights)
+        # serialized in memory, then written by fsio: a full disk is said plainly (torch.save
+        # straight to the file fails with an opaque `enforce fail at inline_container.cc`)
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu().contiguous() for k, v in state.items()}, buffer)
+        fsio.atomic_write(weights, buffer.getbuffer())
         code_module = _copy_sources(staging, cls, code_paths)
         if example_doc is not None:
             files.write_atomic(staging / INPUT_EXAMPLE_FILE, json.dumps(example_doc))

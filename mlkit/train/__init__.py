@@ -12,7 +12,7 @@ from mlkit.train.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from mlkit.train.runtime import Runtime, add_system_args, setup, teardown, wrap_ddp
+from mlkit.train.runtime import Runtime, add_system_args, fraction, positive, setup, teardown, wrap_ddp
 from mlkit.train.tracking import MetricLogger, Tracker
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "Tracker",
     "add_system_args",
     "find_checkpoint",
+    "fraction",
     "load_checkpoint",
+    "positive",
     "resume_state",
     "save_checkpoint",
     "setup",

@@ -155,6 +155,28 @@ def stratified_split(y: torch.Tensor, val_fraction: float, seed: int) -> tuple[t
     return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
+def held_out_tail(data: torch.Tensor, val_fraction: float, min_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val): `data` cut before its last `val_fraction`; each part must hold `min_len`."""
+    n_val = int(len(data) * val_fraction)
+    if min(n_val, len(data) - n_val) < min_len:
+        raise ValueError(
+            f"--val-fraction {val_fraction} holds out {n_val} bytes of {len(data)}: each split needs at least "
+            f"{min_len} (--seq-len + 2); pass a --val-fraction that leaves both that long"
+        )
+    return data[: len(data) - n_val], data[len(data) - n_val :]
+
+
+def full_batches(n: int, batch_size: int) -> int:
+    """Steps in an epoch of `n` images (epoch_batches drops the last partial batch); a batch
+    larger than the data is an error, not an epoch of no steps."""
+    if batch_size > n:
+        raise ValueError(
+            f"--batch-size {batch_size} is more than the {n} training images: no step would run; "
+            f"pass a --batch-size of at most {n}"
+        )
+    return n // batch_size
+
+
 def epoch_batches(
     n: int, batch_size: int, *, epoch: int, seed: int, rank: int = 0, world_size: int = 1, device="cpu"
 ):

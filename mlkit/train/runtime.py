@@ -73,6 +73,24 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
+def positive(text: str) -> int:
+    """argparse type of a count that must be at least 1 (epochs, steps, batch size): 0 or -1
+    would train nothing and still end FINISHED, logging an untrained model."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return n
+
+
+def fraction(text: str) -> float:
+    """argparse type of a held-out share: at least 0, below 1 (1 leaves nothing to train on, and a
+    negative one silently swaps the roles of the splits)."""
+    x = float(text)
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return x
+
+
 def add_system_args(p: argparse.ArgumentParser, *, seeds: str, dry_run: str) -> None:
     """The flags every trainer has that are not hyperparameters: device, precision, seed, resume...
     Also turns off abbreviations: an undeclared `-P widt=4` reaches the trainer as `--widt 4`,
@@ -127,6 +145,11 @@ def setup(device: str = "auto", precision: str = "auto", seed: int = 0) -> Runti
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"--device {device}: no CUDA device is visible to this process (a CPU-only torch, no "
+            "GPU, or `mlkit run --gpus none`); use --device auto or cpu, or ask for a GPU (--gpus 1)"
+        )
     if dev.type == "cuda":
         dev = torch.device("cuda", local_rank if "RANK" in os.environ else (dev.index or 0))
         torch.cuda.set_device(dev)

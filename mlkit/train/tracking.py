@@ -9,6 +9,7 @@ writes one `log_metrics` call and a progress line.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -27,21 +28,46 @@ class Tracker:
     def __init__(self, rt: Runtime):
         self.rt = rt
         self.run_id: str | None = None
+        # a run continued in place (`mlkit run --run-id`, a requeued Slurm job) was stopped after
+        # its last checkpoint: the steps re-run from there, up to this one, are logged already
+        self.logged_through: int | None = None
 
     def start(self, params: dict) -> None:
         if not self.rt.is_main:
             return
         run = mlkit.start_run()  # attaches to the supervisor's run when MLKIT_RUN_ID is set
         self.run_id = run.info.run_id
-        mlkit.log_params({k: _param(v) for k, v in params.items()})
+        # `mlkit run` logged each -P value as typed (lr=1e-3); the parsed flag (0.001) is the same
+        # value, which the store would refuse as a changed param: keep the user's spelling
+        logged = run.data.params
+        mlkit.log_params({k: _param(v) for k, v in params.items() if not _same(logged.get(k), v)})
+        self.logged_through = _last_step(self.run_id)
 
     def log_params(self, params: dict) -> None:
-        if self.rt.is_main:
-            mlkit.log_params({k: _param(v) for k, v in params.items()})
+        """Log params; on a continued run, those its first start logged keep that start's value."""
+        if not self.rt.is_main:
+            return
+        run = mlkit.active_run()
+        logged = run.data.params if run else {}
+        continued = self.logged_through is not None
+        mlkit.log_params(
+            {
+                k: _param(v)
+                for k, v in params.items()
+                if not (_same(logged.get(k), v) or (continued and k in logged))
+            }
+        )
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        if self.rt.is_main:
+        """Log metrics; a nan or inf (a diverged loss never comes back) is logged, then ends the
+        run FAILED on every rank, rather than after hours of training on it."""
+        if self.rt.is_main and (self.logged_through is None or step > self.logged_through):
             mlkit.log_metrics(metrics, step=step)
+        if bad := [k for k, v in metrics.items() if not math.isfinite(v)]:
+            raise FloatingPointError(
+                f"{bad[0]} is {metrics[bad[0]]} at step {step}: training diverged; try a lower --lr "
+                "(the last checkpoint, saved before, is kept)"
+            )
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.rt.is_main:
@@ -79,6 +105,29 @@ class Tracker:
 def _param(value):
     # the store takes strings; None becomes "" so `-P resume=` and an absent resume log the same
     return "" if value is None else value
+
+
+def _last_step(run_id: str) -> int | None:
+    """The last step the run has metrics for; None for a run with none (a fresh one)."""
+    # import budget: the store loads only when a run starts
+    from mlkit.tracking.store import FileStore
+
+    store = FileStore()
+    keys = store.get_run(run_id).data.metrics
+    return max((m.step for k in keys for m in store.get_metric_history(run_id, k)), default=None)
+
+
+def _same(logged: str | None, value) -> bool:
+    """Whether the param string already logged says `value` (1e-3 and 0.001 do; nan and nan do)."""
+    if logged is None:
+        return False
+    if logged == str(_param(value)):
+        return True
+    try:
+        a, b = float(logged), float(value)
+    except (TypeError, ValueError):
+        return False
+    return a == b or (math.isnan(a) and math.isnan(b))
 
 
 class MetricLogger:

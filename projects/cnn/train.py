@@ -5,7 +5,7 @@ Train a small CNN image classifier. Default data: scikit-learn's bundled 8x8 han
     mlkit run projects/cnn                          # digits, 15 epochs
     mlkit run projects/cnn -e smoke                 # a few seconds on CPU
     mlkit run projects/cnn -P data=synthetic -P image_size=32 -P channels=3 -P batch_size=512
-    mlkit run projects/cnn -P resume=<run-id>       # continue that run's checkpoint
+    mlkit run projects/cnn -P resume=<run-id> -P epochs=30   # continue it, to 30 in all
     python projects/cnn/train.py --epochs 1 --dry-run
     torchrun --standalone --nproc-per-node 2 projects/cnn/train.py   # DDP (nccl on GPU, gloo on CPU)
 
@@ -30,13 +30,15 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    fraction,
+    positive,
     resume_state,
     save_checkpoint,
     setup,
     teardown,
     wrap_ddp,
 )
-from mlkit.train.data import ImageData, epoch_batches, load_images, random_shift
+from mlkit.train.data import ImageData, epoch_batches, full_batches, load_images, random_shift
 
 
 # -----------------------------------------------------------------------------
@@ -53,14 +55,14 @@ def parse_args(argv=None):
     a("--channels",        type=int,   default=1,        help="channels for synthetic data / folders; 3 = RGB (default: 1)")
     a("--num-classes",     type=int,   default=10,       help="classes of synthetic data (default: 10)")
     a("--synthetic-size",  type=int,   default=10_000,   help="images in synthetic mode (default: 10000)")
-    a("--val-fraction",    type=float, default=0.2,      help="held-out share, stratified by class (default: 0.2)")
+    a("--val-fraction",    type=fraction, default=0.2,      help="held-out share, stratified by class (default: 0.2)")
     a("--shift",           type=int,   default=1,        help="random translation augmentation in pixels; 0 = off (default: 1)")
     # model: three conv stages, global average pool, linear head (model.py)
     a("--width",           type=int,   default=32,       help="channels of the first conv; then 2x, 4x (default: 32)")
     a("--dropout",         type=float, default=0.1,      help="before the classifier; small data likes a little (default: 0.1)")
     # optimizer: AdamW, linear warmup then cosine decay to 0 (get_lr)
-    a("--batch-size",      type=int,   default=64,       help="global batch, split over DDP ranks (default: 64)")
-    a("--epochs",          type=int,   default=15,       help="passes over the training split (default: 15)")
+    a("--batch-size",      type=positive, default=64,       help="global batch, split over DDP ranks (default: 64)")
+    a("--epochs",          type=positive, default=15,       help="passes over the training split (default: 15)")
     a("--lr",              type=float, default=3e-3,     help="peak learning rate (default: 3e-3)")
     a("--weight-decay",    type=float, default=5e-4,     help="AdamW decoupled weight decay (default: 5e-4)")
     a("--warmup-steps",    type=int,   default=50,       help="linear warmup; Adam's early moments are noisy (default: 50)")
@@ -113,7 +115,7 @@ def load_data(args, rt: Runtime) -> ImageData:
 def build(args, rt: Runtime, data: ImageData) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
     C, _, _ = data.shape
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:
@@ -126,7 +128,7 @@ def build(args, rt: Runtime, data: ImageData) -> Training:
         raw_model.parameters(), lr=args.lr, weight_decay=args.weight_decay, fused=rt.fused()
     )
     # full batches only (epoch_batches drops the rest), so an epoch is N // batch steps
-    steps_per_epoch = len(data.x_train) // args.batch_size
+    steps_per_epoch = full_batches(len(data.x_train), args.batch_size)
     total_steps = 1 if args.dry_run else args.epochs * steps_per_epoch
     t = Training(raw_model, raw_model, opt, rt.grad_scaler(), model_args, total_steps)
     if ckpt:
@@ -256,9 +258,10 @@ def main(argv=None):
 
     # the logged model runs in fp32 on any device and carries its input transform and labels: a
     # client sends pixels as the data set holds them (digits: rows of 64 values 0..16) and gets
-    # labels back (docs/models.md); 4 validation images, as raw rows, show its input
+    # labels back (docs/models.md); 4 validation images (training ones with val_fraction=0), as
+    # raw rows, show its input
     transform = image_classifier_for(args.data, data.shape, data.num_classes)
-    raw = raw_rows(transform, data.x_val[:4])
+    raw = raw_rows(transform, (data.x_val if len(data.x_val) else data.x_train)[:4])
     tracker.log_model(t.raw_model.float().eval(), input_example=raw, transform=transform)
     tracker.end()
     teardown()

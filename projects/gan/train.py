@@ -38,6 +38,8 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    fraction,
+    positive,
     resume_state,
     save_checkpoint,
     setup,
@@ -45,7 +47,7 @@ from mlkit.train import (
     unwrap,
     wrap_ddp,
 )
-from mlkit.train.data import epoch_batches, load_images
+from mlkit.train.data import epoch_batches, full_batches, load_images
 from mlkit.train.png import image_grid, write_png
 
 
@@ -67,13 +69,13 @@ def parse_args(argv=None):
     a("--ngf",            type=int,   default=32,       help="generator width at full resolution; doubles per stage down (default: 32)")
     a("--ndf",            type=int,   default=64,       help="discriminator width at half resolution; a wider D than G helps here (default: 64)")
     # optimizer: Adam with the DCGAN paper's settings; a lower beta1 keeps the two players stable
-    a("--batch-size",     type=int,   default=64,       help="global batch, split over DDP ranks (default: 64)")
-    a("--epochs",         type=int,   default=200,      help="passes over the images (default: 200)")
+    a("--batch-size",     type=positive, default=64,       help="global batch, split over DDP ranks (default: 64)")
+    a("--epochs",         type=positive, default=200,      help="passes over the images (default: 200)")
     a("--lr",             type=float, default=2e-4,     help="Adam learning rate for both nets (default: 2e-4)")
     a("--beta1",          type=float, default=0.5,      help="Adam beta1 (default: 0.5)")
     # regularisation: the hinge loss alone lets D grow sharp and the game oscillate
     a("--r1-gamma",       type=float, default=1.0,      help="weight of the R1 penalty on D's gradient at real images; keeps D smooth so the hinge game stays stable (0 = off) (default: 1.0)")
-    a("--ema-decay",      type=float, default=0.995,    help="decay of the moving average of G's weights that samples, grids and the logged model use (default: 0.995)")
+    a("--ema-decay",      type=fraction, default=0.995,    help="decay of the moving average of G's weights that samples, grids and the logged model use (default: 0.995)")
     # system: --device --precision --compile --seed --log-interval --resume --dry-run
     add_system_args(p, seeds="init, batch order and noise", dry_run="one batch of one epoch")
     return p.parse_args(argv)
@@ -130,7 +132,7 @@ def load_data(args, rt: Runtime) -> torch.Tensor:
 
 def build(args, rt: Runtime, channels: int) -> Training:
     """Both players, G's moving average and the optimizers, fresh or from run --resume."""
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         g_args, d_args = ckpt["model_args"]["G"], ckpt["model_args"]["D"]
     else:
@@ -276,7 +278,8 @@ def main(argv=None):
     t = build(args, rt, channels=x_all.shape[1])
     log_setup(tracker, t, x_all, rt, args)
     epochs = 1 if args.dry_run else args.epochs
-    logger = MetricLogger(tracker, args.log_interval, "samples", epochs * (len(x_all) // args.batch_size))
+    total_steps = epochs * full_batches(len(x_all), args.batch_size)  # an error if not one full batch
+    logger = MetricLogger(tracker, args.log_interval, "samples", total_steps)
     # the same 64 latents every epoch, from their own generator: the grids are comparable
     g = torch.Generator(rt.device).manual_seed(0)
     z_fixed = torch.randn(64, t.model_args["G"]["nz"], 1, 1, device=rt.device, generator=g)  # (64, nz, 1, 1)

@@ -37,12 +37,14 @@ from mlkit.train import (
     Runtime,
     Tracker,
     add_system_args,
+    positive,
     resume_state,
     save_checkpoint,
     setup,
     teardown,
     wrap_ddp,
 )
+from mlkit.train.data import held_out_tail
 
 BITS = math.log(2)  # nats per bit: a loss in nats/byte divided by this is bits/byte
 
@@ -66,16 +68,16 @@ def parse_args(argv=None):
     a("--layers",         type=int,   default=2,         help="stacked LSTM layers (default: 2)")
     a("--dropout",        type=float, default=0.1,       help="between LSTM layers and before the head (default: 0.1)")
     # optimizer: AdamW, linear warmup then cosine decay to lr/10 (get_lr)
-    a("--batch-size",     type=int,   default=32,        help="sequences per step, global over DDP ranks (default: 32)")
-    a("--seq-len",        type=int,   default=128,       help="bytes per sequence: the BPTT window (default: 128)")
-    a("--max-steps",      type=int,   default=500,       help="optimizer steps (default: 500)")
+    a("--batch-size",     type=positive, default=32,        help="sequences per step, global over DDP ranks (default: 32)")
+    a("--seq-len",        type=positive, default=128,       help="bytes per sequence: the BPTT window (default: 128)")
+    a("--max-steps",      type=positive, default=500,       help="optimizer steps (default: 500)")
     a("--lr",             type=float, default=4e-3,      help="peak learning rate (default: 4e-3)")
     a("--weight-decay",   type=float, default=0.01,      help="AdamW decoupled weight decay (default: 0.01)")
     a("--warmup-steps",   type=int,   default=30,        help="linear warmup steps (default: 30)")
     a("--grad-clip",      type=float, default=1.0,       help="clip the gradient norm; LSTMs explode without it (default: 1.0)")
     # evaluation and sampling
-    a("--eval-interval",  type=int,   default=100,       help="validate and checkpoint every N steps (default: 100)")
-    a("--eval-batches",   type=int,   default=20,        help="validation batches per evaluation (default: 20)")
+    a("--eval-interval",  type=positive, default=100,       help="validate and checkpoint every N steps (default: 100)")
+    a("--eval-batches",   type=positive, default=20,        help="validation batches per evaluation (default: 20)")
     a("--sample-length",  type=int,   default=600,       help="bytes of text to sample at the end (default: 600)")
     a("--temperature",    type=float, default=0.8,       help="sampling temperature; <1 is more conservative (default: 0.8)")
     # system: --device --precision --compile --seed --log-interval --resume --dry-run
@@ -116,8 +118,9 @@ def load_corpus(args) -> bytes:
         text = stdlib_corpus()
     elif args.data == "synthetic":
         text = synthetic_corpus(args.synthetic_size, args.seed)
-    else:
-        text = Path(args.data).read_bytes()
+    else:  # read no more than --max-bytes: a 50 GB corpus (or /dev/zero) must not fill the memory first
+        with open(args.data, "rb") as f:
+            text = f.read(args.max_bytes)
     text = text[: args.max_bytes]
     if len(text) < 10 * (args.seq_len + 1):
         raise ValueError(f"data={args.data}: {len(text)} bytes is too little for --seq-len {args.seq_len}")
@@ -127,8 +130,7 @@ def load_corpus(args) -> bytes:
 def split(text: bytes, args, rt: Runtime) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole corpus as one uint8 tensor on the device (N,), cut into train and the held-out tail."""
     data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(rt.device)
-    n_val = int(len(data) * args.val_fraction)
-    return data[:-n_val], data[-n_val:]
+    return held_out_tail(data, args.val_fraction, args.seq_len + 2)  # each split: a window and its target
 
 
 def unigram_loss(train: torch.Tensor, val: torch.Tensor) -> float:
@@ -172,7 +174,7 @@ class Training:
 
 def build(args, rt: Runtime, budget: SimpleNamespace) -> Training:
     """The model and its optimizer, fresh or from the checkpoint of run --resume."""
-    ckpt = resume_state(args.resume)  # -P resume=RUN, or a requeued Slurm job's own run
+    ckpt = resume_state(args.resume, vars(args))  # -P resume=RUN, or this run's own (requeued, --run-id)
     if ckpt:  # the architecture comes from the checkpoint, not today's flags
         model_args = ckpt["model_args"]
     else:
