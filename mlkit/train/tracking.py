@@ -108,12 +108,13 @@ def _param(value):
 
 
 def _last_step(run_id: str) -> int | None:
-    """The last step the run has metrics for; None for a run with none (a fresh one)."""
+    """The last step the run's trainer logged metrics for; None for a run without any (a fresh one).
+    The supervisor's `system/*` metrics count ticks, not training steps: they are not looked at."""
     # import budget: the store loads only when a run starts
     from mlkit.tracking.store import FileStore
 
     store = FileStore()
-    keys = store.get_run(run_id).data.metrics
+    keys = [k for k in store.get_run(run_id).data.metrics if not k.startswith("system/")]
     return max((m.step for k in keys for m in store.get_metric_history(run_id, k)), default=None)
 
 

@@ -307,3 +307,22 @@ def test_a_requeued_slurm_job_continues_its_run_instead_of_crashing(store_root, 
     assert r.returncode == 0, r.stderr[-3000:]
     assert steps(store, run_id, "train_loss") == list(range(1, 11))
     assert (store.artifact_dir(run_id) / "model" / "MLmodel").is_file()
+
+
+def test_a_fresh_run_logs_its_first_steps_though_system_metrics_came_first(store_root, monkeypatch):
+    """The supervisor's sampler logs `system/*` with steps 0, 1, 2... from the moment the trainer
+    starts; a trainer slow to start (a big import, a data load) found those steps logged and took
+    the run for one continued in place, dropping its own metrics of the same steps."""
+    from mlkit.train import Tracker, setup
+
+    store = FileStore(store_root)
+    run_id = store.create_run("0").info.run_id  # as `mlkit run` creates it
+    for tick in range(20):  # 100 s of start-up at the default 5 s interval
+        store.log_metric(run_id, "system/cpu_utilization_percentage", 50.0, step=tick)
+    monkeypatch.setenv("MLKIT_RUN_ID", run_id)
+    tracker = Tracker(setup("cpu", "fp32", seed=0))
+    tracker.start({"lr": 0.001})
+    for step in (1, 5, 10, 25):
+        tracker.log_metrics({"train_loss": 1.0 / step}, step=step)
+    tracker.end()
+    assert steps(store, run_id, "train_loss") == [1, 5, 10, 25]
