@@ -238,7 +238,7 @@ def _run(
             store.mark_lost_runs()
         except MlkitError as exc:  # someone else's broken run must not stop ours
             notify(f"mlkit: could not check for lost runs: {exc}")
-        existing = _existing_run(store, options) if options.run_id else None
+        existing = _existing_run(store, options, command.params) if options.run_id else None
         exp_id, exp_name = (existing[1], existing[2]) if existing else _find_experiment(store, options)
         if fingerprint is not None and exp_id is not None:
             # import budget: fingerprint loads only with --skip-if-done
@@ -323,8 +323,9 @@ _ATTEMPT_TAGS = (
 _ATTEMPT_PREFIXES = ("mlkit.gpu.",)
 
 
-def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]:
-    """`--run-id`: the run, its experiment id and name, once it is clear it may start here."""
+def _existing_run(store: FileStore, options: RunOptions, params: dict[str, str]) -> tuple[Run, str, str]:
+    """`--run-id`: the run, its experiment id and name, once it is clear it may start here (with
+    `params`, which it logs again: a value it logged differently is refused before it is touched)."""
     run_id = str(options.run_id)
     run = store.get_run(run_id)  # NotFoundError (66) when there is no such run
     exp_id = run.info.experiment_id
@@ -335,6 +336,16 @@ def _existing_run(store: FileStore, options: RunOptions) -> tuple[Run, str, str]
             hint="drop --experiment-name/--experiment-id, or give the run's own experiment",
         )
     _check_attachable(run, options)
+    from mlkit.tracking.validation import param_value  # import budget: only for --run-id
+
+    for key, value in params.items():
+        logged = run.data.params.get(key)
+        if logged is not None and logged != param_value(value):
+            raise UsageError(
+                f"--run-id {run_id}: -P {key}={value}, but the run was started with {key}={logged}"
+                " (a run's params never change)",
+                hint=f"give -P {key}={logged}, or start a new run (drop --run-id)",
+            )
     return run, exp_id, exp_name
 
 

@@ -179,3 +179,22 @@ def test_a_secondary_node_that_fails_names_itself_and_leaves_the_status_to_node_
     assert "mlkit.pid" not in run.data.tags and not run.data.params
     logs = FileStore(store_root).artifact_dir(run_id) / "logs"
     assert not (logs / "output.log").exists() and (logs / "output-node1.log").exists()
+
+
+def test_a_changed_param_is_refused_before_the_run_is_touched(make_project, mlkit_run, store_root):
+    """`--run-id` of a KILLED run with another `-P` value was exit 2 after the run had been made
+    RUNNING again: the store refused the param, and the run was left FAILED (launch_failed)."""
+    project = make_project(PROJECT)
+    store = FileStore(store_root)
+    run_id = _scheduled(store_root)
+    store.log_params(run_id, {"lr": "0.3"})
+    store.set_terminated(run_id, "KILLED")
+    before = store.get_run(run_id)
+    result = mlkit_run(str(project), "--run-id", run_id, "-P", "lr=0.5")
+    assert result.returncode == 2, result.stderr
+    assert "lr=0.3" in result.stderr and "Traceback" not in result.stderr
+    after = store.get_run(run_id)
+    assert after.info.status == "KILLED" and after.info.end_time == before.info.end_time
+    assert after.data.tags == before.data.tags
+    # the same value is no change: the run goes on
+    assert mlkit_run(str(project), "--run-id", run_id, "-P", "lr=0.3").returncode == 0
