@@ -246,10 +246,11 @@ def wait_lock(
     error: type[MlkitError] = LockedError,
     on_wait: Callable[[str], None] | None = None,
     describe: Callable[[], str | None] | None = None,
+    shared: bool = False,
 ) -> None:
-    """Take an exclusive flock on `fd` within `wait` seconds (may be math.inf), else raise `error`
-    naming the holder. `on_wait` gets a status line when the wait starts and every 30 s."""
-    if try_lock(fd):
+    """Take an exclusive (or `shared`) flock on `fd` within `wait` seconds (may be math.inf), else
+    raise `error` naming the holder. `on_wait` gets a status line when the wait starts and every 30 s."""
+    if try_lock(fd, shared=shared):
         return
     who = describe or (lambda: lock_holder(fd))
     start = time.monotonic()
@@ -267,7 +268,7 @@ def wait_lock(
             next_status = now + _STATUS_EVERY_S
         time.sleep(min(delay, max(0.0, wait - (now - start))))
         delay = min(delay * 1.5, _POLL_MAX_S)
-        if try_lock(fd):
+        if try_lock(fd, shared=shared):
             return
 
 

@@ -18,7 +18,6 @@ next deletes it and builds again. A build that fails is deleted before the lock 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -147,8 +146,16 @@ def hold_in_use(key: str) -> IO[bytes] | None:
         return None
     # only prune takes it exclusively (without waiting), for as long as it deletes the env: then
     # the marker is gone and the caller builds it again
-    fcntl.flock(fd, fcntl.LOCK_SH)
+    try:
+        fsio.wait_lock(fd, shared=True, wait=USE_WAIT_S, what=f"environment {key}",
+                       hint="mlkit env prune is deleting it; retry when it is done")  # fmt: skip
+    except BaseException:
+        os.close(fd)
+        raise
     return os.fdopen(fd, "rb")
+
+
+USE_WAIT_S = 600.0  # the longest a run waits for a prune deleting its env (seconds, in practice)
 
 
 def children_path(key: str) -> Path:
