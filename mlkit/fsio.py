@@ -66,19 +66,41 @@ def check_dir(fd: int, path: Path | str) -> os.stat_result:
         raise UnsafeStateError(
             f"{path}: is {describe_type(st.st_mode)}, not a directory", hint=f"remove {path}"
         )
-    me = os.geteuid()
-    if st.st_uid not in (me, 0):
-        raise UnsafeStateError(
-            f"{path}: owned by {_owner(st.st_uid)}, not by you or root; that user could swap the files in it",
-            hint=f"use a state dir you or root own: ask an admin to run `install -d -m 1777 -o root -g root {path}`, "
-            "or set MLKIT_STATE_DIR to a directory of your own",
-        )
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise UnsafeStateError(
-            f"{path}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}) without the sticky bit",
-            hint=f"chmod 1777 {path} (shared, like /tmp) or chmod 700 {path} (private)",
-        )
+    refuse_others(
+        st, path, sticky_ok=True, risk="swap the files in it",
+        owner_hint=f"use a state dir you or root own: ask an admin to run `install -d -m 1777 -o root -g root "
+        f"{path}`, or set MLKIT_STATE_DIR to a directory of your own",
+        mode_hint=f"chmod 1777 {path} (shared, like /tmp) or chmod 700 {path} (private)",
+    )  # fmt: skip
     return st
+
+
+def refuse_others(
+    st: os.stat_result,
+    path: Path | str,
+    *,
+    sticky_ok: bool,
+    risk: str,
+    owner_hint: str,
+    mode_hint: str = "",
+) -> None:
+    """The one rule for a directory other users must not control: owned by us or root, and not
+    writable by group or others (`sticky_ok`: unless it has the sticky bit, as /tmp, where mlkit
+    opens each file without following links and checks it). `risk`: what such a user could do.
+    A symbolic link's stat is judged by its owner alone (a link's own mode is always 0777)."""
+    if st.st_uid not in (os.geteuid(), 0):
+        raise UnsafeStateError(
+            f"{path}: owned by {_owner(st.st_uid)}, not by you or root; that user could {risk}",
+            hint=owner_hint,
+        )
+    if stat.S_ISLNK(st.st_mode):
+        return
+    if st.st_mode & 0o022 and not (sticky_ok and st.st_mode & stat.S_ISVTX):
+        sticky = " without the sticky bit" if sticky_ok else ""
+        raise UnsafeStateError(
+            f"{path}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}){sticky}; any of them could {risk}",
+            hint=mode_hint,
+        )
 
 
 def open_dir(

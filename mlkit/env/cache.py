@@ -73,22 +73,13 @@ def check_root(root: Path, var: str = "MLKIT_ENV_DIR", risk: str = ENV_DIR_RISK)
         return
     except OSError as exc:
         raise UnsafeStateError(f"{root}: cannot be read: {exc.strerror}") from None
-    ours = (os.geteuid(), 0)
     hint = f"set {var} to a directory of your own"
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafeStateError(f"{root}: is {fsio.describe_type(st.st_mode)}, not a directory", hint=hint)
-    for what, owner in (("a link", link.st_uid), ("", st.st_uid)):
-        if owner not in ours:
-            raise UnsafeStateError(
-                f"{root}: {what + ' ' if what else ''}owned by {procid.user_name(owner)} (uid {owner}), not by you"
-                f" or root; that user could plant {risk}",
-                hint=hint,
-            )
-    if st.st_mode & 0o022:
-        raise UnsafeStateError(
-            f"{root}: writable by other users (mode {stat.S_IMODE(st.st_mode):04o}); any of them could plant {risk}",
-            hint=f"chmod go-w {root} (a cache to share is built by its owner and only read by others), or {hint}",
-        )
+    if link is not st:  # the link itself: whoever owns it can point it elsewhere
+        fsio.refuse_others(link, f"{root} (a link)", sticky_ok=False, risk=f"plant {risk}", owner_hint=hint)
+    fsio.refuse_others(st, root, sticky_ok=False, risk=f"plant {risk}", owner_hint=hint,
+                       mode_hint=f"chmod go-w {root} (a cache to share is built by root and only read by others), or {hint}")  # fmt: skip
 
 
 def make_checked_dir(
