@@ -39,6 +39,15 @@ def _gone(job: str) -> bool:
     return not sh("squeue", "-h", "-j", job, check=False).strip()
 
 
+def _accounted(job: str) -> bool:
+    """sacct holds the job's end (not the RUNNING or COMPLETING it had while the job ran)."""
+    from mlkit.backends.slurm.status import ACTIVE_STATES, QUEUED_STATES
+
+    states = [line.split()[0] for line in sh("sacct", "-n", "-X", "-j", job, "-o", "State", check=False).splitlines()
+              if line.strip()]  # fmt: skip
+    return bool(states) and not any(s in ACTIVE_STATES or s in QUEUED_STATES for s in states)
+
+
 def _settled(run_id: str):
     """`runs show` (which asks Slurm) until Slurm's end state is recorded; the run."""
 
@@ -108,7 +117,10 @@ def test_listing_many_runs_asks_slurm_once(slurm, accounting, project):
 
     ids = [_submit(project, "-P", f"code={c}")[0] for c in (0, 4, 0)]
     store = FileStore()
-    wait_until(lambda: all(_gone(store.get_run(r).data.tags["mlkit.slurm.job_id"]) for r in ids), 60)
+    jobs = [store.get_run(r).data.tags["mlkit.slurm.job_id"] for r in ids]
+    wait_until(lambda: all(_gone(j) for j in jobs), 60)
+    if accounting == "sacct":  # slurmdbd records the end a moment after the job leaves the queue:
+        wait_until(lambda: all(_accounted(j) for j in jobs), 60)  # until then, asking again is right
     result = reconcile(store, [store.get_run(r) for r in ids])
     assert result.calls == ["squeue", "sacct"]
     assert [r.info.status for r in result.runs] == ["FINISHED", "FAILED", "FINISHED"]
